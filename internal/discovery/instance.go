@@ -1,0 +1,52 @@
+package discovery
+
+import (
+	"strings"
+	"time"
+)
+
+// DefaultPrefix is the etcd key prefix under which Griddle keeps everything.
+const DefaultPrefix = "/griddle/"
+
+// Instance is one running sidecar of one version of one service, as
+// registered in etcd under InstanceKey.
+type Instance struct {
+	ID      string `json:"id"`
+	Service string `json:"service"`
+	Version string `json:"version"`
+	// Address is the mangos URL of the sidecar's REP socket, e.g. tcp://10.0.0.7:7001.
+	Address string    `json:"address"`
+	Started time.Time `json:"started"`
+	// RuleRevision is the revision of the routing rules this sidecar runs (0: none yet).
+	RuleRevision int64 `json:"ruleRevision,omitempty"`
+}
+
+// Exposure says which HTTP paths the edge sends to a service. It is stored
+// under ExposureKey; the full rule language replaces it later.
+type Exposure struct {
+	Service      string   `json:"service"`
+	PathPrefixes []string `json:"pathPrefixes"`
+}
+
+// InstancesPrefix is where instances of all services are registered.
+func InstancesPrefix(prefix string) string { return prefix + "instances/" }
+
+// InstanceKey is the key of one instance: <prefix>instances/<service>/<version>/<id>.
+func InstanceKey(prefix string, in Instance) string {
+	return InstancesPrefix(prefix) + in.Service + "/" + in.Version + "/" + in.ID
+}
+
+// ExposuresPrefix is where the HTTP exposures of all services are stored.
+func ExposuresPrefix(prefix string) string { return prefix + "http/" }
+
+// ExposureKey is the key of one service's exposure: <prefix>http/<service>.
+func ExposureKey(prefix, service string) string { return ExposuresPrefix(prefix) + service }
+
+// validName reports whether s can be used as a service, version or instance
+// name: it becomes one segment of an etcd key and of a URL host.
+func validName(s string) bool {
+	if s == "" || len(s) > 63 {
+		return false
+	}
+	return strings.Trim(s, "abcdefghijklmnopqrstuvwxyz0123456789-.") == "" && s[0] != '-' && s[0] != '.'
+}
