@@ -1,6 +1,7 @@
 package discovery
 
 import (
+	"fmt"
 	"strings"
 	"time"
 )
@@ -49,4 +50,33 @@ func validName(s string) bool {
 		return false
 	}
 	return strings.Trim(s, "abcdefghijklmnopqrstuvwxyz0123456789-.") == "" && s[0] != '-' && s[0] != '.'
+}
+
+// Validate reports whether in can be registered: Service, Version and ID
+// must be valid names and Address must be set. The error wraps
+// ErrDiscoveryInvalid and names the field.
+func (in Instance) Validate() error {
+	for _, f := range []struct{ name, v string }{{"service", in.Service}, {"version", in.Version}, {"id", in.ID}} {
+		if !validName(f.v) {
+			return fmt.Errorf("%w: instance %s %q: want 1-63 of a-z 0-9 - . not starting with - or .", ErrDiscoveryInvalid, f.name, f.v)
+		}
+	}
+	if in.Address == "" {
+		return fmt.Errorf("%w: instance address is required", ErrDiscoveryInvalid)
+	}
+	return nil
+}
+
+// Validate reports whether e can be stored: Service must be a valid name and
+// every path prefix must start with "/". The error wraps ErrDiscoveryInvalid.
+func (e Exposure) Validate() error {
+	if !validName(e.Service) {
+		return fmt.Errorf("%w: exposure service %q", ErrDiscoveryInvalid, e.Service)
+	}
+	for _, p := range e.PathPrefixes {
+		if !strings.HasPrefix(p, "/") {
+			return fmt.Errorf("%w: exposure %s: path prefix %q must start with /", ErrDiscoveryInvalid, e.Service, p)
+		}
+	}
+	return nil
 }

@@ -1,0 +1,186 @@
+// Command griddle runs Griddle's components and the operator's commands.
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/griddle-mesh/griddle/edge"
+	"github.com/griddle-mesh/griddle/internal/launch"
+	"github.com/griddle-mesh/griddle/sidecar"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := newRoot().ExecuteContext(ctx); err != nil {
+		fmt.Fprintln(os.Stderr, "griddle:", err)
+		os.Exit(1)
+	}
+}
+
+// globals are the flags every command takes.
+type globals struct {
+	logLevel  string
+	logFormat string
+}
+
+func (g *globals) logger() (*slog.Logger, error) {
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(g.logLevel)); err != nil {
+		return nil, fmt.Errorf("--log-level: %w", err)
+	}
+	opts := &slog.HandlerOptions{Level: level}
+	switch g.logFormat {
+	case "text":
+		return slog.New(slog.NewTextHandler(os.Stderr, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(os.Stderr, opts)), nil
+	}
+	return nil, fmt.Errorf("--log-format: %q is not text or json", g.logFormat)
+}
+
+func newRoot() *cobra.Command {
+	g := &globals{}
+	root := &cobra.Command{
+		Use:           "griddle",
+		Short:         "Griddle: a sidecar service mesh over nanomsg, etcd and plain net/http handlers",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.PersistentFlags().StringVar(&g.logLevel, "log-level", "info", "debug, info, warn or error")
+	root.PersistentFlags().StringVar(&g.logFormat, "log-format", "text", "text or json")
+	root.AddCommand(upCmd(g), edgeCmd(g), sidecarCmd(g))
+	return root
+}
+
+func upCmd(g *globals) *cobra.Command {
+	var cfg launch.UpConfig
+	cmd := &cobra.Command{
+		Use:   "up",
+		Short: "Run the whole mesh on this machine: embedded etcd, the edge, the example services",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			log, err := g.logger()
+			if err != nil {
+				return err
+			}
+			cfg.Logger = log
+			cfg.Out = cmd.OutOrStdout()
+			return launch.Up(cmd.Context(), cfg)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&cfg.Dir, "dir", ".griddle", "directory for etcd's data and the handler binaries")
+	f.StringVar(&cfg.Listen, "listen", "127.0.0.1:8080", "the edge's address")
+	f.StringVar(&cfg.Admin, "admin", "127.0.0.1:9090", "the edge's status address (- disables)")
+	f.StringVar(&cfg.EtcdAddr, "etcd-listen", "127.0.0.1:2379", "embedded etcd's client address")
+	return cmd
+}
+
+func edgeCmd(g *globals) *cobra.Command {
+	var (
+		cfg  edge.Config
+		etcd etcdFlags
+	)
+	cmd := &cobra.Command{
+		Use:   "edge",
+		Short: "Run an edge: the HTTP front door that sends requests into the mesh",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			log, err := g.logger()
+			if err != nil {
+				return err
+			}
+			cfg.Logger = log
+			if err := cfg.Validate(); err != nil {
+				return err
+			}
+			m, err := launch.Connect(cmd.Context(), etcd.list(), etcd.prefix, log)
+			if err != nil {
+				return err
+			}
+			defer m.Close()
+			return launch.Edge(cmd.Context(), m, cfg)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&cfg.Listen, "listen", "127.0.0.1:8080", "address for end users")
+	f.StringVar(&cfg.Admin, "admin", "", "address for /status and /healthz (empty: none)")
+	f.DurationVar(&cfg.Timeout, "timeout", 10*time.Second, "deadline of each request, retries included")
+	f.Int64Var(&cfg.MaxBodyBytes, "max-body-bytes", 8<<20, "largest request body; larger ones get 413")
+	etcd.add(cmd)
+	return cmd
+}
+
+func sidecarCmd(g *globals) *cobra.Command {
+	var (
+		cfg  sidecar.Config
+		etcd etcdFlags
+	)
+	cmd := &cobra.Command{
+		Use:   "sidecar",
+		Short: "Run a sidecar: serve one instance of a service, its handler started as a plugin",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			log, err := g.logger()
+			if err != nil {
+				return err
+			}
+			cfg.Logger = log
+			if err := cfg.Validate(); err != nil {
+				return err
+			}
+			m, err := launch.Connect(cmd.Context(), etcd.list(), etcd.prefix, log)
+			if err != nil {
+				return err
+			}
+			defer m.Close()
+			return launch.Sidecar(cmd.Context(), m, cfg)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&cfg.Service, "service", "", "service name (required)")
+	f.StringVar(&cfg.Version, "version", "", "version this instance runs (required)")
+	f.StringVar(&cfg.ID, "id", "", "instance id (default: hostname-pid)")
+	f.StringVar(&cfg.Listen, "listen", "tcp://127.0.0.1:0", "mangos URL of the sidecar's socket")
+	f.StringVar(&cfg.Advertise, "advertise", "", "URL registered in etcd (default: the bound --listen address)")
+	f.StringVar(&cfg.Plugin, "plugin", "", "handler binary (required)")
+	f.StringArrayVar(&cfg.PluginArgs, "plugin-arg", nil, "argument for the handler (repeatable)")
+	f.StringArrayVar(&cfg.HTTPPrefixes, "http-prefix", nil, "path prefix the edge sends to this service (repeatable)")
+	f.IntVar(&cfg.Concurrency, "concurrency", 128, "requests handled at once")
+	f.DurationVar(&cfg.TTL, "ttl", 5*time.Second, "registration lease; a killed sidecar leaves the endpoint set within it")
+	f.DurationVar(&cfg.DrainTimeout, "drain-timeout", 10*time.Second, "time for in-flight work to finish on stop")
+	f.StringVar(&cfg.Admin, "admin", "", "address for /status and /healthz (empty: none)")
+	etcd.add(cmd)
+	return cmd
+}
+
+// etcdFlags are the flags of commands that talk to etcd.
+type etcdFlags struct {
+	endpoints string
+	prefix    string
+}
+
+func (e *etcdFlags) add(cmd *cobra.Command) {
+	cmd.Flags().StringVar(&e.endpoints, "etcd", "127.0.0.1:2379", "etcd endpoints, comma-separated")
+	cmd.Flags().StringVar(&e.prefix, "etcd-prefix", "/griddle/", "key prefix for everything Griddle keeps in etcd")
+}
+
+func (e *etcdFlags) list() []string {
+	var out []string
+	for _, ep := range strings.Split(e.endpoints, ",") {
+		if ep = strings.TrimSpace(ep); ep != "" {
+			out = append(out, ep)
+		}
+	}
+	return out
+}

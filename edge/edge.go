@@ -1,0 +1,268 @@
+// Package edge is Griddle's HTTP front door: it matches each request to a
+// service by path prefix, turns it into an envelope, sends it to an instance
+// over mangos and holds the connection until the answer comes back.
+package edge
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/griddle-mesh/griddle/internal/discovery"
+	"github.com/griddle-mesh/griddle/internal/gateway"
+)
+
+// Routes is where the edge learns which paths belong to which service
+// (the discovery catalog implements it).
+type Routes interface {
+	Exposures() []discovery.Exposure
+	// Changed returns a channel closed at the next change.
+	Changed() <-chan struct{}
+	Status() discovery.Status
+}
+
+// Config configures an Edge. Zero durations and sizes select the defaults.
+type Config struct {
+	Listen string // host:port for end users (required)
+	Admin  string // host:port for /status and /healthz; "" disables
+
+	Timeout           time.Duration // per request, retries included (10s)
+	MaxBodyBytes      int64         // larger bodies get 413 (8 MiB)
+	MaxHeaderBytes    int           // larger headers get 431 (64 KiB)
+	ReadHeaderTimeout time.Duration // slow clients sending headers (5s)
+	ReadTimeout       time.Duration // whole request read (30s)
+	WriteTimeout      time.Duration // whole response written (60s)
+	IdleTimeout       time.Duration // keep-alive idle connections (90s)
+	ShutdownTimeout   time.Duration // graceful stop (10s)
+
+	Logger *slog.Logger
+}
+
+// Validate reports the first invalid field, named as on the command line.
+func (c Config) Validate() error {
+	if c.Listen == "" {
+		return errors.New("edge: --listen: required")
+	}
+	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
+		return fmt.Errorf("edge: --listen: %w", err)
+	}
+	if c.Admin != "" {
+		if _, _, err := net.SplitHostPort(c.Admin); err != nil {
+			return fmt.Errorf("edge: --admin: %w", err)
+		}
+	}
+	for name, d := range map[string]time.Duration{"--timeout": c.Timeout, "ReadHeaderTimeout": c.ReadHeaderTimeout,
+		"ReadTimeout": c.ReadTimeout, "WriteTimeout": c.WriteTimeout, "IdleTimeout": c.IdleTimeout, "ShutdownTimeout": c.ShutdownTimeout} {
+		if d < 0 {
+			return fmt.Errorf("edge: %s: %v is negative", name, d)
+		}
+	}
+	if c.MaxBodyBytes < 0 || c.MaxHeaderBytes < 0 {
+		return errors.New("edge: --max-body-bytes, MaxHeaderBytes: must not be negative")
+	}
+	return nil
+}
+
+func (c *Config) setDefaults() {
+	def := func(d *time.Duration, v time.Duration) {
+		if *d == 0 {
+			*d = v
+		}
+	}
+	def(&c.Timeout, 10*time.Second)
+	def(&c.ReadHeaderTimeout, 5*time.Second)
+	def(&c.ReadTimeout, 30*time.Second)
+	def(&c.WriteTimeout, 60*time.Second)
+	def(&c.IdleTimeout, 90*time.Second)
+	def(&c.ShutdownTimeout, 10*time.Second)
+	if c.MaxHeaderBytes == 0 {
+		c.MaxHeaderBytes = 64 << 10
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+}
+
+// Edge serves end users. Create it with New, run it with Run.
+type Edge struct {
+	cfg    Config
+	routes Routes
+	gw     *gateway.Gateway
+	table  atomic.Pointer[routeTable]
+	addr   atomic.Pointer[string]
+	ready  chan struct{}
+}
+
+// New validates cfg and builds an Edge; it does no I/O.
+func New(cfg Config, routes Routes, d gateway.Dispatcher) (*Edge, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if routes == nil || d == nil {
+		return nil, errors.New("edge: routes and dispatcher are required")
+	}
+	cfg.setDefaults()
+	e := &Edge{cfg: cfg, routes: routes, ready: make(chan struct{})}
+	gw, err := gateway.New(gateway.Config{
+		Resolve:      e.resolve,
+		Dispatcher:   d,
+		Timeout:      cfg.Timeout,
+		MaxBodyBytes: cfg.MaxBodyBytes,
+		Logger:       cfg.Logger,
+	})
+	if err != nil {
+		return nil, err
+	}
+	e.gw = gw
+	e.table.Store(newRouteTable(nil))
+	return e, nil
+}
+
+// Handler returns the edge's public HTTP handler.
+func (e *Edge) Handler() http.Handler { return e.gw }
+
+// Ready returns a channel closed once the edge accepts connections.
+func (e *Edge) Ready() <-chan struct{} { return e.ready }
+
+// Addr returns the address the public listener is bound to once Run has
+// started it, or "".
+func (e *Edge) Addr() string {
+	if a := e.addr.Load(); a != nil {
+		return *a
+	}
+	return ""
+}
+
+// Run serves until ctx is done, then shuts down gracefully: in-flight
+// requests are answered within ShutdownTimeout.
+func (e *Edge) Run(ctx context.Context) error {
+	ln, err := net.Listen("tcp", e.cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("edge: --listen: %w", err)
+	}
+	addr := ln.Addr().String()
+	e.addr.Store(&addr)
+	srv := &http.Server{
+		Handler:           e.gw,
+		MaxHeaderBytes:    e.cfg.MaxHeaderBytes,
+		ReadHeaderTimeout: e.cfg.ReadHeaderTimeout,
+		ReadTimeout:       e.cfg.ReadTimeout,
+		WriteTimeout:      e.cfg.WriteTimeout,
+		IdleTimeout:       e.cfg.IdleTimeout,
+		ErrorLog:          slog.NewLogLogger(e.cfg.Logger.Handler(), slog.LevelDebug),
+	}
+	servers := []*http.Server{srv}
+	listeners := []net.Listener{ln}
+	if e.cfg.Admin != "" {
+		aln, err := net.Listen("tcp", e.cfg.Admin)
+		if err != nil {
+			ln.Close()
+			return fmt.Errorf("edge: --admin: %w", err)
+		}
+		servers = append(servers, &http.Server{Handler: e.adminHandler(), ReadHeaderTimeout: 5 * time.Second})
+		listeners = append(listeners, aln)
+	}
+
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	errc := make(chan error, 2*len(servers))
+	var wg sync.WaitGroup
+	wg.Go(func() { e.watchRoutes(ctx) })
+	for i, s := range servers {
+		wg.Go(func() {
+			if err := s.Serve(listeners[i]); !errors.Is(err, http.ErrServerClosed) {
+				errc <- fmt.Errorf("edge: serve: %w", err)
+				cancel()
+			}
+		})
+	}
+	e.cfg.Logger.Info("edge serving", "listen", addr, "admin", e.cfg.Admin)
+	close(e.ready)
+
+	<-ctx.Done()
+	sctx, scancel := context.WithTimeout(context.WithoutCancel(ctx), e.cfg.ShutdownTimeout)
+	defer scancel()
+	for _, s := range servers {
+		if err := s.Shutdown(sctx); err != nil {
+			errc <- fmt.Errorf("edge: shutdown: %w", err)
+		}
+	}
+	wg.Wait()
+	close(errc)
+	return <-errc // the first error, or nil
+}
+
+// watchRoutes rebuilds the route table whenever the exposures change.
+func (e *Edge) watchRoutes(ctx context.Context) {
+	for {
+		changed := e.routes.Changed()
+		e.table.Store(newRouteTable(e.routes.Exposures()))
+		select {
+		case <-ctx.Done():
+			return
+		case <-changed:
+		}
+	}
+}
+
+func (e *Edge) resolve(r *http.Request) (string, bool) {
+	return e.table.Load().match(r.URL.Path)
+}
+
+func (e *Edge) adminHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		w.Write([]byte("ok\n"))
+	})
+	mux.HandleFunc("GET /status", func(w http.ResponseWriter, _ *http.Request) {
+		st := e.routes.Status()
+		w.Header().Set("Content-Type", "application/json")
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		_ = enc.Encode(struct {
+			Component string               `json:"component"`
+			Etcd      discovery.Status     `json:"etcd"`
+			Routes    []discovery.Exposure `json:"routes"`
+		}{"edge", st, e.routes.Exposures()})
+	})
+	return mux
+}
+
+// routeTable maps path prefixes to services, longest prefix first. It is
+// immutable once built.
+type routeTable struct {
+	entries []routeEntry
+}
+
+type routeEntry struct {
+	prefix, service string
+}
+
+func newRouteTable(exps []discovery.Exposure) *routeTable {
+	t := &routeTable{}
+	for _, e := range exps {
+		for _, p := range e.PathPrefixes {
+			t.entries = append(t.entries, routeEntry{prefix: p, service: e.Service})
+		}
+	}
+	sort.SliceStable(t.entries, func(i, j int) bool { return len(t.entries[i].prefix) > len(t.entries[j].prefix) })
+	return t
+}
+
+func (t *routeTable) match(path string) (string, bool) {
+	for _, e := range t.entries {
+		if strings.HasPrefix(path, e.prefix) {
+			return e.service, true
+		}
+	}
+	return "", false
+}

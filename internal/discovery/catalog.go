@@ -1,0 +1,479 @@
+package discovery
+
+import (
+	"cmp"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"maps"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"go.etcd.io/etcd/api/v3/mvccpb"
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+	clientv3 "go.etcd.io/etcd/client/v3"
+)
+
+// Timing of the Catalog's talks with etcd.
+const (
+	listTimeout    = 5 * time.Second        // one Get of the whole prefix
+	probeInterval  = time.Second            // liveness probe period
+	probeTimeout   = time.Second            // liveness probe deadline
+	watchBackoffLo = 100 * time.Millisecond // first wait before re-listing after a failure
+	watchBackoffHi = 5 * time.Second        // longest wait between re-lists
+	stableAfter    = 10 * time.Second       // a watch that lived this long resets the back-off
+)
+
+// Status describes a Catalog's view of etcd.
+type Status struct {
+	// Synced is true once the first list succeeded; it never turns false.
+	Synced bool
+	// Connected is true while etcd answers: the last list or liveness probe
+	// succeeded. While false the Catalog serves its last known state.
+	Connected bool
+	// Revision is the etcd revision the Catalog's state reflects.
+	Revision int64
+	// LastError is the text of the most recent failure talking to etcd
+	// ("" if none yet). It is kept after recovery.
+	LastError string
+	// DisconnectedSince is when the current outage began; zero while
+	// Connected, and before the first contact with etcd.
+	DisconnectedSince time.Time
+}
+
+// Catalog is a local, eventually consistent copy of the instances and
+// exposures under a prefix, kept by Get + Watch. Reads never touch etcd and
+// never block: they see an immutable snapshot. If etcd becomes unreachable
+// the Catalog keeps serving the last known state (static stability) and
+// says so in Status.
+//
+// Run must be called (once) to fill and maintain it; all other methods are
+// safe for concurrent use at any time, before or after Run.
+type Catalog struct {
+	cli    *clientv3.Client
+	prefix string
+	logger *slog.Logger
+
+	snap    atomic.Pointer[snapshot]
+	synced  chan struct{} // closed by the first successful list
+	running atomic.Bool
+
+	mu     sync.Mutex // guards status and outage
+	status Status
+	outage bool // an outage has been logged and not yet its end
+
+	// Owned by the goroutine running Run.
+	instances map[string]map[string]Instance // service → key → instance
+	exposures map[string]Exposure            // key → exposure
+}
+
+// snapshot is an immutable view of the catalog; readers share its slices.
+type snapshot struct {
+	instances map[string][]Instance // service → instances sorted by version, id
+	services  []string              // services with instances, sorted
+	exposures []Exposure            // sorted by service
+	changed   chan struct{}         // closed when this snapshot is replaced
+}
+
+// NewCatalog returns an empty Catalog of the entries under prefix (e.g.
+// DefaultPrefix). It does no I/O; call Run. A nil logger means slog.Default().
+// The Catalog does not close cli.
+func NewCatalog(cli *clientv3.Client, prefix string, logger *slog.Logger) *Catalog {
+	if logger == nil {
+		logger = slog.Default()
+	}
+	c := &Catalog{
+		cli:       cli,
+		prefix:    prefix,
+		logger:    logger,
+		synced:    make(chan struct{}),
+		instances: map[string]map[string]Instance{},
+		exposures: map[string]Exposure{},
+	}
+	c.snap.Store(&snapshot{instances: map[string][]Instance{}, changed: make(chan struct{})})
+	return c
+}
+
+// Instances returns the instances of service, all versions, sorted by
+// version then ID; nil if none. The slice is shared: callers must not modify
+// it. It does not allocate.
+func (c *Catalog) Instances(service string) []Instance {
+	return c.snap.Load().instances[service]
+}
+
+// Services returns the names of the services that have at least one
+// instance, sorted. The slice is shared: callers must not modify it.
+func (c *Catalog) Services() []string { return c.snap.Load().services }
+
+// Exposures returns all exposures sorted by service. The slice is shared:
+// callers must not modify it.
+func (c *Catalog) Exposures() []Exposure { return c.snap.Load().exposures }
+
+// Changed returns a channel that is closed at the next change of what
+// Instances, Services or Exposures return. Call it again after each close to
+// wait for the change after that. To miss nothing, call Changed before
+// reading the state it guards.
+func (c *Catalog) Changed() <-chan struct{} { return c.snap.Load().changed }
+
+// Status returns the Catalog's view of etcd.
+func (c *Catalog) Status() Status {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.status
+}
+
+// WaitSynced returns nil once the first list of the prefix has succeeded, or
+// an error wrapping ErrDiscoveryNotSynced and ctx.Err() if ctx ends first.
+func (c *Catalog) WaitSynced(ctx context.Context) error {
+	select {
+	case <-c.synced:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("%w: %w", ErrDiscoveryNotSynced, ctx.Err())
+	}
+}
+
+// Run lists the prefix, then watches it from the next revision, until ctx
+// ends; it then returns nil. On compaction it re-lists at once; on any other
+// failure it re-lists with back-off, keeping the last known state meanwhile.
+// A liveness probe (a linearizable Get every second, one-second deadline)
+// keeps Status().Connected current even when the watch is idle, so an outage
+// shows within about two seconds. Run returns an error only if cli is closed,
+// or if Run is already running.
+func (c *Catalog) Run(ctx context.Context) error {
+	if !c.running.CompareAndSwap(false, true) {
+		return errors.New("discovery: Catalog.Run called twice")
+	}
+	defer c.running.Store(false)
+
+	ctx, cancel := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	defer cancel()
+	wg.Go(func() { c.probe(ctx) })
+
+	b := newBackoff(watchBackoffLo, watchBackoffHi)
+	for {
+		start := time.Now()
+		err := c.listAndWatch(ctx)
+		if ctx.Err() != nil {
+			return nil
+		}
+		if c.cli.Ctx().Err() != nil {
+			return fmt.Errorf("discovery: catalog: %w", err)
+		}
+		c.recordError(err)
+		if errors.Is(err, rpctypes.ErrCompacted) {
+			c.logger.Info("discovery: watch compacted; re-listing", "prefix", c.prefix, "err", err)
+			continue
+		}
+		if time.Since(start) > stableAfter {
+			b.reset()
+		}
+		if !b.wait(ctx) {
+			return nil
+		}
+	}
+}
+
+// listAndWatch does one Get of the prefix and then watches it until the
+// watch fails or ctx ends. List failures count as disconnection.
+func (c *Catalog) listAndWatch(ctx context.Context) error {
+	lctx, cancel := context.WithTimeout(ctx, listTimeout)
+	resp, err := c.cli.Get(lctx, c.prefix, clientv3.WithPrefix())
+	cancel()
+	if err != nil {
+		err = fmt.Errorf("list %s: %w", c.prefix, err)
+		if ctx.Err() == nil {
+			c.disconnected(err)
+		}
+		return err
+	}
+	rev := resp.Header.Revision
+	c.reset(resp.Kvs)
+	c.connected(rev)
+	close1(c.synced)
+
+	wctx, wcancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
+	defer wcancel()
+	wch := c.cli.Watch(wctx, c.prefix, clientv3.WithPrefix(), clientv3.WithRev(rev+1), clientv3.WithProgressNotify())
+	for wresp := range wch {
+		if err := wresp.Err(); err != nil {
+			// A compaction arrives as CompactRevision != 0, and Err is then
+			// rpctypes.ErrCompacted.
+			return fmt.Errorf("watch %s from revision %d: %w", c.prefix, rev+1, err)
+		}
+		if len(wresp.Events) > 0 {
+			c.apply(wresp.Events)
+		}
+		if r := wresp.Header.Revision; r > rev {
+			rev = r
+			c.setRevision(rev)
+		}
+	}
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	return fmt.Errorf("watch %s: channel closed", c.prefix)
+}
+
+// close1 closes ch unless it is already closed. Only Run's goroutine calls it.
+func close1(ch chan struct{}) {
+	select {
+	case <-ch:
+	default:
+		close(ch)
+	}
+}
+
+// probe checks every probeInterval that etcd answers a linearizable read,
+// until ctx ends.
+func (c *Catalog) probe(ctx context.Context) {
+	t := time.NewTicker(probeInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		pctx, cancel := context.WithTimeout(ctx, probeTimeout)
+		_, err := c.cli.Get(pctx, c.prefix, clientv3.WithCountOnly())
+		cancel()
+		switch {
+		case ctx.Err() != nil:
+			return
+		case err != nil:
+			c.disconnected(fmt.Errorf("probe: %w", err))
+		default:
+			c.reachable()
+		}
+	}
+}
+
+// disconnected records err and, at the start of an outage, logs it once.
+func (c *Catalog) disconnected(err error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.status.LastError = err.Error()
+	c.status.Connected = false
+	if c.outage {
+		c.logger.Debug("discovery: etcd still unreachable", "prefix", c.prefix, "err", err)
+		return
+	}
+	c.outage = true
+	c.status.DisconnectedSince = time.Now()
+	c.logger.Warn("discovery: etcd unreachable; serving last known state",
+		"prefix", c.prefix, "revision", c.status.Revision, "err", err)
+}
+
+// reachable marks etcd as answering, logging the end of an outage once.
+func (c *Catalog) reachable() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.reachableLocked()
+}
+
+func (c *Catalog) reachableLocked() {
+	c.status.Connected = true
+	if c.outage {
+		c.outage = false
+		c.logger.Info("discovery: etcd reachable again", "prefix", c.prefix,
+			"outage", time.Since(c.status.DisconnectedSince).Round(time.Millisecond))
+	}
+	c.status.DisconnectedSince = time.Time{}
+}
+
+// connected records a successful list at rev.
+func (c *Catalog) connected(rev int64) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.reachableLocked()
+	c.status.Synced = true
+	c.status.Revision = rev
+}
+
+func (c *Catalog) setRevision(rev int64) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.status.Revision = rev
+}
+
+func (c *Catalog) recordError(err error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.status.LastError = err.Error()
+}
+
+// entry kinds under the prefix.
+const (
+	kindOther = iota
+	kindInstance
+	kindExposure
+)
+
+// classify tells what key is; for instances it returns the service.
+func (c *Catalog) classify(key string) (kind int, service string) {
+	if rest, ok := strings.CutPrefix(key, InstancesPrefix(c.prefix)); ok {
+		svc, _, _ := strings.Cut(rest, "/")
+		return kindInstance, svc
+	}
+	if rest, ok := strings.CutPrefix(key, ExposuresPrefix(c.prefix)); ok {
+		return kindExposure, rest
+	}
+	return kindOther, ""
+}
+
+// decodeInstance parses an instance entry; the key must be
+// <prefix>instances/<service>/<version>/<id> and agree with the JSON.
+func (c *Catalog) decodeInstance(key string, value []byte) (Instance, error) {
+	parts := strings.Split(strings.TrimPrefix(key, InstancesPrefix(c.prefix)), "/")
+	if len(parts) != 3 {
+		return Instance{}, errors.New("key is not instances/<service>/<version>/<id>")
+	}
+	var in Instance
+	if err := json.Unmarshal(value, &in); err != nil {
+		return Instance{}, err
+	}
+	if in.Service != parts[0] || in.Version != parts[1] || in.ID != parts[2] {
+		return Instance{}, fmt.Errorf("value names %s/%s/%s", in.Service, in.Version, in.ID)
+	}
+	return in, in.Validate()
+}
+
+func (c *Catalog) decodeExposure(service string, value []byte) (Exposure, error) {
+	var e Exposure
+	if err := json.Unmarshal(value, &e); err != nil {
+		return Exposure{}, err
+	}
+	if e.Service != service {
+		return Exposure{}, fmt.Errorf("value names service %q", e.Service)
+	}
+	return e, e.Validate()
+}
+
+// put applies one key's value to the working state and reports whether it
+// touched it. A malformed value is logged and removes the key's previous
+// entry: the key no longer holds a usable one.
+func (c *Catalog) put(key string, value []byte, dirty map[string]struct{}) bool {
+	kind, svc := c.classify(key)
+	switch kind {
+	case kindInstance:
+		in, err := c.decodeInstance(key, value)
+		if err != nil {
+			c.logger.Warn("discovery: skipping malformed instance", "key", key, "err", err)
+			return c.del(key, dirty)
+		}
+		m := c.instances[svc]
+		if m == nil {
+			m = map[string]Instance{}
+			c.instances[svc] = m
+		}
+		m[key] = in
+		dirty[svc] = struct{}{}
+		return true
+	case kindExposure:
+		e, err := c.decodeExposure(svc, value)
+		if err != nil {
+			c.logger.Warn("discovery: skipping malformed exposure", "key", key, "err", err)
+			return c.del(key, dirty)
+		}
+		c.exposures[key] = e
+		return true
+	}
+	return false
+}
+
+// del removes key from the working state and reports whether it was there.
+func (c *Catalog) del(key string, dirty map[string]struct{}) bool {
+	kind, svc := c.classify(key)
+	switch kind {
+	case kindInstance:
+		m := c.instances[svc]
+		if _, ok := m[key]; !ok {
+			return false
+		}
+		delete(m, key)
+		if len(m) == 0 {
+			delete(c.instances, svc)
+		}
+		dirty[svc] = struct{}{}
+		return true
+	case kindExposure:
+		if _, ok := c.exposures[key]; !ok {
+			return false
+		}
+		delete(c.exposures, key)
+		return true
+	}
+	return false
+}
+
+// reset replaces the working state by a full list and publishes it.
+func (c *Catalog) reset(kvs []*mvccpb.KeyValue) {
+	c.instances = map[string]map[string]Instance{}
+	c.exposures = map[string]Exposure{}
+	dirty := map[string]struct{}{}
+	for _, kv := range kvs {
+		c.put(string(kv.Key), kv.Value, dirty)
+	}
+	c.publish(nil)
+}
+
+// apply applies watch events and publishes a new snapshot if any touched
+// the state.
+func (c *Catalog) apply(events []*clientv3.Event) {
+	dirty := map[string]struct{}{}
+	changed := false
+	for _, ev := range events {
+		key := string(ev.Kv.Key)
+		switch ev.Type {
+		case clientv3.EventTypePut:
+			changed = c.put(key, ev.Kv.Value, dirty) || changed
+		case clientv3.EventTypeDelete:
+			changed = c.del(key, dirty) || changed
+		}
+	}
+	if changed {
+		c.publish(dirty)
+	}
+}
+
+// publish builds a snapshot from the working state and swaps it in. Only the
+// services in dirty are rebuilt; nil means all.
+func (c *Catalog) publish(dirty map[string]struct{}) {
+	old := c.snap.Load()
+	next := &snapshot{changed: make(chan struct{})}
+	if dirty == nil {
+		next.instances = make(map[string][]Instance, len(c.instances))
+		for svc := range c.instances {
+			next.instances[svc] = c.sortedInstances(svc)
+		}
+	} else {
+		next.instances = maps.Clone(old.instances)
+		for svc := range dirty {
+			if _, ok := c.instances[svc]; ok {
+				next.instances[svc] = c.sortedInstances(svc)
+			} else {
+				delete(next.instances, svc)
+			}
+		}
+	}
+	next.services = slices.Sorted(maps.Keys(next.instances))
+	next.exposures = slices.SortedFunc(maps.Values(c.exposures), func(a, b Exposure) int {
+		return cmp.Compare(a.Service, b.Service)
+	})
+	c.snap.Store(next)
+	close(old.changed)
+}
+
+func (c *Catalog) sortedInstances(svc string) []Instance {
+	return slices.SortedFunc(maps.Values(c.instances[svc]), func(a, b Instance) int {
+		return cmp.Or(cmp.Compare(a.Version, b.Version), cmp.Compare(a.ID, b.ID))
+	})
+}

@@ -1,0 +1,232 @@
+package discovery
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math"
+	"sync"
+	"time"
+
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+	clientv3 "go.etcd.io/etcd/client/v3"
+)
+
+// Back-off bounds for re-registering after a lost lease.
+const (
+	regBackoffMin = 100 * time.Millisecond
+	regBackoffMax = 5 * time.Second
+)
+
+// Registration is a sidecar's own entry in etcd: InstanceKey → JSON of the
+// Instance, attached to a lease that a goroutine owned by the Registration
+// keeps alive. If the process dies, the entry disappears when the lease
+// expires (after ttl); Close removes it at once.
+//
+// If the lease is lost (etcd restarted and the lease expired while it was
+// down, or a partition outlasted the ttl), the Registration grants a new
+// lease and puts the entry again, retrying with back-off until it succeeds
+// or is closed. Its methods are safe for concurrent use.
+type Registration struct {
+	cli    *clientv3.Client
+	key    string
+	ttl    int64 // seconds
+	logger *slog.Logger
+
+	cancel context.CancelFunc // stops the keeper
+	done   chan struct{}      // closed when the keeper has returned
+
+	// mu serializes every put of the entry with lease changes, so that an
+	// Update cannot re-attach the key to a lease that was just replaced.
+	mu     sync.Mutex
+	in     Instance
+	lease  clientv3.LeaseID
+	closed bool
+}
+
+// Register validates in, grants a lease of ttl (rounded up to whole seconds;
+// etcd may raise it to its minimum), puts InstanceKey(prefix, in) → JSON under
+// that lease and starts keeping the lease alive. ctx bounds only this first
+// registration; the keep-alive runs until Close. A nil logger means
+// slog.Default(). The caller must Close the Registration.
+func Register(ctx context.Context, cli *clientv3.Client, prefix string, in Instance, ttl time.Duration, logger *slog.Logger) (*Registration, error) {
+	if err := in.Validate(); err != nil {
+		return nil, err
+	}
+	if ttl <= 0 {
+		return nil, fmt.Errorf("%w: registration ttl %v must be positive", ErrDiscoveryInvalid, ttl)
+	}
+	if logger == nil {
+		logger = slog.Default()
+	}
+	r := &Registration{
+		cli:    cli,
+		key:    InstanceKey(prefix, in),
+		ttl:    int64(math.Ceil(ttl.Seconds())),
+		logger: logger,
+		done:   make(chan struct{}),
+		in:     in,
+	}
+	lease, err := r.grantAndPut(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("discovery: register %s: %w", r.key, err)
+	}
+	r.lease = lease
+	kctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	r.cancel = cancel
+	go r.keep(kctx, lease)
+	return r, nil
+}
+
+// grantAndPut grants a new lease and puts the current Instance under it. On
+// success the caller must store the lease in r.lease while holding r.mu, or
+// (in Register) before r is shared.
+func (r *Registration) grantAndPut(ctx context.Context) (clientv3.LeaseID, error) {
+	g, err := r.cli.Grant(ctx, r.ttl)
+	if err != nil {
+		return 0, fmt.Errorf("grant lease: %w", err)
+	}
+	if err := r.put(ctx, r.in, g.ID); err != nil {
+		// The lease would expire by itself; revoking just tidies up.
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
+		_, _ = r.cli.Revoke(rctx, g.ID)
+		cancel()
+		return 0, err
+	}
+	return g.ID, nil
+}
+
+func (r *Registration) put(ctx context.Context, in Instance, lease clientv3.LeaseID) error {
+	v, err := json.Marshal(in)
+	if err != nil {
+		return fmt.Errorf("encode instance: %w", err)
+	}
+	if _, err := r.cli.Put(ctx, r.key, string(v), clientv3.WithLease(lease)); err != nil {
+		return fmt.Errorf("put %s: %w", r.key, err)
+	}
+	return nil
+}
+
+// keep owns the keep-alive of lease and its replacements. It returns when ctx
+// ends (Close) or the client is closed, and closes r.done.
+func (r *Registration) keep(ctx context.Context, lease clientv3.LeaseID) {
+	defer close(r.done)
+	for {
+		ch, err := r.cli.KeepAlive(ctx, lease)
+		if err == nil {
+			for range ch { // closes when the lease is lost or ctx ends
+			}
+		}
+		if ctx.Err() != nil || r.cli.Ctx().Err() != nil {
+			return
+		}
+		lost := time.Now()
+		r.logger.Warn("discovery: registration lease lost; re-registering",
+			"key", r.key, "lease", int64(lease), "err", err)
+		var ok bool
+		if lease, ok = r.reregister(ctx); !ok {
+			return
+		}
+		r.logger.Info("discovery: re-registered",
+			"key", r.key, "lease", int64(lease), "outage", time.Since(lost).Round(time.Millisecond))
+	}
+}
+
+// reregister grants a new lease and puts the entry again, retrying with
+// back-off until it succeeds (true) or ctx ends or the client is closed (false).
+func (r *Registration) reregister(ctx context.Context) (clientv3.LeaseID, bool) {
+	b := newBackoff(regBackoffMin, regBackoffMax)
+	// Each try is bounded so a hung request cannot hold r.mu for long.
+	tryTimeout := max(time.Duration(r.ttl)*time.Second, 2*time.Second)
+	for {
+		if ctx.Err() != nil || r.cli.Ctx().Err() != nil {
+			return 0, false
+		}
+		lease, err := func() (clientv3.LeaseID, error) {
+			tctx, cancel := context.WithTimeout(ctx, tryTimeout)
+			defer cancel()
+			r.mu.Lock()
+			defer r.mu.Unlock()
+			lease, err := r.grantAndPut(tctx)
+			if err == nil {
+				r.lease = lease
+			}
+			return lease, err
+		}()
+		if err == nil {
+			return lease, true
+		}
+		r.logger.Debug("discovery: re-register failed; retrying", "key", r.key, "err", err)
+		if !b.wait(ctx) {
+			return 0, false
+		}
+	}
+}
+
+// Update replaces the registered Instance (e.g. a new RuleRevision) under the
+// same lease. in must have the same Service, Version and ID as the registered
+// one. The new value is kept even if the put fails, and is the one put again
+// after a lost lease. Update after Close returns ErrDiscoveryClosed.
+func (r *Registration) Update(ctx context.Context, in Instance) error {
+	if err := in.Validate(); err != nil {
+		return err
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.closed {
+		return ErrDiscoveryClosed
+	}
+	if in.Service != r.in.Service || in.Version != r.in.Version || in.ID != r.in.ID {
+		return fmt.Errorf("%w: update of %s changes service, version or id", ErrDiscoveryInvalid, r.key)
+	}
+	r.in = in
+	if err := r.put(ctx, in, r.lease); err != nil {
+		return fmt.Errorf("discovery: update: %w", err)
+	}
+	return nil
+}
+
+// Close stops the keep-alive and revokes the lease, so the entry disappears
+// at once. Only the first call does anything; later calls return nil. If the
+// revoke fails (e.g. etcd is unreachable within ctx) the error is returned
+// and the entry disappears when the lease expires.
+func (r *Registration) Close(ctx context.Context) error {
+	r.cancel()
+	select {
+	case <-r.done:
+	case <-ctx.Done():
+		return fmt.Errorf("discovery: close %s: %w", r.key, ctx.Err())
+	}
+	r.mu.Lock()
+	if r.closed {
+		r.mu.Unlock()
+		return nil
+	}
+	r.closed = true
+	lease := r.lease
+	r.mu.Unlock()
+	if _, err := r.cli.Revoke(ctx, lease); err != nil && !errors.Is(err, rpctypes.ErrLeaseNotFound) {
+		return fmt.Errorf("discovery: close %s: revoke lease: %w", r.key, err)
+	}
+	return nil
+}
+
+// PutExposure validates e and stores it under ExposureKey(prefix, e.Service),
+// replacing any previous exposure of that service. It has no lease: it stays
+// until overwritten or deleted.
+func PutExposure(ctx context.Context, cli *clientv3.Client, prefix string, e Exposure) error {
+	if err := e.Validate(); err != nil {
+		return err
+	}
+	v, err := json.Marshal(e)
+	if err != nil {
+		return fmt.Errorf("discovery: encode exposure: %w", err)
+	}
+	key := ExposureKey(prefix, e.Service)
+	if _, err := cli.Put(ctx, key, string(v)); err != nil {
+		return fmt.Errorf("discovery: put %s: %w", key, err)
+	}
+	return nil
+}

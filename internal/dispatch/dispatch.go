@@ -1,0 +1,635 @@
+package dispatch
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"slices"
+	"sync"
+	"time"
+
+	"go.nanomsg.org/mangos/v3"
+
+	"github.com/griddle-mesh/griddle/internal/discovery"
+	"github.com/griddle-mesh/griddle/internal/wire"
+)
+
+// Errors returned by Do. Every error from Do wraps exactly one of them,
+// except when the caller's ctx is canceled: then it wraps ctx's error
+// (context.Canceled or a cancel cause) instead.
+var (
+	// ErrNoInstance: no instance of the service (and version) is known.
+	ErrNoInstance = errors.New("dispatch: no instance")
+	// ErrUnavailable: no attempt produced a reply, or the request may have
+	// reached a handler that then vanished and it is not safe to repeat.
+	ErrUnavailable = errors.New("dispatch: unavailable")
+	// ErrDeadline: the request's deadline passed before a reply came.
+	ErrDeadline = errors.New("dispatch: deadline exceeded")
+	// ErrClosed: the Dispatcher is closed.
+	ErrClosed = errors.New("dispatch: closed")
+	// ErrBadRequest: the request cannot be encoded (for example a string
+	// field that is not valid UTF-8).
+	ErrBadRequest = errors.New("dispatch: bad request")
+	// ErrInvalidConfig is wrapped by every error from Config.Validate.
+	ErrInvalidConfig = errors.New("dispatch: invalid config")
+)
+
+// Endpoints is where a Dispatcher learns the instances of a service; the
+// discovery catalog implements it. Instances must be safe for concurrent use
+// and fast (it is called on every request); the returned slice is shared and
+// must not be modified by either side after it is returned.
+type Endpoints interface {
+	Instances(service string) []discovery.Instance
+}
+
+// Defaults applied by New for zero Config fields.
+const (
+	DefaultMaxAttempts    = 3
+	DefaultEjectAfter     = 3
+	DefaultEjectFor       = 5 * time.Second
+	DefaultTimeout        = 30 * time.Second
+	maxEjectionMultiplier = 8
+)
+
+// Timings of the sockets and of the sweeper; fixed because no caller has
+// needed to tune them.
+const (
+	reconnectTime    = 50 * time.Millisecond
+	maxReconnectTime = time.Second
+	// maxSendWait bounds how long one attempt waits for a free pipe before
+	// it gives up on that instance and tries another.
+	maxSendWait = 250 * time.Millisecond
+	// connectGrace is how long after a socket is created requests wait for
+	// its first connection instead of failing fast.
+	connectGrace = 200 * time.Millisecond
+	// sweepEvery is how often sockets of addresses that left the catalog
+	// are closed.
+	sweepEvery = 10 * time.Second
+	// contextPoolSize bounds the idle mangos contexts kept per socket.
+	contextPoolSize = 128
+)
+
+// Config configures a Dispatcher. Zero values of optional fields select the
+// documented defaults.
+type Config struct {
+	// Endpoints supplies instances. Required.
+	Endpoints Endpoints
+	// Logger receives ejection events. Nil: slog.Default().
+	Logger *slog.Logger
+	// MaxAttempts is the number of tries for one request, the first
+	// included. Retries happen only when the request never reached a
+	// handler, or when it may have and its method is idempotent.
+	// 0: DefaultMaxAttempts.
+	MaxAttempts int
+	// EjectAfter is the number of consecutive transport failures after
+	// which an instance is ejected. Replies from a handler, whatever their
+	// status, are not transport failures. 0: DefaultEjectAfter.
+	EjectAfter int
+	// EjectFor is the first ejection period; it doubles on each repeated
+	// ejection up to 8 times this value, and resets on a success.
+	// 0: DefaultEjectFor.
+	EjectFor time.Duration
+	// DefaultTimeout is the deadline of a request that carries none and
+	// whose ctx has none. 0: DefaultTimeout.
+	DefaultTimeout time.Duration
+}
+
+// Validate reports the first problem with c. It does no I/O.
+func (c Config) Validate() error {
+	switch {
+	case c.Endpoints == nil:
+		return fmt.Errorf("%w: Endpoints is required", ErrInvalidConfig)
+	case c.MaxAttempts < 0 || c.MaxAttempts > 10:
+		return fmt.Errorf("%w: MaxAttempts must be between 0 and 10, got %d", ErrInvalidConfig, c.MaxAttempts)
+	case c.EjectAfter < 0:
+		return fmt.Errorf("%w: EjectAfter must not be negative, got %d", ErrInvalidConfig, c.EjectAfter)
+	case c.EjectFor < 0:
+		return fmt.Errorf("%w: EjectFor must not be negative, got %v", ErrInvalidConfig, c.EjectFor)
+	case c.DefaultTimeout < 0:
+		return fmt.Errorf("%w: DefaultTimeout must not be negative, got %v", ErrInvalidConfig, c.DefaultTimeout)
+	}
+	return nil
+}
+
+func (c Config) withDefaults() Config {
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	if c.MaxAttempts == 0 {
+		c.MaxAttempts = DefaultMaxAttempts
+	}
+	if c.EjectAfter == 0 {
+		c.EjectAfter = DefaultEjectAfter
+	}
+	if c.EjectFor == 0 {
+		c.EjectFor = DefaultEjectFor
+	}
+	if c.DefaultTimeout == 0 {
+		c.DefaultTimeout = DefaultTimeout
+	}
+	return c
+}
+
+// Dispatcher sends requests to instances of services. It is safe for
+// concurrent use. It owns one socket per instance address it has sent to and
+// one sweeper goroutine; Close releases them.
+type Dispatcher struct {
+	cfg  Config
+	done chan struct{} // closed by Close
+	wg   sync.WaitGroup
+
+	mu       sync.RWMutex
+	closed   bool
+	peers    map[string]*peer    // by address
+	services map[string]struct{} // services whose instances have peers; read by the sweeper
+}
+
+// New validates cfg and returns a Dispatcher. Sockets are created on first
+// use, so New does no I/O.
+func New(cfg Config) (*Dispatcher, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	d := &Dispatcher{
+		cfg:      cfg.withDefaults(),
+		done:     make(chan struct{}),
+		peers:    make(map[string]*peer),
+		services: make(map[string]struct{}),
+	}
+	d.wg.Add(1)
+	go d.sweeper()
+	return d, nil
+}
+
+// Close closes all sockets and stops the sweeper. Do calls in flight return
+// ErrClosed promptly, and later ones return ErrClosed at once. Close is
+// idempotent and always returns nil.
+func (d *Dispatcher) Close() error {
+	d.mu.Lock()
+	if d.closed {
+		d.mu.Unlock()
+		return nil
+	}
+	d.closed = true
+	peers := d.peers
+	d.peers = nil
+	d.mu.Unlock()
+
+	close(d.done)
+	d.wg.Wait()
+	for _, p := range peers {
+		p.close()
+	}
+	return nil
+}
+
+// Do sends req to an instance of req.Service (of req.Version when it is not
+// empty) and returns the reply. A returned reply may carry any wire.Code:
+// when every attempt was answered UNAVAILABLE or OVERLOADED, the last such
+// reply is returned with a nil error for the caller to translate.
+//
+// The deadline is the earlier of req.DeadlineUnixNano and ctx's deadline,
+// or now+DefaultTimeout when neither is set; Do stores it in
+// req.DeadlineUnixNano and sets req.Attempt to the number of each try, so
+// req must not be used by anyone else until Do returns. Canceling ctx aborts
+// the request.
+func (d *Dispatcher) Do(ctx context.Context, req *wire.Request) (*wire.Reply, error) {
+	deadline := d.deadline(ctx, req)
+	req.DeadlineUnixNano = deadline.UnixNano()
+
+	var triedBuf [10]*peer
+	tried := triedBuf[:0]
+	var (
+		lastReply *wire.Reply
+		lastErr   error
+	)
+	for attempt := 1; attempt <= d.cfg.MaxAttempts; attempt++ {
+		if err := ctx.Err(); err != nil {
+			return nil, ctxError(ctx)
+		}
+		if !time.Now().Before(deadline) {
+			return nil, fmt.Errorf("%w: after %d attempts", ErrDeadline, attempt-1)
+		}
+		p, err := d.pick(req.Service, req.Version, tried)
+		if err != nil {
+			return nil, err
+		}
+		tried = append(tried, p)
+		req.Attempt = uint32(attempt)
+		reply, res, err := d.try(ctx, p, req, deadline)
+		p.inflight.Add(-1)
+		switch res {
+		case done:
+			return reply, nil
+		case fatal:
+			return nil, err
+		case retryReply:
+			lastReply, lastErr = reply, nil
+		case notDelivered:
+			lastReply, lastErr = nil, err
+		case maybeDelivered:
+			if !idempotent(req.Method) {
+				return nil, err
+			}
+			lastReply, lastErr = nil, err
+		}
+	}
+	if lastReply != nil {
+		return lastReply, nil
+	}
+	return nil, lastErr
+}
+
+// idempotent reports whether an HTTP method may be repeated safely after it
+// may have reached a handler.
+func idempotent(method string) bool {
+	switch method {
+	case "GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE":
+		return true
+	}
+	return false
+}
+
+func (d *Dispatcher) deadline(ctx context.Context, req *wire.Request) time.Time {
+	var dl time.Time
+	if req.DeadlineUnixNano != 0 {
+		dl = time.Unix(0, req.DeadlineUnixNano)
+	}
+	if cdl, ok := ctx.Deadline(); ok && (dl.IsZero() || cdl.Before(dl)) {
+		dl = cdl
+	}
+	if dl.IsZero() {
+		dl = time.Now().Add(d.cfg.DefaultTimeout)
+	}
+	return dl
+}
+
+// ctxError translates the error of a done ctx.
+func ctxError(ctx context.Context) error {
+	if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+		return fmt.Errorf("%w: %w", ErrDeadline, context.Cause(ctx))
+	}
+	return fmt.Errorf("dispatch: %w", context.Cause(ctx))
+}
+
+// pick chooses an instance for one attempt and counts the attempt in its
+// in-flight counter; the caller decrements it when the attempt ends.
+// Preference: healthy and untried, then healthy, then untried, then any
+// (ejected instances are used when nothing else is left).
+func (d *Dispatcher) pick(service, version string, tried []*peer) (*peer, error) {
+	insts := d.cfg.Endpoints.Instances(service)
+	now := time.Now().UnixNano()
+	var buf [32]*peer
+	for range 2 {
+		d.mu.RLock()
+		if d.closed {
+			d.mu.RUnlock()
+			return nil, ErrClosed
+		}
+		missing, matched := false, false
+		eligible := buf[:0]
+		for pass := 0; pass < 4 && len(eligible) == 0; pass++ {
+			wantHealthy, wantUntried := pass == 0 || pass == 1, pass == 0 || pass == 2
+			for i := range insts {
+				in := &insts[i]
+				if version != "" && in.Version != version {
+					continue
+				}
+				matched = true
+				p := d.peers[in.Address]
+				if p == nil {
+					missing = true
+					continue
+				}
+				if wantHealthy && p.ejectedUntil.Load() > now {
+					continue
+				}
+				if wantUntried && slices.Contains(tried, p) {
+					continue
+				}
+				eligible = append(eligible, p)
+			}
+		}
+		if missing {
+			d.mu.RUnlock()
+			d.addPeers(service, version, insts)
+			continue
+		}
+		if !matched {
+			d.mu.RUnlock()
+			if version != "" {
+				return nil, fmt.Errorf("%w: service %q version %q", ErrNoInstance, service, version)
+			}
+			return nil, fmt.Errorf("%w: service %q", ErrNoInstance, service)
+		}
+		p := eligible[0]
+		if n := len(eligible); n > 1 {
+			i, j := rand.IntN(n), rand.IntN(n-1)
+			if j >= i {
+				j++
+			}
+			p = eligible[i]
+			if q := eligible[j]; q.inflight.Load() < p.inflight.Load() {
+				p = q
+			}
+		}
+		p.inflight.Add(1)
+		d.mu.RUnlock()
+		return p, nil
+	}
+	// Peers were added and swept again in between: treat as a race lost to
+	// the catalog changing under us.
+	return nil, fmt.Errorf("%w: service %q: instances changed during selection", ErrUnavailable, service)
+}
+
+// addPeers creates peers for the matching instances that have none.
+func (d *Dispatcher) addPeers(service, version string, insts []discovery.Instance) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.closed {
+		return
+	}
+	d.services[service] = struct{}{}
+	for i := range insts {
+		in := &insts[i]
+		if version != "" && in.Version != version {
+			continue
+		}
+		if _, ok := d.peers[in.Address]; !ok {
+			d.peers[in.Address] = newPeer(in.Address)
+		}
+	}
+}
+
+func (d *Dispatcher) isClosed() bool {
+	select {
+	case <-d.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// sweeper closes, every sweepEvery, the sockets of addresses that are no
+// longer an instance of any service this Dispatcher has sent to. It stops
+// when Close closes d.done.
+func (d *Dispatcher) sweeper() {
+	defer d.wg.Done()
+	t := time.NewTicker(sweepEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-d.done:
+			return
+		case <-t.C:
+			d.sweep()
+		}
+	}
+}
+
+func (d *Dispatcher) sweep() {
+	d.mu.RLock()
+	services := make([]string, 0, len(d.services))
+	for s := range d.services {
+		services = append(services, s)
+	}
+	d.mu.RUnlock()
+
+	live := make(map[string]struct{})
+	var gone []string
+	for _, s := range services {
+		insts := d.cfg.Endpoints.Instances(s)
+		if len(insts) == 0 {
+			gone = append(gone, s)
+		}
+		for i := range insts {
+			live[insts[i].Address] = struct{}{}
+		}
+	}
+
+	var stale []*peer
+	d.mu.Lock()
+	if d.closed {
+		d.mu.Unlock()
+		return
+	}
+	for _, s := range gone {
+		delete(d.services, s)
+	}
+	for addr, p := range d.peers {
+		if _, ok := live[addr]; !ok && p.inflight.Load() == 0 {
+			delete(d.peers, addr)
+			stale = append(stale, p)
+		}
+	}
+	d.mu.Unlock()
+	for _, p := range stale {
+		p.close()
+	}
+}
+
+// InstanceStats describes one instance address known to a Dispatcher.
+type InstanceStats struct {
+	Address string
+	// InFlight is the number of attempts now waiting on this instance.
+	InFlight int64
+	// ConsecutiveFailures counts transport failures since the last success.
+	ConsecutiveFailures int
+	// EjectedUntil is when the current ejection ends; zero when the
+	// instance is not ejected.
+	EjectedUntil time.Time
+	// Connected reports whether the socket has a live connection now.
+	Connected bool
+}
+
+// Stats returns a snapshot of every known instance address, sorted by
+// address.
+func (d *Dispatcher) Stats() []InstanceStats {
+	d.mu.RLock()
+	peers := make([]*peer, 0, len(d.peers))
+	for _, p := range d.peers {
+		peers = append(peers, p)
+	}
+	d.mu.RUnlock()
+
+	now := time.Now().UnixNano()
+	out := make([]InstanceStats, 0, len(peers))
+	for _, p := range peers {
+		st := InstanceStats{
+			Address:   p.addr,
+			InFlight:  p.inflight.Load(),
+			Connected: p.pipes.Load() > 0,
+		}
+		if until := p.ejectedUntil.Load(); until > now {
+			st.EjectedUntil = time.Unix(0, until)
+		}
+		p.mu.Lock()
+		st.ConsecutiveFailures = p.fails
+		p.mu.Unlock()
+		out = append(out, st)
+	}
+	slices.SortFunc(out, func(a, b InstanceStats) int {
+		switch {
+		case a.Address < b.Address:
+			return -1
+		case a.Address > b.Address:
+			return 1
+		}
+		return 0
+	})
+	return out
+}
+
+// result classifies one attempt.
+type result int
+
+const (
+	done           result = iota // a final reply
+	fatal                        // an error not worth another attempt
+	retryReply                   // a reply saying no handler saw the request
+	notDelivered                 // no instance received the request
+	maybeDelivered               // the request may have reached a handler
+)
+
+// try runs one attempt on p.
+func (d *Dispatcher) try(ctx context.Context, p *peer, req *wire.Request, deadline time.Time) (*wire.Reply, result, error) {
+	l, err := p.link()
+	if err != nil {
+		if errors.Is(err, mangos.ErrClosed) {
+			return d.closedResult(ctx, p)
+		}
+		d.failure(p)
+		return nil, notDelivered, fmt.Errorf("%w: %s: %w", ErrUnavailable, p.addr, err)
+	}
+	if !l.ready() {
+		if res, err := d.awaitConnect(ctx, l, deadline); err != nil {
+			return nil, res, err
+		}
+	}
+
+	mc, err := l.getContext()
+	if err != nil {
+		return d.closedResult(ctx, p)
+	}
+	reusable := true
+	defer func() {
+		if reusable {
+			l.putContext(mc)
+		} else {
+			_ = mc.Close()
+		}
+	}()
+	if ctx.Done() != nil {
+		stop := context.AfterFunc(ctx, func() { _ = mc.Close() })
+		defer func() {
+			if !stop() {
+				reusable = false
+			}
+		}()
+	}
+
+	remaining := time.Until(deadline)
+	if remaining <= 0 {
+		return nil, fatal, fmt.Errorf("%w: before sending to %s", ErrDeadline, p.addr)
+	}
+	msg, err := encode(req)
+	if err != nil {
+		return nil, fatal, err
+	}
+	_ = mc.SetOption(mangos.OptionSendDeadline, min(remaining, maxSendWait))
+	if err := mc.SendMsg(msg); err != nil {
+		msg.Free()
+		switch {
+		case errors.Is(err, mangos.ErrClosed):
+			reusable = false
+			return d.closedResult(ctx, p)
+		case errors.Is(err, mangos.ErrSendTimeout) && !time.Now().Before(deadline):
+			return nil, fatal, fmt.Errorf("%w: sending to %s", ErrDeadline, p.addr)
+		}
+		// ErrNoPeers (the connection is down) or a send timeout: nothing
+		// left this process.
+		d.failure(p)
+		return nil, notDelivered, fmt.Errorf("%w: sending to %s: %w", ErrUnavailable, p.addr, err)
+	}
+
+	remaining = time.Until(deadline)
+	if remaining <= 0 {
+		remaining = time.Nanosecond // zero would mean no timeout at all
+	}
+	_ = mc.SetOption(mangos.OptionRecvDeadline, remaining)
+	rm, err := mc.RecvMsg()
+	if err != nil {
+		switch {
+		case errors.Is(err, mangos.ErrClosed):
+			reusable = false
+			return d.closedResult(ctx, p)
+		case errors.Is(err, mangos.ErrRecvTimeout):
+			return nil, fatal, fmt.Errorf("%w: waiting for %s", ErrDeadline, p.addr)
+		}
+		// ErrCanceled or ErrNoPeers: the connection closed while the
+		// request was out, so a handler may have run it.
+		d.failure(p)
+		return nil, maybeDelivered, fmt.Errorf("%w: connection to %s lost with the request in flight: %w", ErrUnavailable, p.addr, err)
+	}
+	reply, err := decode(rm)
+	if err != nil {
+		d.failure(p)
+		return nil, fatal, fmt.Errorf("%w: reply from %s: %w", ErrUnavailable, p.addr, err)
+	}
+	switch reply.Code {
+	case wire.Code_CODE_UNAVAILABLE:
+		d.failure(p)
+		return reply, retryReply, nil
+	case wire.Code_CODE_OVERLOADED:
+		// The instance is alive, only busy: neither a failure nor a success.
+		return reply, retryReply, nil
+	}
+	p.success()
+	return reply, done, nil
+}
+
+// closedResult explains a mangos ErrClosed: the caller's ctx was done (its
+// AfterFunc closed the context), the Dispatcher was closed, or the peer's
+// socket was swept between selection and use.
+func (d *Dispatcher) closedResult(ctx context.Context, p *peer) (*wire.Reply, result, error) {
+	switch {
+	case ctx.Err() != nil:
+		return nil, fatal, ctxError(ctx)
+	case d.isClosed():
+		return nil, fatal, ErrClosed
+	}
+	return nil, notDelivered, fmt.Errorf("%w: socket for %s closed", ErrUnavailable, p.addr)
+}
+
+// awaitConnect waits, within the connect grace period of a new socket, for
+// its first connection. It returns a nil error when the caller should go on
+// and send (connected, or the grace period is over).
+func (d *Dispatcher) awaitConnect(ctx context.Context, l *link, deadline time.Time) (result, error) {
+	wait := min(time.Until(l.created.Add(connectGrace)), time.Until(deadline))
+	if wait <= 0 {
+		return 0, nil
+	}
+	t := time.NewTimer(wait)
+	defer t.Stop()
+	select {
+	case <-l.up:
+	case <-t.C:
+	case <-ctx.Done():
+		return fatal, ctxError(ctx)
+	case <-d.done:
+		return fatal, ErrClosed
+	}
+	return 0, nil
+}
+
+// failure records a transport failure of p and ejects it when it reaches
+// the threshold.
+func (d *Dispatcher) failure(p *peer) {
+	if until, ok := p.failure(d.cfg.EjectAfter, d.cfg.EjectFor); ok {
+		d.cfg.Logger.Warn("dispatch: instance ejected",
+			slog.String("address", p.addr),
+			slog.Duration("for", time.Until(until).Round(time.Millisecond)))
+	}
+}

@@ -1,0 +1,633 @@
+package dispatch
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"go.nanomsg.org/mangos/v3"
+	"go.nanomsg.org/mangos/v3/protocol/rep"
+	"go.uber.org/goleak"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/griddle-mesh/griddle/internal/discovery"
+	"github.com/griddle-mesh/griddle/internal/wire"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m)
+}
+
+// server is a REP socket on 127.0.0.1 served by a pool of workers, each with
+// its own mangos context, that answers every wire.Request with a wire.Reply
+// echoing the body. Its knobs may be changed while it runs.
+type server struct {
+	name string
+	addr string
+	sock mangos.Socket
+	stop chan struct{} // closed by kill
+	once sync.Once
+	wg   sync.WaitGroup
+
+	delay  atomic.Int64 // nanoseconds slept before answering
+	code   atomic.Int32 // wire.Code of every reply
+	hold   atomic.Bool  // keep requests until killed, never answer
+	served atomic.Int64 // requests received
+	got    chan *wire.Request
+}
+
+func startServer(t testing.TB, name string, workers int) *server {
+	t.Helper()
+	sock, err := rep.NewSocket()
+	if err != nil {
+		t.Fatalf("rep.NewSocket: %v", err)
+	}
+	l, err := sock.NewListener("tcp://127.0.0.1:0", nil)
+	if err != nil {
+		t.Fatalf("NewListener: %v", err)
+	}
+	if err := l.Listen(); err != nil {
+		t.Fatalf("Listen: %v", err)
+	}
+	s := &server{
+		name: name,
+		addr: l.Address(),
+		sock: sock,
+		stop: make(chan struct{}),
+		got:  make(chan *wire.Request, 1024),
+	}
+	for range workers {
+		c, err := sock.OpenContext()
+		if err != nil {
+			t.Fatalf("OpenContext: %v", err)
+		}
+		s.wg.Add(1)
+		go s.work(c)
+	}
+	t.Cleanup(s.kill)
+	return s
+}
+
+func (s *server) instance(service, version string) discovery.Instance {
+	return discovery.Instance{ID: s.name, Service: service, Version: version, Address: s.addr}
+}
+
+// kill closes the socket with whatever requests it holds, as kill -9 of the
+// sidecar would, and waits for the workers.
+func (s *server) kill() {
+	s.once.Do(func() {
+		close(s.stop)
+		_ = s.sock.Close()
+		s.wg.Wait()
+	})
+}
+
+func (s *server) work(c mangos.Context) {
+	defer s.wg.Done()
+	for {
+		m, err := c.RecvMsg()
+		if err != nil {
+			return // the socket is closed
+		}
+		req := new(wire.Request)
+		err = proto.Unmarshal(m.Body, req)
+		m.Free()
+		if err != nil {
+			continue
+		}
+		s.served.Add(1)
+		select {
+		case s.got <- req:
+		default:
+		}
+		if s.hold.Load() {
+			<-s.stop
+			return
+		}
+		if d := time.Duration(s.delay.Load()); d > 0 {
+			select {
+			case <-time.After(d):
+			case <-s.stop:
+				return
+			}
+		}
+		b, err := proto.Marshal(&wire.Reply{
+			Id:       req.Id,
+			Status:   200,
+			Body:     req.Body,
+			Code:     wire.Code(s.code.Load()),
+			ServedBy: s.name,
+		})
+		if err != nil {
+			panic(err)
+		}
+		if err := c.Send(b); err != nil {
+			return
+		}
+	}
+}
+
+// endpoints is a catalog that tests edit while requests run.
+type endpoints struct {
+	mu sync.Mutex
+	m  map[string][]discovery.Instance
+}
+
+func (e *endpoints) Instances(service string) []discovery.Instance {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.m[service]
+}
+
+func (e *endpoints) set(service string, insts ...discovery.Instance) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.m == nil {
+		e.m = make(map[string][]discovery.Instance)
+	}
+	e.m[service] = insts
+}
+
+func newDispatcher(t testing.TB, cfg Config) *Dispatcher {
+	t.Helper()
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	d, err := New(cfg)
+	if err != nil {
+		t.Fatalf("New: %v", err)
+	}
+	t.Cleanup(func() { _ = d.Close() })
+	return d
+}
+
+// deadAddress returns a tcp address on which nothing listens.
+func deadAddress(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatalf("net.Listen: %v", err)
+	}
+	addr := l.Addr().String()
+	_ = l.Close()
+	return "tcp://" + addr
+}
+
+func request(method, body string) *wire.Request {
+	return &wire.Request{Id: body, Service: "profiles", Method: method, Path: "/p", Body: []byte(body)}
+}
+
+func TestConfigValidate(t *testing.T) {
+	eps := &endpoints{}
+	tests := []struct {
+		name string
+		cfg  Config
+		ok   bool
+	}{
+		{"defaults", Config{Endpoints: eps}, true},
+		{"no endpoints", Config{}, false},
+		{"negative attempts", Config{Endpoints: eps, MaxAttempts: -1}, false},
+		{"too many attempts", Config{Endpoints: eps, MaxAttempts: 11}, false},
+		{"negative eject after", Config{Endpoints: eps, EjectAfter: -1}, false},
+		{"negative eject for", Config{Endpoints: eps, EjectFor: -time.Second}, false},
+		{"negative timeout", Config{Endpoints: eps, DefaultTimeout: -time.Second}, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := tt.cfg.Validate()
+			if tt.ok && err != nil {
+				t.Fatalf("Validate: got %v, want nil", err)
+			}
+			if !tt.ok && !errors.Is(err, ErrInvalidConfig) {
+				t.Fatalf("Validate: got %v, want ErrInvalidConfig", err)
+			}
+		})
+	}
+}
+
+func TestConcurrentRequestsUseBothServers(t *testing.T) {
+	a, b := startServer(t, "a", 32), startServer(t, "b", 32)
+	a.delay.Store(int64(time.Millisecond))
+	b.delay.Store(int64(time.Millisecond))
+	eps := &endpoints{}
+	eps.set("profiles", a.instance("profiles", "v1"), b.instance("profiles", "v1"))
+	d := newDispatcher(t, Config{Endpoints: eps})
+
+	const n = 1000
+	var wg sync.WaitGroup
+	var perServer sync.Map
+	errs := make(chan error, n)
+	for i := range n {
+		wg.Go(func() {
+			ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+			defer cancel()
+			body := fmt.Sprintf("req-%d", i)
+			reply, err := d.Do(ctx, request("GET", body))
+			if err != nil {
+				errs <- fmt.Errorf("%s: %w", body, err)
+				return
+			}
+			if got := string(reply.Body); got != body || reply.Id != body || reply.Code != wire.Code_CODE_OK {
+				errs <- fmt.Errorf("got reply %q id %q code %v, want %q OK", got, reply.Id, reply.Code, body)
+				return
+			}
+			c, _ := perServer.LoadOrStore(reply.ServedBy, new(atomic.Int64))
+			c.(*atomic.Int64).Add(1)
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	for _, name := range []string{"a", "b"} {
+		c, ok := perServer.Load(name)
+		if !ok || c.(*atomic.Int64).Load() == 0 {
+			t.Errorf("server %s answered no request", name)
+		} else {
+			t.Logf("server %s answered %d", name, c.(*atomic.Int64).Load())
+		}
+	}
+}
+
+func TestRetryOnRefusingReply(t *testing.T) {
+	for _, code := range []wire.Code{wire.Code_CODE_UNAVAILABLE, wire.Code_CODE_OVERLOADED} {
+		t.Run(code.String(), func(t *testing.T) {
+			bad, good := startServer(t, "bad", 4), startServer(t, "good", 4)
+			bad.code.Store(int32(code))
+			eps := &endpoints{}
+			eps.set("profiles", bad.instance("profiles", "v1"), good.instance("profiles", "v1"))
+			d := newDispatcher(t, Config{Endpoints: eps})
+			retried := 0
+			for i := range 30 {
+				req := request("POST", fmt.Sprint(i))
+				reply, err := d.Do(t.Context(), req)
+				if err != nil {
+					t.Fatalf("Do: %v", err)
+				}
+				if reply.Code != wire.Code_CODE_OK || reply.ServedBy != "good" {
+					t.Fatalf("got code %v from %q, want OK from good", reply.Code, reply.ServedBy)
+				}
+				if req.Attempt > 1 {
+					retried++
+				}
+			}
+			if bad.served.Load() == 0 || retried == 0 {
+				t.Fatalf("bad server saw %d requests, %d retried: the retry path was not exercised", bad.served.Load(), retried)
+			}
+		})
+	}
+}
+
+func TestAllRefusingReturnsLastReply(t *testing.T) {
+	s := startServer(t, "s", 2)
+	s.code.Store(int32(wire.Code_CODE_OVERLOADED))
+	eps := &endpoints{}
+	eps.set("profiles", s.instance("profiles", "v1"))
+	d := newDispatcher(t, Config{Endpoints: eps, MaxAttempts: 2})
+	req := request("GET", "x")
+	reply, err := d.Do(t.Context(), req)
+	if err != nil {
+		t.Fatalf("Do: %v", err)
+	}
+	if reply.Code != wire.Code_CODE_OVERLOADED || req.Attempt != 2 {
+		t.Fatalf("got code %v after %d attempts, want OVERLOADED after 2", reply.Code, req.Attempt)
+	}
+}
+
+func TestServerKilledMidRequest(t *testing.T) {
+	tests := []struct {
+		method  string
+		wantErr error // nil: served by the survivor
+	}{
+		{"GET", nil},
+		{"PUT", nil},
+		{"POST", ErrUnavailable},
+		{"PATCH", ErrUnavailable},
+	}
+	for _, tt := range tests {
+		t.Run(tt.method, func(t *testing.T) {
+			victim, survivor := startServer(t, "victim", 2), startServer(t, "survivor", 2)
+			victim.hold.Store(true)
+			eps := &endpoints{}
+			eps.set("profiles", victim.instance("profiles", "v1"))
+			d := newDispatcher(t, Config{Endpoints: eps})
+
+			type result struct {
+				reply *wire.Reply
+				err   error
+			}
+			res := make(chan result, 1)
+			start := time.Now()
+			go func() {
+				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+				defer cancel()
+				reply, err := d.Do(ctx, request(tt.method, "x"))
+				res <- result{reply, err}
+			}()
+			select {
+			case <-victim.got:
+			case <-time.After(5 * time.Second):
+				t.Fatal("the victim never received the request")
+			}
+			eps.set("profiles", victim.instance("profiles", "v1"), survivor.instance("profiles", "v1"))
+			victim.kill()
+
+			var r result
+			select {
+			case r = <-res:
+			case <-time.After(5 * time.Second):
+				t.Fatal("Do did not return after the victim died")
+			}
+			if elapsed := time.Since(start); elapsed > 2*time.Second {
+				t.Errorf("Do took %v, want well under the 10s deadline", elapsed)
+			}
+			if tt.wantErr != nil {
+				if !errors.Is(r.err, tt.wantErr) {
+					t.Fatalf("got %v, %v; want error %v", r.reply, r.err, tt.wantErr)
+				}
+				t.Logf("%s: %v", tt.method, r.err)
+				if survivor.served.Load() != 0 {
+					t.Fatalf("survivor saw %d requests, want 0: %s is not idempotent", survivor.served.Load(), tt.method)
+				}
+				return
+			}
+			if r.err != nil {
+				t.Fatalf("Do: %v", r.err)
+			}
+			if r.reply.ServedBy != "survivor" {
+				t.Fatalf("served by %q, want survivor", r.reply.ServedBy)
+			}
+		})
+	}
+}
+
+func TestNoInstance(t *testing.T) {
+	s := startServer(t, "s", 1)
+	eps := &endpoints{}
+	eps.set("profiles", s.instance("profiles", "v1"))
+	d := newDispatcher(t, Config{Endpoints: eps})
+	tests := []struct {
+		name string
+		req  *wire.Request
+	}{
+		{"unknown service", &wire.Request{Service: "feed", Method: "GET"}},
+		{"unknown version", &wire.Request{Service: "profiles", Version: "v2", Method: "GET"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if _, err := d.Do(t.Context(), tt.req); !errors.Is(err, ErrNoInstance) {
+				t.Fatalf("got %v, want ErrNoInstance", err)
+			}
+		})
+	}
+	reply, err := d.Do(t.Context(), &wire.Request{Service: "profiles", Version: "v1", Method: "GET"})
+	if err != nil || reply.ServedBy != "s" {
+		t.Fatalf("matching version: got %v, %v; want a reply from s", reply, err)
+	}
+}
+
+func TestDeadline(t *testing.T) {
+	s := startServer(t, "slow", 4)
+	s.delay.Store(int64(5 * time.Second))
+	eps := &endpoints{}
+	eps.set("profiles", s.instance("profiles", "v1"))
+	d := newDispatcher(t, Config{Endpoints: eps})
+
+	tests := []struct {
+		name string
+		do   func() error
+	}{
+		{"ctx deadline", func() error {
+			ctx, cancel := context.WithTimeout(t.Context(), 150*time.Millisecond)
+			defer cancel()
+			_, err := d.Do(ctx, request("GET", "x"))
+			return err
+		}},
+		{"request deadline", func() error {
+			req := request("GET", "x")
+			req.DeadlineUnixNano = time.Now().Add(150 * time.Millisecond).UnixNano()
+			_, err := d.Do(t.Context(), req)
+			return err
+		}},
+		{"already past", func() error {
+			req := request("GET", "x")
+			req.DeadlineUnixNano = time.Now().Add(-time.Second).UnixNano()
+			_, err := d.Do(t.Context(), req)
+			return err
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			start := time.Now()
+			err := tt.do()
+			if !errors.Is(err, ErrDeadline) {
+				t.Fatalf("got %v, want ErrDeadline", err)
+			}
+			if elapsed := time.Since(start); elapsed > time.Second {
+				t.Fatalf("Do returned after %v, want about 150ms", elapsed)
+			}
+		})
+	}
+}
+
+func TestContextCanceled(t *testing.T) {
+	s := startServer(t, "slow", 2)
+	s.hold.Store(true)
+	eps := &endpoints{}
+	eps.set("profiles", s.instance("profiles", "v1"))
+	d := newDispatcher(t, Config{Endpoints: eps})
+	ctx, cancel := context.WithCancel(t.Context())
+	go func() {
+		<-s.got
+		cancel()
+	}()
+	start := time.Now()
+	_, err := d.Do(ctx, request("GET", "x"))
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("got %v, want context.Canceled", err)
+	}
+	if elapsed := time.Since(start); elapsed > 2*time.Second {
+		t.Fatalf("Do returned after %v, want promptly", elapsed)
+	}
+}
+
+func TestDeadAddressIsEjected(t *testing.T) {
+	live := startServer(t, "live", 4)
+	dead := deadAddress(t)
+	eps := &endpoints{}
+	eps.set("profiles",
+		discovery.Instance{ID: "dead", Service: "profiles", Version: "v1", Address: dead},
+		live.instance("profiles", "v1"))
+	d := newDispatcher(t, Config{Endpoints: eps, EjectAfter: 2, EjectFor: time.Minute})
+
+	for i := range 50 {
+		reply, err := d.Do(t.Context(), request("POST", fmt.Sprint(i)))
+		if err != nil {
+			t.Fatalf("request %d: %v", i, err)
+		}
+		if reply.ServedBy != "live" {
+			t.Fatalf("request %d served by %q, want live", i, reply.ServedBy)
+		}
+	}
+	var found bool
+	for _, st := range d.Stats() {
+		if st.Address != dead {
+			continue
+		}
+		found = true
+		if st.EjectedUntil.IsZero() || st.ConsecutiveFailures < 2 || st.Connected {
+			t.Fatalf("dead address stats %+v, want ejected with at least 2 failures", st)
+		}
+		if left := time.Until(st.EjectedUntil); left < 50*time.Second {
+			t.Fatalf("ejected for %v more, want about a minute", left)
+		}
+	}
+	if !found {
+		t.Fatalf("dead address missing from Stats: %+v", d.Stats())
+	}
+}
+
+func TestEjectionBackoff(t *testing.T) {
+	p := newPeer("tcp://127.0.0.1:1")
+	var got []time.Duration
+	for range 6 {
+		p.ejectedUntil.Store(0) // the previous ejection ended
+		until, ok := p.failure(1, time.Second)
+		if !ok {
+			t.Fatal("failure past the threshold did not eject")
+		}
+		got = append(got, time.Until(until).Round(time.Second))
+	}
+	want := []time.Duration{1, 2, 4, 8, 8, 8}
+	for i := range want {
+		if got[i] != want[i]*time.Second {
+			t.Fatalf("ejection periods %v, want %v seconds", got, want)
+		}
+	}
+	if _, ok := p.failure(1, time.Second); ok {
+		t.Fatal("an ejected peer was ejected again")
+	}
+	p.success()
+	p.ejectedUntil.Store(0)
+	if until, _ := p.failure(3, time.Second); !until.IsZero() {
+		t.Fatal("a failure after a success ejected before the threshold")
+	}
+}
+
+func TestCloseUnblocksInFlight(t *testing.T) {
+	s := startServer(t, "holder", 16)
+	s.hold.Store(true)
+	eps := &endpoints{}
+	eps.set("profiles", s.instance("profiles", "v1"))
+	d, err := New(Config{Endpoints: eps, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatalf("New: %v", err)
+	}
+	const n = 10
+	errs := make(chan error, n)
+	for i := range n {
+		go func() {
+			_, err := d.Do(context.Background(), request("GET", fmt.Sprint(i)))
+			errs <- err
+		}()
+	}
+	for range n {
+		select {
+		case <-s.got:
+		case <-time.After(5 * time.Second):
+			t.Fatal("requests did not reach the server")
+		}
+	}
+	start := time.Now()
+	if err := d.Close(); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	for range n {
+		select {
+		case err := <-errs:
+			if !errors.Is(err, ErrClosed) {
+				t.Errorf("got %v, want ErrClosed", err)
+			}
+		case <-time.After(2 * time.Second):
+			t.Fatal("Do still blocked after Close")
+		}
+	}
+	t.Logf("in-flight calls returned %v after Close", time.Since(start))
+	if _, err := d.Do(context.Background(), request("GET", "late")); !errors.Is(err, ErrClosed) {
+		t.Fatalf("Do after Close: got %v, want ErrClosed", err)
+	}
+	if err := d.Close(); err != nil {
+		t.Fatalf("second Close: %v", err)
+	}
+}
+
+func TestSweepClosesVanishedAddresses(t *testing.T) {
+	a, b := startServer(t, "a", 2), startServer(t, "b", 2)
+	eps := &endpoints{}
+	eps.set("profiles", a.instance("profiles", "v1"), b.instance("profiles", "v1"))
+	d := newDispatcher(t, Config{Endpoints: eps})
+	for i := range 20 {
+		if _, err := d.Do(t.Context(), request("GET", fmt.Sprint(i))); err != nil {
+			t.Fatalf("Do: %v", err)
+		}
+	}
+	eps.set("profiles", b.instance("profiles", "v1"))
+	d.sweep()
+	stats := d.Stats()
+	if len(stats) != 1 || stats[0].Address != b.addr {
+		t.Fatalf("after sweep got %+v, want only %s", stats, b.addr)
+	}
+	eps.set("profiles")
+	d.sweep()
+	if stats := d.Stats(); len(stats) != 0 {
+		t.Fatalf("after the service vanished got %+v, want none", stats)
+	}
+	if _, err := d.Do(t.Context(), request("GET", "x")); !errors.Is(err, ErrNoInstance) {
+		t.Fatalf("got %v, want ErrNoInstance", err)
+	}
+}
+
+func TestBadRequest(t *testing.T) {
+	s := startServer(t, "s", 1)
+	eps := &endpoints{}
+	eps.set("profiles", s.instance("profiles", "v1"))
+	d := newDispatcher(t, Config{Endpoints: eps})
+	req := request("GET", "x")
+	req.Path = "/\xff" // proto3 strings must be valid UTF-8
+	if _, err := d.Do(t.Context(), req); !errors.Is(err, ErrBadRequest) {
+		t.Fatalf("got %v, want ErrBadRequest", err)
+	}
+}
+
+func BenchmarkDo(b *testing.B) {
+	s := startServer(b, "s", 64)
+	eps := &endpoints{}
+	eps.set("profiles", s.instance("profiles", "v1"))
+	d := newDispatcher(b, Config{Endpoints: eps})
+	body := make([]byte, 100)
+	// Warm up the connection.
+	if _, err := d.Do(context.Background(), &wire.Request{Service: "profiles", Method: "GET", Body: body}); err != nil {
+		b.Fatalf("Do: %v", err)
+	}
+	b.ReportAllocs()
+	b.SetParallelism(8) // 16 requests in flight on 2 cores
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		req := &wire.Request{Service: "profiles", Method: "GET", Path: "/profiles/1", Body: body}
+		for pb.Next() {
+			req.DeadlineUnixNano = 0
+			if _, err := d.Do(context.Background(), req); err != nil {
+				b.Errorf("Do: %v", err)
+				return
+			}
+		}
+	})
+}

@@ -1,0 +1,15 @@
+// Package dispatch sends a wire.Request to one instance of a service and
+// returns its wire.Reply. The edge uses it for every HTTP request it
+// forwards, and sidecars use it for calls from one service to another.
+//
+// A Dispatcher learns instances from an Endpoints (the discovery catalog),
+// keeps one mangos REQ socket per instance address, balances with the power
+// of two choices over in-flight requests, retries only where it is safe
+// (the request never reached a handler, or it may have but the method is
+// idempotent), never past the request's deadline, and ejects instances whose
+// transport keeps failing for a growing back-off period.
+//
+// The wire protocol: the request body of a REQ message is a proto-encoded
+// wire.Request; the REP peer answers with a proto-encoded wire.Reply.
+// Sockets speak tcp:// and ipc:// addresses.
+package dispatch

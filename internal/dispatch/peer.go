@@ -1,0 +1,206 @@
+package dispatch
+
+import (
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"go.nanomsg.org/mangos/v3"
+	"go.nanomsg.org/mangos/v3/protocol/req"
+	// The transports a Dispatcher can dial (mangos registers them on import).
+	_ "go.nanomsg.org/mangos/v3/transport/ipc"
+	_ "go.nanomsg.org/mangos/v3/transport/tcp"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/griddle-mesh/griddle/internal/wire"
+)
+
+// peer is the state kept for one instance address: load, health and the
+// lazily created socket. A peer lives in Dispatcher.peers until it is swept
+// or the Dispatcher closes; close releases its socket.
+type peer struct {
+	addr         string
+	inflight     atomic.Int64
+	ejectedUntil atomic.Int64 // unix nanoseconds; in the past: not ejected
+	pipes        atomic.Int32 // connections attached now
+
+	mu        sync.Mutex
+	fails     int   // consecutive transport failures
+	ejections int   // consecutive ejections, for the back-off; reset on success
+	ln        *link // nil until first use
+	closed    bool
+}
+
+// link is a peer's REQ socket with its pool of idle contexts.
+type link struct {
+	sock    mangos.Socket
+	created time.Time
+	up      chan struct{} // closed when the first connection is attached
+	upOnce  sync.Once
+	isUp    atomic.Bool
+	free    chan mangos.Context // idle contexts; all are closed with sock
+}
+
+func newPeer(addr string) *peer {
+	return &peer{addr: addr}
+}
+
+// link returns p's socket, creating and dialing it on first use. It
+// returns mangos.ErrClosed once p is closed.
+func (p *peer) link() (*link, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed {
+		return nil, mangos.ErrClosed
+	}
+	if p.ln != nil {
+		return p.ln, nil
+	}
+	l, err := p.dial()
+	if err != nil {
+		return nil, err
+	}
+	p.ln = l
+	return l, nil
+}
+
+// dial creates a REQ socket that never resends (Do retries itself, on
+// another instance), fails at once while it has no connection, and keeps
+// reconnecting in the background.
+func (p *peer) dial() (*link, error) {
+	sock, err := req.NewSocket()
+	if err != nil {
+		return nil, fmt.Errorf("new req socket: %w", err)
+	}
+	l := &link{
+		sock:    sock,
+		created: time.Now(),
+		up:      make(chan struct{}),
+		free:    make(chan mangos.Context, contextPoolSize),
+	}
+	sock.SetPipeEventHook(func(ev mangos.PipeEvent, _ mangos.Pipe) {
+		switch ev {
+		case mangos.PipeEventAttached:
+			p.pipes.Add(1)
+			l.upOnce.Do(func() {
+				l.isUp.Store(true)
+				close(l.up)
+			})
+		case mangos.PipeEventDetached:
+			p.pipes.Add(-1)
+		}
+	})
+	opts := []struct {
+		name  string
+		value any
+	}{
+		{mangos.OptionRetryTime, time.Duration(0)},
+		{mangos.OptionFailNoPeers, true},
+		{mangos.OptionDialAsynch, true},
+		{mangos.OptionReconnectTime, reconnectTime},
+		{mangos.OptionMaxReconnectTime, maxReconnectTime},
+	}
+	for _, o := range opts {
+		if err := sock.SetOption(o.name, o.value); err != nil {
+			_ = sock.Close()
+			return nil, fmt.Errorf("set %s: %w", o.name, err)
+		}
+	}
+	if err := sock.Dial(p.addr); err != nil {
+		_ = sock.Close()
+		return nil, fmt.Errorf("dial: %w", err)
+	}
+	return l, nil
+}
+
+// close closes p's socket, which fails every request in flight on it.
+func (p *peer) close() {
+	p.mu.Lock()
+	p.closed = true
+	l := p.ln
+	p.ln = nil
+	p.mu.Unlock()
+	if l != nil {
+		_ = l.sock.Close()
+	}
+}
+
+// failure records one transport failure. When it reaches ejectAfter and p is
+// not ejected, p is ejected for ejectFor, doubled per consecutive ejection
+// up to maxEjectionMultiplier times; ok reports a new ejection. The counter
+// is not reset by an ejection, so a returning instance that fails again is
+// ejected at once, for longer.
+func (p *peer) failure(ejectAfter int, ejectFor time.Duration) (until time.Time, ok bool) {
+	now := time.Now()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.fails++
+	if p.fails < ejectAfter || p.ejectedUntil.Load() > now.UnixNano() {
+		return time.Time{}, false
+	}
+	mult := 1 << p.ejections
+	if mult < maxEjectionMultiplier {
+		p.ejections++
+	} else {
+		mult = maxEjectionMultiplier
+	}
+	until = now.Add(time.Duration(mult) * ejectFor)
+	p.ejectedUntil.Store(until.UnixNano())
+	return until, true
+}
+
+// success records an answer from a handler: the instance is healthy.
+func (p *peer) success() {
+	p.mu.Lock()
+	p.fails = 0
+	p.ejections = 0
+	p.mu.Unlock()
+}
+
+// ready reports whether the socket has had a connection; before that, Do
+// waits for one during connectGrace instead of failing fast.
+func (l *link) ready() bool { return l.isUp.Load() }
+
+// getContext returns an idle context or opens one. It fails with
+// mangos.ErrClosed once the socket is closed.
+func (l *link) getContext() (mangos.Context, error) {
+	select {
+	case c := <-l.free:
+		return c, nil
+	default:
+		return l.sock.OpenContext()
+	}
+}
+
+// putContext returns an unbroken context to the pool, or closes it when the
+// pool is full.
+func (l *link) putContext(c mangos.Context) {
+	select {
+	case l.free <- c:
+	default:
+		_ = c.Close()
+	}
+}
+
+// encode marshals req into a new mangos message; the caller owns it.
+func encode(r *wire.Request) (*mangos.Message, error) {
+	m := mangos.NewMessage(proto.Size(r))
+	b, err := proto.MarshalOptions{UseCachedSize: true}.MarshalAppend(m.Body[:0], r)
+	if err != nil {
+		m.Free()
+		return nil, fmt.Errorf("%w: %w", ErrBadRequest, err)
+	}
+	m.Body = b
+	return m, nil
+}
+
+// decode unmarshals a reply and frees m.
+func decode(m *mangos.Message) (*wire.Reply, error) {
+	defer m.Free()
+	r := new(wire.Reply)
+	if err := proto.Unmarshal(m.Body, r); err != nil {
+		return nil, err
+	}
+	return r, nil
+}

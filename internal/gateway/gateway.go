@@ -1,0 +1,242 @@
+// Package gateway turns HTTP requests into envelopes, sends them into the
+// mesh and writes the answers back. The edge runs it for end users; every
+// sidecar runs it on a unix socket for its handler's outbound calls.
+package gateway
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/griddle-mesh/griddle/internal/dispatch"
+	"github.com/griddle-mesh/griddle/internal/wire"
+)
+
+// Headers that Griddle sets or reads. Handlers see them on every request.
+const (
+	HeaderRequestID = "X-Griddle-Request-Id"
+	HeaderErrorID   = "X-Griddle-Error-Id"
+	HeaderDeadline  = "X-Griddle-Deadline" // absolute, Unix nanoseconds
+	HeaderRouting   = "X-Griddle-Routing"
+	HeaderServedBy  = "X-Griddle-Served-By"
+)
+
+// Dispatcher sends one envelope to some instance of its service.
+type Dispatcher interface {
+	Do(ctx context.Context, req *wire.Request) (*wire.Reply, error)
+}
+
+var _ Dispatcher = (*dispatch.Dispatcher)(nil)
+
+// Config configures a Gateway. The zero value of each limit selects its default.
+type Config struct {
+	// Resolve names the service a request is for; ok false answers 404.
+	Resolve func(r *http.Request) (service string, ok bool)
+	// Dispatcher sends envelopes; required.
+	Dispatcher Dispatcher
+	// Timeout bounds each request, retries included (0: 10s).
+	Timeout time.Duration
+	// MaxBodyBytes bounds request bodies; larger ones get 413 (0: 8 MiB).
+	MaxBodyBytes int64
+	// TrustMeshHeaders makes the gateway honour X-Griddle-Deadline,
+	// X-Griddle-Request-Id and X-Griddle-Routing from the client. Only the
+	// sidecar's socket for its own handler sets it; the edge strips them.
+	TrustMeshHeaders bool
+	// Logger receives one line per failed request, with its error id (nil: slog.Default()).
+	Logger *slog.Logger
+}
+
+// Validate reports the first invalid field.
+func (c Config) Validate() error {
+	switch {
+	case c.Resolve == nil:
+		return errors.New("gateway: Resolve: required")
+	case c.Dispatcher == nil:
+		return errors.New("gateway: Dispatcher: required")
+	case c.Timeout < 0:
+		return fmt.Errorf("gateway: Timeout: %v is negative", c.Timeout)
+	case c.MaxBodyBytes < 0:
+		return fmt.Errorf("gateway: MaxBodyBytes: %d is negative", c.MaxBodyBytes)
+	}
+	return nil
+}
+
+// Gateway is an http.Handler that forwards requests into the mesh.
+type Gateway struct {
+	cfg  Config
+	log  *slog.Logger
+	bufs sync.Pool // *bytes.Buffer for request bodies
+}
+
+// New validates cfg and returns a Gateway.
+func New(cfg Config) (*Gateway, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if cfg.Timeout == 0 {
+		cfg.Timeout = 10 * time.Second
+	}
+	if cfg.MaxBodyBytes == 0 {
+		cfg.MaxBodyBytes = 8 << 20
+	}
+	g := &Gateway{cfg: cfg, log: cfg.Logger}
+	if g.log == nil {
+		g.log = slog.Default()
+	}
+	g.bufs.New = func() any { return new(bytes.Buffer) }
+	return g, nil
+}
+
+// ServeHTTP forwards r and writes the answer. Every request gets an answer:
+// the handler's, or a Griddle error with an id that is also logged.
+func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	service, ok := g.cfg.Resolve(r)
+	if !ok {
+		g.fail(w, r, http.StatusNotFound, "no_route", "no service serves this path", nil)
+		return
+	}
+	if r.ContentLength > g.cfg.MaxBodyBytes {
+		g.fail(w, r, http.StatusRequestEntityTooLarge, "body_too_large", "request body too large", nil)
+		return
+	}
+	buf := g.bufs.Get().(*bytes.Buffer)
+	defer g.putBuf(buf)
+	buf.Reset()
+	if _, err := buf.ReadFrom(http.MaxBytesReader(w, r.Body, g.cfg.MaxBodyBytes)); err != nil {
+		if _, tooLarge := errors.AsType[*http.MaxBytesError](err); tooLarge {
+			g.fail(w, r, http.StatusRequestEntityTooLarge, "body_too_large", "request body too large", nil)
+			return
+		}
+		g.fail(w, r, http.StatusBadRequest, "bad_body", "request body could not be read", err)
+		return
+	}
+
+	deadline := start.Add(g.cfg.Timeout)
+	req := wire.NewRequest(r, service, buf.Bytes())
+	if g.cfg.TrustMeshHeaders {
+		if d, err := strconv.ParseInt(r.Header.Get(HeaderDeadline), 10, 64); err == nil && d > 0 && d < deadline.UnixNano() {
+			deadline = time.Unix(0, d)
+		}
+		req.Id = r.Header.Get(HeaderRequestID)
+	} else {
+		req.Headers = stripMeshHeaders(req.Headers)
+	}
+	if req.Id == "" {
+		req.Id = newID()
+	}
+	req.DeadlineUnixNano = deadline.UnixNano()
+	req.Trace = traceOf(r)
+
+	ctx, cancel := context.WithDeadline(r.Context(), deadline)
+	defer cancel()
+	reply, err := g.cfg.Dispatcher.Do(ctx, req)
+	switch {
+	case err != nil:
+		g.failDispatch(w, r, err)
+	case reply.GetCode() != wire.Code_CODE_OK:
+		g.failCode(w, r, reply)
+	default:
+		w.Header().Set(HeaderRequestID, req.Id)
+		if err := reply.WriteHTTP(w); err != nil {
+			g.log.Debug("writing reply", "service", service, "request", req.Id, "err", err)
+		}
+	}
+}
+
+func (g *Gateway) putBuf(b *bytes.Buffer) {
+	if b.Cap() <= 1<<20 { // keep big buffers from pinning memory
+		g.bufs.Put(b)
+	}
+}
+
+func (g *Gateway) failDispatch(w http.ResponseWriter, r *http.Request, err error) {
+	switch {
+	case errors.Is(err, dispatch.ErrNoInstance):
+		g.fail(w, r, http.StatusBadGateway, "no_instance", "no healthy instance", err)
+	case errors.Is(err, dispatch.ErrDeadline), errors.Is(err, context.DeadlineExceeded):
+		g.fail(w, r, http.StatusGatewayTimeout, "deadline_exceeded", "deadline exceeded", err)
+	case errors.Is(err, context.Canceled):
+		g.fail(w, r, 499, "canceled", "client went away", err)
+	default:
+		g.fail(w, r, http.StatusServiceUnavailable, "unavailable", "service unavailable", err)
+	}
+}
+
+func (g *Gateway) failCode(w http.ResponseWriter, r *http.Request, reply *wire.Reply) {
+	err := fmt.Errorf("%s from %s: %s", reply.GetCode(), reply.GetServedBy(), reply.GetMessage())
+	switch reply.GetCode() {
+	case wire.Code_CODE_DEADLINE_EXCEEDED:
+		g.fail(w, r, http.StatusGatewayTimeout, "deadline_exceeded", "deadline exceeded", err)
+	case wire.Code_CODE_UNAVAILABLE, wire.Code_CODE_OVERLOADED:
+		g.fail(w, r, http.StatusServiceUnavailable, "unavailable", "service unavailable", err)
+	case wire.Code_CODE_NO_INSTANCE:
+		g.fail(w, r, http.StatusBadGateway, "no_instance", "no healthy instance", err)
+	default:
+		g.fail(w, r, http.StatusBadGateway, "bad_gateway", "the service failed to answer", err)
+	}
+}
+
+// errorBody is what clients see of a Griddle error: never Go error text.
+type errorBody struct {
+	Error string `json:"error"`
+	Code  string `json:"code"`
+	ID    string `json:"id"`
+}
+
+// fail answers with a Griddle error and logs it under a fresh id. cause is
+// logged, never sent.
+func (g *Gateway) fail(w http.ResponseWriter, r *http.Request, status int, code, msg string, cause error) {
+	id := newID()
+	level := slog.LevelWarn
+	if status < 500 {
+		level = slog.LevelInfo
+	}
+	g.log.Log(r.Context(), level, "request failed", "error_id", id, "status", status, "code", code,
+		"method", r.Method, "path", r.URL.Path, "err", cause)
+	h := w.Header()
+	h.Set(HeaderErrorID, id)
+	h.Set("Content-Type", "application/json")
+	if status == http.StatusServiceUnavailable {
+		h.Set("Retry-After", "1")
+	}
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(errorBody{Error: msg, Code: code, ID: id})
+}
+
+// stripMeshHeaders removes the X-Griddle-* headers that only the mesh may set.
+func stripMeshHeaders(hs []*wire.Header) []*wire.Header {
+	out := hs[:0]
+	for _, h := range hs {
+		switch h.GetName() {
+		case HeaderDeadline, HeaderRequestID, HeaderRouting:
+			continue
+		}
+		out = append(out, h)
+	}
+	return out
+}
+
+func traceOf(r *http.Request) *wire.Trace {
+	tp := r.Header.Get("Traceparent")
+	if tp == "" {
+		return nil
+	}
+	return &wire.Trace{Traceparent: tp, Tracestate: r.Header.Get("Tracestate")}
+}
+
+// newID returns a random 16-hex-digit id for requests and errors.
+func newID() string {
+	var b [8]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}

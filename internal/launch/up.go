@@ -1,0 +1,253 @@
+package launch
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/griddle-mesh/griddle/edge"
+	"github.com/griddle-mesh/griddle/internal/etcdembed"
+	"github.com/griddle-mesh/griddle/sidecar"
+)
+
+// Service is one service that Up runs: a handler built from a main package
+// of this module, behind one sidecar.
+type Service struct {
+	Name     string
+	Version  string
+	Package  string   // main package, relative to the module root (./services/hello)
+	Prefixes []string // paths the edge sends to it; none for internal services
+}
+
+// ExampleServices returns the services of services/, as griddle up runs them.
+func ExampleServices() []Service {
+	return []Service{
+		{Name: "hello", Version: "v1", Package: "./services/hello", Prefixes: []string{"/hello/"}},
+		{Name: "profiles", Version: "v1", Package: "./services/profiles", Prefixes: []string{"/profiles/"}},
+	}
+}
+
+// UpConfig configures Up. Zero values select the defaults.
+type UpConfig struct {
+	Dir      string    // state: etcd data, handler binaries (".griddle")
+	Listen   string    // the edge ("127.0.0.1:8080")
+	Admin    string    // the edge's /status ("127.0.0.1:9090"; "-" disables)
+	EtcdAddr string    // embedded etcd's client address ("127.0.0.1:2379")
+	Source   string    // module root to build handlers from ("": found from the working directory)
+	Services []Service // (ExampleServices())
+	Out      io.Writer // where Up says what runs where (os.Stdout)
+	Logger   *slog.Logger
+}
+
+// Validate reports the first invalid field, named as on the command line.
+func (c UpConfig) Validate() error {
+	for flag, addr := range map[string]string{"--listen": c.Listen, "--etcd-listen": c.EtcdAddr} {
+		if addr == "" {
+			continue
+		}
+		if _, _, err := net.SplitHostPort(addr); err != nil {
+			return fmt.Errorf("up: %s: %w", flag, err)
+		}
+	}
+	if c.Admin != "" && c.Admin != "-" {
+		if _, _, err := net.SplitHostPort(c.Admin); err != nil {
+			return fmt.Errorf("up: --admin: %w", err)
+		}
+	}
+	for i, s := range c.Services {
+		if s.Name == "" || s.Version == "" || s.Package == "" {
+			return fmt.Errorf("up: Services[%d]: Name, Version and Package are required", i)
+		}
+	}
+	return nil
+}
+
+func (c *UpConfig) setDefaults() {
+	def := func(s *string, v string) {
+		if *s == "" {
+			*s = v
+		}
+	}
+	def(&c.Dir, ".griddle")
+	def(&c.Listen, "127.0.0.1:8080")
+	def(&c.Admin, "127.0.0.1:9090")
+	def(&c.EtcdAddr, "127.0.0.1:2379")
+	if c.Admin == "-" {
+		c.Admin = ""
+	}
+	if c.Services == nil {
+		c.Services = ExampleServices()
+	}
+	if c.Out == nil {
+		c.Out = os.Stdout
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+}
+
+// Up runs a whole mesh in this process — embedded etcd, the edge, one
+// sidecar per service with its handler process — until ctx is done or a
+// component fails; then it stops everything, handler processes included.
+func Up(ctx context.Context, cfg UpConfig) error {
+	if err := cfg.Validate(); err != nil {
+		return err
+	}
+	cfg.setDefaults()
+	log := cfg.Logger
+
+	bins, err := buildHandlers(ctx, cfg)
+	if err != nil {
+		return err
+	}
+
+	etcd, err := etcdembed.Start(ctx, etcdembed.Config{Dir: filepath.Join(cfg.Dir, "etcd"), ClientAddr: cfg.EtcdAddr, Logger: log})
+	if err != nil {
+		return fmt.Errorf("up: embedded etcd: %w", err)
+	}
+	defer etcd.Close()
+	cli, err := etcd.Client(ctx)
+	if err != nil {
+		return fmt.Errorf("up: embedded etcd: %w", err)
+	}
+	m, err := newMesh(ctx, cli, "", log)
+	if err != nil {
+		cli.Close()
+		return err
+	}
+	defer m.Close()
+
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	run := func(name string, f func(context.Context) error) {
+		wg.Go(func() {
+			if err := f(ctx); err != nil {
+				cancel(fmt.Errorf("%s: %w", name, err))
+			}
+		})
+	}
+
+	cars := make([]*sidecar.Sidecar, len(cfg.Services))
+	for i, svc := range cfg.Services {
+		s, err := sidecar.New(sidecar.Config{
+			Service: svc.Name, Version: svc.Version, ID: svc.Name + "-1",
+			Listen: "tcp://127.0.0.1:0", Plugin: bins[i], HTTPPrefixes: svc.Prefixes,
+			Prefix: m.Prefix, Logger: log,
+		}, sidecar.Deps{Etcd: m.Etcd, Dispatcher: m.Dispatcher, Catalog: m.Catalog})
+		if err != nil {
+			return err
+		}
+		cars[i] = s
+		run("sidecar "+svc.Name, s.Run)
+	}
+	e, err := edge.New(edge.Config{Listen: cfg.Listen, Admin: cfg.Admin, Logger: log}, m.Catalog, m.Dispatcher)
+	if err != nil {
+		return err
+	}
+	run("edge", e.Run)
+
+	ready := []<-chan struct{}{e.Ready()}
+	for _, c := range cars {
+		ready = append(ready, c.Ready())
+	}
+	for _, r := range ready {
+		select {
+		case <-r:
+		case <-ctx.Done():
+			wg.Wait()
+			return upErr(ctx)
+		}
+	}
+	fmt.Fprintf(cfg.Out, "griddle up: the mesh is running\n")
+	fmt.Fprintf(cfg.Out, "  %-14s %-28s data %s\n", "etcd", strings.Join(etcd.Endpoints(), ","), filepath.Join(cfg.Dir, "etcd"))
+	fmt.Fprintf(cfg.Out, "  %-14s %-28s", "edge", "http://"+e.Addr())
+	if cfg.Admin != "" {
+		fmt.Fprintf(cfg.Out, " status http://%s/status", cfg.Admin)
+	}
+	fmt.Fprintln(cfg.Out)
+	for i, svc := range cfg.Services {
+		fmt.Fprintf(cfg.Out, "  %-14s %-28s handler %s, routes %s\n", svc.Name+" "+svc.Version, cars[i].Address(), bins[i], strings.Join(svc.Prefixes, " "))
+	}
+	fmt.Fprintf(cfg.Out, "Try: curl 'http://%s/hello/greet?name=world'\nCtrl-C stops everything.\n", e.Addr())
+
+	<-ctx.Done()
+	wg.Wait()
+	return upErr(ctx)
+}
+
+// upErr is nil when Up was asked to stop, else what made it stop.
+func upErr(ctx context.Context) error {
+	if err := context.Cause(ctx); err != nil && !errors.Is(err, context.Canceled) {
+		return fmt.Errorf("up: %w", err)
+	}
+	return nil
+}
+
+// buildHandlers returns the handler binary of each service, building it
+// into <Dir>/bin with the go command when the module's source is at hand.
+// Without a Go toolchain it uses binaries already there.
+func buildHandlers(ctx context.Context, cfg UpConfig) ([]string, error) {
+	binDir, err := filepath.Abs(filepath.Join(cfg.Dir, "bin"))
+	if err != nil {
+		return nil, fmt.Errorf("up: --dir: %w", err)
+	}
+	if err := os.MkdirAll(binDir, 0o755); err != nil {
+		return nil, fmt.Errorf("up: --dir: %w", err)
+	}
+	src := cfg.Source
+	if src == "" {
+		src = findModuleRoot()
+	}
+	goTool, lookErr := exec.LookPath("go")
+	bins := make([]string, len(cfg.Services))
+	for i, svc := range cfg.Services {
+		bin := filepath.Join(binDir, svc.Name)
+		bins[i] = bin
+		if src == "" || lookErr != nil {
+			if _, err := os.Stat(bin); err != nil {
+				return nil, fmt.Errorf("up: no handler binary for %s at %s, and no Go toolchain and module source to build it (run from the griddle checkout)", svc.Name, bin)
+			}
+			continue
+		}
+		start := time.Now()
+		cmd := exec.CommandContext(ctx, goTool, "build", "-o", bin, svc.Package)
+		cmd.Dir = src
+		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			return nil, fmt.Errorf("up: building %s: %w\n%s", svc.Package, err, out)
+		}
+		cfg.Logger.Debug("built handler", "service", svc.Name, "bin", bin, "took", time.Since(start))
+	}
+	return bins, nil
+}
+
+// findModuleRoot walks up from the working directory to the go.mod of
+// this module; "" if there is none.
+func findModuleRoot() string {
+	dir, err := os.Getwd()
+	if err != nil {
+		return ""
+	}
+	for {
+		b, err := os.ReadFile(filepath.Join(dir, "go.mod"))
+		if err == nil && strings.Contains(string(b), "module github.com/griddle-mesh/griddle\n") {
+			return dir
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return ""
+		}
+		dir = parent
+	}
+}

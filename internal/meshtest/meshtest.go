@@ -1,0 +1,258 @@
+// Package meshtest runs real Griddle processes for end-to-end tests: it
+// builds the griddle binary and the example handlers once, starts an
+// embedded etcd, and starts edges and sidecars as separate processes that
+// tests can stop, kill and restart.
+package meshtest
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/griddle-mesh/griddle/internal/discovery"
+	"github.com/griddle-mesh/griddle/internal/etcdembed"
+)
+
+// Binaries are the programs a mesh is made of.
+type Binaries struct {
+	Griddle  string
+	Handlers map[string]string // service name → handler binary
+}
+
+// Build compiles cmd/griddle and each named service under services/ into
+// dir. It is meant for TestMain: build once, share across tests.
+func Build(dir string, services ...string) (Binaries, error) {
+	root, err := moduleRoot()
+	if err != nil {
+		return Binaries{}, err
+	}
+	b := Binaries{Griddle: filepath.Join(dir, "griddle"), Handlers: map[string]string{}}
+	build := func(out, pkg string) error {
+		cmd := exec.Command("go", "build", "-o", out, pkg)
+		cmd.Dir = root
+		if o, err := cmd.CombinedOutput(); err != nil {
+			return fmt.Errorf("go build %s: %w\n%s", pkg, err, o)
+		}
+		return nil
+	}
+	if err := build(b.Griddle, "./cmd/griddle"); err != nil {
+		return Binaries{}, err
+	}
+	for _, s := range services {
+		b.Handlers[s] = filepath.Join(dir, s)
+		if err := build(b.Handlers[s], "./services/"+s); err != nil {
+			return Binaries{}, err
+		}
+	}
+	return b, nil
+}
+
+func moduleRoot() (string, error) {
+	_, file, _, ok := runtime.Caller(0)
+	if !ok {
+		return "", fmt.Errorf("meshtest: cannot locate the module")
+	}
+	return filepath.Abs(filepath.Join(filepath.Dir(file), "..", ".."))
+}
+
+// Mesh is an embedded etcd plus the processes a test started against it.
+// Everything is stopped by t.Cleanup.
+type Mesh struct {
+	t    testing.TB
+	Bin  Binaries
+	Etcd *etcdembed.Server
+	Cli  *clientv3.Client
+	dir  string
+}
+
+// Start starts an embedded etcd for one test.
+func Start(t testing.TB, bin Binaries) *Mesh {
+	t.Helper()
+	dir := t.TempDir()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	srv, err := etcdembed.Start(ctx, etcdembed.Config{Dir: filepath.Join(dir, "etcd")})
+	if err != nil {
+		t.Fatalf("starting etcd: %v", err)
+	}
+	t.Cleanup(func() { srv.Close() })
+	cli, err := srv.Client(ctx)
+	if err != nil {
+		t.Fatalf("etcd client: %v", err)
+	}
+	t.Cleanup(func() { cli.Close() })
+	return &Mesh{t: t, Bin: bin, Etcd: srv, Cli: cli, dir: dir}
+}
+
+// EtcdEndpoints is the --etcd flag for processes of this mesh.
+func (m *Mesh) EtcdEndpoints() string { return strings.Join(m.Etcd.Endpoints(), ",") }
+
+// Proc is a griddle process started by a test.
+type Proc struct {
+	Name  string
+	Admin string // host:port of its /status
+	Addr  string // edge: host:port for HTTP; sidecar: its instance id
+	cmd   *exec.Cmd
+	log   *syncBuffer
+	done  chan struct{}
+	err   error
+}
+
+// Sidecar starts `griddle sidecar` for service (whose handler Build
+// compiled) and waits until its instance is registered.
+func (m *Mesh) Sidecar(service, version string, args ...string) *Proc {
+	m.t.Helper()
+	id := fmt.Sprintf("%s-%s-%d", service, version, time.Now().UnixNano()%1e9)
+	admin := FreeAddr(m.t)
+	p := m.start("sidecar "+id, append([]string{"sidecar",
+		"--service", service, "--version", version, "--id", id,
+		"--plugin", m.Bin.Handlers[service], "--etcd", m.EtcdEndpoints(),
+		"--admin", admin, "--ttl", "2s", "--log-level", "debug",
+	}, args...)...)
+	p.Admin, p.Addr = admin, id
+	m.waitFor(p, func() bool {
+		resp, err := m.Cli.Get(context.Background(), discovery.InstanceKey(discovery.DefaultPrefix, discovery.Instance{Service: service, Version: version, ID: id}))
+		return err == nil && len(resp.Kvs) == 1
+	})
+	return p
+}
+
+// Edge starts `griddle edge` and waits until it answers.
+func (m *Mesh) Edge(args ...string) *Proc {
+	m.t.Helper()
+	addr, admin := FreeAddr(m.t), FreeAddr(m.t)
+	p := m.start("edge", append([]string{"edge", "--listen", addr, "--admin", admin,
+		"--etcd", m.EtcdEndpoints(), "--log-level", "debug"}, args...)...)
+	p.Admin, p.Addr = admin, addr
+	m.waitFor(p, func() bool {
+		resp, err := http.Get("http://" + admin + "/healthz")
+		if err == nil {
+			resp.Body.Close()
+		}
+		return err == nil && resp.StatusCode == 200
+	})
+	return p
+}
+
+func (m *Mesh) start(name string, args ...string) *Proc {
+	m.t.Helper()
+	p := &Proc{Name: name, log: &syncBuffer{}, done: make(chan struct{})}
+	p.cmd = exec.Command(m.Bin.Griddle, args...)
+	p.cmd.Stdout, p.cmd.Stderr = p.log, p.log
+	if err := p.cmd.Start(); err != nil {
+		m.t.Fatalf("starting %s: %v", name, err)
+	}
+	go func() { p.err = p.cmd.Wait(); close(p.done) }()
+	m.t.Cleanup(func() {
+		p.Kill()
+		if m.t.Failed() {
+			m.t.Logf("--- log of %s:\n%s", name, p.log.String())
+		}
+	})
+	return p
+}
+
+func (m *Mesh) waitFor(p *Proc, ok func() bool) {
+	m.t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for !ok() {
+		select {
+		case <-p.done:
+			m.t.Fatalf("%s exited: %v\n%s", p.Name, p.err, p.log.String())
+		default:
+		}
+		if time.Now().After(deadline) {
+			m.t.Fatalf("%s did not become ready in 30s\n%s", p.Name, p.log.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// PID is the process id.
+func (p *Proc) PID() int { return p.cmd.Process.Pid }
+
+// Kill sends SIGKILL and waits for the process to be gone.
+func (p *Proc) Kill() {
+	_ = p.cmd.Process.Signal(syscall.SIGKILL)
+	<-p.done
+}
+
+// Stop sends SIGTERM and waits up to timeout for a clean exit.
+func (p *Proc) Stop(timeout time.Duration) error {
+	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-p.done:
+		return p.err
+	case <-time.After(timeout):
+		p.Kill()
+		return fmt.Errorf("%s did not stop within %v", p.Name, timeout)
+	}
+}
+
+// Log is what the process wrote so far.
+func (p *Proc) Log() string { return p.log.String() }
+
+// Status fetches the process's /status document into v.
+func (p *Proc) Status(v any) error {
+	resp, err := http.Get("http://" + p.Admin + "/status")
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	return json.NewDecoder(resp.Body).Decode(v)
+}
+
+// FreeAddr returns a 127.0.0.1 address with a port that was free a moment ago.
+func FreeAddr(t testing.TB) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// ProcessAlive reports whether a process with pid exists (and is not a zombie
+// reaped by nobody: a zombie counts as gone).
+func ProcessAlive(pid int) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return false
+	}
+	// The state follows the parenthesised command name.
+	s := string(b)
+	i := strings.LastIndexByte(s, ')')
+	return i < 0 || i+2 >= len(s) || s[i+2] != 'Z'
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}

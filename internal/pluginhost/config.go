@@ -1,0 +1,102 @@
+package pluginhost
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"time"
+)
+
+// Defaults applied to zero Config fields.
+const (
+	DefaultMaxConns     = 64
+	DefaultMinBackoff   = 100 * time.Millisecond
+	DefaultMaxBackoff   = 5 * time.Second
+	DefaultStartTimeout = 10 * time.Second
+)
+
+// ErrConfig is wrapped by every error from Config.Validate.
+var ErrConfig = errors.New("pluginhost: invalid config")
+
+// Config describes one handler process and how the sidecar runs it.
+type Config struct {
+	// Path is the handler binary. Required; it must exist and be executable.
+	Path string
+	// Args are passed to the handler after its name.
+	Args []string
+	// MeshSocket is the unix socket path where the sidecar serves the
+	// handler's outbound calls; the handler receives it as
+	// GRIDDLE_MESH_SOCKET. Empty: the handler's outbound calls fail.
+	MeshSocket string
+	// Logger receives the host's events and the handler's log output.
+	// Nil: slog.Default().
+	Logger *slog.Logger
+	// MaxConns bounds both idle and active connections to the handler;
+	// requests beyond it wait for a connection. 0: DefaultMaxConns.
+	MaxConns int
+	// MinBackoff and MaxBackoff bound the delay before restarting a crashed
+	// handler; the delay doubles on each crash and resets once a handler
+	// has run for stableAfter. 0: DefaultMinBackoff, DefaultMaxBackoff.
+	MinBackoff, MaxBackoff time.Duration
+	// StartTimeout bounds one start: process launch, handshake and Describe.
+	// 0: DefaultStartTimeout.
+	StartTimeout time.Duration
+}
+
+// Validate reports the first problem with c, naming the field. It performs
+// no I/O beyond a stat of Path.
+func (c Config) Validate() error {
+	if c.Path == "" {
+		return fmt.Errorf("%w: Path: required", ErrConfig)
+	}
+	fi, err := os.Stat(c.Path)
+	if err != nil {
+		return fmt.Errorf("%w: Path: %w", ErrConfig, err)
+	}
+	if !fi.Mode().IsRegular() {
+		return fmt.Errorf("%w: Path: %s is not a regular file", ErrConfig, c.Path)
+	}
+	if fi.Mode().Perm()&0o111 == 0 {
+		return fmt.Errorf("%w: Path: %s is not executable", ErrConfig, c.Path)
+	}
+	if c.MaxConns < 0 {
+		return fmt.Errorf("%w: MaxConns: %d is negative", ErrConfig, c.MaxConns)
+	}
+	if c.MinBackoff < 0 {
+		return fmt.Errorf("%w: MinBackoff: %v is negative", ErrConfig, c.MinBackoff)
+	}
+	if c.MaxBackoff < 0 {
+		return fmt.Errorf("%w: MaxBackoff: %v is negative", ErrConfig, c.MaxBackoff)
+	}
+	if c.MinBackoff > 0 && c.MaxBackoff > 0 && c.MinBackoff > c.MaxBackoff {
+		return fmt.Errorf("%w: MinBackoff: %v exceeds MaxBackoff %v", ErrConfig, c.MinBackoff, c.MaxBackoff)
+	}
+	if c.StartTimeout < 0 {
+		return fmt.Errorf("%w: StartTimeout: %v is negative", ErrConfig, c.StartTimeout)
+	}
+	return nil
+}
+
+// withDefaults returns c with zero fields replaced by their defaults.
+func (c Config) withDefaults() Config {
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	if c.MaxConns == 0 {
+		c.MaxConns = DefaultMaxConns
+	}
+	if c.MinBackoff == 0 {
+		c.MinBackoff = DefaultMinBackoff
+	}
+	if c.MaxBackoff == 0 {
+		c.MaxBackoff = DefaultMaxBackoff
+	}
+	if c.MinBackoff > c.MaxBackoff {
+		c.MaxBackoff = c.MinBackoff
+	}
+	if c.StartTimeout == 0 {
+		c.StartTimeout = DefaultStartTimeout
+	}
+	return c
+}

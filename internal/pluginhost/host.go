@@ -1,0 +1,383 @@
+package pluginhost
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/griddle-mesh/griddle/internal/pluginproto"
+	"github.com/hashicorp/go-plugin"
+	"google.golang.org/grpc/health/grpc_health_v1"
+)
+
+// Errors returned by Host. Check with errors.Is.
+var (
+	// ErrUnavailable reports that a request never reached the handler: no
+	// handler process is up, or connecting to it failed. Such a request is
+	// always safe to retry elsewhere.
+	ErrUnavailable = errors.New("pluginhost: handler unavailable")
+	// ErrStart reports that a handler process could not be started: launch,
+	// handshake or Describe failed.
+	ErrStart = errors.New("pluginhost: handler failed to start")
+	// ErrClosed reports a call on a closed Host.
+	ErrClosed = errors.New("pluginhost: host closed")
+	// ErrStarted reports a second call to Start.
+	ErrStarted = errors.New("pluginhost: already started")
+)
+
+const (
+	// stableAfter is how long a handler must run before a crash restarts
+	// it after MinBackoff again rather than after the grown delay.
+	stableAfter = 10 * time.Second
+	// pingInterval and pingTimeout drive the health check (go-plugin's
+	// Ping: the gRPC health service on the plugin connection).
+	pingInterval = time.Second
+	pingTimeout  = 2 * time.Second
+	// maxPingFailures consecutive failed pings make the host kill a
+	// handler that is still running, so that it is restarted.
+	maxPingFailures = 3
+	// dialTimeout bounds connecting to the handler's socket.
+	dialTimeout = 2 * time.Second
+)
+
+// Host runs one handler process and forwards HTTP requests to it. It starts
+// the process through go-plugin, restarts it after a crash, and closes it on
+// Close. All methods are safe for concurrent use.
+type Host struct {
+	cfg  Config
+	log  *slog.Logger
+	tr   *http.Transport
+	proc atomic.Pointer[proc] // the handler now up; nil when none
+
+	restarts atomic.Int64
+
+	mu      sync.Mutex // guards the fields below
+	dir     string     // private socket directory, created by Start
+	started bool
+	closed  bool
+	stop    context.CancelFunc // stops the supervisor
+	done    chan struct{}      // closed when the supervisor has returned
+}
+
+// proc is one running handler process. Fields are immutable after launch.
+type proc struct {
+	client  *plugin.Client
+	rpc     *pluginproto.Client
+	pid     int
+	socket  string
+	started time.Time
+	healthy atomic.Bool
+}
+
+var _ http.RoundTripper = (*Host)(nil)
+
+// New validates cfg and returns a Host that has not started anything.
+func New(cfg Config) (*Host, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	cfg = cfg.withDefaults()
+	h := &Host{
+		cfg: cfg,
+		log: cfg.Logger.With("handler", filepath.Base(cfg.Path)),
+	}
+	d := net.Dialer{Timeout: dialTimeout}
+	h.tr = &http.Transport{
+		Proxy: nil,
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			p := h.proc.Load()
+			if p == nil {
+				return nil, fmt.Errorf("dial: no handler process: %w", ErrUnavailable)
+			}
+			c, err := d.DialContext(ctx, "unix", p.socket)
+			if err != nil {
+				return nil, fmt.Errorf("dial %s: %w: %w", p.socket, ErrUnavailable, err)
+			}
+			return c, nil
+		},
+		MaxIdleConns:        cfg.MaxConns,
+		MaxIdleConnsPerHost: cfg.MaxConns,
+		MaxConnsPerHost:     cfg.MaxConns,
+		IdleConnTimeout:     90 * time.Second,
+		DisableCompression:  true,
+	}
+	return h, nil
+}
+
+// Start launches the handler, completes the go-plugin handshake and waits
+// until the handler answers Describe. It then starts the supervisor, which
+// restarts the handler after a crash until Close. ctx bounds only the
+// start; cancelling it later has no effect. Start may be called once; after
+// a failed Start, call Close.
+func (h *Host) Start(ctx context.Context) error {
+	h.mu.Lock()
+	switch {
+	case h.closed:
+		h.mu.Unlock()
+		return ErrClosed
+	case h.started:
+		h.mu.Unlock()
+		return ErrStarted
+	}
+	h.started = true
+	dir, err := os.MkdirTemp("", "griddle-host-")
+	if err != nil {
+		h.mu.Unlock()
+		return fmt.Errorf("%w: socket directory: %w", ErrStart, err)
+	}
+	h.dir = dir
+	h.mu.Unlock()
+
+	p, err := h.launch(ctx)
+	if err != nil {
+		return err
+	}
+	h.proc.Store(p)
+	h.log.Info("handler started", "pid", p.pid)
+
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.closed {
+		// Close ran while launching; it found no supervisor to stop.
+		h.proc.Store(nil)
+		p.client.Kill()
+		return ErrClosed
+	}
+	sctx, stop := context.WithCancel(context.Background())
+	h.stop = stop
+	h.done = make(chan struct{})
+	go h.supervise(sctx, p, h.done)
+	return nil
+}
+
+// RoundTrip sends r to the current handler process. r.URL must be an
+// absolute http URL; its host becomes the Host header, while the connection
+// always goes to the handler's socket. When no process is up or connecting
+// fails, the error wraps ErrUnavailable: the handler never saw the request.
+// Any other error means the handler may have seen it.
+func (h *Host) RoundTrip(r *http.Request) (*http.Response, error) {
+	if h.proc.Load() == nil {
+		if r.Body != nil {
+			_ = r.Body.Close()
+		}
+		return nil, fmt.Errorf("no handler process: %w", ErrUnavailable)
+	}
+	return h.tr.RoundTrip(r)
+}
+
+// Healthy reports whether a handler process is up and its last health
+// check succeeded.
+func (h *Host) Healthy() bool {
+	p := h.proc.Load()
+	return p != nil && p.healthy.Load()
+}
+
+// PID returns the current handler's process id, or 0 when none is up.
+func (h *Host) PID() int {
+	if p := h.proc.Load(); p != nil {
+		return p.pid
+	}
+	return 0
+}
+
+// Restarts returns how many times the handler has been started again after
+// it exited.
+func (h *Host) Restarts() int { return int(h.restarts.Load()) }
+
+// Close stops the supervisor, stops the handler (gracefully, then by kill
+// after go-plugin's grace period), waits for it to exit and removes the
+// socket directory. It is idempotent and returns nil.
+func (h *Host) Close() error {
+	h.mu.Lock()
+	if h.closed {
+		h.mu.Unlock()
+		return nil
+	}
+	h.closed = true
+	stop, done, dir := h.stop, h.done, h.dir
+	h.mu.Unlock()
+
+	if stop != nil {
+		stop()
+		<-done
+	}
+	h.tr.CloseIdleConnections()
+	if dir != "" {
+		_ = os.RemoveAll(dir)
+	}
+	return nil
+}
+
+// supervise owns the running handler p and its successors: it health-checks
+// the process, restarts it after it exits, and kills it when ctx is done.
+// It closes done on return.
+func (h *Host) supervise(ctx context.Context, p *proc, done chan<- struct{}) {
+	defer close(done)
+	backoff := h.cfg.MinBackoff
+	for {
+		h.watch(ctx, p)
+		h.proc.Store(nil)
+		h.tr.CloseIdleConnections()
+		if ctx.Err() != nil {
+			p.client.Kill()
+			return
+		}
+		p.client.Kill() // reaps the exited process and its log readers
+		ran := time.Since(p.started)
+		if ran >= stableAfter {
+			backoff = h.cfg.MinBackoff
+		}
+		h.log.Warn("handler exited; restarting", "pid", p.pid, "ran", ran.Round(time.Millisecond), "backoff", backoff)
+
+		for {
+			if !sleep(ctx, backoff) {
+				return
+			}
+			backoff = min(2*backoff, h.cfg.MaxBackoff)
+			next, err := h.launch(ctx)
+			if err == nil {
+				p = next
+				break
+			}
+			if ctx.Err() != nil {
+				return
+			}
+			h.log.Error("handler restart failed", "error", err, "backoff", backoff)
+		}
+		h.restarts.Add(1)
+		h.proc.Store(p)
+		h.log.Info("handler restarted", "pid", p.pid, "restarts", h.restarts.Load())
+	}
+}
+
+// watch returns when p has exited or ctx is done. It pings p every
+// pingInterval and kills it after maxPingFailures consecutive failures.
+func (h *Host) watch(ctx context.Context, p *proc) {
+	t := time.NewTicker(pingInterval)
+	defer t.Stop()
+	failures := 0
+	health := grpc_health_v1.NewHealthClient(p.rpc.Conn)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-p.rpc.Exited():
+			p.healthy.Store(false)
+			return
+		case <-t.C:
+		}
+		pctx, cancel := context.WithTimeout(ctx, pingTimeout)
+		_, err := health.Check(pctx, &grpc_health_v1.HealthCheckRequest{Service: plugin.GRPCServiceName})
+		cancel()
+		if err == nil {
+			failures = 0
+			p.healthy.Store(true)
+			continue
+		}
+		if ctx.Err() != nil {
+			return
+		}
+		failures++
+		p.healthy.Store(false)
+		h.log.Warn("handler health check failed", "pid", p.pid, "error", err, "failures", failures)
+		if failures >= maxPingFailures {
+			h.log.Error("handler unresponsive; killing it", "pid", p.pid)
+			if proc, err := os.FindProcess(p.pid); err == nil {
+				_ = proc.Kill()
+			}
+		}
+	}
+}
+
+// sleep waits for d and reports false if ctx is done first.
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}
+
+// launch starts one handler process and returns it once it has answered
+// Describe. On error nothing is left running.
+func (h *Host) launch(ctx context.Context) (*proc, error) {
+	ctx, cancel := context.WithTimeout(ctx, h.cfg.StartTimeout)
+	defer cancel()
+
+	h.mu.Lock()
+	sock := filepath.Join(h.dir, "http.sock")
+	h.mu.Unlock()
+
+	cmd := exec.Command(h.cfg.Path, h.cfg.Args...)
+	cmd.Env = append(os.Environ(),
+		pluginproto.EnvHandlerSocket+"="+sock,
+		pluginproto.EnvMeshSocket+"="+h.cfg.MeshSocket,
+	)
+	cmd.SysProcAttr = sysProcAttr()
+
+	base := filepath.Base(h.cfg.Path)
+	stdio := h.cfg.Logger.With("handler", base)
+	client := plugin.NewClient(&plugin.ClientConfig{
+		HandshakeConfig:  pluginproto.Handshake(),
+		Plugins:          pluginproto.Plugins(nil),
+		Cmd:              cmd,
+		SkipHostEnv:      true, // cmd.Env already holds the host's environment
+		AllowedProtocols: []plugin.Protocol{plugin.ProtocolGRPC},
+		StartTimeout:     h.cfg.StartTimeout,
+		Logger:           newSlogAdapter(h.cfg.Logger, base),
+		Stderr:           &lineLogger{l: stdio, stream: "stderr"},
+		SyncStdout:       &lineLogger{l: stdio, stream: "stdout"},
+		SyncStderr:       &lineLogger{l: stdio, stream: "stderr"},
+	})
+	p, err := h.handshake(ctx, client)
+	if err != nil {
+		client.Kill()
+		return nil, fmt.Errorf("%w: %s: %w", ErrStart, h.cfg.Path, err)
+	}
+	return p, nil
+}
+
+func (h *Host) handshake(ctx context.Context, client *plugin.Client) (*proc, error) {
+	cp, err := client.Client()
+	if err != nil {
+		return nil, err
+	}
+	raw, err := cp.Dispense(pluginproto.PluginName)
+	if err != nil {
+		return nil, err
+	}
+	rpc, ok := raw.(*pluginproto.Client)
+	if !ok {
+		return nil, pluginproto.ErrNotHandler
+	}
+	desc, err := rpc.Describe(ctx, &pluginproto.DescribeRequest{})
+	if err != nil {
+		return nil, fmt.Errorf("describe: %w", err)
+	}
+	if desc.GetHttpSocket() == "" {
+		return nil, errors.New("describe: handler reported no HTTP socket")
+	}
+	p := &proc{
+		client:  client,
+		rpc:     rpc,
+		socket:  desc.GetHttpSocket(),
+		started: time.Now(),
+	}
+	if rc := client.ReattachConfig(); rc != nil {
+		p.pid = rc.Pid
+	}
+	p.healthy.Store(true)
+	return p, nil
+}

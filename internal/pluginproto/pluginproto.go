@@ -1,0 +1,79 @@
+package pluginproto
+
+import (
+	"context"
+	"errors"
+
+	"github.com/hashicorp/go-plugin"
+	"google.golang.org/grpc"
+)
+
+// Environment variables the sidecar sets for the handler process.
+const (
+	// EnvHandlerSocket names the unix socket path the handler must serve
+	// HTTP on. The handler creates the socket; the sidecar owns its directory.
+	EnvHandlerSocket = "GRIDDLE_HANDLER_SOCKET"
+	// EnvMeshSocket names the unix socket on which the sidecar serves the
+	// handler's outbound calls to other services.
+	EnvMeshSocket = "GRIDDLE_MESH_SOCKET"
+)
+
+// PluginName is the single plugin a handler process serves.
+const PluginName = "handler"
+
+// Handshake returns the go-plugin handshake both sides must agree on. Bump
+// ProtocolVersion on any incompatible change to this package.
+func Handshake() plugin.HandshakeConfig {
+	return plugin.HandshakeConfig{
+		ProtocolVersion:  1,
+		MagicCookieKey:   "GRIDDLE_HANDLER_COOKIE",
+		MagicCookieValue: "3f6b1a0e-griddle-handler",
+	}
+}
+
+// ErrNotHandler reports that a dispensed plugin is not a Griddle handler.
+var ErrNotHandler = errors.New("pluginproto: plugin does not implement the handler service")
+
+// Plugin is the go-plugin glue for the Handler service. The handler side sets
+// Impl; the sidecar side leaves it nil and receives a *Client from Dispense.
+type Plugin struct {
+	plugin.NetRPCUnsupportedPlugin
+	// Impl serves Describe in the handler process. Nil on the sidecar side.
+	Impl HandlerServer
+}
+
+var _ plugin.GRPCPlugin = (*Plugin)(nil)
+
+// GRPCServer registers Impl on the handler's gRPC server.
+func (p *Plugin) GRPCServer(_ *plugin.GRPCBroker, s *grpc.Server) error {
+	if p.Impl == nil {
+		return ErrNotHandler
+	}
+	RegisterHandlerServer(s, p.Impl)
+	return nil
+}
+
+// GRPCClient returns a *Client. ctx is cancelled by go-plugin when the
+// handler process exits; Client.Exited exposes it.
+func (p *Plugin) GRPCClient(ctx context.Context, _ *plugin.GRPCBroker, c *grpc.ClientConn) (any, error) {
+	return &Client{HandlerClient: NewHandlerClient(c), Conn: c, exited: ctx.Done()}, nil
+}
+
+// Client is the sidecar's view of one handler process.
+type Client struct {
+	HandlerClient
+	// Conn is the go-plugin gRPC connection; it also serves the standard
+	// gRPC health service that go-plugin's Ping uses.
+	Conn   *grpc.ClientConn
+	exited <-chan struct{}
+}
+
+// Exited is closed once the handler process has exited and go-plugin has
+// collected its output.
+func (c *Client) Exited() <-chan struct{} { return c.exited }
+
+// Plugins returns the plugin set for plugin.ServeConfig or
+// plugin.ClientConfig. impl is nil on the sidecar side.
+func Plugins(impl HandlerServer) plugin.PluginSet {
+	return plugin.PluginSet{PluginName: &Plugin{Impl: impl}}
+}

@@ -1,0 +1,115 @@
+package wire
+
+import (
+	"net/http"
+	"strings"
+)
+
+// hopHeaders are meaningful only for a single connection and never cross a
+// hop (RFC 9110, section 7.6.1). Content-Length is derived from the body.
+var hopHeaders = map[string]bool{
+	"Connection":          true,
+	"Proxy-Connection":    true,
+	"Keep-Alive":          true,
+	"Proxy-Authenticate":  true,
+	"Proxy-Authorization": true,
+	"Te":                  true,
+	"Trailer":             true,
+	"Transfer-Encoding":   true,
+	"Upgrade":             true,
+	"Content-Length":      true,
+}
+
+// hopByHop reports whether the canonical header name must not be forwarded,
+// either because it is always hop-by-hop or because the Connection header
+// names it.
+func hopByHop(name string, connection []string) bool {
+	if hopHeaders[name] {
+		return true
+	}
+	for _, v := range connection {
+		for f := range strings.SplitSeq(v, ",") {
+			if http.CanonicalHeaderKey(strings.TrimSpace(f)) == name {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// EncodeHeader converts h to envelope headers, leaving out hop-by-hop fields.
+// Values are kept in order; names keep their canonical form.
+func EncodeHeader(h http.Header) []*Header {
+	conn := h["Connection"]
+	out := make([]*Header, 0, len(h))
+	for name, values := range h {
+		if hopByHop(name, conn) {
+			continue
+		}
+		out = append(out, &Header{Name: name, Values: values})
+	}
+	return out
+}
+
+// DecodeHeader adds the envelope headers hs to dst, leaving out hop-by-hop
+// fields. dst must not be nil.
+func DecodeHeader(dst http.Header, hs []*Header) {
+	var conn []string
+	for _, h := range hs {
+		if h.GetName() == "Connection" {
+			conn = h.GetValues()
+		}
+	}
+	for _, h := range hs {
+		name := http.CanonicalHeaderKey(h.GetName())
+		if name == "" || hopByHop(name, conn) {
+			continue
+		}
+		dst[name] = append(dst[name], h.GetValues()...)
+	}
+}
+
+// NewRequest builds the envelope of an HTTP request whose body has already
+// been read into body. The envelope keeps body without copying it; the
+// caller must not modify body while the envelope is in use.
+func NewRequest(r *http.Request, service string, body []byte) *Request {
+	return &Request{
+		Service:    service,
+		Method:     r.Method,
+		Path:       r.URL.EscapedPath(),
+		RawQuery:   r.URL.RawQuery,
+		Host:       r.Host,
+		Headers:    EncodeHeader(r.Header),
+		Body:       body,
+		RemoteAddr: r.RemoteAddr,
+	}
+}
+
+// RequestURI is the request target of req: its escaped path and query.
+func (x *Request) RequestURI() string {
+	p := x.GetPath()
+	if p == "" {
+		p = "/"
+	}
+	if q := x.GetRawQuery(); q != "" {
+		return p + "?" + q
+	}
+	return p
+}
+
+// WriteHTTP writes a reply from a handler to w: headers (without hop-by-hop
+// fields), status and body. It must not be used for replies whose Code is
+// not CODE_OK: those carry no HTTP answer.
+func (x *Reply) WriteHTTP(w http.ResponseWriter) error {
+	DecodeHeader(w.Header(), x.GetHeaders())
+	status := int(x.GetStatus())
+	if status < 100 || status > 999 {
+		status = http.StatusBadGateway
+	}
+	w.WriteHeader(status)
+	if len(x.GetBody()) == 0 {
+		return nil
+	}
+	_, err := w.Write(x.GetBody())
+	return err
+}

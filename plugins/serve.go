@@ -1,0 +1,166 @@
+package plugins
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/griddle-mesh/griddle/internal/pluginproto"
+	hclog "github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/go-plugin"
+)
+
+// SDKVersion is the version of this SDK, reported to the sidecar.
+const SDKVersion = "0.1.0"
+
+const (
+	// parentPollInterval is how often the handler checks that the sidecar
+	// that started it is still its parent.
+	parentPollInterval = 250 * time.Millisecond
+	// shutdownGrace bounds how long in-flight requests may run once the
+	// sidecar has asked the handler to stop. It stays under go-plugin's 2s
+	// wait before it kills the process.
+	shutdownGrace = 1500 * time.Millisecond
+)
+
+// Serve runs h as a Griddle handler and does not return: the process exits
+// when the sidecar stops it (status 0), when the sidecar dies (status 1), or
+// when it cannot serve (status 1, reason on stderr).
+//
+// h is served under a net/http Server on a unix socket; each request's
+// context carries the sidecar's deadline and what outbound calls through
+// Mesh must propagate. Run by hand rather than by a sidecar, the binary
+// prints how to start it and exits with status 1.
+func Serve(h http.Handler) {
+	os.Exit(serve(h, os.Stderr))
+}
+
+// serve is Serve returning its exit status.
+func serve(h http.Handler, stderr io.Writer) int {
+	hs := pluginproto.Handshake()
+	if os.Getenv(hs.MagicCookieKey) != hs.MagicCookieValue {
+		name := filepath.Base(os.Args[0])
+		fmt.Fprintf(stderr, "%s is a Griddle handler and is not meant to be run by hand.\n"+
+			"Start it with `griddle sidecar --plugin %s` (or `griddle up`), or test it with package plugintest.\n",
+			name, os.Args[0])
+		return 1
+	}
+
+	sock, removeSock, err := handlerSocket()
+	if err != nil {
+		fmt.Fprintf(stderr, "griddle handler: %v\n", err)
+		return 1
+	}
+	defer removeSock()
+	ln, err := net.Listen("unix", sock)
+	if err != nil {
+		fmt.Fprintf(stderr, "griddle handler: listen: %v\n", err)
+		return 1
+	}
+
+	mesh := newMesh(os.Getenv(pluginproto.EnvMeshSocket))
+	srv := &http.Server{Handler: &contextHandler{h: h, mesh: mesh}}
+
+	// exit carries the reason the process must stop without the sidecar
+	// asking: its parent died or the HTTP server failed.
+	exit := make(chan error, 2)
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+			exit <- fmt.Errorf("http server: %w", err)
+		}
+	})
+	wg.Go(func() {
+		if watchParent(ctx, os.Getppid(), parentPollInterval) {
+			exit <- errParentGone
+		}
+	})
+	wg.Go(func() {
+		select {
+		case err := <-exit:
+			fmt.Fprintf(stderr, "griddle handler: %v\n", err)
+			removeSock()
+			os.Exit(1)
+		case <-ctx.Done():
+		}
+	})
+
+	// plugin.Serve returns once the sidecar shuts the plugin down.
+	plugin.Serve(&plugin.ServeConfig{
+		HandshakeConfig: hs,
+		Plugins:         pluginproto.Plugins(&describer{socket: sock}),
+		GRPCServer:      plugin.DefaultGRPCServer,
+		Logger: hclog.New(&hclog.LoggerOptions{
+			Name:       "griddle-handler",
+			Level:      hclog.Info,
+			Output:     stderr,
+			JSONFormat: true,
+		}),
+	})
+
+	shutdownCtx, cancelShutdown := context.WithTimeout(context.Background(), shutdownGrace)
+	defer cancelShutdown()
+	status := 0
+	if err := srv.Shutdown(shutdownCtx); err != nil {
+		_ = srv.Close()
+		status = 1
+	}
+	cancel()
+	wg.Wait()
+	return status
+}
+
+var errParentGone = errors.New("the sidecar that started this handler is gone")
+
+// watchParent reports true once the process's parent is no longer ppid,
+// polling every interval, and false when ctx is done first.
+func watchParent(ctx context.Context, ppid int, interval time.Duration) bool {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return false
+		case <-t.C:
+			if os.Getppid() != ppid {
+				return true
+			}
+		}
+	}
+}
+
+// handlerSocket returns the path to serve HTTP on: the sidecar's choice
+// from the environment, or a fresh private temporary path. remove deletes
+// what handlerSocket created and is safe to call more than once.
+func handlerSocket() (path string, remove func(), err error) {
+	if p := os.Getenv(pluginproto.EnvHandlerSocket); p != "" {
+		// A socket left by a previous run of this handler blocks Listen.
+		if fi, err := os.Lstat(p); err == nil && fi.Mode()&os.ModeSocket != 0 {
+			_ = os.Remove(p)
+		}
+		return p, func() { _ = os.Remove(p) }, nil
+	}
+	dir, err := os.MkdirTemp("", "griddle-handler-")
+	if err != nil {
+		return "", nil, fmt.Errorf("socket directory: %w", err)
+	}
+	return filepath.Join(dir, "http.sock"), func() { _ = os.RemoveAll(dir) }, nil
+}
+
+// describer answers the sidecar's Describe call.
+type describer struct {
+	pluginproto.UnimplementedHandlerServer
+	socket string
+}
+
+func (d *describer) Describe(context.Context, *pluginproto.DescribeRequest) (*pluginproto.DescribeResponse, error) {
+	return &pluginproto.DescribeResponse{HttpSocket: d.socket, SdkVersion: SDKVersion}, nil
+}

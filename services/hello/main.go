@@ -1,0 +1,93 @@
+// Command hello is an example Griddle handler used by the SDK's tests and
+// as a target for other services' outbound calls.
+//
+//	GET  /hello/greet?name=X   200 "hello, X"; X-Seen-Deadline: ctx deadline (Unix ns) or "none"
+//	*    /hello/echo           echoes body, Content-Type, X-Test-* headers, method, query, path
+//	GET  /hello/sleep?ms=N     returns after N ms or when the request is cancelled
+//	GET  /hello/pid            the process id
+//	GET  /hello/status?code=N  replies with status N
+package main
+
+import (
+	"io"
+	"net/http"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/griddle-mesh/griddle/plugins"
+)
+
+func main() {
+	plugins.Serve(newMux())
+}
+
+func newMux() *http.ServeMux {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /hello/greet", greet)
+	mux.HandleFunc("/hello/echo", echo)
+	mux.HandleFunc("GET /hello/sleep", sleep)
+	mux.HandleFunc("GET /hello/pid", pid)
+	mux.HandleFunc("GET /hello/status", status)
+	return mux
+}
+
+func greet(w http.ResponseWriter, r *http.Request) {
+	seen := "none"
+	if d, ok := r.Context().Deadline(); ok {
+		seen = strconv.FormatInt(d.UnixNano(), 10)
+	}
+	w.Header().Set("X-Seen-Deadline", seen)
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	io.WriteString(w, "hello, "+r.URL.Query().Get("name"))
+}
+
+func echo(w http.ResponseWriter, r *http.Request) {
+	h := w.Header()
+	for k, vs := range r.Header {
+		if strings.HasPrefix(k, "X-Test-") {
+			h[k] = append([]string(nil), vs...)
+		}
+	}
+	if ct := r.Header.Get("Content-Type"); ct != "" {
+		h.Set("Content-Type", ct)
+	} else {
+		h["Content-Type"] = nil // no sniffing
+	}
+	h.Set("X-Echo-Method", r.Method)
+	h.Set("X-Echo-Query", r.URL.RawQuery)
+	h.Set("X-Echo-Path", r.URL.EscapedPath())
+	if r.ContentLength >= 0 {
+		h.Set("Content-Length", strconv.FormatInt(r.ContentLength, 10))
+	}
+	w.WriteHeader(http.StatusOK)
+	io.Copy(w, r.Body)
+}
+
+func sleep(w http.ResponseWriter, r *http.Request) {
+	ms, err := strconv.Atoi(r.URL.Query().Get("ms"))
+	if err != nil || ms < 0 {
+		http.Error(w, "ms: want a non-negative integer", http.StatusBadRequest)
+		return
+	}
+	t := time.NewTimer(time.Duration(ms) * time.Millisecond)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-r.Context().Done():
+	}
+}
+
+func pid(w http.ResponseWriter, _ *http.Request) {
+	io.WriteString(w, strconv.Itoa(os.Getpid()))
+}
+
+func status(w http.ResponseWriter, r *http.Request) {
+	code, err := strconv.Atoi(r.URL.Query().Get("code"))
+	if err != nil || code < 200 || code > 999 {
+		http.Error(w, "code: want an HTTP status", http.StatusBadRequest)
+		return
+	}
+	w.WriteHeader(code)
+}

@@ -1,0 +1,53 @@
+package sidecar
+
+import (
+	"encoding/json"
+	"net/http"
+
+	"github.com/griddle-mesh/griddle/internal/discovery"
+)
+
+// Status is what the sidecar reports about itself on /status.
+type Status struct {
+	Service         string `json:"service"`
+	Version         string `json:"version"`
+	ID              string `json:"id"`
+	Address         string `json:"address"`
+	InFlight        int64  `json:"inFlight"`
+	HandlerHealthy  bool   `json:"handlerHealthy"`
+	HandlerPID      int    `json:"handlerPid"`
+	HandlerRestarts int    `json:"handlerRestarts"`
+	// Etcd is discovery's view of etcd; absent when the sidecar has no catalog.
+	Etcd *discovery.Status `json:"etcd,omitempty"`
+}
+
+// Status reports the sidecar's state; valid once Run has started the handler.
+func (s *Sidecar) Status() Status {
+	st := Status{Service: s.cfg.Service, Version: s.cfg.Version, ID: s.cfg.ID, Address: s.Address(), InFlight: s.inflight.Load()}
+	if h := s.host.Load(); h != nil {
+		st.HandlerHealthy, st.HandlerPID, st.HandlerRestarts = h.Healthy(), h.PID(), h.Restarts()
+	}
+	if s.deps.Catalog != nil {
+		es := s.deps.Catalog.Status()
+		st.Etcd = &es
+	}
+	return st
+}
+
+func (s *Sidecar) adminHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		if h := s.host.Load(); h == nil || !h.Healthy() {
+			http.Error(w, "handler unhealthy", http.StatusServiceUnavailable)
+			return
+		}
+		w.Write([]byte("ok\n"))
+	})
+	mux.HandleFunc("GET /status", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		_ = enc.Encode(s.Status())
+	})
+	return mux
+}

@@ -1,0 +1,117 @@
+package sidecar
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/url"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/griddle-mesh/griddle/internal/discovery"
+)
+
+// Config configures a Sidecar. Zero durations and sizes select the defaults.
+type Config struct {
+	Service string // service name (required)
+	Version string // version of the service this instance runs (required)
+	ID      string // instance id, unique per service ("": hostname-pid)
+
+	// Listen is the mangos URL of the REP socket, e.g. tcp://0.0.0.0:7001
+	// (port 0 picks a free port).
+	Listen string
+	// Advertise is the URL registered in etcd ("": the bound Listen address).
+	Advertise string
+
+	Plugin     string   // handler binary (required)
+	PluginArgs []string // its arguments
+
+	// HTTPPrefixes are the path prefixes the edge sends to this service
+	// ("": an internal service, reached only by other services).
+	HTTPPrefixes []string
+
+	Concurrency     int           // requests handled at once (128)
+	MaxBodyBytes    int           // request and reply bodies (8 MiB)
+	TTL             time.Duration // registration lease (5s)
+	DrainGrace      time.Duration // after deregistering, time for edges to notice (500ms)
+	DrainTimeout    time.Duration // for in-flight work to finish (10s)
+	OutboundTimeout time.Duration // default deadline of outbound calls without one (10s)
+
+	Admin  string // host:port for /healthz and /status; "" disables
+	Prefix string // etcd key prefix (discovery.DefaultPrefix)
+	Logger *slog.Logger
+}
+
+// Validate reports the first invalid field, named as on the command line.
+func (c Config) Validate() error {
+	switch {
+	case c.Service == "":
+		return errors.New("sidecar: --service: required")
+	case c.Version == "":
+		return errors.New("sidecar: --version: required")
+	case c.Plugin == "":
+		return errors.New("sidecar: --plugin: required")
+	case c.Listen == "":
+		return errors.New("sidecar: --listen: required")
+	}
+	if u, err := url.Parse(c.Listen); err != nil || (u.Scheme != "tcp" && u.Scheme != "ipc") {
+		return fmt.Errorf("sidecar: --listen: %q is not a tcp:// or ipc:// URL", c.Listen)
+	}
+	if c.Advertise != "" {
+		if u, err := url.Parse(c.Advertise); err != nil || (u.Scheme != "tcp" && u.Scheme != "ipc") || (u.Scheme == "tcp" && (u.Port() == "" || u.Port() == "0")) {
+			return fmt.Errorf("sidecar: --advertise: %q is not a tcp:// or ipc:// URL with a port", c.Advertise)
+		}
+	}
+	if st, err := os.Stat(c.Plugin); err != nil {
+		return fmt.Errorf("sidecar: --plugin: %w", err)
+	} else if st.IsDir() || st.Mode()&0o111 == 0 {
+		return fmt.Errorf("sidecar: --plugin: %s is not an executable file", c.Plugin)
+	}
+	for i, p := range c.HTTPPrefixes {
+		if !strings.HasPrefix(p, "/") {
+			return fmt.Errorf("sidecar: --http-prefix[%d]: %q must start with /", i, p)
+		}
+	}
+	if c.Concurrency < 0 || c.MaxBodyBytes < 0 {
+		return errors.New("sidecar: --concurrency, --max-body-bytes: must not be negative")
+	}
+	if c.TTL != 0 && c.TTL < 2*time.Second {
+		return fmt.Errorf("sidecar: --ttl: %v is below the 2s minimum", c.TTL)
+	}
+	for name, d := range map[string]time.Duration{"DrainGrace": c.DrainGrace, "--drain-timeout": c.DrainTimeout, "OutboundTimeout": c.OutboundTimeout} {
+		if d < 0 {
+			return fmt.Errorf("sidecar: %s: %v is negative", name, d)
+		}
+	}
+	return nil
+}
+
+func (c *Config) setDefaults() {
+	if c.ID == "" {
+		host, _ := os.Hostname()
+		c.ID = fmt.Sprintf("%s-%d", strings.ToLower(host), os.Getpid())
+	}
+	if c.Concurrency == 0 {
+		c.Concurrency = 128
+	}
+	if c.MaxBodyBytes == 0 {
+		c.MaxBodyBytes = 8 << 20
+	}
+	def := func(d *time.Duration, v time.Duration) {
+		if *d == 0 {
+			*d = v
+		}
+	}
+	def(&c.TTL, 5*time.Second)
+	def(&c.DrainGrace, 500*time.Millisecond)
+	def(&c.DrainTimeout, 10*time.Second)
+	def(&c.OutboundTimeout, 10*time.Second)
+	if c.Prefix == "" {
+		c.Prefix = discovery.DefaultPrefix
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	c.Logger = c.Logger.With("service", c.Service, "version", c.Version, "instance", c.ID)
+}

@@ -1,0 +1,341 @@
+// Package sidecar is the agent that runs beside each instance of a service:
+// it receives envelopes on a mangos REP socket, hands them to the team's
+// handler process over HTTP on a unix socket, registers the instance in etcd,
+// and carries the handler's own calls to other services into the mesh.
+package sidecar
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.nanomsg.org/mangos/v3"
+	"go.nanomsg.org/mangos/v3/protocol/rep"
+	_ "go.nanomsg.org/mangos/v3/transport/ipc" // registers ipc://
+	_ "go.nanomsg.org/mangos/v3/transport/tcp" // registers tcp://
+	"google.golang.org/protobuf/proto"
+
+	"github.com/griddle-mesh/griddle/internal/discovery"
+	"github.com/griddle-mesh/griddle/internal/gateway"
+	"github.com/griddle-mesh/griddle/internal/pluginhost"
+	"github.com/griddle-mesh/griddle/internal/wire"
+)
+
+// Sidecar is one running instance of a service. Create it with New, run it
+// with Run.
+type Sidecar struct {
+	cfg  Config
+	log  *slog.Logger
+	deps Deps
+
+	host     atomic.Pointer[pluginhost.Host]
+	inflight atomic.Int64
+	bound    atomic.Pointer[string]
+	ready    chan struct{}
+	bufs     sync.Pool // *bytes.Buffer for reply bodies
+}
+
+// Deps are the shared parts a sidecar uses; the caller owns them.
+type Deps struct {
+	Etcd       *clientv3.Client   // where the instance registers (required)
+	Dispatcher gateway.Dispatcher // carries the handler's calls to other services (required)
+	// Catalog reports whether discovery is in touch with etcd (optional).
+	Catalog interface{ Status() discovery.Status }
+}
+
+// New validates cfg and builds a Sidecar; it does no I/O.
+func New(cfg Config, deps Deps) (*Sidecar, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if deps.Etcd == nil || deps.Dispatcher == nil {
+		return nil, errors.New("sidecar: Deps.Etcd and Deps.Dispatcher are required")
+	}
+	cfg.setDefaults()
+	s := &Sidecar{cfg: cfg, log: cfg.Logger, deps: deps, ready: make(chan struct{})}
+	s.bufs.New = func() any { return new(bytes.Buffer) }
+	return s, nil
+}
+
+// Ready returns a channel closed once the sidecar serves and is registered.
+func (s *Sidecar) Ready() <-chan struct{} { return s.ready }
+
+// Address returns the mangos URL the REP socket is bound to once Run has
+// started it, or "".
+func (s *Sidecar) Address() string {
+	if a := s.bound.Load(); a != nil {
+		return *a
+	}
+	return ""
+}
+
+// Run starts the handler, serves until ctx is done, then drains:
+// deregisters, lets edges notice, finishes in-flight work, and stops the
+// handler.
+func (s *Sidecar) Run(ctx context.Context) error {
+	dir, err := os.MkdirTemp("", "griddle-sidecar-")
+	if err != nil {
+		return fmt.Errorf("sidecar: %w", err)
+	}
+	defer os.RemoveAll(dir)
+	meshSocket := filepath.Join(dir, "mesh.sock")
+
+	// The handler's outbound calls: an HTTP server on a unix socket.
+	meshLn, err := net.Listen("unix", meshSocket)
+	if err != nil {
+		return fmt.Errorf("sidecar: mesh socket: %w", err)
+	}
+	gw, err := gateway.New(gateway.Config{
+		Resolve:          resolveHost,
+		Dispatcher:       s.deps.Dispatcher,
+		Timeout:          s.cfg.OutboundTimeout,
+		MaxBodyBytes:     int64(s.cfg.MaxBodyBytes),
+		TrustMeshHeaders: true,
+		Logger:           s.log,
+	})
+	if err != nil {
+		meshLn.Close()
+		return err
+	}
+	meshSrv := &http.Server{Handler: gw, ReadHeaderTimeout: 5 * time.Second}
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	wg.Go(func() { _ = meshSrv.Serve(meshLn) })
+	defer meshSrv.Close()
+
+	// The handler process.
+	host, err := pluginhost.New(pluginhost.Config{
+		Path:       s.cfg.Plugin,
+		Args:       s.cfg.PluginArgs,
+		MeshSocket: meshSocket,
+		Logger:     s.log,
+		MaxConns:   s.cfg.Concurrency,
+	})
+	if err != nil {
+		return fmt.Errorf("sidecar: --plugin: %w", err)
+	}
+	if err := host.Start(ctx); err != nil {
+		return fmt.Errorf("sidecar: starting handler: %w", err)
+	}
+	defer host.Close()
+	s.host.Store(host)
+
+	// The REP socket, one context per worker.
+	sock, err := rep.NewSocket()
+	if err != nil {
+		return fmt.Errorf("sidecar: %w", err)
+	}
+	defer sock.Close()
+	// Room for the body and the envelope around it. It must be set on the
+	// socket: a listener's own option is overwritten by the socket's.
+	if err := sock.SetOption(mangos.OptionMaxRecvSize, s.cfg.MaxBodyBytes+1<<20); err != nil {
+		return fmt.Errorf("sidecar: %w", err)
+	}
+	ln, err := sock.NewListener(s.cfg.Listen, nil)
+	if err != nil {
+		return fmt.Errorf("sidecar: --listen: %w", err)
+	}
+	if err := ln.Listen(); err != nil {
+		return fmt.Errorf("sidecar: --listen: %w", err)
+	}
+	bound := ln.Address()
+	s.bound.Store(&bound)
+	workers := make([]mangos.Context, s.cfg.Concurrency)
+	for i := range workers {
+		mc, err := sock.OpenContext()
+		if err != nil {
+			return fmt.Errorf("sidecar: %w", err)
+		}
+		workers[i] = mc
+	}
+	var workersWG sync.WaitGroup
+	for _, mc := range workers {
+		workersWG.Go(func() { s.serve(mc) })
+	}
+
+	// Registration, once everything answers.
+	advertise := s.cfg.Advertise
+	if advertise == "" {
+		advertise = bound
+	}
+	in := discovery.Instance{ID: s.cfg.ID, Service: s.cfg.Service, Version: s.cfg.Version, Address: advertise, Started: time.Now().UTC()}
+	reg, err := discovery.Register(ctx, s.deps.Etcd, s.cfg.Prefix, in, s.cfg.TTL, s.log)
+	if err != nil {
+		sock.Close()
+		workersWG.Wait()
+		return fmt.Errorf("sidecar: registering: %w", err)
+	}
+	if len(s.cfg.HTTPPrefixes) > 0 {
+		exp := discovery.Exposure{Service: s.cfg.Service, PathPrefixes: s.cfg.HTTPPrefixes}
+		if err := discovery.PutExposure(ctx, s.deps.Etcd, s.cfg.Prefix, exp); err != nil {
+			s.log.Warn("publishing HTTP exposure failed; the edge may not route to this service", "err", err)
+		}
+	}
+	var adminSrv *http.Server
+	if s.cfg.Admin != "" {
+		aln, err := net.Listen("tcp", s.cfg.Admin)
+		if err != nil {
+			s.log.Error("admin listener failed", "admin", s.cfg.Admin, "err", err)
+		} else {
+			adminSrv = &http.Server{Handler: s.adminHandler(), ReadHeaderTimeout: 5 * time.Second}
+			wg.Go(func() { _ = adminSrv.Serve(aln) })
+		}
+	}
+	s.log.Info("sidecar serving", "listen", bound, "advertise", advertise, "handler_pid", host.PID())
+	close(s.ready)
+
+	<-ctx.Done()
+
+	// Drain: deregister first so edges stop sending, finish what is in
+	// flight, then close.
+	s.log.Info("draining")
+	dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.DrainTimeout)
+	defer cancel()
+	if err := reg.Close(dctx); err != nil {
+		s.log.Warn("deregistering failed; the lease will expire", "err", err)
+	}
+	time.Sleep(s.cfg.DrainGrace)
+	for s.inflight.Load() > 0 && dctx.Err() == nil {
+		time.Sleep(5 * time.Millisecond)
+	}
+	if n := s.inflight.Load(); n > 0 {
+		s.log.Warn("drain timeout: abandoning in-flight requests", "in_flight", n)
+	}
+	sock.Close()
+	workersWG.Wait()
+	if adminSrv != nil {
+		adminSrv.Close()
+	}
+	s.log.Info("stopped")
+	return nil
+}
+
+// serve is one worker: it owns mc and answers one request at a time.
+func (s *Sidecar) serve(mc mangos.Context) {
+	for {
+		msg, err := mc.RecvMsg()
+		if err != nil {
+			if errors.Is(err, mangos.ErrClosed) {
+				return
+			}
+			continue
+		}
+		s.inflight.Add(1)
+		reply := s.handle(msg.Body)
+		if reply == nil { // past its deadline: nobody waits for the answer
+			msg.Free()
+			s.inflight.Add(-1)
+			continue
+		}
+		msg.Body = msg.Body[:0]
+		msg.Body, err = proto.MarshalOptions{}.MarshalAppend(msg.Body, reply)
+		if err == nil {
+			err = mc.SendMsg(msg)
+		}
+		if err != nil {
+			msg.Free()
+			s.log.Debug("sending reply failed", "err", err)
+		}
+		s.inflight.Add(-1)
+	}
+}
+
+// handle runs one envelope through the handler. It returns nil for work
+// whose deadline has already passed.
+func (s *Sidecar) handle(body []byte) *wire.Reply {
+	var req wire.Request
+	if err := proto.Unmarshal(body, &req); err != nil {
+		return &wire.Reply{Code: wire.Code_CODE_BAD_REQUEST, Message: "undecodable envelope", ServedBy: s.cfg.ID}
+	}
+	reply := &wire.Reply{Id: req.GetId(), ServedBy: s.cfg.ID}
+	deadline := time.Unix(0, req.GetDeadlineUnixNano())
+	if req.GetDeadlineUnixNano() == 0 {
+		deadline = time.Now().Add(s.cfg.OutboundTimeout)
+	} else if !time.Now().Before(deadline) {
+		return nil
+	}
+	ctx, cancel := context.WithDeadline(context.Background(), deadline)
+	defer cancel()
+
+	hreq, err := http.NewRequestWithContext(ctx, req.GetMethod(), "http://"+s.cfg.Service+req.RequestURI(), bytes.NewReader(req.GetBody()))
+	if err != nil {
+		reply.Code, reply.Message = wire.Code_CODE_BAD_REQUEST, "invalid method or path"
+		return reply
+	}
+	hreq.ContentLength = int64(len(req.GetBody()))
+	if hreq.ContentLength == 0 {
+		hreq.Body = http.NoBody
+	}
+	wire.DecodeHeader(hreq.Header, req.GetHeaders())
+	if req.GetHost() != "" {
+		hreq.Host = req.GetHost()
+	}
+	hreq.Header.Set(gateway.HeaderDeadline, strconv.FormatInt(deadline.UnixNano(), 10))
+	hreq.Header.Set(gateway.HeaderRequestID, req.GetId())
+	if t := req.GetTrace(); t != nil && t.GetTraceparent() != "" {
+		hreq.Header.Set("Traceparent", t.GetTraceparent())
+		if t.GetTracestate() != "" {
+			hreq.Header.Set("Tracestate", t.GetTracestate())
+		}
+	}
+
+	resp, err := s.host.Load().RoundTrip(hreq)
+	if err != nil {
+		switch {
+		case errors.Is(err, pluginhost.ErrUnavailable):
+			reply.Code, reply.Message = wire.Code_CODE_UNAVAILABLE, "handler unavailable"
+		case ctx.Err() != nil:
+			reply.Code, reply.Message = wire.Code_CODE_DEADLINE_EXCEEDED, "deadline exceeded in handler"
+		default:
+			reply.Code, reply.Message = wire.Code_CODE_INTERNAL, "handler failed without an answer"
+		}
+		s.log.Debug("handler round trip failed", "request", req.GetId(), "err", err)
+		return reply
+	}
+	defer resp.Body.Close()
+	buf := s.bufs.Get().(*bytes.Buffer)
+	buf.Reset()
+	defer func() {
+		if buf.Cap() <= 1<<20 {
+			s.bufs.Put(buf)
+		}
+	}()
+	if _, err := buf.ReadFrom(io.LimitReader(resp.Body, int64(s.cfg.MaxBodyBytes)+1)); err != nil {
+		if ctx.Err() != nil {
+			reply.Code, reply.Message = wire.Code_CODE_DEADLINE_EXCEEDED, "deadline exceeded reading the handler's answer"
+		} else {
+			reply.Code, reply.Message = wire.Code_CODE_INTERNAL, "handler's answer broke off"
+		}
+		return reply
+	}
+	if buf.Len() > s.cfg.MaxBodyBytes {
+		reply.Code, reply.Message = wire.Code_CODE_INTERNAL, "handler's answer exceeds the body limit"
+		return reply
+	}
+	reply.Status = int32(resp.StatusCode)
+	reply.Headers = wire.EncodeHeader(resp.Header)
+	reply.Body = buf.Bytes() // marshalled before buf is reused
+	return reply
+}
+
+// resolveHost names the service of a handler's outbound call: the host of
+// http://<service>/path.
+func resolveHost(r *http.Request) (string, bool) {
+	h := r.Host
+	if host, _, err := net.SplitHostPort(h); err == nil {
+		h = host
+	}
+	return h, h != ""
+}
