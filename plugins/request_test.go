@@ -85,18 +85,17 @@ func TestPropagation(t *testing.T) {
 	var handlerDeadline time.Time
 	var callErr error
 	h := &contextHandler{mesh: mesh, h: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		handlerDeadline, _ = r.Context().Deadline()
+		d, _ := r.Context().Deadline()
 		req, err := http.NewRequestWithContext(r.Context(), http.MethodGet, "http://hello/hello/greet?name=x", nil)
-		if err != nil {
-			callErr = err
-			return
+		if err == nil {
+			var resp *http.Response
+			if resp, err = Mesh(r.Context()).Client().Do(req); err == nil {
+				resp.Body.Close()
+			}
 		}
-		resp, err := Mesh(r.Context()).Client().Do(req)
-		if err != nil {
-			callErr = err
-			return
-		}
-		resp.Body.Close()
+		mu.Lock()
+		handlerDeadline, callErr = d, err
+		mu.Unlock()
 	})}
 	srv := httptest.NewServer(h)
 	defer srv.Close()
@@ -113,14 +112,14 @@ func TestPropagation(t *testing.T) {
 		t.Fatal(err)
 	}
 	resp.Body.Close()
+	mu.Lock()
+	defer mu.Unlock()
 	if callErr != nil {
 		t.Fatalf("outbound call: %v", callErr)
 	}
 	if !handlerDeadline.Equal(deadline) {
 		t.Errorf("handler deadline: got %v, want %v", handlerDeadline, deadline)
 	}
-	mu.Lock()
-	defer mu.Unlock()
 	if seen == nil {
 		t.Fatal("the mesh saw no request")
 	}

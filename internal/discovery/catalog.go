@@ -117,7 +117,8 @@ func (c *Catalog) Exposures() []Exposure { return c.snap.Load().exposures }
 // Changed returns a channel that is closed at the next change of what
 // Instances, Services or Exposures return. Call it again after each close to
 // wait for the change after that. To miss nothing, call Changed before
-// reading the state it guards.
+// reading the state it guards. A re-list (after compaction or an outage)
+// closes it even if nothing differs.
 func (c *Catalog) Changed() <-chan struct{} { return c.snap.Load().changed }
 
 // Status returns the Catalog's view of etcd.
@@ -143,11 +144,12 @@ func (c *Catalog) WaitSynced(ctx context.Context) error {
 // failure it re-lists with back-off, keeping the last known state meanwhile.
 // A liveness probe (a linearizable Get every second, one-second deadline)
 // keeps Status().Connected current even when the watch is idle, so an outage
-// shows within about two seconds. Run returns an error only if cli is closed,
-// or if Run is already running.
+// shows within about two seconds. Run returns an error only if cli is closed
+// (wrapping the client's error) or if another Run is in progress
+// (ErrDiscoveryRunning).
 func (c *Catalog) Run(ctx context.Context) error {
 	if !c.running.CompareAndSwap(false, true) {
-		return errors.New("discovery: Catalog.Run called twice")
+		return ErrDiscoveryRunning
 	}
 	defer c.running.Store(false)
 

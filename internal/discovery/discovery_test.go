@@ -4,11 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	clientv3 "go.etcd.io/etcd/client/v3"
 	"log/slog"
 	"slices"
 	"testing"
 	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/griddle-mesh/griddle/internal/discovery"
 	"github.com/griddle-mesh/griddle/internal/etcdembed"
@@ -140,7 +141,7 @@ func TestInstanceExpiresWithoutClose(t *testing.T) {
 	if err := dying.Close(); err != nil {
 		t.Fatal(err)
 	}
-	took := waitFor(t, ttl+time.Second, "instance expired", hasIDs(cat, "feed"))
+	took := waitFor(t, ttl+1500*time.Millisecond, "instance expired", hasIDs(cat, "feed"))
 	t.Logf("expired %v after the client closed (ttl %v)", took, ttl)
 
 	// Close on a dead client returns promptly (the revoke fails) and stops the keeper.
@@ -401,4 +402,15 @@ func BenchmarkCatalogInstances(b *testing.B) {
 		}
 		_ = n
 	})
+}
+
+func TestCatalogRunTwice(t *testing.T) {
+	_, cli := startEtcd(t)
+	cat := runCatalog(t, cli, quiet())
+	if err := cat.WaitSynced(testContext(t)); err != nil {
+		t.Fatal(err)
+	}
+	if err := cat.Run(testContext(t)); !errors.Is(err, discovery.ErrDiscoveryRunning) {
+		t.Fatalf("second Run() = %v, want ErrDiscoveryRunning", err)
+	}
 }

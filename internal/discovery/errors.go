@@ -12,4 +12,7 @@ var (
 	// ErrDiscoveryNotSynced is returned by Catalog.WaitSynced when its
 	// context ends before the first successful list.
 	ErrDiscoveryNotSynced = errors.New("discovery: catalog not synced")
+	// ErrDiscoveryRunning is returned by Catalog.Run while another Run of the
+	// same Catalog is in progress.
+	ErrDiscoveryRunning = errors.New("discovery: catalog already running")
 )

@@ -21,7 +21,7 @@ import (
 )
 
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m, etcdtest.IgnoreGoroutines()...)
+	goleak.VerifyTestMain(m)
 }
 
 const testPrefix = "/griddle-test/"

@@ -168,7 +168,9 @@ func (r *Registration) reregister(ctx context.Context) (clientv3.LeaseID, bool) 
 // Update replaces the registered Instance (e.g. a new RuleRevision) under the
 // same lease. in must have the same Service, Version and ID as the registered
 // one. The new value is kept even if the put fails, and is the one put again
-// after a lost lease. Update after Close returns ErrDiscoveryClosed.
+// after a lost lease. Update blocks until the put is done or ctx ends (while
+// etcd is unreachable, that is ctx's deadline). Update after Close returns
+// ErrDiscoveryClosed.
 func (r *Registration) Update(ctx context.Context, in Instance) error {
 	if err := in.Validate(); err != nil {
 		return err

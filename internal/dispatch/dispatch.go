@@ -50,6 +50,7 @@ const (
 	DefaultEjectAfter     = 3
 	DefaultEjectFor       = 5 * time.Second
 	DefaultTimeout        = 30 * time.Second
+	DefaultMaxReplyBytes  = 9 << 20 // an 8 MiB body and its envelope
 	maxEjectionMultiplier = 8
 )
 
@@ -94,6 +95,9 @@ type Config struct {
 	// DefaultTimeout is the deadline of a request that carries none and
 	// whose ctx has none. 0: DefaultTimeout.
 	DefaultTimeout time.Duration
+	// MaxReplyBytes bounds an encoded reply; a larger one breaks the
+	// connection. 0: DefaultMaxReplyBytes.
+	MaxReplyBytes int
 }
 
 // Validate reports the first problem with c. It does no I/O.
@@ -109,6 +113,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("%w: EjectFor must not be negative, got %v", ErrInvalidConfig, c.EjectFor)
 	case c.DefaultTimeout < 0:
 		return fmt.Errorf("%w: DefaultTimeout must not be negative, got %v", ErrInvalidConfig, c.DefaultTimeout)
+	case c.MaxReplyBytes < 0:
+		return fmt.Errorf("%w: MaxReplyBytes must not be negative, got %d", ErrInvalidConfig, c.MaxReplyBytes)
 	}
 	return nil
 }
@@ -128,6 +134,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.DefaultTimeout == 0 {
 		c.DefaultTimeout = DefaultTimeout
+	}
+	if c.MaxReplyBytes == 0 {
+		c.MaxReplyBytes = DefaultMaxReplyBytes
 	}
 	return c
 }
@@ -187,8 +196,9 @@ func (d *Dispatcher) Close() error {
 
 // Do sends req to an instance of req.Service (of req.Version when it is not
 // empty) and returns the reply. A returned reply may carry any wire.Code:
-// when every attempt was answered UNAVAILABLE or OVERLOADED, the last such
-// reply is returned with a nil error for the caller to translate.
+// when attempts run out and the last one was answered UNAVAILABLE or
+// OVERLOADED, that reply is returned with a nil error for the caller to
+// translate. Otherwise exactly one of reply and error is nil.
 //
 // The deadline is the earlier of req.DeadlineUnixNano and ctx's deadline,
 // or now+DefaultTimeout when neither is set; Do stores it in
@@ -212,13 +222,18 @@ func (d *Dispatcher) Do(ctx context.Context, req *wire.Request) (*wire.Reply, er
 		if !time.Now().Before(deadline) {
 			return nil, fmt.Errorf("%w: after %d attempts", ErrDeadline, attempt-1)
 		}
-		p, err := d.pick(req.Service, req.Version, tried)
+		req.Attempt = uint32(attempt)
+		msg, err := encode(req)
 		if err != nil {
 			return nil, err
 		}
+		p, err := d.pick(req.Service, req.Version, tried)
+		if err != nil {
+			msg.Free()
+			return nil, err
+		}
 		tried = append(tried, p)
-		req.Attempt = uint32(attempt)
-		reply, res, err := d.try(ctx, p, req, deadline)
+		reply, res, err := d.try(ctx, p, msg, deadline)
 		p.inflight.Add(-1)
 		switch res {
 		case done:
@@ -282,7 +297,7 @@ func (d *Dispatcher) pick(service, version string, tried []*peer) (*peer, error)
 	insts := d.cfg.Endpoints.Instances(service)
 	now := time.Now().UnixNano()
 	var buf [32]*peer
-	for range 2 {
+	for round := range 2 {
 		d.mu.RLock()
 		if d.closed {
 			d.mu.RUnlock()
@@ -312,7 +327,7 @@ func (d *Dispatcher) pick(service, version string, tried []*peer) (*peer, error)
 				eligible = append(eligible, p)
 			}
 		}
-		if missing {
+		if missing && round == 0 {
 			d.mu.RUnlock()
 			d.addPeers(service, version, insts)
 			continue
@@ -323,6 +338,10 @@ func (d *Dispatcher) pick(service, version string, tried []*peer) (*peer, error)
 				return nil, fmt.Errorf("%w: service %q version %q", ErrNoInstance, service, version)
 			}
 			return nil, fmt.Errorf("%w: service %q", ErrNoInstance, service)
+		}
+		if len(eligible) == 0 {
+			// Every peer was swept between addPeers and now.
+			break
 		}
 		p := eligible[0]
 		if n := len(eligible); n > 1 {
@@ -339,8 +358,7 @@ func (d *Dispatcher) pick(service, version string, tried []*peer) (*peer, error)
 		d.mu.RUnlock()
 		return p, nil
 	}
-	// Peers were added and swept again in between: treat as a race lost to
-	// the catalog changing under us.
+	d.mu.RUnlock()
 	return nil, fmt.Errorf("%w: service %q: instances changed during selection", ErrUnavailable, service)
 }
 
@@ -358,7 +376,7 @@ func (d *Dispatcher) addPeers(service, version string, insts []discovery.Instanc
 			continue
 		}
 		if _, ok := d.peers[in.Address]; !ok {
-			d.peers[in.Address] = newPeer(in.Address)
+			d.peers[in.Address] = newPeer(in.Address, d.cfg.MaxReplyBytes)
 		}
 	}
 }
@@ -493,8 +511,15 @@ const (
 	maybeDelivered               // the request may have reached a handler
 )
 
-// try runs one attempt on p.
-func (d *Dispatcher) try(ctx context.Context, p *peer, req *wire.Request, deadline time.Time) (*wire.Reply, result, error) {
+// try sends msg, an encoded request, to p and waits for the reply. It takes
+// ownership of msg.
+func (d *Dispatcher) try(ctx context.Context, p *peer, msg *mangos.Message, deadline time.Time) (*wire.Reply, result, error) {
+	sent := false
+	defer func() {
+		if !sent {
+			msg.Free()
+		}
+	}()
 	l, err := p.link()
 	if err != nil {
 		if errors.Is(err, mangos.ErrClosed) {
@@ -534,13 +559,8 @@ func (d *Dispatcher) try(ctx context.Context, p *peer, req *wire.Request, deadli
 	if remaining <= 0 {
 		return nil, fatal, fmt.Errorf("%w: before sending to %s", ErrDeadline, p.addr)
 	}
-	msg, err := encode(req)
-	if err != nil {
-		return nil, fatal, err
-	}
 	_ = mc.SetOption(mangos.OptionSendDeadline, min(remaining, maxSendWait))
 	if err := mc.SendMsg(msg); err != nil {
-		msg.Free()
 		switch {
 		case errors.Is(err, mangos.ErrClosed):
 			reusable = false
@@ -554,6 +574,7 @@ func (d *Dispatcher) try(ctx context.Context, p *peer, req *wire.Request, deadli
 		return nil, notDelivered, fmt.Errorf("%w: sending to %s: %w", ErrUnavailable, p.addr, err)
 	}
 
+	sent = true // the socket owns msg now
 	remaining = time.Until(deadline)
 	if remaining <= 0 {
 		remaining = time.Nanosecond // zero would mean no timeout at all

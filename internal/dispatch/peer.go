@@ -21,6 +21,7 @@ import (
 // or the Dispatcher closes; close releases its socket.
 type peer struct {
 	addr         string
+	maxReply     int
 	inflight     atomic.Int64
 	ejectedUntil atomic.Int64 // unix nanoseconds; in the past: not ejected
 	pipes        atomic.Int32 // connections attached now
@@ -42,8 +43,8 @@ type link struct {
 	free    chan mangos.Context // idle contexts; all are closed with sock
 }
 
-func newPeer(addr string) *peer {
-	return &peer{addr: addr}
+func newPeer(addr string, maxReply int) *peer {
+	return &peer{addr: addr, maxReply: maxReply}
 }
 
 // link returns p's socket, creating and dialing it on first use. It
@@ -96,6 +97,7 @@ func (p *peer) dial() (*link, error) {
 		value any
 	}{
 		{mangos.OptionRetryTime, time.Duration(0)},
+		{mangos.OptionMaxRecvSize, p.maxReply},
 		{mangos.OptionFailNoPeers, true},
 		{mangos.OptionDialAsynch, true},
 		{mangos.OptionReconnectTime, reconnectTime},

@@ -13,7 +13,7 @@ import (
 )
 
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m, etcdtest.IgnoreGoroutines()...)
+	goleak.VerifyTestMain(m)
 }
 
 func TestConfigValidate(t *testing.T) {

@@ -165,6 +165,8 @@ func (g *Gateway) failDispatch(w http.ResponseWriter, r *http.Request, err error
 		g.fail(w, r, http.StatusBadGateway, "no_instance", "no healthy instance", err)
 	case errors.Is(err, dispatch.ErrDeadline), errors.Is(err, context.DeadlineExceeded):
 		g.fail(w, r, http.StatusGatewayTimeout, "deadline_exceeded", "deadline exceeded", err)
+	case errors.Is(err, dispatch.ErrBadRequest):
+		g.fail(w, r, http.StatusBadRequest, "bad_request", "the request cannot be forwarded", err)
 	case errors.Is(err, context.Canceled):
 		g.fail(w, r, 499, "canceled", "client went away", err)
 	default:

@@ -32,8 +32,10 @@ type Config struct {
 	// Logger receives the host's events and the handler's log output.
 	// Nil: slog.Default().
 	Logger *slog.Logger
-	// MaxConns bounds both idle and active connections to the handler;
-	// requests beyond it wait for a connection. 0: DefaultMaxConns.
+	// MaxConns bounds both idle and active connections to the handler,
+	// counted per request URL host (send every request with the same host,
+	// such as "handler"); requests beyond it wait for a connection.
+	// 0: DefaultMaxConns.
 	MaxConns int
 	// MinBackoff and MaxBackoff bound the delay before restarting a crashed
 	// handler; the delay doubles on each crash and resets once a handler

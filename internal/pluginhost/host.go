@@ -70,12 +70,14 @@ type Host struct {
 
 // proc is one running handler process. Fields are immutable after launch.
 type proc struct {
-	client  *plugin.Client
-	rpc     *pluginproto.Client
-	pid     int
-	socket  string
-	started time.Time
-	healthy atomic.Bool
+	client *plugin.Client
+	rpc    *pluginproto.Client
+	pid    int
+	socket string
+	// sdkVersion is the plugins SDK version the handler reported.
+	sdkVersion string
+	started    time.Time
+	healthy    atomic.Bool
 }
 
 var _ http.RoundTripper = (*Host)(nil)
@@ -86,6 +88,10 @@ func New(cfg Config) (*Host, error) {
 		return nil, err
 	}
 	cfg = cfg.withDefaults()
+	// An absolute path keeps exec from searching PATH for a bare name.
+	if abs, err := filepath.Abs(cfg.Path); err == nil {
+		cfg.Path = abs
+	}
 	h := &Host{
 		cfg: cfg,
 		log: cfg.Logger.With("handler", filepath.Base(cfg.Path)),
@@ -115,9 +121,10 @@ func New(cfg Config) (*Host, error) {
 
 // Start launches the handler, completes the go-plugin handshake and waits
 // until the handler answers Describe. It then starts the supervisor, which
-// restarts the handler after a crash until Close. ctx bounds only the
-// start; cancelling it later has no effect. Start may be called once; after
-// a failed Start, call Close.
+// restarts the handler after a crash until Close. Config.StartTimeout bounds
+// the launch and handshake; ctx also bounds the wait for Describe.
+// Cancelling ctx after Start returns has no effect. Start may be called
+// once; after a failed Start, call Close.
 func (h *Host) Start(ctx context.Context) error {
 	h.mu.Lock()
 	switch {
@@ -142,7 +149,7 @@ func (h *Host) Start(ctx context.Context) error {
 		return err
 	}
 	h.proc.Store(p)
-	h.log.Info("handler started", "pid", p.pid)
+	h.log.Info("handler started", "pid", p.pid, "sdk_version", p.sdkVersion)
 
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -317,8 +324,9 @@ func (h *Host) launch(ctx context.Context) (*proc, error) {
 	defer cancel()
 
 	h.mu.Lock()
-	sock := filepath.Join(h.dir, "http.sock")
+	dir := h.dir
 	h.mu.Unlock()
+	sock := filepath.Join(dir, "http.sock")
 
 	cmd := exec.Command(h.cfg.Path, h.cfg.Args...)
 	cmd.Env = append(os.Environ(),
@@ -336,6 +344,9 @@ func (h *Host) launch(ctx context.Context) (*proc, error) {
 		SkipHostEnv:      true, // cmd.Env already holds the host's environment
 		AllowedProtocols: []plugin.Protocol{plugin.ProtocolGRPC},
 		StartTimeout:     h.cfg.StartTimeout,
+		// go-plugin's own socket goes in the private directory too, so that
+		// Close removes it even after the handler was killed.
+		UnixSocketConfig: &plugin.UnixSocketConfig{TempDir: dir},
 		Logger:           newSlogAdapter(h.cfg.Logger, base),
 		Stderr:           &lineLogger{l: stdio, stream: "stderr"},
 		SyncStdout:       &lineLogger{l: stdio, stream: "stdout"},
@@ -370,10 +381,11 @@ func (h *Host) handshake(ctx context.Context, client *plugin.Client) (*proc, err
 		return nil, errors.New("describe: handler reported no HTTP socket")
 	}
 	p := &proc{
-		client:  client,
-		rpc:     rpc,
-		socket:  desc.GetHttpSocket(),
-		started: time.Now(),
+		client:     client,
+		rpc:        rpc,
+		socket:     desc.GetHttpSocket(),
+		sdkVersion: desc.GetSdkVersion(),
+		started:    time.Now(),
 	}
 	if rc := client.ReattachConfig(); rc != nil {
 		p.pid = rc.Pid

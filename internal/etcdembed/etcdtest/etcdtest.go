@@ -7,8 +7,6 @@ import (
 	"testing"
 	"time"
 
-	"go.uber.org/goleak"
-
 	"github.com/griddle-mesh/griddle/internal/etcdembed"
 )
 
@@ -39,12 +37,4 @@ func Start(t testing.TB, cfg etcdembed.Config) *etcdembed.Server {
 	}
 	t.Cleanup(func() { _ = s.Close() })
 	return s
-}
-
-// IgnoreGoroutines lists goroutines that etcd's libraries start once per
-// process and never stop, for goleak.VerifyTestMain / VerifyNone.
-func IgnoreGoroutines() []goleak.Option {
-	return []goleak.Option{
-		goleak.IgnoreTopFunction("go.opencensus.io/stats/view.(*worker).start"),
-	}
 }
