@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hashicorp/go-plugin"
 	"go.uber.org/goleak"
 
 	"github.com/griddle-mesh/griddle/internal/pluginproto"
@@ -50,7 +51,16 @@ func TestExitsWhenParentDies(t *testing.T) {
 	bin := plugintest.Build(t, helloPkg)
 	hs := pluginproto.Handshake()
 	sh := exec.Command("/bin/sh", "-c", `"$0" >/dev/null & echo $!; wait`, bin)
-	sh.Env = append(withoutCookie(os.Environ()), hs.MagicCookieKey+"="+hs.MagicCookieValue)
+	// The killed handler cannot remove go-plugin's socket; keep it here.
+	sockDir, err := os.MkdirTemp("", "plugins-test-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = os.RemoveAll(sockDir) })
+	sh.Env = append(withoutCookie(os.Environ()),
+		hs.MagicCookieKey+"="+hs.MagicCookieValue,
+		plugin.EnvUnixSocketDir+"="+sockDir,
+	)
 	sh.Stderr = os.Stderr
 	out, err := sh.StdoutPipe()
 	if err != nil {

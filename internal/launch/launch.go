@@ -43,9 +43,6 @@ func Connect(ctx context.Context, endpoints []string, prefix string, log *slog.L
 	if len(endpoints) == 0 {
 		return nil, errors.New("--etcd: at least one endpoint is required")
 	}
-	if prefix == "" {
-		prefix = discovery.DefaultPrefix
-	}
 	cli, err := clientv3.New(clientv3.Config{
 		Endpoints:            endpoints,
 		DialTimeout:          5 * time.Second,
@@ -65,6 +62,9 @@ func Connect(ctx context.Context, endpoints []string, prefix string, log *slog.L
 }
 
 func newMesh(ctx context.Context, cli *clientv3.Client, prefix string, log *slog.Logger) (*Mesh, error) {
+	if prefix == "" {
+		prefix = discovery.DefaultPrefix
+	}
 	cat := discovery.NewCatalog(cli, prefix, log)
 	d, err := dispatch.New(dispatch.Config{Endpoints: cat, Logger: log})
 	if err != nil {

@@ -332,6 +332,9 @@ func (h *Host) launch(ctx context.Context) (*proc, error) {
 	cmd.Env = append(os.Environ(),
 		pluginproto.EnvHandlerSocket+"="+sock,
 		pluginproto.EnvMeshSocket+"="+h.cfg.MeshSocket,
+		// go-plugin's own socket goes in the private directory too, so that
+		// Close removes it even after the handler was killed.
+		plugin.EnvUnixSocketDir+"="+dir,
 	)
 	cmd.SysProcAttr = sysProcAttr()
 
@@ -344,9 +347,6 @@ func (h *Host) launch(ctx context.Context) (*proc, error) {
 		SkipHostEnv:      true, // cmd.Env already holds the host's environment
 		AllowedProtocols: []plugin.Protocol{plugin.ProtocolGRPC},
 		StartTimeout:     h.cfg.StartTimeout,
-		// go-plugin's own socket goes in the private directory too, so that
-		// Close removes it even after the handler was killed.
-		UnixSocketConfig: &plugin.UnixSocketConfig{TempDir: dir},
 		Logger:           newSlogAdapter(h.cfg.Logger, base),
 		Stderr:           &lineLogger{l: stdio, stream: "stderr"},
 		SyncStdout:       &lineLogger{l: stdio, stream: "stdout"},
