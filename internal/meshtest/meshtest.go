@@ -36,7 +36,7 @@ type Binaries struct {
 // Build compiles cmd/griddle and each named service under services/ into
 // dir. It is meant for TestMain: build once, share across tests.
 func Build(dir string, services ...string) (Binaries, error) {
-	root, err := moduleRoot()
+	root, err := ModuleRoot()
 	if err != nil {
 		return Binaries{}, err
 	}
@@ -61,7 +61,8 @@ func Build(dir string, services ...string) (Binaries, error) {
 	return b, nil
 }
 
-func moduleRoot() (string, error) {
+// ModuleRoot is the directory of the griddle module this package is in.
+func ModuleRoot() (string, error) {
 	_, file, _, ok := runtime.Caller(0)
 	if !ok {
 		return "", fmt.Errorf("meshtest: cannot locate the module")

@@ -1,0 +1,49 @@
+package sidecar
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestConfigValidate(t *testing.T) {
+	dir := t.TempDir()
+	exe := filepath.Join(dir, "handler")
+	if err := os.WriteFile(exe, []byte("#!/bin/sh\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	plain := filepath.Join(dir, "plain")
+	if err := os.WriteFile(plain, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	ok := Config{Service: "hello", Version: "v1", Plugin: exe, Listen: "tcp://127.0.0.1:0"}
+	tests := []struct {
+		name    string
+		edit    func(*Config)
+		wantErr string
+	}{
+		{"ok", func(*Config) {}, ""},
+		{"no service", func(c *Config) { c.Service = "" }, "--service: required"},
+		{"no version", func(c *Config) { c.Version = "" }, "--version: required"},
+		{"no plugin", func(c *Config) { c.Plugin = "" }, "--plugin: required"},
+		{"missing plugin", func(c *Config) { c.Plugin = filepath.Join(dir, "nope") }, "--plugin"},
+		{"plugin not executable", func(c *Config) { c.Plugin = plain }, "not an executable"},
+		{"listen not a URL", func(c *Config) { c.Listen = "127.0.0.1:7000" }, "--listen"},
+		{"advertise without port", func(c *Config) { c.Advertise = "tcp://10.0.0.1:0" }, "--advertise"},
+		{"prefix without slash", func(c *Config) { c.HTTPPrefixes = []string{"/ok/", "bad"} }, "--http-prefix[1]"},
+		{"short ttl", func(c *Config) { c.TTL = time.Second }, "--ttl"},
+		{"negative concurrency", func(c *Config) { c.Concurrency = -1 }, "--concurrency"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg := ok
+			tt.edit(&cfg)
+			err := cfg.Validate()
+			if tt.wantErr == "" && err != nil || tt.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tt.wantErr)) {
+				t.Errorf("Validate() = %v, want an error containing %q", err, tt.wantErr)
+			}
+		})
+	}
+}
