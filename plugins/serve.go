@@ -42,14 +42,28 @@ func Serve(h http.Handler) {
 	os.Exit(serve(h, os.Stderr))
 }
 
+// EnvStandalone, when set to host:port, makes Serve run the handler alone
+// under a plain net/http server on that address, without a sidecar: for
+// local debugging and as the baseline of benchmarks. Mesh calls then fail
+// with ErrNoMesh.
+const EnvStandalone = "GRIDDLE_STANDALONE"
+
 // serve is Serve returning its exit status.
 func serve(h http.Handler, stderr io.Writer) int {
+	if addr := os.Getenv(EnvStandalone); addr != "" {
+		srv := &http.Server{Addr: addr, Handler: &contextHandler{h: h, mesh: newMesh("")}, ReadHeaderTimeout: 10 * time.Second}
+		fmt.Fprintf(stderr, "serving alone on %s (%s is set): no sidecar, no mesh\n", addr, EnvStandalone)
+		err := srv.ListenAndServe()
+		fmt.Fprintf(stderr, "griddle handler: %v\n", err)
+		return 1
+	}
 	hs := pluginproto.Handshake()
 	if os.Getenv(hs.MagicCookieKey) != hs.MagicCookieValue {
 		name := filepath.Base(os.Args[0])
 		fmt.Fprintf(stderr, "%s is a Griddle handler and is not meant to be run by hand.\n"+
-			"Start it with `griddle sidecar --plugin %s` (or `griddle up`), or test it with package plugintest.\n",
-			name, os.Args[0])
+			"Start it with `griddle sidecar --plugin %s` (or `griddle up`), or test it with package plugintest.\n"+
+			"To run it alone, without the mesh: %s=127.0.0.1:8000 %s\n",
+			name, os.Args[0], EnvStandalone, os.Args[0])
 		return 1
 	}
 

@@ -149,10 +149,33 @@ func (m *Mesh) Edge(args ...string) *Proc {
 	return p
 }
 
+// Direct starts service's handler alone under plain net/http, without a
+// sidecar (the SDK's standalone mode): the baseline of benchmarks.
+func (m *Mesh) Direct(service string) *Proc {
+	m.t.Helper()
+	addr := FreeAddr(m.t)
+	p := m.startBinary("direct "+service, m.Bin.Handlers[service], []string{"GRIDDLE_STANDALONE=" + addr})
+	p.Addr = addr
+	m.waitFor(p, func() bool {
+		c, err := net.Dial("tcp", addr)
+		if err == nil {
+			c.Close()
+		}
+		return err == nil
+	})
+	return p
+}
+
 func (m *Mesh) start(name string, args ...string) *Proc {
 	m.t.Helper()
+	return m.startBinary(name, m.Bin.Griddle, nil, args...)
+}
+
+func (m *Mesh) startBinary(name, path string, env []string, args ...string) *Proc {
+	m.t.Helper()
 	p := &Proc{Name: name, log: &syncBuffer{}, done: make(chan struct{})}
-	p.cmd = exec.Command(m.Bin.Griddle, args...)
+	p.cmd = exec.Command(path, args...)
+	p.cmd.Env = append(os.Environ(), env...)
 	p.cmd.Stdout, p.cmd.Stderr = p.log, p.log
 	if err := p.cmd.Start(); err != nil {
 		m.t.Fatalf("starting %s: %v", name, err)
