@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -103,6 +104,7 @@ type Server struct {
 	etcd      *embed.Etcd
 	endpoints []string
 	zlog      *zap.Logger
+	quiet     *atomic.Bool // silences etcd's logs once Close has begun
 
 	closeOnce sync.Once
 	mu        sync.Mutex
@@ -125,7 +127,8 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 	if cfg.Verbose {
 		level = zapcore.InfoLevel
 	}
-	zlog := newZapLogger(lg, level)
+	quiet := new(atomic.Bool)
+	zlog := newZapLogger(lg, level, quiet)
 
 	var lastErr error
 	for range bindAttempts {
@@ -154,7 +157,7 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 		for _, u := range ec.AdvertiseClientUrls {
 			eps = append(eps, u.String())
 		}
-		return &Server{etcd: e, endpoints: eps, zlog: zlog}, nil
+		return &Server{etcd: e, endpoints: eps, zlog: zlog, quiet: quiet}, nil
 	}
 	return nil, fmt.Errorf("%w: no free ports after %d attempts: %w", ErrEtcdembedStart, bindAttempts, lastErr)
 }
@@ -266,6 +269,7 @@ func (s *Server) Close() error {
 		s.mu.Lock()
 		s.closed = true
 		s.mu.Unlock()
+		s.quiet.Store(true)
 		s.etcd.Close()
 	})
 	return nil

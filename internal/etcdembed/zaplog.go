@@ -4,6 +4,7 @@ import (
 	"context"
 	"log/slog"
 	"slices"
+	"sync/atomic"
 
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
@@ -12,8 +13,10 @@ import (
 // newZapLogger returns a zap logger that forwards entries at or above min to
 // the slog logger lg. etcd logs through zap only; this bridge keeps a Griddle
 // process on one log stream.
-func newZapLogger(lg *slog.Logger, min zapcore.Level) *zap.Logger {
-	return zap.New(&slogCore{h: lg.Handler(), min: min})
+// Once *quiet is set, entries are dropped: etcd reports its own orderly
+// shutdown as errors.
+func newZapLogger(lg *slog.Logger, min zapcore.Level, quiet *atomic.Bool) *zap.Logger {
+	return zap.New(&slogCore{h: lg.Handler(), min: min, quiet: quiet})
 }
 
 // slogCore is a zapcore.Core that writes to an slog.Handler. It is immutable:
@@ -21,17 +24,18 @@ func newZapLogger(lg *slog.Logger, min zapcore.Level) *zap.Logger {
 type slogCore struct {
 	h     slog.Handler
 	min   zapcore.Level
+	quiet *atomic.Bool
 	attrs []slog.Attr
 }
 
 var _ zapcore.Core = (*slogCore)(nil)
 
 func (c *slogCore) Enabled(l zapcore.Level) bool {
-	return l >= c.min && c.h.Enabled(context.Background(), slogLevel(l))
+	return l >= c.min && !c.quiet.Load() && c.h.Enabled(context.Background(), slogLevel(l))
 }
 
 func (c *slogCore) With(fields []zapcore.Field) zapcore.Core {
-	return &slogCore{h: c.h, min: c.min, attrs: append(slices.Clip(c.attrs), fieldAttrs(fields)...)}
+	return &slogCore{h: c.h, min: c.min, quiet: c.quiet, attrs: append(slices.Clip(c.attrs), fieldAttrs(fields)...)}
 }
 
 func (c *slogCore) Check(e zapcore.Entry, ce *zapcore.CheckedEntry) *zapcore.CheckedEntry {
