@@ -5,6 +5,7 @@ import (
 	"net/http"
 
 	"github.com/griddle-mesh/griddle/internal/discovery"
+	"github.com/griddle-mesh/griddle/internal/metrics"
 )
 
 // Status is what the sidecar reports about itself on /status.
@@ -43,6 +44,7 @@ func (s *Sidecar) adminHandler() http.Handler {
 		}
 		w.Write([]byte("ok\n"))
 	})
+	mux.Handle("GET /metrics", metrics.Handler(s.reg))
 	mux.HandleFunc("GET /status", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		enc := json.NewEncoder(w)

@@ -20,6 +20,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.nanomsg.org/mangos/v3"
 	"go.nanomsg.org/mangos/v3/protocol/rep"
@@ -29,6 +30,7 @@ import (
 
 	"github.com/griddle-mesh/griddle/internal/discovery"
 	"github.com/griddle-mesh/griddle/internal/gateway"
+	"github.com/griddle-mesh/griddle/internal/metrics"
 	"github.com/griddle-mesh/griddle/internal/pluginhost"
 	"github.com/griddle-mesh/griddle/internal/wire"
 )
@@ -41,6 +43,8 @@ type Sidecar struct {
 	deps Deps
 
 	host     atomic.Pointer[pluginhost.Host]
+	reg      *prometheus.Registry
+	metrics  *metrics.Sidecar
 	inflight atomic.Int64
 	bound    atomic.Pointer[string]
 	ready    chan struct{}
@@ -64,7 +68,8 @@ func New(cfg Config, deps Deps) (*Sidecar, error) {
 		return nil, errors.New("sidecar: Deps.Etcd and Deps.Dispatcher are required")
 	}
 	cfg.setDefaults()
-	s := &Sidecar{cfg: cfg, log: cfg.Logger, deps: deps, ready: make(chan struct{})}
+	s := &Sidecar{cfg: cfg, log: cfg.Logger, deps: deps, ready: make(chan struct{}), reg: metrics.NewRegistry()}
+	s.metrics = metrics.NewSidecar(s.reg)
 	s.bufs.New = func() any { return new(bytes.Buffer) }
 	return s, nil
 }
@@ -233,12 +238,18 @@ func (s *Sidecar) serve(mc mangos.Context) {
 			continue
 		}
 		s.inflight.Add(1)
+		s.metrics.InFlight.Inc()
+		start := time.Now()
 		reply := s.handle(msg.Body)
+		s.metrics.InFlight.Dec()
 		if reply == nil { // past its deadline: nobody waits for the answer
 			msg.Free()
 			s.inflight.Add(-1)
+			s.metrics.Dropped.Inc()
 			continue
 		}
+		s.metrics.Requests.WithLabelValues(s.cfg.Service, s.cfg.Version, metrics.Code(replyStatus(reply))).Inc()
+		s.metrics.Duration.WithLabelValues(s.cfg.Service, s.cfg.Version).Observe(time.Since(start).Seconds())
 		msg.Body = msg.Body[:0]
 		msg.Body, err = proto.MarshalOptions{}.MarshalAppend(msg.Body, reply)
 		if err == nil {
@@ -284,6 +295,9 @@ func (s *Sidecar) handle(body []byte) *wire.Reply {
 	}
 	hreq.Header.Set(gateway.HeaderDeadline, strconv.FormatInt(deadline.UnixNano(), 10))
 	hreq.Header.Set(gateway.HeaderRequestID, req.GetId())
+	if rc := wire.EncodeRouting(req.GetRouting()); rc != "" {
+		hreq.Header.Set(gateway.HeaderRouting, rc)
+	}
 	if t := req.GetTrace(); t != nil && t.GetTraceparent() != "" {
 		hreq.Header.Set("Traceparent", t.GetTraceparent())
 		if t.GetTracestate() != "" {
@@ -328,6 +342,23 @@ func (s *Sidecar) handle(body []byte) *wire.Reply {
 	reply.Headers = wire.EncodeHeader(resp.Header)
 	reply.Body = buf.Bytes() // marshalled before buf is reused
 	return reply
+}
+
+// replyStatus is the HTTP status a reply stands for, for metrics: the
+// handler's, or the status the edge answers for a mesh error.
+func replyStatus(r *wire.Reply) int {
+	switch r.GetCode() {
+	case wire.Code_CODE_OK:
+		return int(r.GetStatus())
+	case wire.Code_CODE_DEADLINE_EXCEEDED:
+		return http.StatusGatewayTimeout
+	case wire.Code_CODE_UNAVAILABLE, wire.Code_CODE_OVERLOADED:
+		return http.StatusServiceUnavailable
+	case wire.Code_CODE_BAD_REQUEST:
+		return http.StatusBadRequest
+	default:
+		return http.StatusBadGateway
+	}
 }
 
 // resolveHost names the service of a handler's outbound call: the host of

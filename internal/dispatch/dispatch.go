@@ -194,20 +194,51 @@ func (d *Dispatcher) Close() error {
 	return nil
 }
 
-// Do sends req to an instance of req.Service (of req.Version when it is not
-// empty) and returns the reply. A returned reply may carry any wire.Code:
-// when attempts run out and the last one was answered UNAVAILABLE or
-// OVERLOADED, that reply is returned with a nil error for the caller to
-// translate. Otherwise exactly one of reply and error is nil.
-//
-// The deadline is the earlier of req.DeadlineUnixNano and ctx's deadline,
-// or now+DefaultTimeout when neither is set; Do stores it in
-// req.DeadlineUnixNano and sets req.Attempt to the number of each try, so
-// req must not be used by anyone else until Do returns. Canceling ctx aborts
-// the request.
+// Policy says which failed attempts of one request are tried again, beyond
+// those that never reached a handler (always retried while attempts, the
+// deadline and the budget allow). The zero Policy retries, besides those,
+// idempotent requests whose instance broke with the request inside.
+type Policy struct {
+	// Attempts is the most tries, the first included (0: Config.MaxAttempts).
+	Attempts int
+	// PerTry bounds each try (0: only the request's deadline).
+	PerTry time.Duration
+	// OnDeadline retries a try that ran past PerTry; On5xx retries a 5xx
+	// answer from a handler. Both only for idempotent methods unless
+	// NonIdempotent is set.
+	OnDeadline, On5xx bool
+	// NonIdempotent allows the retries above, and retries after an instance
+	// broke with the request inside, for any method.
+	NonIdempotent bool
+	// Budget, when set, is asked before every retry; a refusal ends the
+	// request with the last answer or error, and calls OnBudgetExhausted.
+	Budget            interface{ TryRetry() bool }
+	OnBudgetExhausted func()
+}
+
+func (p *Policy) mayRepeat(method string) bool { return p.NonIdempotent || idempotent(method) }
+
+// Do sends req to an instance of req.Service (of req.Version, when set)
+// with the zero Policy. See DoPolicy.
 func (d *Dispatcher) Do(ctx context.Context, req *wire.Request) (*wire.Reply, error) {
+	return d.DoPolicy(ctx, req, Policy{})
+}
+
+// DoPolicy sends req to an instance of req.Service (of req.Version, when
+// set) and returns the handler's reply, retrying on other instances as pol
+// allows. It sets req.DeadlineUnixNano (the earlier of req's and ctx's, or
+// now + DefaultTimeout) and req.Attempt (the last try's number, so callers
+// can count retries). The error wraps exactly one of ErrNoInstance,
+// ErrUnavailable, ErrDeadline, ErrBadRequest, ErrClosed, or ctx's error.
+// When attempts run out on replies that say the request never reached a
+// handler, that last reply is returned with a nil error.
+func (d *Dispatcher) DoPolicy(ctx context.Context, req *wire.Request, pol Policy) (*wire.Reply, error) {
 	deadline := d.deadline(ctx, req)
 	req.DeadlineUnixNano = deadline.UnixNano()
+	attempts := pol.Attempts
+	if attempts <= 0 {
+		attempts = d.cfg.MaxAttempts
+	}
 
 	var triedBuf [10]*peer
 	tried := triedBuf[:0]
@@ -215,12 +246,21 @@ func (d *Dispatcher) Do(ctx context.Context, req *wire.Request) (*wire.Reply, er
 		lastReply *wire.Reply
 		lastErr   error
 	)
-	for attempt := 1; attempt <= d.cfg.MaxAttempts; attempt++ {
+	for attempt := 1; attempt <= attempts; attempt++ {
 		if err := ctx.Err(); err != nil {
 			return nil, ctxError(ctx)
 		}
 		if !time.Now().Before(deadline) {
+			if lastReply != nil || lastErr != nil {
+				break
+			}
 			return nil, fmt.Errorf("%w: after %d attempts", ErrDeadline, attempt-1)
+		}
+		if attempt > 1 && pol.Budget != nil && !pol.Budget.TryRetry() {
+			if pol.OnBudgetExhausted != nil {
+				pol.OnBudgetExhausted()
+			}
+			break
 		}
 		req.Attempt = uint32(attempt)
 		msg, err := encode(req)
@@ -230,13 +270,28 @@ func (d *Dispatcher) Do(ctx context.Context, req *wire.Request) (*wire.Reply, er
 		p, err := d.pick(req.Service, req.Version, tried)
 		if err != nil {
 			msg.Free()
+			if lastReply != nil || lastErr != nil {
+				break
+			}
 			return nil, err
 		}
-		tried = append(tried, p)
-		reply, res, err := d.try(ctx, p, msg, deadline)
+		if len(tried) < cap(triedBuf) {
+			tried = append(tried, p)
+		}
+		tryDeadline := deadline
+		if pol.PerTry > 0 {
+			if t := time.Now().Add(pol.PerTry); t.Before(deadline) {
+				tryDeadline = t
+			}
+		}
+		reply, res, err := d.try(ctx, p, msg, tryDeadline, deadline)
 		p.inflight.Add(-1)
 		switch res {
 		case done:
+			if reply.GetStatus() >= 500 && pol.On5xx && pol.mayRepeat(req.Method) {
+				lastReply, lastErr = reply, nil
+				continue
+			}
 			return reply, nil
 		case fatal:
 			return nil, err
@@ -245,7 +300,12 @@ func (d *Dispatcher) Do(ctx context.Context, req *wire.Request) (*wire.Reply, er
 		case notDelivered:
 			lastReply, lastErr = nil, err
 		case maybeDelivered:
-			if !idempotent(req.Method) {
+			if !pol.mayRepeat(req.Method) {
+				return nil, err
+			}
+			lastReply, lastErr = nil, err
+		case tryTimedOut:
+			if !pol.OnDeadline || !pol.mayRepeat(req.Method) {
 				return nil, err
 			}
 			lastReply, lastErr = nil, err
@@ -509,11 +569,12 @@ const (
 	retryReply                   // a reply saying no handler saw the request
 	notDelivered                 // no instance received the request
 	maybeDelivered               // the request may have reached a handler
+	tryTimedOut                  // no answer within the try's own deadline
 )
 
 // try sends msg, an encoded request, to p and waits for the reply. It takes
 // ownership of msg.
-func (d *Dispatcher) try(ctx context.Context, p *peer, msg *mangos.Message, deadline time.Time) (*wire.Reply, result, error) {
+func (d *Dispatcher) try(ctx context.Context, p *peer, msg *mangos.Message, deadline, final time.Time) (*wire.Reply, result, error) {
 	sent := false
 	defer func() {
 		if !sent {
@@ -586,6 +647,8 @@ func (d *Dispatcher) try(ctx context.Context, p *peer, msg *mangos.Message, dead
 		case errors.Is(err, mangos.ErrClosed):
 			reusable = false
 			return d.closedResult(ctx, p)
+		case errors.Is(err, mangos.ErrRecvTimeout) && deadline.Before(final):
+			return nil, tryTimedOut, fmt.Errorf("%w: try timed out waiting for %s", ErrDeadline, p.addr)
 		case errors.Is(err, mangos.ErrRecvTimeout):
 			return nil, fatal, fmt.Errorf("%w: waiting for %s", ErrDeadline, p.addr)
 		}

@@ -94,3 +94,17 @@ func FuzzDecode(f *testing.F) {
 		}
 	})
 }
+
+func TestRoutingHeaderRoundTrip(t *testing.T) {
+	rc := &Routing{StickyKey: "u1", Pins: map[string]string{"feed": "v2"}, Experiments: map[string]string{"ranking": "v1"}}
+	got, err := DecodeRouting(EncodeRouting(rc))
+	if err != nil || !proto.Equal(got, rc) {
+		t.Fatalf("DecodeRouting(EncodeRouting(%v)) = %v, %v", rc, got, err)
+	}
+	if EncodeRouting(&Routing{}) != "" {
+		t.Error("an empty context must encode to nothing")
+	}
+	if _, err := DecodeRouting("!!!"); err == nil {
+		t.Error("DecodeRouting accepted garbage")
+	}
+}
