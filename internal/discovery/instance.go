@@ -20,6 +20,9 @@ type Instance struct {
 	Started time.Time `json:"started"`
 	// RuleRevision is the revision of the routing rules this sidecar runs (0: none yet).
 	RuleRevision int64 `json:"ruleRevision,omitempty"`
+	// Admin is the host:port of the sidecar's admin server, which serves
+	// Prometheus text at /metrics ("" if it has none).
+	Admin string `json:"admin,omitempty"`
 }
 
 // Exposure says which HTTP paths the edge sends to a service. It is stored
@@ -80,3 +83,9 @@ func (e Exposure) Validate() error {
 	}
 	return nil
 }
+
+// RulesPrefix is where the routing rule documents of all services are stored.
+func RulesPrefix(prefix string) string { return prefix + "rules/" }
+
+// RuleKey is the key of one service's rule document: <prefix>rules/<service>.
+func RuleKey(prefix, service string) string { return RulesPrefix(prefix) + service }

@@ -41,7 +41,7 @@ type Registration struct {
 	// mu serializes every put of the entry with lease changes, so that an
 	// Update cannot re-attach the key to a lease that was just replaced.
 	mu     sync.Mutex
-	in     Instance
+	entry  any // Instance or Edge
 	lease  clientv3.LeaseID
 	closed bool
 }
@@ -55,6 +55,18 @@ func Register(ctx context.Context, cli *clientv3.Client, prefix string, in Insta
 	if err := in.Validate(); err != nil {
 		return nil, err
 	}
+	return register(ctx, cli, InstanceKey(prefix, in), in, ttl, logger)
+}
+
+// RegisterEdge is Register for an edge: EdgeKey(prefix, e.ID) → JSON of e.
+func RegisterEdge(ctx context.Context, cli *clientv3.Client, prefix string, e Edge, ttl time.Duration, logger *slog.Logger) (*Registration, error) {
+	if !validName(e.ID) || e.Address == "" {
+		return nil, fmt.Errorf("%w: edge id %q must be a valid name and address %q set", ErrDiscoveryInvalid, e.ID, e.Address)
+	}
+	return register(ctx, cli, EdgeKey(prefix, e.ID), e, ttl, logger)
+}
+
+func register(ctx context.Context, cli *clientv3.Client, key string, entry any, ttl time.Duration, logger *slog.Logger) (*Registration, error) {
 	if ttl <= 0 {
 		return nil, fmt.Errorf("%w: registration ttl %v must be positive", ErrDiscoveryInvalid, ttl)
 	}
@@ -63,11 +75,11 @@ func Register(ctx context.Context, cli *clientv3.Client, prefix string, in Insta
 	}
 	r := &Registration{
 		cli:    cli,
-		key:    InstanceKey(prefix, in),
+		key:    key,
 		ttl:    int64(math.Ceil(ttl.Seconds())),
 		logger: logger,
 		done:   make(chan struct{}),
-		in:     in,
+		entry:  entry,
 	}
 	lease, err := r.grantAndPut(ctx)
 	if err != nil {
@@ -88,7 +100,7 @@ func (r *Registration) grantAndPut(ctx context.Context) (clientv3.LeaseID, error
 	if err != nil {
 		return 0, fmt.Errorf("grant lease: %w", err)
 	}
-	if err := r.put(ctx, r.in, g.ID); err != nil {
+	if err := r.put(ctx, r.entry, g.ID); err != nil {
 		// The lease would expire by itself; revoking just tidies up.
 		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
 		_, _ = r.cli.Revoke(rctx, g.ID)
@@ -98,10 +110,10 @@ func (r *Registration) grantAndPut(ctx context.Context) (clientv3.LeaseID, error
 	return g.ID, nil
 }
 
-func (r *Registration) put(ctx context.Context, in Instance, lease clientv3.LeaseID) error {
-	v, err := json.Marshal(in)
+func (r *Registration) put(ctx context.Context, entry any, lease clientv3.LeaseID) error {
+	v, err := json.Marshal(entry)
 	if err != nil {
-		return fmt.Errorf("encode instance: %w", err)
+		return fmt.Errorf("encode entry: %w", err)
 	}
 	if _, err := r.cli.Put(ctx, r.key, string(v), clientv3.WithLease(lease)); err != nil {
 		return fmt.Errorf("put %s: %w", r.key, err)
@@ -180,12 +192,36 @@ func (r *Registration) Update(ctx context.Context, in Instance) error {
 	if r.closed {
 		return ErrDiscoveryClosed
 	}
-	if in.Service != r.in.Service || in.Version != r.in.Version || in.ID != r.in.ID {
+	old, ok := r.entry.(Instance)
+	if !ok || in.Service != old.Service || in.Version != old.Version || in.ID != old.ID {
 		return fmt.Errorf("%w: update of %s changes service, version or id", ErrDiscoveryInvalid, r.key)
 	}
-	r.in = in
+	r.entry = in
 	if err := r.put(ctx, in, r.lease); err != nil {
 		return fmt.Errorf("discovery: update: %w", err)
+	}
+	return nil
+}
+
+// SetRuleRevision records the routing rules revision the registered
+// instance or edge runs, so that operators see a change propagate. Like
+// Update, it keeps the value for later re-registrations even if the put fails.
+func (r *Registration) SetRuleRevision(ctx context.Context, rev int64) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.closed {
+		return ErrDiscoveryClosed
+	}
+	switch e := r.entry.(type) {
+	case Instance:
+		e.RuleRevision = rev
+		r.entry = e
+	case Edge:
+		e.RuleRevision = rev
+		r.entry = e
+	}
+	if err := r.put(ctx, r.entry, r.lease); err != nil {
+		return fmt.Errorf("discovery: set rule revision: %w", err)
 	}
 	return nil
 }
