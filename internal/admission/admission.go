@@ -1,0 +1,216 @@
+// Package admission decides whether the edge takes on one more request: an
+// adaptive concurrency limit in front of a bounded wait queue. Past
+// saturation it refuses work at once rather than letting every request
+// slow down, so the requests it serves keep their latency.
+//
+// The limit follows the gradient of the latency the mesh answers in, as in
+// Netflix's concurrency-limits Gradient2: while the short-term latency stays
+// near the long-term one the limit grows by about its square root per
+// window; when queueing inside the mesh makes the short-term latency rise,
+// the limit shrinks in proportion.
+package admission
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"sync"
+	"time"
+)
+
+// ErrShed is returned by Acquire when the request must be refused for load.
+var ErrShed = errors.New("admission: shed for load")
+
+// Config tunes a Limiter. Zero values select the defaults.
+type Config struct {
+	InitialLimit int           // concurrency limit at start (64)
+	MinLimit     int           // floor of the limit (8)
+	MaxLimit     int           // ceiling of the limit (4096)
+	QueueSize    int           // requests that may wait for a slot (128)
+	MaxWait      time.Duration // longest wait for a slot before shedding (10ms)
+	Window       time.Duration // how often the limit is recomputed (50ms)
+	Tolerance    float64       // short/long latency ratio tolerated before the limit falls (1.5)
+	// Now is the clock (time.Now); tests set it.
+	Now func() time.Time
+}
+
+// Validate reports the first invalid field.
+func (c Config) Validate() error {
+	switch {
+	case c.InitialLimit < 0, c.MinLimit < 0, c.MaxLimit < 0, c.QueueSize < 0:
+		return errors.New("admission: limits and QueueSize must not be negative")
+	case c.MaxLimit != 0 && c.MinLimit > c.MaxLimit:
+		return fmt.Errorf("admission: MinLimit %d exceeds MaxLimit %d", c.MinLimit, c.MaxLimit)
+	case c.MaxWait < 0 || c.Window < 0:
+		return errors.New("admission: MaxWait and Window must not be negative")
+	case c.Tolerance != 0 && c.Tolerance < 1:
+		return fmt.Errorf("admission: Tolerance %v must be at least 1", c.Tolerance)
+	}
+	return nil
+}
+
+func (c *Config) setDefaults() {
+	def := func(v *int, d int) {
+		if *v == 0 {
+			*v = d
+		}
+	}
+	def(&c.InitialLimit, 64)
+	def(&c.MinLimit, 8)
+	def(&c.MaxLimit, 4096)
+	def(&c.QueueSize, 128)
+	if c.MaxWait == 0 {
+		c.MaxWait = 10 * time.Millisecond
+	}
+	if c.Window == 0 {
+		c.Window = 50 * time.Millisecond
+	}
+	if c.Tolerance == 0 {
+		c.Tolerance = 1.5
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	c.InitialLimit = min(max(c.InitialLimit, c.MinLimit), c.MaxLimit)
+}
+
+// Limiter admits requests up to an adaptive limit. It is safe for
+// concurrent use.
+type Limiter struct {
+	cfg Config
+
+	mu       sync.Mutex
+	limit    float64
+	inflight int
+	waiters  []chan struct{} // FIFO; a send hands the waiter a slot
+
+	// latency samples of the current window
+	winStart time.Time
+	winSum   time.Duration
+	winN     int
+	longRTT  float64 // EWMA of window latencies, in seconds
+}
+
+// New validates cfg and returns a Limiter.
+func New(cfg Config) (*Limiter, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	cfg.setDefaults()
+	return &Limiter{cfg: cfg, limit: float64(cfg.InitialLimit), winStart: cfg.Now()}, nil
+}
+
+// Token is an admitted request. Release it exactly once.
+type Token struct {
+	start time.Time
+}
+
+// Acquire admits a request at once, or after waiting at most MaxWait in the
+// queue; otherwise it returns ErrShed (also when ctx ends while waiting).
+func (l *Limiter) Acquire(ctx context.Context) (Token, error) {
+	l.mu.Lock()
+	if l.inflight < int(l.limit) && len(l.waiters) == 0 {
+		l.inflight++
+		l.mu.Unlock()
+		return Token{start: l.cfg.Now()}, nil
+	}
+	if len(l.waiters) >= l.cfg.QueueSize {
+		l.mu.Unlock()
+		return Token{}, ErrShed
+	}
+	w := make(chan struct{}, 1)
+	l.waiters = append(l.waiters, w)
+	l.mu.Unlock()
+
+	t := time.NewTimer(l.cfg.MaxWait)
+	defer t.Stop()
+	select {
+	case <-w:
+		return Token{start: l.cfg.Now()}, nil
+	case <-t.C:
+	case <-ctx.Done():
+	}
+	l.mu.Lock()
+	for i, x := range l.waiters {
+		if x == w {
+			l.waiters = append(l.waiters[:i], l.waiters[i+1:]...)
+			l.mu.Unlock()
+			return Token{}, ErrShed
+		}
+	}
+	l.mu.Unlock()
+	// Granted while timing out: the slot is ours; give it back.
+	<-w
+	l.release(0, false)
+	return Token{}, ErrShed
+}
+
+// Release ends an admitted request. ok says whether its latency is a fair
+// sample of the mesh's (an answer, or a timeout); a request that failed
+// fast for another reason should pass false.
+func (l *Limiter) Release(t Token, ok bool) {
+	l.release(l.cfg.Now().Sub(t.start), ok)
+}
+
+func (l *Limiter) release(rtt time.Duration, sample bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if sample {
+		l.winSum += rtt
+		l.winN++
+	}
+	if now := l.cfg.Now(); now.Sub(l.winStart) >= l.cfg.Window {
+		l.adjust()
+		l.winStart, l.winSum, l.winN = now, 0, 0
+	}
+	if len(l.waiters) > 0 && l.inflight <= int(l.limit) {
+		w := l.waiters[0]
+		l.waiters = l.waiters[1:]
+		w <- struct{}{} // the slot passes to the waiter; inflight is unchanged
+		return
+	}
+	l.inflight--
+}
+
+// adjust recomputes the limit from the window's mean latency. Called with
+// l.mu held.
+func (l *Limiter) adjust() {
+	if l.winN == 0 {
+		return
+	}
+	short := (l.winSum / time.Duration(l.winN)).Seconds()
+	if l.longRTT == 0 {
+		l.longRTT = short
+	} else {
+		l.longRTT = 0.95*l.longRTT + 0.05*short
+	}
+	// Only grow while the limit is being used: an idle limit says nothing.
+	if float64(l.inflight) < l.limit/2 {
+		return
+	}
+	gradient := math.Max(0.5, math.Min(1.0, l.cfg.Tolerance*l.longRTT/short))
+	next := l.limit*gradient + math.Sqrt(l.limit)
+	next = 0.8*l.limit + 0.2*next
+	l.limit = math.Min(float64(l.cfg.MaxLimit), math.Max(float64(l.cfg.MinLimit), next))
+	// The long-term latency is the baseline queueing is measured against:
+	// it drops at once to a better window and rises only slowly, so load
+	// that builds up gradually cannot raise the baseline with it.
+	if short < l.longRTT {
+		l.longRTT = short
+	}
+}
+
+// Stats is a Limiter's state, for status pages and metrics.
+type Stats struct {
+	Limit    int
+	InFlight int
+	Queued   int
+}
+
+// Stats reports the current limit, requests in flight and waiting.
+func (l *Limiter) Stats() Stats {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return Stats{Limit: int(l.limit), InFlight: l.inflight, Queued: len(l.waiters)}
+}
