@@ -17,8 +17,11 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/griddle-mesh/griddle/internal/admission"
 	"github.com/griddle-mesh/griddle/internal/discovery"
 	"github.com/griddle-mesh/griddle/internal/gateway"
+	"github.com/griddle-mesh/griddle/internal/metrics"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // Routes is where the edge learns which paths belong to which service
@@ -44,6 +47,11 @@ type Config struct {
 	IdleTimeout       time.Duration // keep-alive idle connections (90s)
 	ShutdownTimeout   time.Duration // graceful stop (10s)
 
+	// Admission tunes the adaptive concurrency limit that sheds excess
+	// load with a fast 503; NoAdmission turns it off.
+	Admission   admission.Config
+	NoAdmission bool
+
 	Logger *slog.Logger
 }
 
@@ -65,6 +73,9 @@ func (c Config) Validate() error {
 		if d < 0 {
 			return fmt.Errorf("edge: %s: %v is negative", name, d)
 		}
+	}
+	if err := c.Admission.Validate(); err != nil {
+		return fmt.Errorf("edge: %w", err)
 	}
 	if c.MaxBodyBytes < 0 || c.MaxHeaderBytes < 0 {
 		return errors.New("edge: --max-body-bytes, MaxHeaderBytes: must not be negative")
@@ -100,6 +111,10 @@ type Edge struct {
 	table  atomic.Pointer[routeTable]
 	addr   atomic.Pointer[string]
 	ready  chan struct{}
+
+	reg       *prometheus.Registry
+	metrics   *metrics.Gateway
+	admission *admission.Limiter // nil: no limit
 }
 
 // New validates cfg and builds an Edge; it does no I/O.
@@ -111,13 +126,23 @@ func New(cfg Config, routes Routes, d gateway.Dispatcher) (*Edge, error) {
 		return nil, errors.New("edge: routes and dispatcher are required")
 	}
 	cfg.setDefaults()
-	e := &Edge{cfg: cfg, routes: routes, ready: make(chan struct{})}
+	e := &Edge{cfg: cfg, routes: routes, ready: make(chan struct{}), reg: metrics.NewRegistry()}
+	e.metrics = metrics.NewGateway(e.reg, "edge")
+	if !cfg.NoAdmission {
+		lim, err := admission.New(cfg.Admission)
+		if err != nil {
+			return nil, fmt.Errorf("edge: %w", err)
+		}
+		e.admission = lim
+	}
 	gw, err := gateway.New(gateway.Config{
 		Resolve:      e.resolve,
 		Dispatcher:   d,
 		Timeout:      cfg.Timeout,
 		MaxBodyBytes: cfg.MaxBodyBytes,
 		Logger:       cfg.Logger,
+		Admission:    e.admission,
+		Metrics:      e.metrics,
 	})
 	if err != nil {
 		return nil, err
@@ -223,6 +248,7 @@ func (e *Edge) adminHandler() http.Handler {
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		w.Write([]byte("ok\n"))
 	})
+	mux.Handle("GET /metrics", metrics.Handler(e.reg))
 	mux.HandleFunc("GET /status", func(w http.ResponseWriter, _ *http.Request) {
 		st := e.routes.Status()
 		w.Header().Set("Content-Type", "application/json")

@@ -58,7 +58,8 @@ func newRoot() *cobra.Command {
 	}
 	root.PersistentFlags().StringVar(&g.logLevel, "log-level", "info", "debug, info, warn or error")
 	root.PersistentFlags().StringVar(&g.logFormat, "log-format", "text", "text or json")
-	root.AddCommand(upCmd(g), edgeCmd(g), sidecarCmd(g))
+	root.AddCommand(upCmd(g), edgeCmd(g), sidecarCmd(g), benchCmd(g))
+	root.AddCommand(controlCmd(g), routesCmd(g), canaryCmd(g), statusCmd(g))
 	return root
 }
 
@@ -117,6 +118,9 @@ func edgeCmd(g *globals) *cobra.Command {
 	f.StringVar(&cfg.Admin, "admin", "", "address for /status and /healthz (empty: none)")
 	f.DurationVar(&cfg.Timeout, "timeout", 10*time.Second, "deadline of each request, retries included")
 	f.Int64Var(&cfg.MaxBodyBytes, "max-body-bytes", 8<<20, "largest request body; larger ones get 413")
+	f.BoolVar(&cfg.NoAdmission, "no-admission", false, "turn off the adaptive concurrency limit that sheds excess load with 503")
+	f.IntVar(&cfg.Admission.QueueSize, "admission-queue", 1024, "requests that may wait for a slot under the concurrency limit")
+	f.DurationVar(&cfg.Admission.MaxWait, "admission-wait", 100*time.Millisecond, "longest wait for a slot during a burst; under sustained overload waits are 5ms")
 	etcd.add(cmd)
 	return cmd
 }

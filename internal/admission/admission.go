@@ -27,8 +27,15 @@ type Config struct {
 	InitialLimit int           // concurrency limit at start (64)
 	MinLimit     int           // floor of the limit (8)
 	MaxLimit     int           // ceiling of the limit (4096)
-	QueueSize    int           // requests that may wait for a slot (128)
-	MaxWait      time.Duration // longest wait for a slot before shedding (10ms)
+	QueueSize    int           // requests that may wait for a slot (1024)
+	// MaxWait is the longest wait for a slot while the queue absorbs a
+	// burst (100ms). Once the queue has stayed non-empty for longer than
+	// OverloadAfter (100ms) the load is no burst, and new waiters wait at
+	// most OverloadWait (5ms): CoDel's rule, so that under sustained
+	// overload the queue adds little latency and the excess is shed fast.
+	MaxWait       time.Duration
+	OverloadAfter time.Duration
+	OverloadWait  time.Duration
 	Window       time.Duration // how often the limit is recomputed (50ms)
 	Tolerance    float64       // short/long latency ratio tolerated before the limit falls (1.5)
 	// Now is the clock (time.Now); tests set it.
@@ -42,8 +49,8 @@ func (c Config) Validate() error {
 		return errors.New("admission: limits and QueueSize must not be negative")
 	case c.MaxLimit != 0 && c.MinLimit > c.MaxLimit:
 		return fmt.Errorf("admission: MinLimit %d exceeds MaxLimit %d", c.MinLimit, c.MaxLimit)
-	case c.MaxWait < 0 || c.Window < 0:
-		return errors.New("admission: MaxWait and Window must not be negative")
+	case c.MaxWait < 0 || c.Window < 0 || c.OverloadAfter < 0 || c.OverloadWait < 0:
+		return errors.New("admission: MaxWait, OverloadAfter, OverloadWait and Window must not be negative")
 	case c.Tolerance != 0 && c.Tolerance < 1:
 		return fmt.Errorf("admission: Tolerance %v must be at least 1", c.Tolerance)
 	}
@@ -59,10 +66,15 @@ func (c *Config) setDefaults() {
 	def(&c.InitialLimit, 64)
 	def(&c.MinLimit, 8)
 	def(&c.MaxLimit, 4096)
-	def(&c.QueueSize, 128)
-	if c.MaxWait == 0 {
-		c.MaxWait = 10 * time.Millisecond
+	def(&c.QueueSize, 1024)
+	defDur := func(v *time.Duration, d time.Duration) {
+		if *v == 0 {
+			*v = d
+		}
 	}
+	defDur(&c.MaxWait, 100*time.Millisecond)
+	defDur(&c.OverloadAfter, 100*time.Millisecond)
+	defDur(&c.OverloadWait, 5*time.Millisecond)
 	if c.Window == 0 {
 		c.Window = 50 * time.Millisecond
 	}
@@ -84,6 +96,7 @@ type Limiter struct {
 	limit    float64
 	inflight int
 	waiters  []chan struct{} // FIFO; a send hands the waiter a slot
+	queued   time.Time       // since when waiters has been non-empty
 
 	// latency samples of the current window
 	winStart time.Time
@@ -119,11 +132,19 @@ func (l *Limiter) Acquire(ctx context.Context) (Token, error) {
 		l.mu.Unlock()
 		return Token{}, ErrShed
 	}
+	now := l.cfg.Now()
+	if len(l.waiters) == 0 {
+		l.queued = now
+	}
+	wait := l.cfg.MaxWait
+	if now.Sub(l.queued) > l.cfg.OverloadAfter {
+		wait = l.cfg.OverloadWait
+	}
 	w := make(chan struct{}, 1)
 	l.waiters = append(l.waiters, w)
 	l.mu.Unlock()
 
-	t := time.NewTimer(l.cfg.MaxWait)
+	t := time.NewTimer(wait)
 	defer t.Stop()
 	select {
 	case <-w:

@@ -135,6 +135,47 @@ func TestQueuedRequestShedAfterMaxWait(t *testing.T) {
 	}
 }
 
+func TestSustainedQueueShortensWaits(t *testing.T) {
+	c := &clock{now: time.Unix(0, 0)}
+	l, err := New(Config{InitialLimit: 8, MinLimit: 8, QueueSize: 100, MaxWait: time.Hour, OverloadAfter: 100 * time.Millisecond, OverloadWait: time.Millisecond, Now: c.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var toks []Token
+	for range 8 {
+		tok, err := l.Acquire(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		toks = append(toks, tok)
+	}
+	burst := make(chan error)
+	go func() { // a burst: waits up to MaxWait, keeps the queue non-empty
+		tok, err := l.Acquire(context.Background())
+		if err == nil {
+			l.Release(tok, false)
+		}
+		burst <- err
+	}()
+	for l.Stats().Queued == 0 {
+		time.Sleep(time.Millisecond)
+	}
+	c.Add(200 * time.Millisecond) // the queue has now been non-empty for longer than OverloadAfter
+	start := time.Now()
+	if _, err := l.Acquire(context.Background()); !errors.Is(err, ErrShed) {
+		t.Fatalf("got %v, want ErrShed after OverloadWait", err)
+	}
+	if d := time.Since(start); d > time.Second {
+		t.Errorf("waited %v under sustained overload, want about OverloadWait, not MaxWait", d)
+	}
+	for _, tok := range toks {
+		l.Release(tok, false)
+	}
+	if err := <-burst; err != nil {
+		t.Errorf("the request queued during the burst: %v, want a slot", err)
+	}
+}
+
 func TestNeverMoreInFlightThanTheLimit(t *testing.T) {
 	l, err := New(Config{InitialLimit: 16, MinLimit: 16, MaxLimit: 16, QueueSize: 1000, MaxWait: time.Second})
 	if err != nil {

@@ -17,7 +17,9 @@ import (
 	"sync"
 	"time"
 
+	"github.com/griddle-mesh/griddle/internal/admission"
 	"github.com/griddle-mesh/griddle/internal/dispatch"
+	"github.com/griddle-mesh/griddle/internal/metrics"
 	"github.com/griddle-mesh/griddle/internal/wire"
 )
 
@@ -32,7 +34,7 @@ const (
 
 // Dispatcher sends one envelope to some instance of its service.
 type Dispatcher interface {
-	Do(ctx context.Context, req *wire.Request) (*wire.Reply, error)
+	DoPolicy(ctx context.Context, req *wire.Request, pol dispatch.Policy) (*wire.Reply, error)
 }
 
 var _ Dispatcher = (*dispatch.Dispatcher)(nil)
@@ -53,6 +55,11 @@ type Config struct {
 	TrustMeshHeaders bool
 	// Logger receives one line per failed request, with its error id (nil: slog.Default()).
 	Logger *slog.Logger
+	// Admission, when set, limits the requests in flight; the rest get a
+	// fast 503 with Retry-After.
+	Admission *admission.Limiter
+	// Metrics, when set, records every request.
+	Metrics *metrics.Gateway
 }
 
 // Validate reports the first invalid field.
@@ -105,20 +112,47 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		g.fail(w, r, http.StatusNotFound, "no_route", "no service serves this path", nil)
 		return
 	}
+	out := g.forward(w, r, service, start)
+	if m := g.cfg.Metrics; m != nil {
+		m.Requests.WithLabelValues(service, out.version, out.experiment, out.variant, metrics.Code(out.status)).Inc()
+		m.Duration.WithLabelValues(service, out.version).Observe(time.Since(start).Seconds())
+		if out.retries > 0 {
+			m.Retries.WithLabelValues(service).Add(float64(out.retries))
+		}
+	}
+}
+
+// outcome is what ServeHTTP records of one forwarded request.
+type outcome struct {
+	status                       int
+	version, experiment, variant string
+	retries                      int
+}
+
+func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, service string, start time.Time) outcome {
 	if r.ContentLength > g.cfg.MaxBodyBytes {
-		g.fail(w, r, http.StatusRequestEntityTooLarge, "body_too_large", "request body too large", nil)
-		return
+		return outcome{status: g.fail(w, r, http.StatusRequestEntityTooLarge, "body_too_large", "request body too large", nil)}
 	}
 	buf := g.bufs.Get().(*bytes.Buffer)
 	defer g.putBuf(buf)
 	buf.Reset()
 	if _, err := buf.ReadFrom(http.MaxBytesReader(w, r.Body, g.cfg.MaxBodyBytes)); err != nil {
 		if _, tooLarge := errors.AsType[*http.MaxBytesError](err); tooLarge {
-			g.fail(w, r, http.StatusRequestEntityTooLarge, "body_too_large", "request body too large", nil)
-			return
+			return outcome{status: g.fail(w, r, http.StatusRequestEntityTooLarge, "body_too_large", "request body too large", nil)}
 		}
-		g.fail(w, r, http.StatusBadRequest, "bad_body", "request body could not be read", err)
-		return
+		return outcome{status: g.fail(w, r, http.StatusBadRequest, "bad_body", "request body could not be read", err)}
+	}
+
+	if g.cfg.Admission != nil {
+		tok, err := g.cfg.Admission.Acquire(r.Context())
+		if err != nil {
+			if g.cfg.Metrics != nil {
+				g.cfg.Metrics.Shed.WithLabelValues(service).Inc()
+			}
+			return outcome{status: g.shed(w)}
+		}
+		// A client that left says nothing of the mesh's latency.
+		defer func() { g.cfg.Admission.Release(tok, r.Context().Err() == nil) }()
 	}
 
 	deadline := start.Add(g.cfg.Timeout)
@@ -139,19 +173,36 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 	ctx, cancel := context.WithDeadline(r.Context(), deadline)
 	defer cancel()
-	reply, err := g.cfg.Dispatcher.Do(ctx, req)
+	reply, err := g.cfg.Dispatcher.DoPolicy(ctx, req, dispatch.Policy{})
+	out := outcome{version: req.Version, retries: max(int(req.Attempt)-1, 0)}
 	switch {
 	case err != nil:
-		g.failDispatch(w, r, err)
+		out.status = g.failDispatch(w, r, err)
 	case reply.GetCode() != wire.Code_CODE_OK:
-		g.failCode(w, r, reply)
+		out.status = g.failCode(w, r, reply)
 	default:
 		w.Header().Set(HeaderRequestID, req.Id)
 		if err := reply.WriteHTTP(w); err != nil {
 			g.log.Debug("writing reply", "service", service, "request", req.Id, "err", err)
 		}
+		out.status = int(reply.GetStatus())
 	}
+	return out
 }
+
+// shed answers a request refused for load: at once, without logging each
+// one (under overload that would cost more than the answer).
+func (g *Gateway) shed(w http.ResponseWriter) int {
+	h := w.Header()
+	h.Set(HeaderErrorID, newID())
+	h.Set("Retry-After", "1")
+	h.Set("Content-Type", "application/json")
+	w.WriteHeader(http.StatusServiceUnavailable)
+	_, _ = w.Write(shedBody)
+	return http.StatusServiceUnavailable
+}
+
+var shedBody = []byte(`{"error":"overloaded: retry later","code":"shed"}` + "\n")
 
 func (g *Gateway) putBuf(b *bytes.Buffer) {
 	if b.Cap() <= 1<<20 { // keep big buffers from pinning memory
@@ -159,32 +210,32 @@ func (g *Gateway) putBuf(b *bytes.Buffer) {
 	}
 }
 
-func (g *Gateway) failDispatch(w http.ResponseWriter, r *http.Request, err error) {
+func (g *Gateway) failDispatch(w http.ResponseWriter, r *http.Request, err error) int {
 	switch {
 	case errors.Is(err, dispatch.ErrNoInstance):
-		g.fail(w, r, http.StatusBadGateway, "no_instance", "no healthy instance", err)
+		return g.fail(w, r, http.StatusBadGateway, "no_instance", "no healthy instance", err)
 	case errors.Is(err, dispatch.ErrDeadline), errors.Is(err, context.DeadlineExceeded):
-		g.fail(w, r, http.StatusGatewayTimeout, "deadline_exceeded", "deadline exceeded", err)
+		return g.fail(w, r, http.StatusGatewayTimeout, "deadline_exceeded", "deadline exceeded", err)
 	case errors.Is(err, dispatch.ErrBadRequest):
-		g.fail(w, r, http.StatusBadRequest, "bad_request", "the request cannot be forwarded", err)
+		return g.fail(w, r, http.StatusBadRequest, "bad_request", "the request cannot be forwarded", err)
 	case errors.Is(err, context.Canceled):
-		g.fail(w, r, 499, "canceled", "client went away", err)
+		return g.fail(w, r, 499, "canceled", "client went away", err)
 	default:
-		g.fail(w, r, http.StatusServiceUnavailable, "unavailable", "service unavailable", err)
+		return g.fail(w, r, http.StatusServiceUnavailable, "unavailable", "service unavailable", err)
 	}
 }
 
-func (g *Gateway) failCode(w http.ResponseWriter, r *http.Request, reply *wire.Reply) {
+func (g *Gateway) failCode(w http.ResponseWriter, r *http.Request, reply *wire.Reply) int {
 	err := fmt.Errorf("%s from %s: %s", reply.GetCode(), reply.GetServedBy(), reply.GetMessage())
 	switch reply.GetCode() {
 	case wire.Code_CODE_DEADLINE_EXCEEDED:
-		g.fail(w, r, http.StatusGatewayTimeout, "deadline_exceeded", "deadline exceeded", err)
+		return g.fail(w, r, http.StatusGatewayTimeout, "deadline_exceeded", "deadline exceeded", err)
 	case wire.Code_CODE_UNAVAILABLE, wire.Code_CODE_OVERLOADED:
-		g.fail(w, r, http.StatusServiceUnavailable, "unavailable", "service unavailable", err)
+		return g.fail(w, r, http.StatusServiceUnavailable, "unavailable", "service unavailable", err)
 	case wire.Code_CODE_NO_INSTANCE:
-		g.fail(w, r, http.StatusBadGateway, "no_instance", "no healthy instance", err)
+		return g.fail(w, r, http.StatusBadGateway, "no_instance", "no healthy instance", err)
 	default:
-		g.fail(w, r, http.StatusBadGateway, "bad_gateway", "the service failed to answer", err)
+		return g.fail(w, r, http.StatusBadGateway, "bad_gateway", "the service failed to answer", err)
 	}
 }
 
@@ -197,7 +248,7 @@ type errorBody struct {
 
 // fail answers with a Griddle error and logs it under a fresh id. cause is
 // logged, never sent.
-func (g *Gateway) fail(w http.ResponseWriter, r *http.Request, status int, code, msg string, cause error) {
+func (g *Gateway) fail(w http.ResponseWriter, r *http.Request, status int, code, msg string, cause error) int {
 	id := newID()
 	level := slog.LevelWarn
 	if status < 500 {
@@ -213,6 +264,7 @@ func (g *Gateway) fail(w http.ResponseWriter, r *http.Request, status int, code,
 	}
 	w.WriteHeader(status)
 	_ = json.NewEncoder(w).Encode(errorBody{Error: msg, Code: code, ID: id})
+	return status
 }
 
 // stripMeshHeaders removes the X-Griddle-* headers that only the mesh may set.
