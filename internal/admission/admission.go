@@ -24,10 +24,10 @@ var ErrShed = errors.New("admission: shed for load")
 
 // Config tunes a Limiter. Zero values select the defaults.
 type Config struct {
-	InitialLimit int           // concurrency limit at start (64)
-	MinLimit     int           // floor of the limit (8)
-	MaxLimit     int           // ceiling of the limit (4096)
-	QueueSize    int           // requests that may wait for a slot (1024)
+	InitialLimit int // concurrency limit at start (64)
+	MinLimit     int // floor of the limit (8)
+	MaxLimit     int // ceiling of the limit (4096)
+	QueueSize    int // requests that may wait for a slot (1024)
 	// MaxWait is the longest wait for a slot while the queue absorbs a
 	// burst (100ms). Once the queue has stayed non-empty for longer than
 	// OverloadAfter (100ms) the load is no burst, and new waiters wait at
@@ -36,8 +36,8 @@ type Config struct {
 	MaxWait       time.Duration
 	OverloadAfter time.Duration
 	OverloadWait  time.Duration
-	Window       time.Duration // how often the limit is recomputed (50ms)
-	Tolerance    float64       // short/long latency ratio tolerated before the limit falls (1.5)
+	Window        time.Duration // how often the limit is recomputed (50ms)
+	Tolerance     float64       // short/long latency ratio tolerated before the limit falls (1.5)
 	// Now is the clock (time.Now); tests set it.
 	Now func() time.Time
 }
