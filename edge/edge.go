@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"sort"
 	"strings"
 	"sync"
@@ -21,13 +22,17 @@ import (
 	"github.com/griddle-mesh/griddle/internal/discovery"
 	"github.com/griddle-mesh/griddle/internal/gateway"
 	"github.com/griddle-mesh/griddle/internal/metrics"
+	"github.com/griddle-mesh/griddle/internal/routing"
 	"github.com/prometheus/client_golang/prometheus"
+	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
 // Routes is where the edge learns which paths belong to which service
 // (the discovery catalog implements it).
 type Routes interface {
 	Exposures() []discovery.Exposure
+	// Rules returns the routing rules in force; never nil.
+	Rules() *routing.Table
 	// Changed returns a channel closed at the next change.
 	Changed() <-chan struct{}
 	Status() discovery.Status
@@ -107,6 +112,7 @@ func (c *Config) setDefaults() {
 type Edge struct {
 	cfg    Config
 	routes Routes
+	deps   Deps
 	gw     *gateway.Gateway
 	table  atomic.Pointer[routeTable]
 	addr   atomic.Pointer[string]
@@ -117,8 +123,19 @@ type Edge struct {
 	admission *admission.Limiter // nil: no limit
 }
 
+// Deps are the shared parts an edge uses; the caller owns them.
+type Deps struct {
+	Routes     Routes             // required
+	Dispatcher gateway.Dispatcher // required
+	// Etcd, when set, is where the edge registers itself (under Prefix) so
+	// that operators see which rule revision it runs.
+	Etcd   *clientv3.Client
+	Prefix string
+}
+
 // New validates cfg and builds an Edge; it does no I/O.
-func New(cfg Config, routes Routes, d gateway.Dispatcher) (*Edge, error) {
+func New(cfg Config, deps Deps) (*Edge, error) {
+	routes, d := deps.Routes, deps.Dispatcher
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
@@ -126,7 +143,7 @@ func New(cfg Config, routes Routes, d gateway.Dispatcher) (*Edge, error) {
 		return nil, errors.New("edge: routes and dispatcher are required")
 	}
 	cfg.setDefaults()
-	e := &Edge{cfg: cfg, routes: routes, ready: make(chan struct{}), reg: metrics.NewRegistry()}
+	e := &Edge{cfg: cfg, routes: routes, deps: deps, ready: make(chan struct{}), reg: metrics.NewRegistry()}
 	e.metrics = metrics.NewGateway(e.reg, "edge")
 	if !cfg.NoAdmission {
 		lim, err := admission.New(cfg.Admission)
@@ -143,6 +160,7 @@ func New(cfg Config, routes Routes, d gateway.Dispatcher) (*Edge, error) {
 		Logger:       cfg.Logger,
 		Admission:    e.admission,
 		Metrics:      e.metrics,
+		Rules:        routes.Rules,
 	})
 	if err != nil {
 		return nil, err
@@ -210,6 +228,19 @@ func (e *Edge) Run(ctx context.Context) error {
 			}
 		})
 	}
+	if e.deps.Etcd != nil {
+		reg, err := e.register(ctx, addr)
+		if err != nil {
+			e.cfg.Logger.Warn("registering the edge failed; it serves, but operators will not see it", "err", err)
+		} else {
+			defer func() {
+				dctx, dcancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+				defer dcancel()
+				_ = reg.Close(dctx)
+			}()
+			wg.Go(func() { discovery.TrackRuleRevision(ctx, reg, e.routes.Rules, e.routes.Changed) })
+		}
+	}
 	e.cfg.Logger.Info("edge serving", "listen", addr, "admin", e.cfg.Admin)
 	close(e.ready)
 
@@ -226,11 +257,22 @@ func (e *Edge) Run(ctx context.Context) error {
 	return <-errc // the first error, or nil
 }
 
+// register puts the edge in etcd under a lease; its id is derived from
+// the host and the listening address.
+func (e *Edge) register(ctx context.Context, addr string) (*discovery.Registration, error) {
+	host, _ := os.Hostname()
+	id := strings.ToLower(strings.NewReplacer(":", "-", ".", "-", "[", "", "]", "").Replace(host + "-" + addr))
+	return discovery.RegisterEdge(ctx, e.deps.Etcd, e.deps.Prefix, discovery.Edge{
+		ID: id, Address: addr, Admin: e.cfg.Admin, Started: time.Now().UTC(), RuleRevision: e.routes.Rules().Revision(),
+	}, 5*time.Second, e.cfg.Logger)
+}
+
 // watchRoutes rebuilds the route table whenever the exposures change.
 func (e *Edge) watchRoutes(ctx context.Context) {
 	for {
 		changed := e.routes.Changed()
 		e.table.Store(newRouteTable(e.routes.Exposures()))
+		e.metrics.RuleRevision.Set(float64(e.routes.Rules().Revision()))
 		select {
 		case <-ctx.Done():
 			return
@@ -239,7 +281,12 @@ func (e *Edge) watchRoutes(ctx context.Context) {
 	}
 }
 
+// resolve names the service of r: by the rules' http routes first, then by
+// the exposures of services that have no rules.
 func (e *Edge) resolve(r *http.Request) (string, bool) {
+	if svc, ok := e.routes.Rules().Route(r.URL.Path, r.Method); ok {
+		return svc, true
+	}
 	return e.table.Load().match(r.URL.Path)
 }
 

@@ -24,6 +24,10 @@ const (
 	// HeaderRouting is the routing context (sticky key, pins, experiment
 	// assignments). It is opaque to handlers and passed through unchanged.
 	HeaderRouting = "X-Griddle-Routing"
+	// HeaderVersion is set by the sidecar on every answer: the version of
+	// the service that gave it. A handler reads it on the answers of its
+	// outbound calls.
+	HeaderVersion = "X-Griddle-Version"
 	// HeaderTraceparent and HeaderTracestate are the W3C trace context.
 	HeaderTraceparent = "Traceparent"
 	HeaderTracestate  = "Tracestate"

@@ -32,6 +32,7 @@ import (
 	"github.com/griddle-mesh/griddle/internal/gateway"
 	"github.com/griddle-mesh/griddle/internal/metrics"
 	"github.com/griddle-mesh/griddle/internal/pluginhost"
+	"github.com/griddle-mesh/griddle/internal/routing"
 	"github.com/griddle-mesh/griddle/internal/wire"
 )
 
@@ -48,15 +49,25 @@ type Sidecar struct {
 	inflight atomic.Int64
 	bound    atomic.Pointer[string]
 	ready    chan struct{}
-	bufs     sync.Pool // *bytes.Buffer for reply bodies
+	// versionHeader is the value of the version header on every answer.
+	versionHeader []string
+	bufs          sync.Pool // *bytes.Buffer for reply bodies
 }
 
 // Deps are the shared parts a sidecar uses; the caller owns them.
 type Deps struct {
 	Etcd       *clientv3.Client   // where the instance registers (required)
 	Dispatcher gateway.Dispatcher // carries the handler's calls to other services (required)
-	// Catalog reports whether discovery is in touch with etcd (optional).
-	Catalog interface{ Status() discovery.Status }
+	// Catalog is discovery's view: etcd's status and the routing rules
+	// that outbound calls follow (optional: without it, no rules).
+	Catalog Catalog
+}
+
+// Catalog is what the sidecar reads of discovery (discovery.Catalog).
+type Catalog interface {
+	Status() discovery.Status
+	Rules() *routing.Table
+	Changed() <-chan struct{}
 }
 
 // New validates cfg and builds a Sidecar; it does no I/O.
@@ -70,6 +81,7 @@ func New(cfg Config, deps Deps) (*Sidecar, error) {
 	cfg.setDefaults()
 	s := &Sidecar{cfg: cfg, log: cfg.Logger, deps: deps, ready: make(chan struct{}), reg: metrics.NewRegistry()}
 	s.metrics = metrics.NewSidecar(s.reg)
+	s.versionHeader = []string{cfg.Version}
 	s.bufs.New = func() any { return new(bytes.Buffer) }
 	return s, nil
 }
@@ -109,6 +121,7 @@ func (s *Sidecar) Run(ctx context.Context) error {
 		MaxBodyBytes:     int64(s.cfg.MaxBodyBytes),
 		TrustMeshHeaders: true,
 		Logger:           s.log,
+		Rules:            s.rules(),
 	})
 	if err != nil {
 		meshLn.Close()
@@ -176,6 +189,9 @@ func (s *Sidecar) Run(ctx context.Context) error {
 		advertise = bound
 	}
 	in := discovery.Instance{ID: s.cfg.ID, Service: s.cfg.Service, Version: s.cfg.Version, Address: advertise, Started: time.Now().UTC()}
+	if s.cfg.Admin != "" {
+		in.Admin = s.cfg.Admin
+	}
 	reg, err := discovery.Register(ctx, s.deps.Etcd, s.cfg.Prefix, in, s.cfg.TTL, s.log)
 	if err != nil {
 		sock.Close()
@@ -197,6 +213,24 @@ func (s *Sidecar) Run(ctx context.Context) error {
 			adminSrv = &http.Server{Handler: s.adminHandler(), ReadHeaderTimeout: 5 * time.Second}
 			wg.Go(func() { _ = adminSrv.Serve(aln) })
 		}
+	}
+	if c := s.deps.Catalog; c != nil {
+		tctx, tcancel := context.WithCancel(ctx)
+		defer tcancel()
+		wg.Go(func() {
+			discovery.TrackRuleRevision(tctx, reg, c.Rules, c.Changed)
+		})
+		wg.Go(func() {
+			for {
+				ch := c.Changed()
+				s.metrics.Rule.Set(float64(c.Rules().Revision()))
+				select {
+				case <-tctx.Done():
+					return
+				case <-ch:
+				}
+			}
+		})
 	}
 	s.log.Info("sidecar serving", "listen", bound, "advertise", advertise, "handler_pid", host.PID())
 	close(s.ready)
@@ -339,9 +373,18 @@ func (s *Sidecar) handle(body []byte) *wire.Reply {
 		return reply
 	}
 	reply.Status = int32(resp.StatusCode)
+	resp.Header[gateway.HeaderVersion] = s.versionHeader
 	reply.Headers = wire.EncodeHeader(resp.Header)
 	reply.Body = buf.Bytes() // marshalled before buf is reused
 	return reply
+}
+
+// rules returns the catalog's rule accessor, or nil without a catalog.
+func (s *Sidecar) rules() func() *routing.Table {
+	if s.deps.Catalog == nil {
+		return nil
+	}
+	return s.deps.Catalog.Rules
 }
 
 // replyStatus is the HTTP status a reply stands for, for metrics: the

@@ -14,6 +14,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/griddle-mesh/griddle/internal/routing"
 	"go.etcd.io/etcd/api/v3/mvccpb"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -68,8 +69,17 @@ type Catalog struct {
 	outage bool // an outage has been logged and not yet its end
 
 	// Owned by the goroutine running Run.
-	instances map[string]map[string]Instance // service → key → instance
-	exposures map[string]Exposure            // key → exposure
+	instances  map[string]map[string]Instance // service → key → instance
+	exposures  map[string]Exposure            // key → exposure
+	edges      map[string]Edge                // key → edge
+	rules      map[string]ruleEntry           // key → valid rule document
+	rulesDirty bool                           // rules changed since the last publish
+}
+
+// ruleEntry is a valid rule document and the etcd revision that wrote it.
+type ruleEntry struct {
+	doc routing.Document
+	rev int64
 }
 
 // snapshot is an immutable view of the catalog; readers share its slices.
@@ -77,6 +87,8 @@ type snapshot struct {
 	instances map[string][]Instance // service → instances sorted by version, id
 	services  []string              // services with instances, sorted
 	exposures []Exposure            // sorted by service
+	edges     []Edge                // sorted by id
+	rules     *routing.Table        // never nil
 	changed   chan struct{}         // closed when this snapshot is replaced
 }
 
@@ -94,8 +106,11 @@ func NewCatalog(cli *clientv3.Client, prefix string, logger *slog.Logger) *Catal
 		synced:    make(chan struct{}),
 		instances: map[string]map[string]Instance{},
 		exposures: map[string]Exposure{},
+		edges:     map[string]Edge{},
+		rules:     map[string]ruleEntry{},
 	}
-	c.snap.Store(&snapshot{instances: map[string][]Instance{}, changed: make(chan struct{})})
+	noRules, _ := routing.Compile(nil, 0) // cannot fail: there is nothing to compile
+	c.snap.Store(&snapshot{instances: map[string][]Instance{}, rules: noRules, changed: make(chan struct{})})
 	return c
 }
 
@@ -113,6 +128,13 @@ func (c *Catalog) Services() []string { return c.snap.Load().services }
 // Exposures returns all exposures sorted by service. The slice is shared:
 // callers must not modify it.
 func (c *Catalog) Exposures() []Exposure { return c.snap.Load().exposures }
+
+// Rules returns the routing rules of all services, compiled; never nil. Its
+// Revision is the highest etcd revision among the documents (0: none).
+func (c *Catalog) Rules() *routing.Table { return c.snap.Load().rules }
+
+// Edges returns the registered edges, sorted by id; the slice is shared.
+func (c *Catalog) Edges() []Edge { return c.snap.Load().edges }
 
 // Changed returns a channel that is closed at the next change of what
 // Instances, Services or Exposures return. Call it again after each close to
@@ -317,6 +339,8 @@ const (
 	kindOther = iota
 	kindInstance
 	kindExposure
+	kindRule
+	kindEdge
 )
 
 // classify tells what key is; for instances it returns the service.
@@ -327,6 +351,12 @@ func (c *Catalog) classify(key string) (kind int, service string) {
 	}
 	if rest, ok := strings.CutPrefix(key, ExposuresPrefix(c.prefix)); ok {
 		return kindExposure, rest
+	}
+	if rest, ok := strings.CutPrefix(key, RulesPrefix(c.prefix)); ok {
+		return kindRule, rest
+	}
+	if _, ok := strings.CutPrefix(key, EdgesPrefix(c.prefix)); ok {
+		return kindEdge, ""
 	}
 	return kindOther, ""
 }
@@ -362,9 +392,29 @@ func (c *Catalog) decodeExposure(service string, value []byte) (Exposure, error)
 // put applies one key's value to the working state and reports whether it
 // touched it. A malformed value is logged and removes the key's previous
 // entry: the key no longer holds a usable one.
-func (c *Catalog) put(key string, value []byte, dirty map[string]struct{}) bool {
+func (c *Catalog) put(key string, value []byte, modRev int64, dirty map[string]struct{}) bool {
 	kind, svc := c.classify(key)
 	switch kind {
+	case kindRule:
+		doc, err := routing.Parse(value)
+		if err == nil && doc.Service != svc {
+			err = fmt.Errorf("document names service %q", doc.Service)
+		}
+		if err != nil {
+			c.logger.Warn("discovery: skipping invalid rule document", "key", key, "err", err)
+			return c.del(key, dirty)
+		}
+		c.rules[key] = ruleEntry{doc: *doc, rev: modRev}
+		c.rulesDirty = true
+		return true
+	case kindEdge:
+		var e Edge
+		if err := json.Unmarshal(value, &e); err != nil {
+			c.logger.Warn("discovery: skipping malformed edge", "key", key, "err", err)
+			return c.del(key, dirty)
+		}
+		c.edges[key] = e
+		return true
 	case kindInstance:
 		in, err := c.decodeInstance(key, value)
 		if err != nil {
@@ -395,6 +445,19 @@ func (c *Catalog) put(key string, value []byte, dirty map[string]struct{}) bool 
 func (c *Catalog) del(key string, dirty map[string]struct{}) bool {
 	kind, svc := c.classify(key)
 	switch kind {
+	case kindRule:
+		if _, ok := c.rules[key]; !ok {
+			return false
+		}
+		delete(c.rules, key)
+		c.rulesDirty = true
+		return true
+	case kindEdge:
+		if _, ok := c.edges[key]; !ok {
+			return false
+		}
+		delete(c.edges, key)
+		return true
 	case kindInstance:
 		m := c.instances[svc]
 		if _, ok := m[key]; !ok {
@@ -420,9 +483,12 @@ func (c *Catalog) del(key string, dirty map[string]struct{}) bool {
 func (c *Catalog) reset(kvs []*mvccpb.KeyValue) {
 	c.instances = map[string]map[string]Instance{}
 	c.exposures = map[string]Exposure{}
+	c.edges = map[string]Edge{}
+	c.rules = map[string]ruleEntry{}
+	c.rulesDirty = true
 	dirty := map[string]struct{}{}
 	for _, kv := range kvs {
-		c.put(string(kv.Key), kv.Value, dirty)
+		c.put(string(kv.Key), kv.Value, kv.ModRevision, dirty)
 	}
 	c.publish(nil)
 }
@@ -436,7 +502,7 @@ func (c *Catalog) apply(events []*clientv3.Event) {
 		key := string(ev.Kv.Key)
 		switch ev.Type {
 		case clientv3.EventTypePut:
-			changed = c.put(key, ev.Kv.Value, dirty) || changed
+			changed = c.put(key, ev.Kv.Value, ev.Kv.ModRevision, dirty) || changed
 		case clientv3.EventTypeDelete:
 			changed = c.del(key, dirty) || changed
 		}
@@ -470,8 +536,31 @@ func (c *Catalog) publish(dirty map[string]struct{}) {
 	next.exposures = slices.SortedFunc(maps.Values(c.exposures), func(a, b Exposure) int {
 		return cmp.Compare(a.Service, b.Service)
 	})
+	next.edges = slices.SortedFunc(maps.Values(c.edges), func(a, b Edge) int { return cmp.Compare(a.ID, b.ID) })
+	next.rules = old.rules
+	if c.rulesDirty {
+		next.rules = c.compileRules(old.rules)
+		c.rulesDirty = false
+	}
 	c.snap.Store(next)
 	close(old.changed)
+}
+
+// compileRules compiles the valid documents at hand; if that fails (it
+// should not: each was validated), the previous table stays in use.
+func (c *Catalog) compileRules(prev *routing.Table) *routing.Table {
+	docs := make([]routing.Document, 0, len(c.rules))
+	var rev int64
+	for _, r := range c.rules {
+		docs = append(docs, r.doc)
+		rev = max(rev, r.rev)
+	}
+	t, err := routing.Compile(docs, rev)
+	if err != nil {
+		c.logger.Error("discovery: compiling rules failed; keeping the previous ones", "revision", rev, "err", err)
+		return prev
+	}
+	return t
 }
 
 func (c *Catalog) sortedInstances(svc string) []Instance {

@@ -46,9 +46,9 @@ func ExposuresPrefix(prefix string) string { return prefix + "http/" }
 // ExposureKey is the key of one service's exposure: <prefix>http/<service>.
 func ExposureKey(prefix, service string) string { return ExposuresPrefix(prefix) + service }
 
-// validName reports whether s can be used as a service, version or instance
+// ValidName reports whether s can be used as a service, version or instance
 // name: it becomes one segment of an etcd key and of a URL host.
-func validName(s string) bool {
+func ValidName(s string) bool {
 	if s == "" || len(s) > 63 {
 		return false
 	}
@@ -60,7 +60,7 @@ func validName(s string) bool {
 // ErrDiscoveryInvalid and names the field.
 func (in Instance) Validate() error {
 	for _, f := range []struct{ name, v string }{{"service", in.Service}, {"version", in.Version}, {"id", in.ID}} {
-		if !validName(f.v) {
+		if !ValidName(f.v) {
 			return fmt.Errorf("%w: instance %s %q: want 1-63 of a-z 0-9 - . not starting with - or .", ErrDiscoveryInvalid, f.name, f.v)
 		}
 	}
@@ -73,7 +73,7 @@ func (in Instance) Validate() error {
 // Validate reports whether e can be stored: Service must be a valid name and
 // every path prefix must start with "/". The error wraps ErrDiscoveryInvalid.
 func (e Exposure) Validate() error {
-	if !validName(e.Service) {
+	if !ValidName(e.Service) {
 		return fmt.Errorf("%w: exposure service %q", ErrDiscoveryInvalid, e.Service)
 	}
 	for _, p := range e.PathPrefixes {

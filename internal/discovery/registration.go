@@ -10,6 +10,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/griddle-mesh/griddle/internal/routing"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
@@ -60,7 +61,7 @@ func Register(ctx context.Context, cli *clientv3.Client, prefix string, in Insta
 
 // RegisterEdge is Register for an edge: EdgeKey(prefix, e.ID) → JSON of e.
 func RegisterEdge(ctx context.Context, cli *clientv3.Client, prefix string, e Edge, ttl time.Duration, logger *slog.Logger) (*Registration, error) {
-	if !validName(e.ID) || e.Address == "" {
+	if !ValidName(e.ID) || e.Address == "" {
 		return nil, fmt.Errorf("%w: edge id %q must be a valid name and address %q set", ErrDiscoveryInvalid, e.ID, e.Address)
 	}
 	return register(ctx, cli, EdgeKey(prefix, e.ID), e, ttl, logger)
@@ -267,4 +268,26 @@ func PutExposure(ctx context.Context, cli *clientv3.Client, prefix string, e Exp
 		return fmt.Errorf("discovery: put %s: %w", key, err)
 	}
 	return nil
+}
+
+// TrackRuleRevision keeps reg's rule revision equal to the revision of
+// rules() until ctx ends: it re-reads it each time changed() fires. The
+// put is retried at the next change if etcd is unreachable.
+func TrackRuleRevision(ctx context.Context, reg *Registration, rules func() *routing.Table, changed func() <-chan struct{}) {
+	var last int64 = -1
+	for {
+		ch := changed()
+		if rev := rules().Revision(); rev != last {
+			uctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			if err := reg.SetRuleRevision(uctx, rev); err == nil {
+				last = rev
+			}
+			cancel()
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-ch:
+		}
+	}
 }

@@ -20,16 +20,19 @@ import (
 	"github.com/griddle-mesh/griddle/internal/admission"
 	"github.com/griddle-mesh/griddle/internal/dispatch"
 	"github.com/griddle-mesh/griddle/internal/metrics"
+	"github.com/griddle-mesh/griddle/internal/routing"
 	"github.com/griddle-mesh/griddle/internal/wire"
+	"github.com/griddle-mesh/griddle/plugins"
 )
 
-// Headers that Griddle sets or reads. Handlers see them on every request.
+// Headers that Griddle sets or reads. The contract with handlers is the
+// SDK's; HeaderErrorID is the edge's own.
 const (
-	HeaderRequestID = "X-Griddle-Request-Id"
+	HeaderRequestID = plugins.HeaderRequestID
+	HeaderDeadline  = plugins.HeaderDeadline // absolute, Unix nanoseconds
+	HeaderRouting   = plugins.HeaderRouting
+	HeaderVersion   = plugins.HeaderVersion
 	HeaderErrorID   = "X-Griddle-Error-Id"
-	HeaderDeadline  = "X-Griddle-Deadline" // absolute, Unix nanoseconds
-	HeaderRouting   = "X-Griddle-Routing"
-	HeaderServedBy  = "X-Griddle-Served-By"
 )
 
 // Dispatcher sends one envelope to some instance of its service.
@@ -60,6 +63,9 @@ type Config struct {
 	Admission *admission.Limiter
 	// Metrics, when set, records every request.
 	Metrics *metrics.Gateway
+	// Rules returns the routing rules in force (nil: no rules; every
+	// service then gets the default timeout and retry behaviour).
+	Rules func() *routing.Table
 }
 
 // Validate reports the first invalid field.
@@ -79,9 +85,19 @@ func (c Config) Validate() error {
 
 // Gateway is an http.Handler that forwards requests into the mesh.
 type Gateway struct {
-	cfg  Config
-	log  *slog.Logger
-	bufs sync.Pool // *bytes.Buffer for request bodies
+	cfg     Config
+	log     *slog.Logger
+	bufs    sync.Pool // *bytes.Buffer for request bodies
+	budgets sync.Map  // service → *retryBudget
+}
+
+// retryBudget is a service's retry budget and the policy it was made for.
+// It outlives rule revisions that keep the same budget settings.
+type retryBudget struct {
+	ratio     string
+	floor     int
+	budget    *routing.Budget
+	exhausted func()
 }
 
 // New validates cfg and returns a Gateway.
@@ -157,24 +173,53 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, service string
 
 	deadline := start.Add(g.cfg.Timeout)
 	req := wire.NewRequest(r, service, buf.Bytes())
+	var rc *wire.Routing
 	if g.cfg.TrustMeshHeaders {
 		if d, err := strconv.ParseInt(r.Header.Get(HeaderDeadline), 10, 64); err == nil && d > 0 && d < deadline.UnixNano() {
 			deadline = time.Unix(0, d)
 		}
 		req.Id = r.Header.Get(HeaderRequestID)
+		rc, _ = wire.DecodeRouting(r.Header.Get(HeaderRouting)) // a garbled context routes as a fresh one
 	} else {
 		req.Headers = stripMeshHeaders(req.Headers)
+		rc = &wire.Routing{}
+		if pins := r.Header.Get(routing.HeaderPin); pins != "" {
+			rc.Pins = routing.ParsePins(pins)
+		}
 	}
 	if req.Id == "" {
 		req.Id = newID()
 	}
+
+	// The routing decision: version, timeout, retries.
+	var out outcome
+	var svc *routing.Service
+	if g.cfg.Rules != nil {
+		svc = g.cfg.Rules().Service(service)
+	}
+	var rp *routing.RetryPolicy
+	if svc != nil {
+		d := svc.Decide(r, rc)
+		req.Version, out.experiment, out.variant = d.Version, d.Experiment, d.Variant
+		if t := svc.Timeout(); t > 0 && start.Add(t).Before(deadline) {
+			deadline = start.Add(t)
+		}
+		rp = svc.Retry()
+	} else if v := rc.GetPins()[service]; v != "" {
+		req.Version = v
+	}
+	if rc.GetStickyKey() != "" || len(rc.GetPins()) > 0 || len(rc.GetExperiments()) > 0 {
+		req.Routing = rc
+	}
+	pol := g.policy(service, rp)
+
 	req.DeadlineUnixNano = deadline.UnixNano()
 	req.Trace = traceOf(r)
 
 	ctx, cancel := context.WithDeadline(r.Context(), deadline)
 	defer cancel()
-	reply, err := g.cfg.Dispatcher.DoPolicy(ctx, req, dispatch.Policy{})
-	out := outcome{version: req.Version, retries: max(int(req.Attempt)-1, 0)}
+	reply, err := g.cfg.Dispatcher.DoPolicy(ctx, req, pol)
+	out.version, out.retries = req.Version, max(int(req.Attempt)-1, 0)
 	switch {
 	case err != nil:
 		out.status = g.failDispatch(w, r, err)
@@ -188,6 +233,48 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, service string
 		out.status = int(reply.GetStatus())
 	}
 	return out
+}
+
+// policy is the dispatch policy of one request to service under rp (nil:
+// the defaults). Every service has a retry budget, rules or not, so that
+// retries cannot multiply an outage; each request feeds it.
+func (g *Gateway) policy(service string, rp *routing.RetryPolicy) dispatch.Policy {
+	var ratio string
+	var floor int
+	if rp != nil {
+		ratio, floor = rp.Budget, rp.MinPerSecond
+	}
+	v, ok := g.budgets.Load(service)
+	b, _ := v.(*retryBudget)
+	if !ok || b.ratio != ratio || b.floor != floor {
+		b = &retryBudget{ratio: ratio, floor: floor}
+		if rp != nil {
+			b.budget = rp.NewBudget()
+		} else {
+			b.budget = (&routing.RetryPolicy{}).NewBudget()
+		}
+		if m := g.cfg.Metrics; m != nil {
+			c := m.BudgetExhausted.WithLabelValues(service)
+			b.exhausted = c.Inc
+		}
+		g.budgets.Store(service, b)
+	}
+	b.budget.Request()
+	pol := dispatch.Policy{Budget: b.budget, OnBudgetExhausted: b.exhausted}
+	if rp != nil {
+		pol.Attempts = rp.Attempts
+		pol.PerTry = time.Duration(rp.PerTry)
+		pol.NonIdempotent = rp.NonIdempotent
+		for _, on := range rp.On {
+			switch on {
+			case "deadline":
+				pol.OnDeadline = true
+			case "5xx":
+				pol.On5xx = true
+			}
+		}
+	}
+	return pol
 }
 
 // shed answers a request refused for load: at once, without logging each

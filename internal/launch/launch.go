@@ -95,7 +95,7 @@ func (m *Mesh) Close() {
 
 // Edge runs an edge on m until ctx is done.
 func Edge(ctx context.Context, m *Mesh, cfg edge.Config) error {
-	e, err := edge.New(cfg, m.Catalog, m.Dispatcher)
+	e, err := edge.New(cfg, edge.Deps{Routes: m.Catalog, Dispatcher: m.Dispatcher, Etcd: m.Etcd, Prefix: m.Prefix})
 	if err != nil {
 		return err
 	}

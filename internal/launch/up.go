@@ -151,7 +151,8 @@ func Up(ctx context.Context, cfg UpConfig) error {
 		cars[i] = s
 		run("sidecar "+svc.Name, s.Run)
 	}
-	e, err := edge.New(edge.Config{Listen: cfg.Listen, Admin: cfg.Admin, Logger: log}, m.Catalog, m.Dispatcher)
+	e, err := edge.New(edge.Config{Listen: cfg.Listen, Admin: cfg.Admin, Logger: log},
+		edge.Deps{Routes: m.Catalog, Dispatcher: m.Dispatcher, Etcd: m.Etcd, Prefix: m.Prefix})
 	if err != nil {
 		return err
 	}

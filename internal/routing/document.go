@@ -3,6 +3,8 @@ package routing
 import (
 	"encoding/json"
 	"fmt"
+	"maps"
+	"slices"
 	"time"
 )
 
@@ -101,4 +103,32 @@ func (d *Duration) UnmarshalJSON(b []byte) error {
 	}
 	*d = Duration(v)
 	return nil
+}
+
+// clone returns a deep copy of d.
+func (d *Document) clone() Document {
+	c := *d
+	c.HTTP = slices.Clone(d.HTTP)
+	for i := range c.HTTP {
+		c.HTTP[i].Methods = slices.Clone(c.HTTP[i].Methods)
+	}
+	if d.Retries != nil {
+		r := *d.Retries
+		r.On = slices.Clone(r.On)
+		c.Retries = &r
+	}
+	c.Versions = slices.Clone(d.Versions)
+	for i := range c.Versions {
+		v := &c.Versions[i]
+		v.To = maps.Clone(v.To)
+		if v.Match != nil {
+			m := *v.Match
+			m.Methods = slices.Clone(m.Methods)
+			m.Header = maps.Clone(m.Header)
+			m.Cookie = maps.Clone(m.Cookie)
+			m.Query = maps.Clone(m.Query)
+			v.Match = &m
+		}
+	}
+	return c
 }

@@ -125,6 +125,9 @@ type greeting struct {
 	Greeting         string `json:"greeting"`
 	HelloSawDeadline string `json:"helloSawDeadline"`
 	MyDeadline       string `json:"myDeadline"`
+	// HelloVersion is the version of hello that answered, as its sidecar
+	// reports it ("" outside the mesh).
+	HelloVersion string `json:"helloVersion,omitempty"`
 }
 
 func (s *server) greeting(w http.ResponseWriter, r *http.Request) {
@@ -157,6 +160,7 @@ func (s *server) greeting(w http.ResponseWriter, r *http.Request) {
 		Greeting:         string(body),
 		HelloSawDeadline: resp.Header.Get("X-Seen-Deadline"),
 		MyDeadline:       "none",
+		HelloVersion:     resp.Header.Get(plugins.HeaderVersion),
 	}
 	if d, ok := ctx.Deadline(); ok {
 		g.MyDeadline = plugins.FormatDeadline(d)

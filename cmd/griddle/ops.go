@@ -1,0 +1,596 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"maps"
+	"net"
+	"net/http"
+	"os"
+	"os/user"
+	"slices"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/griddle-mesh/griddle/control"
+	"github.com/griddle-mesh/griddle/control/api"
+	"github.com/griddle-mesh/griddle/control/canary"
+	"github.com/griddle-mesh/griddle/control/client"
+	"github.com/griddle-mesh/griddle/control/rulestore"
+	"github.com/griddle-mesh/griddle/internal/launch"
+	"github.com/griddle-mesh/griddle/internal/routing"
+)
+
+// Exit codes of the operator's commands.
+const (
+	exitFailure  = 1 // anything else
+	exitInvalid  = 2 // the document or a flag is invalid; the message names the field
+	exitConflict = 3 // the revision is stale
+)
+
+// exitError carries an exit code other than 1 to the top of the command.
+type exitError struct {
+	code int
+	err  error
+}
+
+func (e *exitError) Error() string { return e.err.Error() }
+func (e *exitError) Unwrap() error { return e.err }
+
+// withExitCodes runs run and, for errors that have their own exit code,
+// prints the error as main does and exits with that code (main exits 1 for
+// everything else).
+func withExitCodes(run func(*cobra.Command, []string) error) func(*cobra.Command, []string) error {
+	return func(cmd *cobra.Command, args []string) error {
+		err := run(cmd, args)
+		code := exitFailure
+		var ce *client.Error
+		switch {
+		case err == nil:
+			return nil
+		case errors.As(err, new(*exitError)):
+			var ee *exitError
+			errors.As(err, &ee)
+			code = ee.code
+		case errors.Is(err, client.ErrConflict):
+			code = exitConflict
+			if errors.As(err, &ce) {
+				err = errors.New(ce.Message)
+			}
+		case errors.Is(err, client.ErrInvalid), errors.Is(err, routing.ErrInvalid), errors.Is(err, canary.ErrInvalid):
+			code = exitInvalid
+		}
+		if code == exitFailure {
+			return err
+		}
+		return &exitError{code, err}
+	}
+}
+
+// opsFlags are the flags of the commands that talk to the control plane.
+type opsFlags struct {
+	control string
+	token   string
+	output  string
+}
+
+func (o *opsFlags) add(cmd *cobra.Command) {
+	def := os.Getenv("GRIDDLE_CONTROL")
+	if def == "" {
+		def = "http://127.0.0.1:9300"
+	}
+	f := cmd.PersistentFlags()
+	f.StringVar(&o.control, "control", def, "control plane URL (env GRIDDLE_CONTROL)")
+	f.StringVar(&o.token, "token", os.Getenv("GRIDDLE_TOKEN"), "bearer token for write calls (env GRIDDLE_TOKEN)")
+	f.StringVarP(&o.output, "output", "o", "text", "text or json")
+}
+
+func (o *opsFlags) client() (*client.Client, error) {
+	if o.output != "text" && o.output != "json" {
+		return nil, &exitError{exitInvalid, fmt.Errorf("--output: %q is not text or json", o.output)}
+	}
+	author := "unknown"
+	if u, err := user.Current(); err == nil {
+		author = u.Username
+	}
+	return client.New(o.control, o.token, author, &http.Client{Timeout: 30 * time.Second}), nil
+}
+
+// print writes v as indented JSON with --output json, else calls text.
+func (o *opsFlags) print(w io.Writer, v any, text func(io.Writer)) error {
+	if o.output == "json" {
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		return enc.Encode(v)
+	}
+	text(w)
+	return nil
+}
+
+func controlCmd(g *globals) *cobra.Command {
+	var (
+		cfg       control.Config
+		etcd      etcdFlags
+		listen    string
+		tokenFile string
+	)
+	cmd := &cobra.Command{
+		Use:   "control",
+		Short: "Run a control plane replica: the rules and canary API, the status page, the canary controller when elected",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			log, err := g.logger()
+			if err != nil {
+				return err
+			}
+			cfg.Logger = log
+			cfg.Token = os.Getenv("GRIDDLE_TOKEN")
+			if tokenFile != "" {
+				b, err := os.ReadFile(tokenFile)
+				if err != nil {
+					return fmt.Errorf("--token-file: %w", err)
+				}
+				cfg.Token = strings.TrimSpace(string(b))
+			}
+			m, err := launch.Connect(cmd.Context(), etcd.list(), etcd.prefix, log)
+			if err != nil {
+				return err
+			}
+			defer m.Close()
+			cfg.Etcd, cfg.Prefix = m.Etcd, m.Prefix
+			s, err := control.New(cfg)
+			if err != nil {
+				return err
+			}
+			ln, err := net.Listen("tcp", listen)
+			if err != nil {
+				return fmt.Errorf("--listen: %w", err)
+			}
+			log.Info("control plane listening", "addr", ln.Addr().String())
+			return s.Run(cmd.Context(), ln)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&listen, "listen", "127.0.0.1:9300", "address of the API and the status page")
+	f.StringVar(&tokenFile, "token-file", "", "file holding the bearer token of write calls (default: env GRIDDLE_TOKEN)")
+	f.StringVar(&cfg.ID, "id", "", "name of this replica in the leader election (default: hostname-pid)")
+	f.DurationVar(&cfg.SessionTTL, "session-ttl", control.DefaultSessionTTL, "leader lease: a dead leader is replaced within it")
+	f.DurationVar(&cfg.Poll, "poll", canary.DefaultPoll, "how often the canary controller looks for due steps")
+	etcd.add(cmd)
+	return cmd
+}
+
+func routesCmd(g *globals) *cobra.Command {
+	var o opsFlags
+	cmd := &cobra.Command{Use: "routes", Short: "Get, validate, apply, diff and roll back a service's routing rules"}
+	o.add(cmd)
+
+	get := &cobra.Command{
+		Use: "get SERVICE", Short: "Print the current rules of SERVICE", Args: cobra.ExactArgs(1),
+		RunE: withExitCodes(func(cmd *cobra.Command, args []string) error {
+			c, err := o.client()
+			if err != nil {
+				return err
+			}
+			r, err := c.Rules(cmd.Context(), args[0])
+			if err != nil {
+				return err
+			}
+			return o.print(cmd.OutOrStdout(), r, func(w io.Writer) {
+				fmt.Fprintf(w, "# %s at revision %d, applied %s by %s", r.Service, r.Revision, r.AppliedAt.Format(time.RFC3339), r.Author)
+				if r.Comment != "" {
+					fmt.Fprintf(w, ": %s", r.Comment)
+				}
+				fmt.Fprintf(w, "\n# apply changes with: griddle routes apply -f FILE --revision %d\n%s", r.Revision, r.YAML)
+			})
+		}),
+	}
+
+	var file string
+	var revision int64
+	var comment string
+	apply := &cobra.Command{
+		Use:   "apply -f FILE",
+		Short: "Make FILE (YAML or JSON) the rules of its service",
+		Long: "Apply validates FILE and stores it if the rules are still at --revision (the revision you read with get).\n" +
+			"Without --revision it is based on whatever revision is current now.\n" +
+			"Exit status: 2 invalid document, 3 stale revision, 1 any other error.",
+		Args: cobra.NoArgs,
+		RunE: withExitCodes(func(cmd *cobra.Command, _ []string) error {
+			b, doc, err := readDoc(file, cmd.InOrStdin())
+			if err != nil {
+				return err
+			}
+			c, err := o.client()
+			if err != nil {
+				return err
+			}
+			if !cmd.Flags().Changed("revision") {
+				cur, err := c.Rules(cmd.Context(), doc.Service)
+				switch {
+				case err == nil:
+					revision = cur.Revision
+				case errors.Is(err, client.ErrNotFound):
+					revision = 0
+				default:
+					return err
+				}
+			}
+			a, err := c.Apply(cmd.Context(), doc.Service, b, revision, comment)
+			if err != nil {
+				return err
+			}
+			return o.print(cmd.OutOrStdout(), a, func(w io.Writer) {
+				fmt.Fprintf(w, "%s: applied revision %d (replacing %d)\n", a.Service, a.Revision, a.Previous)
+			})
+		}),
+	}
+	apply.Flags().StringVarP(&file, "file", "f", "", "the document, YAML or JSON (- for stdin)")
+	apply.Flags().Int64Var(&revision, "revision", 0, "the revision your change is based on (0: the service has no rules yet)")
+	apply.Flags().StringVar(&comment, "comment", "", "why, for the history")
+	_ = apply.MarkFlagRequired("file")
+
+	var dfile string
+	diff := &cobra.Command{
+		Use: "diff -f FILE", Short: "Show how FILE differs from the current rules of its service", Args: cobra.NoArgs,
+		RunE: withExitCodes(func(cmd *cobra.Command, _ []string) error {
+			b, doc, err := readDoc(dfile, cmd.InOrStdin())
+			if err != nil {
+				return err
+			}
+			c, err := o.client()
+			if err != nil {
+				return err
+			}
+			d, err := c.Diff(cmd.Context(), doc.Service, b)
+			if err != nil {
+				return err
+			}
+			return o.print(cmd.OutOrStdout(), d, func(w io.Writer) {
+				if d.Diff == "" {
+					fmt.Fprintf(w, "%s: no changes from revision %d\n", d.Service, d.Revision)
+					return
+				}
+				fmt.Fprint(w, d.Diff)
+			})
+		}),
+	}
+	diff.Flags().StringVarP(&dfile, "file", "f", "", "the document, YAML or JSON (- for stdin)")
+	_ = diff.MarkFlagRequired("file")
+
+	var vfile string
+	validate := &cobra.Command{
+		Use:   "validate -f FILE",
+		Short: "Check FILE locally with the same validation the control plane and the data plane run (no server needed)",
+		Args:  cobra.NoArgs,
+		RunE: withExitCodes(func(cmd *cobra.Command, _ []string) error {
+			if o.output != "text" && o.output != "json" {
+				return &exitError{exitInvalid, fmt.Errorf("--output: %q is not text or json", o.output)}
+			}
+			_, doc, err := readDoc(vfile, cmd.InOrStdin())
+			if err != nil {
+				return err
+			}
+			y, err := rulestore.Canonical(doc)
+			if err != nil {
+				return err
+			}
+			return o.print(cmd.OutOrStdout(), api.Rules{Service: doc.Service, Document: doc, YAML: string(y)}, func(w io.Writer) {
+				fmt.Fprintf(w, "%s: valid\n", doc.Service)
+			})
+		}),
+	}
+	validate.Flags().StringVarP(&vfile, "file", "f", "", "the document, YAML or JSON (- for stdin)")
+	_ = validate.MarkFlagRequired("file")
+
+	var limit int
+	history := &cobra.Command{
+		Use: "history SERVICE", Short: "List the revisions of SERVICE's rules, newest first", Args: cobra.ExactArgs(1),
+		RunE: withExitCodes(func(cmd *cobra.Command, args []string) error {
+			c, err := o.client()
+			if err != nil {
+				return err
+			}
+			h, err := c.History(cmd.Context(), args[0], limit)
+			if err != nil {
+				return err
+			}
+			return o.print(cmd.OutOrStdout(), h, func(w io.Writer) {
+				tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+				fmt.Fprintln(tw, "REVISION\tAPPLIED\tAUTHOR\tDEFAULT ROUTE\tCOMMENT")
+				for _, e := range h.Entries {
+					fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\n", e.Revision, e.AppliedAt.Format(time.RFC3339), e.Author, defaultRoute(e.Document), e.Comment)
+				}
+				tw.Flush()
+			})
+		}),
+	}
+	history.Flags().IntVar(&limit, "limit", 20, "most revisions to list (0: the server's default)")
+
+	var to, rbRevision int64
+	rollback := &cobra.Command{
+		Use: "rollback SERVICE --to REV", Short: "Apply an earlier revision of SERVICE's rules again", Args: cobra.ExactArgs(1),
+		RunE: withExitCodes(func(cmd *cobra.Command, args []string) error {
+			c, err := o.client()
+			if err != nil {
+				return err
+			}
+			if !cmd.Flags().Changed("revision") {
+				cur, err := c.Rules(cmd.Context(), args[0])
+				if err != nil {
+					return err
+				}
+				rbRevision = cur.Revision
+			}
+			a, err := c.Rollback(cmd.Context(), args[0], to, rbRevision)
+			if err != nil {
+				return err
+			}
+			return o.print(cmd.OutOrStdout(), a, func(w io.Writer) {
+				fmt.Fprintf(w, "%s: revision %d applied again as revision %d\n", a.Service, to, a.Revision)
+			})
+		}),
+	}
+	rollback.Flags().Int64Var(&to, "to", 0, "the revision to return to (see history)")
+	rollback.Flags().Int64Var(&rbRevision, "revision", 0, "the revision the rules must still be at (default: the current one)")
+	_ = rollback.MarkFlagRequired("to")
+
+	cmd.AddCommand(get, apply, diff, validate, history, rollback)
+	return cmd
+}
+
+// readDoc reads and validates a document with routing.Parse: the same
+// validation the control plane runs.
+func readDoc(file string, stdin io.Reader) ([]byte, *routing.Document, error) {
+	var (
+		b   []byte
+		err error
+	)
+	if file == "-" {
+		b, err = io.ReadAll(stdin)
+	} else {
+		b, err = os.ReadFile(file)
+	}
+	if err != nil {
+		return nil, nil, fmt.Errorf("-f: %w", err)
+	}
+	doc, err := routing.Parse(b)
+	if err != nil {
+		return nil, nil, fmt.Errorf("%s: %w", file, err)
+	}
+	return b, doc, nil
+}
+
+func defaultRoute(doc *routing.Document) string {
+	if doc == nil || len(doc.Versions) == 0 {
+		return "-"
+	}
+	return weights(doc.Versions[len(doc.Versions)-1].To)
+}
+
+func weights(m map[string]int) string {
+	var parts []string
+	for _, k := range slices.Sorted(maps.Keys(m)) {
+		parts = append(parts, fmt.Sprintf("%s %d%%", k, m[k]))
+	}
+	return strings.Join(parts, ", ")
+}
+
+func canaryCmd(g *globals) *cobra.Command {
+	var o opsFlags
+	cmd := &cobra.Command{Use: "canary", Short: "Move a service's traffic to a new version in steps, rolling back on trouble"}
+	o.add(cmd)
+
+	var (
+		spec             canary.Spec
+		steps            []int
+		interval, maxP99 time.Duration
+		maxErrorRate     string
+	)
+	start := &cobra.Command{
+		Use:     "start SERVICE --to VERSION",
+		Short:   "Start a canary; the control plane's leader steps it",
+		Example: "  griddle canary start feed --to v2 --steps 5,25,50,100 --interval 1m --max-error-rate 1% --max-p99 50ms",
+		Args:    cobra.ExactArgs(1),
+		RunE: withExitCodes(func(cmd *cobra.Command, args []string) error {
+			rate, err := parsePercent(maxErrorRate)
+			if err != nil {
+				return &exitError{exitInvalid, fmt.Errorf("--max-error-rate: %w", err)}
+			}
+			spec.Service, spec.Steps, spec.MaxErrorRate = args[0], steps, rate
+			spec.Interval, spec.MaxP99 = routing.Duration(interval), routing.Duration(maxP99)
+			if err := spec.Validate(); err != nil {
+				return err
+			}
+			c, err := o.client()
+			if err != nil {
+				return err
+			}
+			k, err := c.StartCanary(cmd.Context(), spec)
+			if err != nil {
+				return err
+			}
+			return o.print(cmd.OutOrStdout(), k, func(w io.Writer) { printCanary(w, k) })
+		}),
+	}
+	f := start.Flags()
+	f.StringVar(&spec.To, "to", "", "the new version (required)")
+	f.StringVar(&spec.From, "from", "", "the version traffic moves from (default: the main version of the catch-all rule)")
+	f.IntSliceVar(&steps, "steps", []int{5, 25, 50, 100}, "the new version's weights in percent, ending at 100")
+	f.DurationVar(&interval, "interval", time.Minute, "how long each step runs before it is judged")
+	f.StringVar(&maxErrorRate, "max-error-rate", "1%", "largest tolerated share of 5xx answers")
+	f.DurationVar(&maxP99, "max-p99", 0, "largest tolerated p99 latency (0: not checked)")
+	f.IntVar(&spec.MinRequests, "min-requests", canary.DefaultMinRequests, "fewest requests a step is judged on")
+	_ = start.MarkFlagRequired("to")
+
+	status := &cobra.Command{
+		Use: "status [SERVICE]", Short: "Show a canary (all canaries without SERVICE)", Args: cobra.MaximumNArgs(1),
+		RunE: withExitCodes(func(cmd *cobra.Command, args []string) error {
+			c, err := o.client()
+			if err != nil {
+				return err
+			}
+			if len(args) == 0 {
+				all, err := c.Canaries(cmd.Context())
+				if err != nil {
+					return err
+				}
+				return o.print(cmd.OutOrStdout(), all, func(w io.Writer) {
+					if len(all) == 0 {
+						fmt.Fprintln(w, "no canaries")
+					}
+					for _, k := range all {
+						printCanary(w, k)
+					}
+				})
+			}
+			k, err := c.Canary(cmd.Context(), args[0])
+			if err != nil {
+				return err
+			}
+			return o.print(cmd.OutOrStdout(), k, func(w io.Writer) { printCanary(w, k) })
+		}),
+	}
+
+	action := func(use, short string, do func(*client.Client, context.Context, string) (canary.Canary, error)) *cobra.Command {
+		return &cobra.Command{
+			Use: use + " SERVICE", Short: short, Args: cobra.ExactArgs(1),
+			RunE: withExitCodes(func(cmd *cobra.Command, args []string) error {
+				c, err := o.client()
+				if err != nil {
+					return err
+				}
+				k, err := do(c, cmd.Context(), args[0])
+				if err != nil {
+					return err
+				}
+				return o.print(cmd.OutOrStdout(), k, func(w io.Writer) { printCanary(w, k) })
+			}),
+		}
+	}
+	cmd.AddCommand(start, status,
+		action("promote", "Send all traffic to the new version now", (*client.Client).Promote),
+		action("abort", "Send all traffic back to the old version and stop", (*client.Client).Abort))
+	return cmd
+}
+
+// parsePercent reads "1%" or "0.01" as 0.01.
+func parsePercent(s string) (float64, error) {
+	p, pct := strings.CutSuffix(strings.TrimSpace(s), "%")
+	v, err := strconv.ParseFloat(p, 64)
+	if err != nil {
+		return 0, fmt.Errorf("%q is not a rate such as 1%% or 0.01", s)
+	}
+	if pct {
+		v /= 100
+	}
+	return v, nil
+}
+
+func printCanary(w io.Writer, k canary.Canary) {
+	fmt.Fprintf(w, "%s: %s → %s, %s at %d%% (steps %v, every %v)\n", k.Service, k.From, k.To, k.State, k.Weight(), k.Steps, time.Duration(k.Interval))
+	if k.Reason != "" {
+		fmt.Fprintf(w, "  %s\n", k.Reason)
+	}
+	if k.State == canary.Running {
+		fmt.Fprintf(w, "  next decision at %s\n", k.NextAt.Format(time.RFC3339))
+	}
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "  AT\tACTION\tWEIGHT\tREQUESTS\tERRORS\tP99\tREVISION\tWHY")
+	for _, e := range k.History {
+		req, errs, p99 := "-", "-", "-"
+		if m := e.Metrics; m != nil {
+			req, errs, p99 = fmt.Sprint(m.Requests), fmt.Sprintf("%.2f%%", 100*m.ErrorRate), time.Duration(m.P99).String()
+		}
+		rev := "-"
+		if e.RuleRevision > 0 {
+			rev = strconv.FormatInt(e.RuleRevision, 10)
+		}
+		fmt.Fprintf(tw, "  %s\t%s\t%d%%\t%s\t%s\t%s\t%s\t%s\n", e.At.Format(time.RFC3339), e.Action, e.Weight, req, errs, p99, rev, e.Reason)
+	}
+	tw.Flush()
+}
+
+func statusCmd(g *globals) *cobra.Command {
+	var o opsFlags
+	cmd := &cobra.Command{
+		Use:   "status",
+		Short: "Show services, versions, instances and edges, and which rules revision each runs",
+		Args:  cobra.NoArgs,
+		RunE: withExitCodes(func(cmd *cobra.Command, _ []string) error {
+			c, err := o.client()
+			if err != nil {
+				return err
+			}
+			st, err := c.Services(cmd.Context())
+			if err != nil {
+				return err
+			}
+			return o.print(cmd.OutOrStdout(), st, func(w io.Writer) { printStatus(w, st) })
+		}),
+	}
+	o.add(cmd)
+	return cmd
+}
+
+func printStatus(w io.Writer, st api.Services) {
+	leader := st.Leader
+	if leader == "" {
+		leader = "none"
+	}
+	fmt.Fprintf(w, "control plane leader: %s\n\n", leader)
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "SERVICE\tVERSION\tINSTANCE\tADDRESS\tUP\tRULES")
+	behind := 0
+	for _, s := range st.Services {
+		rules := "no rules"
+		if s.RuleRevision > 0 {
+			rules = fmt.Sprintf("revision %d: %s", s.RuleRevision, weights(s.Weights))
+		}
+		if s.Canary != nil {
+			rules += fmt.Sprintf("; canary → %s %s at %d%%", s.Canary.To, s.Canary.State, s.Canary.Weight())
+		}
+		fmt.Fprintf(tw, "%s\t\t\t\t\t%s\n", s.Name, rules)
+		for _, v := range s.Versions {
+			for _, in := range v.Instances {
+				mark := ""
+				if in.Behind {
+					mark, behind = " (behind)", behind+1
+				}
+				fmt.Fprintf(tw, "\t%s\t%s\t%s\t%s\t%d%s\n", v.Name, in.ID, in.Address, upFor(in.Started), in.RuleRevision, mark)
+			}
+		}
+	}
+	tw.Flush()
+	fmt.Fprintln(w)
+	tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "EDGE\tADDRESS\tUP\tRULES")
+	for _, e := range st.Edges {
+		mark := ""
+		if e.Behind {
+			mark, behind = " (behind)", behind+1
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d%s\n", e.ID, e.Address, upFor(e.Started), e.RuleRevision, mark)
+	}
+	if len(st.Edges) == 0 {
+		fmt.Fprintln(tw, "(none registered)")
+	}
+	tw.Flush()
+	if behind > 0 {
+		fmt.Fprintf(w, "\n%d instance(s) or edge(s) still run older rules\n", behind)
+	}
+}
+
+func upFor(t time.Time) string {
+	if t.IsZero() {
+		return "-"
+	}
+	return time.Since(t).Round(time.Second).String()
+}

@@ -1,0 +1,508 @@
+package control
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/griddle-mesh/griddle/control/api"
+	"github.com/griddle-mesh/griddle/control/canary"
+	"github.com/griddle-mesh/griddle/control/rulestore"
+	"github.com/griddle-mesh/griddle/internal/discovery"
+	"github.com/griddle-mesh/griddle/internal/routing"
+)
+
+// ErrConfig marks an invalid Config; the message names the field.
+var ErrConfig = errors.New("control: invalid config")
+
+// Timing of the server.
+const (
+	requestTimeout  = 10 * time.Second // etcd work of one API call
+	shutdownTimeout = 5 * time.Second
+	maxBody         = 1 << 20
+)
+
+// Config configures a Server.
+type Config struct {
+	// Etcd is the client to etcd (required; the Server does not close it).
+	Etcd *clientv3.Client
+	// Prefix is the key prefix of everything in etcd ("": discovery.DefaultPrefix).
+	Prefix string
+	// Token is the bearer token write calls must carry (required).
+	Token string
+	// ID names this replica in the leader election ("": hostname-pid).
+	ID string
+	// SessionTTL is the leader's lease (0: DefaultSessionTTL).
+	SessionTTL time.Duration
+	// Logger gets errors (with their ids) and the controllers' decisions
+	// (nil: slog.Default()).
+	Logger *slog.Logger
+	// Now is the clock of history and canaries (nil: time.Now).
+	Now func() time.Time
+	// Scrape reads a sidecar's metrics for the canary controller (nil: HTTP /metrics).
+	Scrape canary.ScrapeFunc
+	// Poll is how often the canary controller looks for due steps (0: canary.DefaultPoll).
+	Poll time.Duration
+}
+
+// Validate reports the first problem of c; the error wraps ErrConfig.
+func (c Config) Validate() error {
+	switch {
+	case c.Etcd == nil:
+		return fmt.Errorf("%w: an etcd client is required (--etcd)", ErrConfig)
+	case c.Token == "":
+		return fmt.Errorf("%w: a token is required (--token-file or GRIDDLE_TOKEN)", ErrConfig)
+	case c.Prefix != "" && !strings.HasSuffix(c.Prefix, "/"):
+		return fmt.Errorf("%w: prefix %q must end with /", ErrConfig, c.Prefix)
+	case c.SessionTTL < 0 || c.Poll < 0:
+		return fmt.Errorf("%w: session TTL and poll must not be negative", ErrConfig)
+	}
+	return nil
+}
+
+// Server is one control plane replica: the HTTP API and status page, and,
+// while it leads, the canary controller.
+type Server struct {
+	cli      *clientv3.Client
+	prefix   string
+	token    [sha256.Size]byte
+	log      *slog.Logger
+	rules    *rulestore.Store
+	canaries *canary.Manager
+	ctrl     *canary.Controller
+	elector  *Elector
+	mux      *http.ServeMux
+}
+
+// New validates cfg and builds a Server; it does no I/O.
+func New(cfg Config) (*Server, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if cfg.Prefix == "" {
+		cfg.Prefix = discovery.DefaultPrefix
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.ID == "" {
+		host, _ := os.Hostname()
+		cfg.ID = fmt.Sprintf("%s-%d", host, os.Getpid())
+	}
+	rules := rulestore.New(cfg.Etcd, cfg.Prefix, cfg.Now)
+	mgr := canary.NewManager(cfg.Etcd, rules, cfg.Now)
+	ctrl, err := canary.NewController(canary.ControllerConfig{Manager: mgr, Scrape: cfg.Scrape, Now: cfg.Now, Poll: cfg.Poll, Logger: cfg.Logger})
+	if err != nil {
+		return nil, err
+	}
+	s := &Server{
+		cli: cfg.Etcd, prefix: cfg.Prefix, token: sha256.Sum256([]byte(cfg.Token)), log: cfg.Logger,
+		rules: rules, canaries: mgr, ctrl: ctrl,
+		elector: NewElector(cfg.Etcd, cfg.Prefix, cfg.ID, cfg.SessionTTL, cfg.Logger),
+		mux:     http.NewServeMux(),
+	}
+	s.routes()
+	return s, nil
+}
+
+// Handler serves the API and the status page; it works without Run (then
+// no controller runs in this process).
+func (s *Server) Handler() http.Handler { return s.mux }
+
+// Leading reports whether this replica leads (runs the controllers) now.
+func (s *Server) Leading() bool { return s.elector.Leading() }
+
+// Run serves HTTP on ln and takes part in the leader election until ctx
+// ends; then it shuts the server down (waiting up to 5s for calls in
+// flight), stops the controller, resigns and returns. It closes ln.
+func (s *Server) Run(ctx context.Context, ln net.Listener) error {
+	srv := &http.Server{Handler: s.mux, ReadHeaderTimeout: 10 * time.Second}
+	var wg sync.WaitGroup
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	wg.Go(func() {
+		_ = s.elector.Run(ctx, func(lctx context.Context, guard clientv3.Cmp) {
+			_ = s.ctrl.Run(lctx, guard)
+		})
+	})
+	errc := make(chan error, 1)
+	wg.Go(func() {
+		if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+			errc <- fmt.Errorf("control: serve: %w", err)
+			cancel()
+		}
+	})
+	<-ctx.Done()
+	sctx, scancel := context.WithTimeout(context.WithoutCancel(ctx), shutdownTimeout)
+	_ = srv.Shutdown(sctx)
+	scancel()
+	wg.Wait()
+	select {
+	case err := <-errc:
+		return err
+	default:
+		return nil
+	}
+}
+
+func (s *Server) routes() {
+	m := s.mux
+	m.HandleFunc("GET /{$}", s.page)
+	m.HandleFunc("GET /v1/services", s.services)
+	m.HandleFunc("GET /v1/rules/{service}", s.getRules)
+	m.HandleFunc("POST /v1/rules/{service}/validate", s.validate)
+	m.HandleFunc("PUT /v1/rules/{service}", s.write(s.putRules))
+	m.HandleFunc("POST /v1/rules/{service}/diff", s.diff)
+	m.HandleFunc("GET /v1/rules/{service}/history", s.history)
+	m.HandleFunc("POST /v1/rules/{service}/rollback", s.write(s.rollback))
+	m.HandleFunc("GET /v1/canaries", s.listCanaries)
+	m.HandleFunc("POST /v1/canaries/{service}", s.write(s.startCanary))
+	m.HandleFunc("GET /v1/canaries/{service}", s.getCanary)
+	m.HandleFunc("POST /v1/canaries/{service}/promote", s.write(s.promote))
+	m.HandleFunc("POST /v1/canaries/{service}/abort", s.write(s.abort))
+	m.HandleFunc("/v1/", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusNotFound, api.Error{Message: "no such endpoint: " + r.Method + " " + r.URL.Path, Code: api.CodeNotFound})
+	})
+}
+
+// write wraps a handler of a write call: it needs the bearer token.
+func (s *Server) write(h http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		tok, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+		if !ok || tok == "" {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="griddle"`)
+			writeJSON(w, http.StatusUnauthorized, api.Error{Message: "write calls need Authorization: Bearer <token>", Code: api.CodeUnauthorized})
+			return
+		}
+		// Comparing digests keeps the comparison constant-time whatever the length.
+		got := sha256.Sum256([]byte(tok))
+		if subtle.ConstantTimeCompare(got[:], s.token[:]) != 1 {
+			writeJSON(w, http.StatusForbidden, api.Error{Message: "the token is not valid", Code: api.CodeForbidden})
+			return
+		}
+		h(w, r)
+	}
+}
+
+func author(r *http.Request) string {
+	if a := r.Header.Get(api.AuthorHeader); a != "" {
+		return a
+	}
+	return "anonymous"
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	_ = enc.Encode(v)
+}
+
+// fail answers err as an api.Error. Errors users can act on keep their
+// (field-named) message; anything else is logged with an id, and only the
+// id is sent.
+func (s *Server) fail(w http.ResponseWriter, r *http.Request, err error) {
+	var (
+		fe       *routing.FieldError
+		conflict *rulestore.ConflictError
+	)
+	switch {
+	case errors.As(err, &conflict):
+		writeJSON(w, http.StatusConflict, api.Error{
+			Message: fmt.Sprintf("revision %d is stale: the rules of %s are at %d; get them again and re-apply", conflict.Expected, conflict.Service, conflict.Current),
+			Code:    api.CodeConflict, Revision: conflict.Current,
+		})
+	case errors.As(err, &fe):
+		writeJSON(w, http.StatusBadRequest, api.Error{Message: err.Error(), Code: api.CodeInvalid, Field: fe.Field})
+	case errors.Is(err, routing.ErrInvalid), errors.Is(err, canary.ErrInvalid), errors.Is(err, errBadRequest):
+		writeJSON(w, http.StatusBadRequest, api.Error{Message: err.Error(), Code: api.CodeInvalid, Field: fieldOf(err)})
+	case errors.Is(err, rulestore.ErrNotFound), errors.Is(err, canary.ErrNotFound):
+		writeJSON(w, http.StatusNotFound, api.Error{Message: err.Error(), Code: api.CodeNotFound})
+	case errors.Is(err, canary.ErrRunning):
+		writeJSON(w, http.StatusConflict, api.Error{Message: err.Error(), Code: api.CodeRunning})
+	case errors.Is(err, canary.ErrNotRunning):
+		writeJSON(w, http.StatusConflict, api.Error{Message: err.Error(), Code: api.CodeNotRunning})
+	case errors.Is(err, canary.ErrBusy), errors.Is(err, rulestore.ErrGuard):
+		writeJSON(w, http.StatusConflict, api.Error{Message: "concurrent changes; try again", Code: api.CodeBusy})
+	default:
+		id := newID()
+		s.log.Error("control: request failed", "id", id, "method", r.Method, "path", r.URL.Path, "err", err)
+		status, code, msg := http.StatusInternalServerError, api.CodeInternal, "internal error"
+		if errors.Is(err, context.DeadlineExceeded) {
+			status, code, msg = http.StatusServiceUnavailable, api.CodeUnavailable, "etcd did not answer in time"
+		}
+		writeJSON(w, status, api.Error{Message: msg + " (id " + id + ")", Code: code, ID: id})
+	}
+}
+
+// errBadRequest marks malformed requests (not documents).
+var errBadRequest = errors.New("bad request")
+
+// fieldOf extracts the field of a "...: field: problem" message of the
+// sentinels that do not carry a FieldError.
+func fieldOf(err error) string {
+	msg := err.Error()
+	for _, p := range []string{canary.ErrInvalid.Error() + ": ", routing.ErrInvalid.Error() + ": ", errBadRequest.Error() + ": "} {
+		if rest, ok := strings.CutPrefix(msg, p); ok {
+			if f, _, ok := strings.Cut(rest, ":"); ok && !strings.ContainsAny(f, " \"") {
+				return f
+			}
+		}
+	}
+	return ""
+}
+
+func newID() string {
+	var b [6]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+func reqCtx(r *http.Request) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(r.Context(), requestTimeout)
+}
+
+// document reads a YAML or JSON document from the body with routing.Parse
+// (which validates it) and checks it names the service of the URL.
+func document(r *http.Request) (*routing.Document, error) {
+	b, err := io.ReadAll(http.MaxBytesReader(nil, r.Body, maxBody))
+	if err != nil {
+		return nil, fmt.Errorf("%w: body: %w", errBadRequest, err)
+	}
+	doc, err := routing.Parse(b)
+	if err != nil {
+		return nil, err
+	}
+	if svc := r.PathValue("service"); doc.Service != svc {
+		return nil, &routing.FieldError{Field: "service", Problem: fmt.Sprintf("%q, but the URL names %q", doc.Service, svc)}
+	}
+	return doc, nil
+}
+
+// revisionOf reads the expected revision from If-Match or ?revision=
+// (absent: 0, i.e. the rules must not exist yet).
+func revisionOf(r *http.Request) (int64, error) {
+	v := r.URL.Query().Get("revision")
+	if h := r.Header.Get("If-Match"); h != "" {
+		v = strings.Trim(strings.TrimPrefix(h, "W/"), `"`)
+	}
+	if v == "" {
+		return 0, nil
+	}
+	n, err := strconv.ParseInt(v, 10, 64)
+	if err != nil || n < 0 {
+		return 0, fmt.Errorf("%w: revision: %q is not a revision number", errBadRequest, v)
+	}
+	return n, nil
+}
+
+func rulesOf(service string, e rulestore.Entry) (api.Rules, error) {
+	y, err := rulestore.Canonical(e.Document)
+	if err != nil {
+		return api.Rules{}, err
+	}
+	return api.Rules{Service: service, Revision: e.Revision, Document: e.Document, YAML: string(y),
+		AppliedAt: e.AppliedAt, Author: e.Author, Comment: e.Comment}, nil
+}
+
+func (s *Server) getRules(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel := reqCtx(r)
+	defer cancel()
+	svc := r.PathValue("service")
+	e, err := s.rules.Get(ctx, svc)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	out, err := rulesOf(svc, e)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	w.Header().Set("ETag", strconv.Quote(strconv.FormatInt(e.Revision, 10)))
+	writeJSON(w, http.StatusOK, out)
+}
+
+func (s *Server) validate(w http.ResponseWriter, r *http.Request) {
+	doc, err := document(r)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	out, err := rulesOf(doc.Service, rulestore.Entry{Document: doc})
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+func (s *Server) putRules(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel := reqCtx(r)
+	defer cancel()
+	expect, err := revisionOf(r)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	doc, err := document(r)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	rev, err := s.rules.Apply(ctx, doc, expect, author(r), rulestore.WithComment(r.URL.Query().Get("comment")))
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, api.Applied{Service: doc.Service, Revision: rev, Previous: expect})
+}
+
+func (s *Server) diff(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel := reqCtx(r)
+	defer cancel()
+	doc, err := document(r)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	cur, err := s.rules.Get(ctx, doc.Service)
+	if err != nil && !errors.Is(err, rulestore.ErrNotFound) {
+		s.fail(w, r, err)
+		return
+	}
+	d, err := rulestore.Diff(cur.Document, doc)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, api.Diff{Service: doc.Service, Revision: cur.Revision, Diff: d})
+}
+
+func (s *Server) history(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel := reqCtx(r)
+	defer cancel()
+	limit := 20
+	if v := r.URL.Query().Get("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 0 {
+			s.fail(w, r, fmt.Errorf("%w: limit: %q is not a count", errBadRequest, v))
+			return
+		}
+		limit = n
+	}
+	svc := r.PathValue("service")
+	h, err := s.rules.History(ctx, svc, limit)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, api.History{Service: svc, Entries: h})
+}
+
+func (s *Server) rollback(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel := reqCtx(r)
+	defer cancel()
+	to, err := strconv.ParseInt(r.URL.Query().Get("to"), 10, 64)
+	if err != nil || to <= 0 {
+		s.fail(w, r, fmt.Errorf("%w: to: %q is not a revision number", errBadRequest, r.URL.Query().Get("to")))
+		return
+	}
+	expect, err := revisionOf(r)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	svc := r.PathValue("service")
+	rev, err := s.rules.Rollback(ctx, svc, to, expect, author(r))
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, api.Applied{Service: svc, Revision: rev, Previous: expect})
+}
+
+func (s *Server) listCanaries(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel := reqCtx(r)
+	defer cancel()
+	all, err := s.canaries.List(ctx)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, all)
+}
+
+func (s *Server) getCanary(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel := reqCtx(r)
+	defer cancel()
+	c, err := s.canaries.Get(ctx, r.PathValue("service"))
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, c)
+}
+
+func (s *Server) startCanary(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel := reqCtx(r)
+	defer cancel()
+	var spec canary.Spec
+	dec := json.NewDecoder(http.MaxBytesReader(nil, r.Body, maxBody))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&spec); err != nil {
+		s.fail(w, r, fmt.Errorf("%w: body: %w", errBadRequest, err))
+		return
+	}
+	if svc := r.PathValue("service"); spec.Service == "" {
+		spec.Service = svc
+	} else if spec.Service != svc {
+		s.fail(w, r, fmt.Errorf("%w: service: %q, but the URL names %q", canary.ErrInvalid, spec.Service, svc))
+		return
+	}
+	c, err := s.canaries.Start(ctx, spec, author(r))
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusCreated, c)
+}
+
+func (s *Server) promote(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel := reqCtx(r)
+	defer cancel()
+	c, err := s.canaries.Promote(ctx, r.PathValue("service"), author(r))
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, c)
+}
+
+func (s *Server) abort(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel := reqCtx(r)
+	defer cancel()
+	c, err := s.canaries.Abort(ctx, r.PathValue("service"), author(r))
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, c)
+}

@@ -1,0 +1,158 @@
+package control
+
+import (
+	"cmp"
+	"context"
+	"encoding/json"
+	"fmt"
+	"html/template"
+	"maps"
+	"net/http"
+	"slices"
+	"strings"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/griddle-mesh/griddle/control/api"
+	"github.com/griddle-mesh/griddle/control/rulestore"
+	"github.com/griddle-mesh/griddle/internal/discovery"
+	"github.com/griddle-mesh/griddle/internal/routing"
+)
+
+// Status reads the state of the mesh from etcd: services with their rules
+// revision, versions and instances, the edges, and the leader. Instances,
+// edges and rules are read in one transaction, so "behind" compares
+// numbers of the same moment.
+func (s *Server) Status(ctx context.Context) (api.Services, error) {
+	resp, err := s.cli.Txn(ctx).Then(
+		clientv3.OpGet(discovery.InstancesPrefix(s.prefix), clientv3.WithPrefix()),
+		clientv3.OpGet(discovery.EdgesPrefix(s.prefix), clientv3.WithPrefix()),
+		clientv3.OpGet(rulestore.RulesPrefix(s.prefix), clientv3.WithPrefix()),
+	).Commit()
+	if err != nil {
+		return api.Services{}, fmt.Errorf("control: status: %w", err)
+	}
+	out := api.Services{Revision: resp.Header.Revision}
+	svcs := map[string]*api.Service{}
+	get := func(name string) *api.Service {
+		if svcs[name] == nil {
+			svcs[name] = &api.Service{Name: name}
+		}
+		return svcs[name]
+	}
+	var maxRule int64
+	for _, kv := range resp.Responses[2].GetResponseRange().Kvs {
+		name, ok := rulestore.ServiceOfKey(s.prefix, string(kv.Key))
+		if !ok {
+			continue
+		}
+		sv := get(name)
+		sv.RuleRevision = kv.ModRevision
+		maxRule = max(maxRule, kv.ModRevision)
+		var doc routing.Document
+		if json.Unmarshal(kv.Value, &doc) == nil && len(doc.Versions) > 0 {
+			sv.Weights = doc.Versions[len(doc.Versions)-1].To
+		}
+	}
+	for _, kv := range resp.Responses[0].GetResponseRange().Kvs {
+		var in discovery.Instance
+		if json.Unmarshal(kv.Value, &in) != nil || in.Service == "" {
+			continue
+		}
+		sv := get(in.Service)
+		i := slices.IndexFunc(sv.Versions, func(v api.Version) bool { return v.Name == in.Version })
+		if i < 0 {
+			sv.Versions = append(sv.Versions, api.Version{Name: in.Version})
+			i = len(sv.Versions) - 1
+		}
+		sv.Versions[i].Instances = append(sv.Versions[i].Instances, api.Instance{Instance: in})
+	}
+	for _, kv := range resp.Responses[1].GetResponseRange().Kvs {
+		var e discovery.Edge
+		if json.Unmarshal(kv.Value, &e) != nil {
+			continue
+		}
+		// An edge's revision is that of its view of all rules, so it is
+		// behind when it is older than the newest rules of any service.
+		out.Edges = append(out.Edges, api.Edge{Edge: e, Behind: e.RuleRevision < maxRule})
+	}
+	if cs, err := s.canaries.List(ctx); err == nil {
+		for i := range cs {
+			get(cs[i].Service).Canary = &cs[i]
+		}
+	}
+	for _, sv := range svcs {
+		slices.SortFunc(sv.Versions, func(a, b api.Version) int { return cmp.Compare(a.Name, b.Name) })
+		for vi := range sv.Versions {
+			for ii := range sv.Versions[vi].Instances {
+				in := &sv.Versions[vi].Instances[ii]
+				in.Behind = in.RuleRevision < sv.RuleRevision
+			}
+		}
+		out.Services = append(out.Services, *sv)
+	}
+	slices.SortFunc(out.Services, func(a, b api.Service) int { return cmp.Compare(a.Name, b.Name) })
+	out.Leader, _ = s.elector.Leader(ctx)
+	return out, nil
+}
+
+func (s *Server) services(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel := reqCtx(r)
+	defer cancel()
+	st, err := s.Status(ctx)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, st)
+}
+
+var pageTemplate = template.Must(template.New("page").Funcs(template.FuncMap{
+	"since": func(t time.Time) string {
+		if t.IsZero() {
+			return ""
+		}
+		return time.Since(t).Round(time.Second).String()
+	},
+	"weights": func(m map[string]int) string {
+		var parts []string
+		for _, k := range slices.Sorted(maps.Keys(m)) {
+			parts = append(parts, fmt.Sprintf("%s %d%%", k, m[k]))
+		}
+		return strings.Join(parts, ", ")
+	},
+}).Parse(`<!doctype html>
+<html><head><meta charset="utf-8"><title>Griddle control</title>
+<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse;margin-bottom:1.5em}td,th{border:1px solid #ccc;padding:.3em .6em;text-align:left}.behind{color:#b00}</style>
+</head><body>
+<h1>Griddle</h1>
+<p>Leader: {{if .Leader}}{{.Leader}}{{else}}none{{end}} · etcd revision {{.Revision}}</p>
+{{range .Services}}
+<h2>{{.Name}}</h2>
+<p>Rules revision: {{if .RuleRevision}}{{.RuleRevision}}{{else}}none{{end}}{{with .Weights}} · default route: {{weights .}}{{end}}
+{{with .Canary}} · canary {{.From}} → {{.To}}: {{.State}}, {{.Weight}}%{{if .Reason}} ({{.Reason}}){{end}}{{end}}</p>
+<table><tr><th>version</th><th>instance</th><th>address</th><th>up for</th><th>rules revision</th></tr>
+{{range $v := .Versions}}{{range .Instances}}<tr><td>{{$v.Name}}</td><td>{{.ID}}</td><td>{{.Address}}</td><td>{{since .Started}}</td><td{{if .Behind}} class="behind"{{end}}>{{.RuleRevision}}{{if .Behind}} (behind){{end}}</td></tr>
+{{end}}{{else}}<tr><td colspan="5">no instances</td></tr>{{end}}</table>
+{{else}}<p>No services.</p>{{end}}
+<h2>Edges</h2>
+<table><tr><th>edge</th><th>address</th><th>up for</th><th>rules revision</th></tr>
+{{range .Edges}}<tr><td>{{.ID}}</td><td>{{.Address}}</td><td>{{since .Started}}</td><td{{if .Behind}} class="behind"{{end}}>{{.RuleRevision}}{{if .Behind}} (behind){{end}}</td></tr>
+{{else}}<tr><td colspan="4">no edges registered</td></tr>{{end}}</table>
+</body></html>
+`))
+
+func (s *Server) page(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel := reqCtx(r)
+	defer cancel()
+	st, err := s.Status(ctx)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	w.Header().Set("Content-Type", "text/html; charset=utf-8")
+	if err := pageTemplate.Execute(w, st); err != nil {
+		s.log.Warn("control: status page", "err", err)
+	}
+}
