@@ -166,9 +166,16 @@ func (m *Mesh) Direct(service string) *Proc {
 	return p
 }
 
-func (m *Mesh) start(name string, args ...string) *Proc {
+// Griddle starts the griddle binary with args, as name in logs; the
+// caller waits for it to be ready.
+func (m *Mesh) Griddle(name string, args ...string) *Proc {
 	m.t.Helper()
 	return m.startBinary(name, m.Bin.Griddle, nil, args...)
+}
+
+func (m *Mesh) start(name string, args ...string) *Proc {
+	m.t.Helper()
+	return m.Griddle(name, args...)
 }
 
 func (m *Mesh) startBinary(name, path string, env []string, args ...string) *Proc {

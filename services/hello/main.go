@@ -1,7 +1,8 @@
 // Command hello is an example Griddle handler used by the SDK's tests and
 // as a target for other services' outbound calls.
 //
-//	GET  /hello/greet?name=X   200 "hello, X"; X-Seen-Deadline: ctx deadline (Unix ns) or "none"
+//	GET  /hello/greet?name=X   200 "hello, X"; X-Seen-Deadline: ctx deadline (Unix ns) or "none";
+//	                           500 for a share of requests when started with -fail-rate
 //	*    /hello/echo           echoes body, Content-Type, X-Test-* headers, method, query, path
 //	GET  /hello/sleep?ms=N     returns after N ms or when the request is cancelled
 //	GET  /hello/pid            the process id
@@ -9,7 +10,9 @@
 package main
 
 import (
+	"flag"
 	"io"
+	"math/rand/v2"
 	"net/http"
 	"os"
 	"strconv"
@@ -20,12 +23,20 @@ import (
 )
 
 func main() {
-	plugins.Serve(newMux())
+	failRate := flag.Float64("fail-rate", 0, "share of greetings answered with 500, to rehearse a bad release (0 to 1)")
+	flag.Parse()
+	plugins.Serve(newMux(*failRate))
 }
 
-func newMux() *http.ServeMux {
+func newMux(failRate float64) *http.ServeMux {
 	mux := http.NewServeMux()
-	mux.HandleFunc("GET /hello/greet", greet)
+	mux.HandleFunc("GET /hello/greet", func(w http.ResponseWriter, r *http.Request) {
+		if failRate > 0 && rand.Float64() < failRate {
+			http.Error(w, "failing on purpose (-fail-rate)", http.StatusInternalServerError)
+			return
+		}
+		greet(w, r)
+	})
 	mux.HandleFunc("/hello/echo", echo)
 	mux.HandleFunc("GET /hello/sleep", sleep)
 	mux.HandleFunc("GET /hello/pid", pid)
