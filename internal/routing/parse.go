@@ -11,11 +11,11 @@ import (
 	"strings"
 	"time"
 
-	// The YAML 1.2 parser (go.yaml.in/yaml/v3, re-exported by sigs.k8s.io/yaml).
-	// sigs.k8s.io/yaml.YAMLToJSON is not used: it parses YAML 1.1, where the
-	// key "on" (retries.on) and version names such as "y" or "no" turn into
-	// the key "true" or "false", and it gives no field paths.
-	yaml "sigs.k8s.io/yaml/goyaml.v3"
+	// YAML 1.2, read as a node tree. sigs.k8s.io/yaml.YAMLToJSON is not used:
+	// it parses YAML 1.1, where the key "on" (retries.on) and version names
+	// such as "y" or "no" become the key "true" or "false", repeated keys
+	// pass silently, and errors carry no field path.
+	"go.yaml.in/yaml/v3"
 )
 
 // MaxDocumentSize bounds the input Parse accepts, in bytes.
@@ -151,8 +151,6 @@ func jsonNode(dec *json.Decoder, depth int) (*yaml.Node, error) {
 	}
 }
 
-var durationType = reflect.TypeFor[Duration]()
-
 // converter turns a node tree into JSON values shaped like a Go type,
 // collecting a FieldError for each node that does not fit.
 type converter struct {
@@ -191,7 +189,7 @@ func (c *converter) value(path string, n *yaml.Node, t reflect.Type, nullable bo
 		t = t.Elem()
 	}
 	switch {
-	case t == durationType:
+	case t == reflect.TypeFor[Duration]():
 		if n.Kind != yaml.ScalarNode {
 			c.addf(path, "want a duration such as \"250ms\"")
 			return nil
@@ -310,7 +308,7 @@ func want(t reflect.Type) string {
 		t = t.Elem()
 	}
 	switch {
-	case t == durationType:
+	case t == reflect.TypeFor[Duration]():
 		return "a duration such as \"250ms\""
 	case t.Kind() == reflect.Struct, t.Kind() == reflect.Map:
 		return "a mapping"

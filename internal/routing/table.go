@@ -103,6 +103,9 @@ func (t *Table) Service(name string) *Service { return t.services[name] }
 // to: the one whose http route has the longest pathPrefix that path starts
 // with, among routes whose methods allow method. ok is false if none does.
 func (t *Table) Route(path, method string) (service string, ok bool) {
+	if method == "" {
+		method = http.MethodGet // as in net/http
+	}
 	bit := methodBit(method)
 	for i := range t.routes {
 		r := &t.routes[i]

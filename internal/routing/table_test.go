@@ -56,6 +56,7 @@ func TestRoute(t *testing.T) {
 		{"unknown method only where all methods allowed", "/api/profiles/1", "PROPFIND", "api"},
 		{"method list", "/v0/x", "POST", "api"},
 		{"method list refuses", "/v0/x", "GET", ""},
+		{"empty method is GET", "/api/profiles/1", "", "profiles"},
 		{"no route", "/other", "GET", ""},
 		{"prefix is not a path segment match", "/api", "GET", ""},
 	} {
@@ -400,6 +401,7 @@ func BenchmarkDecide(b *testing.B) {
 			b.ReportAllocs()
 			for b.Loop() {
 				rc.StickyKey = ""
+				delete(rc.Experiments, "exp") // decide afresh, not by the assignment just made
 				s.Decide(r, rc)
 			}
 		})
