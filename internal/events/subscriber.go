@@ -575,23 +575,3 @@ func (t *topicRun) saveCursor(ctx context.Context, cursor uint64) error {
 	}
 	return nil
 }
-
-// CursorTx returns the cursor of subscriber on (publisher, topic) as stored
-// in tx's key space: the last Seq it delivered and saved, 0 if none.
-func CursorTx(tx store.ReadTx, subscriber, publisher, topic string) (uint64, error) {
-	if !ValidName(subscriber) {
-		return 0, fmt.Errorf("%w: subscriber %q", ErrInvalid, subscriber)
-	}
-	if err := checkNames(publisher, topic); err != nil {
-		return 0, err
-	}
-	v, err := tx.Get(cursorKey(subscriber, publisher, topic))
-	if err != nil {
-		return 0, fmt.Errorf("events: cursor %s %s/%s: %w", subscriber, publisher, topic, err)
-	}
-	c, err := decodeSeq(v)
-	if err != nil {
-		return 0, fmt.Errorf("events: cursor %s %s/%s: %w", subscriber, publisher, topic, err)
-	}
-	return c, nil
-}
