@@ -6,7 +6,11 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"os"
 	"time"
+
+	"github.com/griddle-mesh/griddle/internal/pluginproto"
+	"github.com/griddle-mesh/griddle/plugins/store"
 )
 
 // Errors returned by the Mesh client. Calls fail with an error wrapping one
@@ -28,7 +32,9 @@ const meshMaxConnsPerService = 64
 // the state store and event publishing belong here too. It is safe for
 // concurrent use and lives as long as the process.
 type MeshAPI struct {
-	client *http.Client
+	client  *http.Client
+	store   store.Store
+	service string // the service this handler serves, as events name their publisher
 }
 
 // Mesh returns the mesh of the process serving the request that ctx belongs
@@ -68,8 +74,14 @@ func newMesh(path string) *MeshAPI {
 			DisableCompression:  true,
 		}
 	}
-	return &MeshAPI{client: &http.Client{Transport: t}}
+	c := &http.Client{Transport: t}
+	return &MeshAPI{client: c, store: store.New(c), service: os.Getenv(pluginproto.EnvService)}
 }
+
+// Store returns the state store of this handler's service: serializable
+// transactions over its own key space, held by the sidecar. See package
+// plugins/store.
+func (m *MeshAPI) Store() store.Store { return m.store }
 
 // meshTransport sends requests to the sidecar's mesh socket, adding the
 // propagated headers. A nil base means no sidecar.

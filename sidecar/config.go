@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/url"
 	"os"
 	"strings"
@@ -37,6 +38,13 @@ type Config struct {
 	DrainGrace      time.Duration // after deregistering, time for edges to notice (500ms)
 	DrainTimeout    time.Duration // for in-flight work to finish (10s)
 	OutboundTimeout time.Duration // default deadline of outbound calls without one (10s)
+
+	// Subscriptions deliver other services' events to the handler (they
+	// need a store).
+	Subscriptions []Subscription
+	// EventsListen is the mangos URL of the PUB socket announcing the
+	// events this service publishes ("": tcp on Listen's host, any port).
+	EventsListen string
 
 	Admin  string // host:port for /healthz and /status; "" disables
 	Prefix string // etcd key prefix (discovery.DefaultPrefix)
@@ -73,6 +81,11 @@ func (c Config) Validate() error {
 			return fmt.Errorf("sidecar: --http-prefix[%d]: %q must start with /", i, p)
 		}
 	}
+	for i, sub := range c.Subscriptions {
+		if sub.Path == "" || !strings.HasPrefix(sub.Path, "/") || sub.Publisher == "" || sub.Topic == "" {
+			return fmt.Errorf("sidecar: --subscribe[%d]: want PUBLISHER/TOPIC=/PATH", i)
+		}
+	}
 	if c.Concurrency < 0 || c.MaxBodyBytes < 0 {
 		return errors.New("sidecar: --concurrency, --max-body-bytes: must not be negative")
 	}
@@ -107,6 +120,12 @@ func (c *Config) setDefaults() {
 	def(&c.DrainGrace, 500*time.Millisecond)
 	def(&c.DrainTimeout, 10*time.Second)
 	def(&c.OutboundTimeout, 10*time.Second)
+	if c.EventsListen == "" {
+		c.EventsListen = "tcp://127.0.0.1:0"
+		if u, err := url.Parse(c.Listen); err == nil && u.Scheme == "tcp" && u.Hostname() != "" {
+			c.EventsListen = "tcp://" + net.JoinHostPort(u.Hostname(), "0")
+		}
+	}
 	if c.Prefix == "" {
 		c.Prefix = discovery.DefaultPrefix
 	}

@@ -29,11 +29,17 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/griddle-mesh/griddle/internal/discovery"
+	"github.com/griddle-mesh/griddle/internal/events"
 	"github.com/griddle-mesh/griddle/internal/gateway"
 	"github.com/griddle-mesh/griddle/internal/metrics"
 	"github.com/griddle-mesh/griddle/internal/pluginhost"
+	"github.com/griddle-mesh/griddle/internal/pluginproto"
 	"github.com/griddle-mesh/griddle/internal/routing"
+	"github.com/griddle-mesh/griddle/internal/store"
+	"github.com/griddle-mesh/griddle/internal/store/storehttp"
 	"github.com/griddle-mesh/griddle/internal/wire"
+	"github.com/griddle-mesh/griddle/plugins"
+	pluginstore "github.com/griddle-mesh/griddle/plugins/store"
 )
 
 // Sidecar is one running instance of a service. Create it with New, run it
@@ -61,11 +67,15 @@ type Deps struct {
 	// Catalog is discovery's view: etcd's status and the routing rules
 	// that outbound calls follow (optional: without it, no rules).
 	Catalog Catalog
+	// Store is where the service's state and events live (optional:
+	// without it the handler's store and publishing calls fail).
+	Store store.Backend
 }
 
 // Catalog is what the sidecar reads of discovery (discovery.Catalog).
 type Catalog interface {
 	Status() discovery.Status
+	Instances(service string) []discovery.Instance
 	Rules() *routing.Table
 	Changed() <-chan struct{}
 }
@@ -127,7 +137,28 @@ func (s *Sidecar) Run(ctx context.Context) error {
 		meshLn.Close()
 		return err
 	}
-	meshSrv := &http.Server{Handler: gw, ReadHeaderTimeout: 5 * time.Second}
+	meshHandler := http.Handler(gw)
+	var pub *events.Publisher
+	if s.deps.Store != nil {
+		own, err := s.deps.Store.Space(s.cfg.Service)
+		if err != nil {
+			meshLn.Close()
+			return fmt.Errorf("sidecar: store: %w", err)
+		}
+		storeSrv := storehttp.NewServer(s.deps.Store, storehttp.WithSpace(s.cfg.Service), storehttp.WithLogger(s.log))
+		defer storeSrv.Close()
+		pub, err = events.NewPublisher(events.PublisherConfig{Name: s.cfg.Service, Log: own, Listen: s.cfg.EventsListen, Logger: s.log})
+		if err != nil {
+			meshLn.Close()
+			return fmt.Errorf("sidecar: --events-listen: %w", err)
+		}
+		defer pub.Close()
+		meshHandler = byHost(map[string]http.Handler{
+			pluginstore.Host:   storeSrv,
+			plugins.EventsHost: s.eventsHandler(pub),
+		}, gw)
+	}
+	meshSrv := &http.Server{Handler: meshHandler, ReadHeaderTimeout: 5 * time.Second}
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	wg.Go(func() { _ = meshSrv.Serve(meshLn) })
@@ -138,6 +169,7 @@ func (s *Sidecar) Run(ctx context.Context) error {
 		Path:       s.cfg.Plugin,
 		Args:       s.cfg.PluginArgs,
 		MeshSocket: meshSocket,
+		Env:        []string{pluginproto.EnvService + "=" + s.cfg.Service},
 		Logger:     s.log,
 		MaxConns:   s.cfg.Concurrency,
 	})
@@ -192,6 +224,9 @@ func (s *Sidecar) Run(ctx context.Context) error {
 	if s.cfg.Admin != "" {
 		in.Admin = s.cfg.Admin
 	}
+	if pub != nil {
+		in.Events = pub.Addr()
+	}
 	reg, err := discovery.Register(ctx, s.deps.Etcd, s.cfg.Prefix, in, s.cfg.TTL, s.log)
 	if err != nil {
 		sock.Close()
@@ -213,6 +248,11 @@ func (s *Sidecar) Run(ctx context.Context) error {
 			adminSrv = &http.Server{Handler: s.adminHandler(), ReadHeaderTimeout: 5 * time.Second}
 			wg.Go(func() { _ = adminSrv.Serve(aln) })
 		}
+	}
+	if s.deps.Store != nil && len(s.cfg.Subscriptions) > 0 {
+		sctx, scancel := context.WithCancel(ctx)
+		defer scancel()
+		wg.Go(func() { s.subscribe(sctx, s.deps.Store) })
 	}
 	if c := s.deps.Catalog; c != nil {
 		tctx, tcancel := context.WithCancel(ctx)
@@ -402,6 +442,18 @@ func replyStatus(r *wire.Reply) int {
 	default:
 		return http.StatusBadGateway
 	}
+}
+
+// byHost sends requests for the named hosts to their handlers, the rest to
+// fallback.
+func byHost(hosts map[string]http.Handler, fallback http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if h, ok := hosts[r.Host]; ok {
+			h.ServeHTTP(w, r)
+			return
+		}
+		fallback.ServeHTTP(w, r)
+	})
 }
 
 // resolveHost names the service of a handler's outbound call: the host of

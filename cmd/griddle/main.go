@@ -133,8 +133,10 @@ func edgeCmd(g *globals) *cobra.Command {
 
 func sidecarCmd(g *globals) *cobra.Command {
 	var (
-		cfg  sidecar.Config
-		etcd etcdFlags
+		cfg       sidecar.Config
+		etcd      etcdFlags
+		storeSpec string
+		subs      []string
 	)
 	cmd := &cobra.Command{
 		Use:   "sidecar",
@@ -146,15 +148,25 @@ func sidecarCmd(g *globals) *cobra.Command {
 				return err
 			}
 			cfg.Logger = log
+			for i, s := range subs {
+				sub, err := sidecar.ParseSubscription(s)
+				if err != nil {
+					return fmt.Errorf("--subscribe[%d]: %w", i, err)
+				}
+				cfg.Subscriptions = append(cfg.Subscriptions, sub)
+			}
 			if err := cfg.Validate(); err != nil {
 				return err
+			}
+			if len(cfg.Subscriptions) > 0 && storeSpec == "" {
+				return errors.New("--subscribe needs --store: cursors and logs live in the store")
 			}
 			m, err := launch.Connect(cmd.Context(), etcd.list(), etcd.prefix, log)
 			if err != nil {
 				return err
 			}
 			defer m.Close()
-			return launch.Sidecar(cmd.Context(), m, cfg)
+			return launch.Sidecar(cmd.Context(), m, cfg, storeSpec)
 		},
 	}
 	f := cmd.Flags()
@@ -170,7 +182,46 @@ func sidecarCmd(g *globals) *cobra.Command {
 	f.DurationVar(&cfg.TTL, "ttl", 5*time.Second, "registration lease; a killed sidecar leaves the endpoint set within it")
 	f.DurationVar(&cfg.DrainTimeout, "drain-timeout", 10*time.Second, "time for in-flight work to finish on stop")
 	f.StringVar(&cfg.Admin, "admin", "", "address for /status and /healthz (empty: none)")
+	f.StringVar(&storeSpec, "store", "", "the service's state: badger:DIR (this process only), http://HOST:PORT (griddle store) or fdb:CLUSTER_FILE")
+	f.StringArrayVar(&subs, "subscribe", nil, "deliver another service's events to the handler: PUBLISHER/TOPIC=/PATH (repeatable)")
+	f.StringVar(&cfg.EventsListen, "events-listen", "", "mangos URL announcing this service's events (default: --listen's host, any port)")
 	etcd.add(cmd)
+	return cmd
+}
+
+func storeCmd(g *globals) *cobra.Command {
+	var listen, dir string
+	cmd := &cobra.Command{
+		Use:   "store",
+		Short: "Serve an embedded store (Badger) to the sidecars of this machine",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			log, err := g.logger()
+			if err != nil {
+				return err
+			}
+			return launch.StoreServer(cmd.Context(), listen, dir, log)
+		},
+	}
+	cmd.Flags().StringVar(&listen, "listen", "127.0.0.1:7400", "address sidecars reach it at (--store http://ADDRESS)")
+	cmd.Flags().StringVar(&dir, "dir", ".griddle/store", "directory of the database")
+	return cmd
+}
+
+func seedCmd(*globals) *cobra.Command {
+	var edge string
+	var count, batch int
+	cmd := &cobra.Command{
+		Use:   "seed",
+		Short: "Load example profiles through the edge (for demos and benchmarks)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return launch.SeedProfiles(cmd.Context(), strings.TrimSuffix(edge, "/"), count, batch, cmd.OutOrStdout())
+		},
+	}
+	cmd.Flags().StringVar(&edge, "edge", "http://127.0.0.1:8080", "the edge's URL")
+	cmd.Flags().IntVar(&count, "count", 100000, "profiles to load (ids 1..count)")
+	cmd.Flags().IntVar(&batch, "batch", 500, "profiles per bulk import (1..1000)")
 	return cmd
 }
 

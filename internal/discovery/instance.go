@@ -23,6 +23,9 @@ type Instance struct {
 	// Admin is the host:port of the sidecar's admin server, which serves
 	// Prometheus text at /metrics ("" if it has none).
 	Admin string `json:"admin,omitempty"`
+	// Events is the mangos URL of the sidecar's PUB socket, where it
+	// announces the events its service publishes ("" if none).
+	Events string `json:"events,omitempty"`
 }
 
 // Exposure says which HTTP paths the edge sends to a service. It is stored

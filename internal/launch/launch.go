@@ -102,10 +102,18 @@ func Edge(ctx context.Context, m *Mesh, cfg edge.Config) error {
 	return e.Run(ctx)
 }
 
-// Sidecar runs a sidecar on m until ctx is done, then drains it.
-func Sidecar(ctx context.Context, m *Mesh, cfg sidecar.Config) error {
+// Sidecar runs a sidecar on m until ctx is done, then drains it. storeSpec
+// is its --store (see OpenStore).
+func Sidecar(ctx context.Context, m *Mesh, cfg sidecar.Config, storeSpec string) error {
 	cfg.Prefix = m.Prefix
-	s, err := sidecar.New(cfg, sidecar.Deps{Etcd: m.Etcd, Dispatcher: m.Dispatcher, Catalog: m.Catalog})
+	st, err := OpenStore(ctx, storeSpec, m.log)
+	if err != nil {
+		return err
+	}
+	if st != nil {
+		defer st.Close()
+	}
+	s, err := sidecar.New(cfg, sidecar.Deps{Etcd: m.Etcd, Dispatcher: m.Dispatcher, Catalog: m.Catalog, Store: st})
 	if err != nil {
 		return err
 	}

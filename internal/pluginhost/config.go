@@ -25,6 +25,9 @@ type Config struct {
 	Path string
 	// Args are passed to the handler after its name.
 	Args []string
+	// Env is added to the handler's environment (KEY=value), after the
+	// sidecar's own.
+	Env []string
 	// MeshSocket is the unix socket path where the sidecar serves the
 	// handler's outbound calls; the handler receives it as
 	// GRIDDLE_MESH_SOCKET. Empty: the handler's outbound calls fail.

@@ -336,6 +336,7 @@ func (h *Host) launch(ctx context.Context) (*proc, error) {
 		// Close removes it even after the handler was killed.
 		plugin.EnvUnixSocketDir+"="+dir,
 	)
+	cmd.Env = append(cmd.Env, h.cfg.Env...)
 	cmd.SysProcAttr = sysProcAttr()
 
 	base := filepath.Base(h.cfg.Path)

@@ -16,6 +16,9 @@ const (
 	// EnvMeshSocket names the unix socket on which the sidecar serves the
 	// handler's outbound calls to other services.
 	EnvMeshSocket = "GRIDDLE_MESH_SOCKET"
+	// EnvService names the service the handler serves: it publishes events
+	// under that name.
+	EnvService = "GRIDDLE_SERVICE"
 )
 
 // PluginName is the single plugin a handler process serves.

@@ -1,0 +1,150 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/griddle-mesh/griddle/internal/bench"
+)
+
+// benchCmd is `griddle bench`: open-loop load against the mesh and its
+// baselines, all started and stopped by the bench on 127.0.0.1.
+func benchCmd(g *globals) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "bench",
+		Short: "Measure the mesh against a direct net/http server and nginx, open-loop, on this machine",
+		Long: `Measure the mesh against a direct net/http server and nginx, open-loop (fixed arrival
+rate), on this machine. The bench builds the example handlers, starts each target on
+127.0.0.1 itself, runs the load, stops the targets and writes results.json and
+latency.svg into --out.
+
+Targets: direct (the handler alone under net/http), nginx (nginx as a reverse proxy in
+front of a direct server; skipped when nginx is not installed), mesh (griddle up: edge →
+sidecar → handler). Scenarios: static (hello's greeting), profile (a random profile of
+1..--profiles per request).`,
+		Args: cobra.NoArgs,
+	}
+	cmd.AddCommand(benchRunCmd(g, false), benchRunCmd(g, true), benchServeDirectCmd(g))
+	return cmd
+}
+
+// benchRunCmd is `griddle bench run`, or with sweep `griddle bench sweep`.
+func benchRunCmd(g *globals, sweep bool) *cobra.Command {
+	var (
+		cfg     bench.Config
+		targets string
+		rates   string
+		p99     time.Duration
+	)
+	cmd := &cobra.Command{
+		Use:   "run",
+		Short: "Run every target at every rate, interleaved, and report latency, errors and CPU",
+		Example: `  griddle bench run --scenario static --targets direct,nginx,mesh --rates 1000,2000 --duration 10s --out bench-out
+  griddle bench run --scenario profile --rates 1000,2000,5000 --repeat 3 --out bench-out`,
+		Args: cobra.NoArgs,
+	}
+	if sweep {
+		cmd.Use = "sweep"
+		cmd.Short = "Find each target's sustainable rate (p99 and error bar), then optionally overload it"
+		cmd.Example = `  griddle bench sweep --scenario profile --targets direct,nginx,mesh --duration 5s --budget 60s --overload 2 --out bench-out`
+	}
+	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
+		log, err := g.logger()
+		if err != nil {
+			return err
+		}
+		cfg.Logger = log
+		cfg.Stdout = cmd.OutOrStdout()
+		cfg.CommandLine = os.Args
+		cfg.P99Target = p99
+		for _, t := range strings.Split(targets, ",") {
+			if t = strings.TrimSpace(t); t != "" {
+				cfg.Targets = append(cfg.Targets, t)
+			}
+		}
+		if !sweep {
+			for _, r := range strings.Split(rates, ",") {
+				n, err := strconv.Atoi(strings.TrimSpace(r))
+				if err != nil {
+					return fmt.Errorf("--rates %q: %w", rates, err)
+				}
+				cfg.Rates = append(cfg.Rates, n)
+			}
+		}
+		if cfg.Griddle, err = os.Executable(); err != nil {
+			return fmt.Errorf("bench: the griddle binary: %w", err)
+		}
+		if cfg.Handlers == "" {
+			if cfg.Source, err = os.Getwd(); err != nil {
+				return fmt.Errorf("bench: %w", err)
+			}
+		}
+		if sweep {
+			_, err = bench.Sweep(cmd.Context(), cfg)
+		} else {
+			_, err = bench.Run(cmd.Context(), cfg)
+		}
+		return err
+	}
+	f := cmd.Flags()
+	f.StringVar(&cfg.Scenario, "scenario", bench.ScenarioStatic, "static or profile")
+	f.StringVar(&targets, "targets", "direct,nginx,mesh", "comma-separated: direct, nginx, mesh")
+	f.DurationVar(&cfg.Duration, "duration", 10*time.Second, "length of each measured run")
+	f.DurationVar(&cfg.Warmup, "warmup", 2*time.Second, "warm-up per target at the lowest rate, not reported (0: none)")
+	f.IntVar(&cfg.Repeat, "repeat", 1, "runs per target and rate; the median by p99 of the quiet ones is kept")
+	f.StringVar(&cfg.Out, "out", "bench-out", "directory for results.json, latency.svg and the targets' logs")
+	f.IntVar(&cfg.Profiles, "profiles", 1000, "profile scenario: ids drawn at random from 1..N (the seeded ones)")
+	f.DurationVar(&cfg.Timeout, "timeout", 5*time.Second, "per request; a request without an answer by then counts as an error")
+	f.IntVar(&cfg.MaxInFlight, "max-in-flight", 0, "load generator's workers and connections (0: rate/5, 64 to 10000)")
+	f.Float64Var(&cfg.NoisyCores, "noisy-cpu", 0.25, "a run is noisy when other processes used more cores than this (0: never)")
+	f.StringVar(&cfg.Handlers, "handlers", "", "directory with prebuilt handler binaries hello and profiles (default: go build from the current module)")
+	f.StringVar(&cfg.Nginx, "nginx", "", "nginx binary (default: nginx on PATH; without one the nginx target is skipped)")
+	f.IntVar(&cfg.NginxWorkers, "nginx-workers", 1, "nginx worker_processes")
+	f.StringVar(&cfg.TargetCPUs, "target-cpus", "", "run every target under taskset -c LIST (pin the bench itself with taskset)")
+	f.IntVar(&cfg.MeshEdges, "mesh-edges", 1, "edges griddle up runs (passed as --edges when > 1)")
+	f.IntVar(&cfg.MeshInstances, "mesh-instances", 1, "sidecars per service griddle up runs (passed as --instances when > 1)")
+	if sweep {
+		f.DurationVar(&p99, "p99", 25*time.Millisecond, "a rate is sustainable with p99 at or below this")
+		f.Float64Var(&cfg.MaxErrorRate, "max-error-rate", 0.001, "... and a share of errors below this")
+		f.IntVar(&cfg.SweepStart, "start", 500, "first rate tried, requests/s")
+		f.IntVar(&cfg.SweepMax, "max-rate", 200_000, "highest rate tried, requests/s")
+		f.Float64Var(&cfg.SweepFactor, "factor", 2, "geometric step up while rates hold")
+		f.DurationVar(&cfg.SweepBudget, "budget", 2*time.Minute, "sweep time per target (runs only), bounding the search")
+		f.Float64Var(&cfg.Overload, "overload", 0, "then run each target at this multiple of its sustainable rate (0: no overload run)")
+	} else {
+		f.StringVar(&rates, "rates", "1000,2000", "comma-separated offered rates, requests/s")
+		f.DurationVar(&p99, "p99", 25*time.Millisecond, "p99 target drawn on the plot")
+		cfg.MaxErrorRate = 0.001
+	}
+	return cmd
+}
+
+// benchServeDirectCmd is the profile scenario's direct server, run by the
+// bench as a child process.
+func benchServeDirectCmd(g *globals) *cobra.Command {
+	var cfg bench.DirectConfig
+	cmd := &cobra.Command{
+		Use:    "serve-direct",
+		Short:  "Serve profiles from the embedded store under plain net/http (the bench's baseline)",
+		Hidden: true,
+		Args:   cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			log, err := g.logger()
+			if err != nil {
+				return err
+			}
+			cfg.Logger = log
+			return bench.ServeDirect(cmd.Context(), cfg)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&cfg.StoreDir, "store-dir", "", "the store's directory, seeded when empty (required)")
+	f.StringVar(&cfg.Listen, "listen", "127.0.0.1:8000", "address to serve on")
+	f.IntVar(&cfg.Profiles, "profiles", 1000, "seed ids 1..N")
+	return cmd
+}

@@ -1,0 +1,105 @@
+package bench
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"strconv"
+	"sync"
+	"time"
+)
+
+// ErrNoStore reports that this build of griddle has no embedded store to
+// serve profiles from (internal/store/badgerstore).
+var ErrNoStore = errors.New("bench: this build has no embedded store (build with -tags griddle_badger once internal/store/badgerstore builds)")
+
+// profileReader reads one seeded profile's stored bytes; nil, nil when
+// there is none.
+type profileReader interface {
+	profile(ctx context.Context, id int) ([]byte, error)
+}
+
+// profileKey is the key of profile id in the "profiles" key space.
+func profileKey(id int) []byte { return strconv.AppendInt([]byte("profile/"), int64(id), 10) }
+
+// DirectConfig configures ServeDirect.
+type DirectConfig struct {
+	StoreDir string // the store's directory, created and seeded if empty (--store-dir)
+	Listen   string // host:port (--listen)
+	Profiles int    // ids 1..Profiles are seeded (--profiles)
+	Logger   *slog.Logger
+}
+
+// Validate reports the first invalid field, named as on the command line.
+func (c DirectConfig) Validate() error {
+	if c.StoreDir == "" {
+		return fmt.Errorf("%w: --store-dir is required", ErrConfig)
+	}
+	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
+		return fmt.Errorf("%w: --listen: %w", ErrConfig, err)
+	}
+	if c.Profiles < 1 {
+		return fmt.Errorf("%w: --profiles %d: want 1 or more", ErrConfig, c.Profiles)
+	}
+	return nil
+}
+
+// ServeDirect is the profile scenario's direct baseline: a plain net/http
+// server that answers GET /profiles/{id} with one uncached read of the
+// embedded store, seeded like the profiles service. It serves until ctx is
+// done, then shuts down.
+func ServeDirect(ctx context.Context, cfg DirectConfig) error {
+	if err := cfg.Validate(); err != nil {
+		return err
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	r, closeStore, err := openProfiles(ctx, cfg.StoreDir, cfg.Profiles, cfg.Logger)
+	if err != nil {
+		return err
+	}
+	defer closeStore()
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("bench: serve-direct: %w", err)
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /profiles/{id}", func(w http.ResponseWriter, req *http.Request) {
+		id, err := strconv.Atoi(req.PathValue("id"))
+		if err != nil || id <= 0 {
+			http.Error(w, "id: want a positive integer", http.StatusBadRequest)
+			return
+		}
+		b, err := r.profile(req.Context(), id)
+		switch {
+		case err != nil:
+			cfg.Logger.ErrorContext(req.Context(), "serve-direct: read", "id", id, "error", err)
+			http.Error(w, "internal error", http.StatusInternalServerError)
+		case b == nil:
+			http.Error(w, "no such profile", http.StatusNotFound)
+		default:
+			w.Header().Set("Content-Type", "application/json")
+			_, _ = w.Write(b)
+		}
+	})
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	errc := make(chan error, 1)
+	var wg sync.WaitGroup
+	wg.Go(func() { errc <- srv.Serve(ln) })
+	defer wg.Wait()
+	select {
+	case err := <-errc:
+		return fmt.Errorf("bench: serve-direct: %w", err)
+	case <-ctx.Done():
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := srv.Shutdown(sctx); err != nil {
+		_ = srv.Close()
+	}
+	return nil
+}

@@ -1,0 +1,360 @@
+package bench
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/griddle-mesh/griddle/plugins"
+)
+
+// Bounds on starting and stopping targets.
+const (
+	readyTimeout = 90 * time.Second // griddle up may build the handlers first
+	stopGrace    = 10 * time.Second // SIGTERM, then SIGKILL
+	probeEvery   = 50 * time.Millisecond
+)
+
+// ErrTargetStart wraps every failure to start a target.
+var ErrTargetStart = errors.New("bench: target did not start")
+
+// target is one system under test, running on 127.0.0.1. Its processes are
+// children of the bench, all in the bench's own session and process group
+// (none is started in a session of its own), so that the kernel's autogroup
+// scheduling treats every target alike.
+type target struct {
+	name  string
+	base  string     // http://127.0.0.1:port
+	procs []*process // started in order, stopped in reverse
+	note  string     // what the report must say about how it ran
+}
+
+// roots are the pids whose process trees make up the target.
+func (t *target) roots() []int {
+	out := make([]int, len(t.procs))
+	for i, p := range t.procs {
+		out[i] = p.pid()
+	}
+	return out
+}
+
+// stop stops the target's processes, last started first, and returns the
+// first error.
+func (t *target) stop() error {
+	var first error
+	for i := len(t.procs) - 1; i >= 0; i-- {
+		if err := t.procs[i].stop(); err != nil && first == nil {
+			first = err
+		}
+	}
+	return first
+}
+
+// process is a child process and the goroutine that waits for it.
+type process struct {
+	name string
+	cmd  *exec.Cmd
+	log  *os.File
+	done chan struct{} // closed once the process exited; err is set then
+	err  error
+	wg   sync.WaitGroup
+}
+
+// startProcess starts argv (pinned with taskset to cpus when cpus is not
+// empty) with env added to the bench's environment, output to logPath.
+func startProcess(name string, argv, env []string, dir, logPath, cpus string) (*process, error) {
+	if cpus != "" {
+		argv = append([]string{"taskset", "-c", cpus}, argv...)
+	}
+	log, err := os.Create(logPath)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %s: %w", ErrTargetStart, name, err)
+	}
+	cmd := exec.Command(argv[0], argv[1:]...)
+	cmd.Env = append(os.Environ(), env...)
+	cmd.Dir = dir
+	cmd.Stdout, cmd.Stderr = log, log
+	// Pdeathsig ends the child if the bench dies without stopping it; it
+	// changes neither its session nor its process group.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		log.Close()
+		return nil, fmt.Errorf("%w: %s: %w", ErrTargetStart, name, err)
+	}
+	p := &process{name: name, cmd: cmd, log: log, done: make(chan struct{})}
+	p.wg.Go(func() {
+		p.err = cmd.Wait()
+		close(p.done)
+	})
+	return p, nil
+}
+
+func (p *process) pid() int { return p.cmd.Process.Pid }
+
+// stop sends SIGTERM, waits up to stopGrace, then kills. It returns nil
+// once the process has exited, whatever its status.
+func (p *process) stop() error {
+	defer p.log.Close()
+	defer p.wg.Wait()
+	select {
+	case <-p.done:
+		return nil
+	default:
+	}
+	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	t := time.NewTimer(stopGrace)
+	defer t.Stop()
+	select {
+	case <-p.done:
+		return nil
+	case <-t.C:
+	}
+	if err := p.cmd.Process.Kill(); err != nil && !errors.Is(err, os.ErrProcessDone) {
+		return fmt.Errorf("bench: kill %s: %w", p.name, err)
+	}
+	<-p.done
+	return fmt.Errorf("bench: %s did not stop within %s of SIGTERM; killed", p.name, stopGrace)
+}
+
+// freeAddr returns 127.0.0.1:port with a port free at the time of the call.
+func freeAddr() (string, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", fmt.Errorf("%w: free port: %w", ErrTargetStart, err)
+	}
+	defer ln.Close()
+	return ln.Addr().String(), nil
+}
+
+// waitReady polls url until it answers 200, a process of t exits, ctx is
+// done, or readyTimeout passes.
+func waitReady(ctx context.Context, t *target, url string) error {
+	ctx, cancel := context.WithTimeout(ctx, readyTimeout)
+	defer cancel()
+	client := &http.Client{Timeout: time.Second}
+	tick := time.NewTicker(probeEvery)
+	defer tick.Stop()
+	var last string
+	for {
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+		if err != nil {
+			return fmt.Errorf("%w: %s: %w", ErrTargetStart, t.name, err)
+		}
+		resp, err := client.Do(req)
+		if err == nil {
+			_, _ = io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return nil
+			}
+			last = resp.Status
+		} else {
+			last = err.Error()
+		}
+		for _, p := range t.procs {
+			select {
+			case <-p.done:
+				return fmt.Errorf("%w: %s: %s exited (%v); see %s", ErrTargetStart, t.name, p.name, p.err, p.log.Name())
+			default:
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%w: %s: %s not ready (last: %s): %w", ErrTargetStart, t.name, url, last, ctx.Err())
+		case <-tick.C:
+		}
+	}
+}
+
+// starter starts targets for one bench session. Everything it creates
+// lives under dir.
+type starter struct {
+	cfg      Config
+	dir      string
+	handlers map[string]string // service → handler binary
+	nginx    string            // nginx binary; "" when there is none
+}
+
+// buildHandlers finds or builds the hello and profiles handler binaries.
+func (s *starter) buildHandlers(ctx context.Context) error {
+	s.handlers = map[string]string{}
+	for _, svc := range []string{"hello", "profiles"} {
+		if s.cfg.Handlers != "" {
+			bin := filepath.Join(s.cfg.Handlers, svc)
+			if _, err := os.Stat(bin); err != nil {
+				return fmt.Errorf("%w: --handlers: %w", ErrTargetStart, err)
+			}
+			s.handlers[svc] = bin
+			continue
+		}
+		bin := filepath.Join(s.dir, "bin", svc)
+		cmd := exec.CommandContext(ctx, "go", "build", "-o", bin, "./services/"+svc)
+		cmd.Dir = s.cfg.Source
+		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			return fmt.Errorf("%w: go build ./services/%s: %w\n%s", ErrTargetStart, svc, err, out)
+		}
+		s.handlers[svc] = bin
+	}
+	return nil
+}
+
+// start starts the named target and waits until it answers.
+func (s *starter) start(ctx context.Context, name string) (*target, error) {
+	var (
+		t   *target
+		err error
+	)
+	switch name {
+	case TargetDirect:
+		t, err = s.direct(ctx, name)
+	case TargetNginx:
+		t, err = s.nginxProxy(ctx)
+	case TargetMesh:
+		t, err = s.mesh(ctx)
+	default:
+		err = fmt.Errorf("%w: %q", ErrConfig, name)
+	}
+	if err != nil {
+		return nil, err
+	}
+	if err := waitReady(ctx, t, t.base+probePath(s.cfg.Scenario)); err != nil {
+		_ = t.stop()
+		return nil, err
+	}
+	return t, nil
+}
+
+// direct starts the scenario's handler under plain net/http: the handler
+// binary alone (plugins.EnvStandalone), or for the profile scenario with
+// the store built in, griddle bench serve-direct. label names its files.
+func (s *starter) direct(_ context.Context, label string) (*target, error) {
+	addr, err := freeAddr()
+	if err != nil {
+		return nil, err
+	}
+	t := &target{name: label, base: "http://" + addr}
+	svc := service(s.cfg.Scenario)
+	argv := []string{s.handlers[svc]}
+	env := []string{plugins.EnvStandalone + "=" + addr}
+	if s.cfg.Scenario == ScenarioProfile {
+		if storeAvailable {
+			argv = []string{s.cfg.Griddle, "bench", "serve-direct", "--listen", addr,
+				"--store-dir", filepath.Join(s.dir, label+"-store"), "--profiles", strconv.Itoa(s.cfg.Profiles)}
+			env = nil
+			t.note = "direct server: griddle bench serve-direct, one uncached read of the embedded store (Badger) per request"
+		} else {
+			t.note = "direct server: the profiles handler alone under net/http (its in-memory map): " +
+				"this build has no embedded store, so the baseline reads no store"
+		}
+	}
+	p, err := startProcess(label, argv, env, s.dir, filepath.Join(s.dir, label+".log"), s.cfg.TargetCPUs)
+	if err != nil {
+		return nil, err
+	}
+	t.procs = append(t.procs, p)
+	return t, nil
+}
+
+// nginxProxy starts a direct server of its own and nginx in front of it.
+func (s *starter) nginxProxy(ctx context.Context) (*target, error) {
+	backend, err := s.direct(ctx, "nginx-backend")
+	if err != nil {
+		return nil, err
+	}
+	if err := waitReady(ctx, backend, backend.base+probePath(s.cfg.Scenario)); err != nil {
+		_ = backend.stop()
+		return nil, err
+	}
+	addr, err := freeAddr()
+	if err != nil {
+		_ = backend.stop()
+		return nil, err
+	}
+	dir := filepath.Join(s.dir, "nginx")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		_ = backend.stop()
+		return nil, fmt.Errorf("%w: nginx: %w", ErrTargetStart, err)
+	}
+	conf := nginxConf(nginxParams{
+		Dir: dir, Listen: addr, Upstream: backend.base[len("http://"):],
+		Workers: s.cfg.NginxWorkers, Root: os.Geteuid() == 0,
+	})
+	confPath := filepath.Join(dir, "nginx.conf")
+	if err := os.WriteFile(confPath, conf, 0o644); err != nil {
+		_ = backend.stop()
+		return nil, fmt.Errorf("%w: nginx: %w", ErrTargetStart, err)
+	}
+	p, err := startProcess("nginx", []string{s.nginx, "-p", dir, "-c", confPath, "-e", filepath.Join(dir, "error.log")},
+		nil, dir, filepath.Join(s.dir, "nginx.log"), s.cfg.TargetCPUs)
+	if err != nil {
+		_ = backend.stop()
+		return nil, err
+	}
+	backend.name = TargetNginx
+	backend.base = "http://" + addr
+	backend.procs = append(backend.procs, p)
+	if backend.note != "" {
+		backend.note = "nginx's backend: " + backend.note[len("direct server: "):]
+	}
+	return backend, nil
+}
+
+// mesh starts griddle up in a directory of its own holding the handler
+// binaries, so that it runs exactly those (it builds only from a module
+// checkout, and its directory is none).
+func (s *starter) mesh(_ context.Context) (*target, error) {
+	dir := filepath.Join(s.dir, "mesh")
+	if err := os.MkdirAll(filepath.Join(dir, "bin"), 0o755); err != nil {
+		return nil, fmt.Errorf("%w: mesh: %w", ErrTargetStart, err)
+	}
+	for svc, bin := range s.handlers {
+		if err := copyFile(bin, filepath.Join(dir, "bin", svc)); err != nil {
+			return nil, fmt.Errorf("%w: mesh: %w", ErrTargetStart, err)
+		}
+	}
+	addr, err := freeAddr()
+	if err != nil {
+		return nil, err
+	}
+	argv := []string{s.cfg.Griddle, "up", "--dir", dir, "--listen", addr, "--admin", "-",
+		"--etcd-listen", "127.0.0.1:0", "--log-level", "warn"}
+	if s.cfg.MeshEdges > 1 {
+		argv = append(argv, "--edges", strconv.Itoa(s.cfg.MeshEdges))
+	}
+	if s.cfg.MeshInstances > 1 {
+		argv = append(argv, "--instances", strconv.Itoa(s.cfg.MeshInstances))
+	}
+	p, err := startProcess("mesh", argv, nil, dir, filepath.Join(s.dir, "mesh.log"), s.cfg.TargetCPUs)
+	if err != nil {
+		return nil, err
+	}
+	return &target{name: TargetMesh, base: "http://" + addr, procs: []*process{p}}, nil
+}
+
+func copyFile(from, to string) error {
+	in, err := os.Open(from)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	out, err := os.OpenFile(to, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o755)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(out, in); err != nil {
+		out.Close()
+		return err
+	}
+	return out.Close()
+}

@@ -1,0 +1,40 @@
+package launch
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/griddle-mesh/griddle/internal/store"
+	"github.com/griddle-mesh/griddle/internal/store/badgerstore"
+	"github.com/griddle-mesh/griddle/internal/store/storehttp"
+)
+
+// OpenStore opens the store a --store flag names:
+//
+//	badger:DIR            an embedded Badger database owned by this process
+//	http://HOST:PORT      a `griddle store` server shared by several processes
+//	fdb:CLUSTER_FILE      FoundationDB (a binary built with -tags foundationdb)
+//
+// "" means no store: handlers' store calls then fail.
+func OpenStore(ctx context.Context, spec string, log *slog.Logger) (store.Backend, error) {
+	scheme, rest, _ := strings.Cut(spec, ":")
+	switch {
+	case spec == "":
+		return nil, nil
+	case scheme == "badger" && rest != "":
+		b, err := badgerstore.Open(ctx, badgerstore.Config{Dir: rest, Logger: log})
+		if err != nil {
+			return nil, fmt.Errorf("--store %s: %w", spec, err)
+		}
+		return b, nil
+	case scheme == "http" || scheme == "https":
+		return storehttp.NewClient(&http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 256, IdleConnTimeout: 90 * time.Second}}, spec), nil
+	case scheme == "fdb":
+		return openFDB(ctx, rest)
+	}
+	return nil, fmt.Errorf("--store %q: want badger:DIR, http://HOST:PORT or fdb:CLUSTER_FILE", spec)
+}
