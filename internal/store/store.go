@@ -6,6 +6,9 @@ package store
 import (
 	"context"
 	"errors"
+	"fmt"
+	"math/rand/v2"
+	"time"
 )
 
 // FoundationDB's limits, applied by every backend.
@@ -18,11 +21,11 @@ const (
 
 // Errors every backend reports the same way (checked with errors.Is).
 var (
-	ErrConflict         = errors.New("store: transaction conflict")        // retried by Transact
-	ErrKeyTooLarge      = errors.New("store: key too large")               // > MaxKeyBytes
-	ErrValueTooLarge    = errors.New("store: value too large")             // > MaxValueBytes
-	ErrTransactionLarge = errors.New("store: transaction too large")       // > MaxTransactionBytes
-	ErrTransactionTime  = errors.New("store: transaction too old")         // > MaxTransactionTime
+	ErrConflict         = errors.New("store: transaction conflict")  // retried by Transact
+	ErrKeyTooLarge      = errors.New("store: key too large")         // > MaxKeyBytes
+	ErrValueTooLarge    = errors.New("store: value too large")       // > MaxValueBytes
+	ErrTransactionLarge = errors.New("store: transaction too large") // > MaxTransactionBytes
+	ErrTransactionTime  = errors.New("store: transaction too old")   // > MaxTransactionTime
 	ErrReadOnly         = errors.New("store: write in a read-only transaction")
 	ErrClosed           = errors.New("store: closed")
 )
@@ -32,7 +35,7 @@ type KeyValue struct {
 	Key, Value []byte
 }
 
-// RangeOptions shape a range read over [Begin, End).
+// RangeOptions shape a range read over [begin, end).
 type RangeOptions struct {
 	Limit   int  // 0: no limit
 	Reverse bool // from End down
@@ -42,15 +45,22 @@ type RangeOptions struct {
 type ReadTx interface {
 	// Get returns the value of key, or nil and no error when there is none.
 	Get(key []byte) ([]byte, error)
-	// Range returns the entries with Begin <= key < End, in key order (reversed with Reverse).
+	// Range returns the entries with begin <= key < end, in key order
+	// (descending with Reverse; with a Limit, the first Limit entries in that
+	// order). An empty end means the end of the key space, so Range(nil, nil,
+	// opts) reads the whole space; otherwise begin >= end is an empty range.
 	Range(begin, end []byte, opts RangeOptions) ([]KeyValue, error)
 }
 
 // Tx is what a read-write transaction can do.
+// Reads see the transaction's own writes. Writes beyond the limits fail at
+// once with ErrKeyTooLarge, ErrValueTooLarge or ErrTransactionLarge.
 type Tx interface {
 	ReadTx
 	Set(key, value []byte) error
 	Clear(key []byte) error
+	// ClearRange clears the keys begin <= key < end, with Range's meaning
+	// of an empty end.
 	ClearRange(begin, end []byte) error
 }
 
@@ -60,8 +70,97 @@ type Tx interface {
 // Transact runs fn in a serializable transaction and commits it; on
 // ErrConflict it runs fn again (fn must be safe to run more than once and
 // must not keep tx), until it commits, fn returns an error (returned as is,
-// nothing committed), or ctx ends. ReadTransact is the same for reads only.
+// nothing committed), or ctx ends. An error from fn that wraps ErrConflict
+// is retried like a conflict at commit. An attempt older than
+// MaxTransactionTime fails with ErrTransactionTime and is not retried.
+// Between attempts Transact waits a short, jittered, growing back-off.
+// ReadTransact is the same for reads only: it sees one consistent snapshot,
+// commits nothing, and never conflicts.
 type Store interface {
 	Transact(ctx context.Context, fn func(tx Tx) error) error
 	ReadTransact(ctx context.Context, fn func(tx ReadTx) error) error
+}
+
+// ErrSpace reports a key space name that ValidSpace rejects, or a key space
+// a server does not let its caller use.
+var ErrSpace = errors.New("store: invalid key space")
+
+// MaxSpaceBytes is the longest key space name.
+const MaxSpaceBytes = 63
+
+// Backend is one database divided into key spaces, one per service. Keys of
+// one space can be neither read, written, range-read nor cleared through
+// another space's Store, whatever bytes they hold.
+//
+// A Backend is safe for concurrent use. Close waits for running transaction
+// attempts to end, then releases the database; afterwards every Transact and
+// ReadTransact of its spaces fails with ErrClosed.
+type Backend interface {
+	// Space returns the Store of the key space name (see ValidSpace). It is
+	// cheap; calling it twice with one name gives Stores over the same keys.
+	Space(name string) (Store, error)
+	Close() error
+}
+
+// ValidSpace reports whether name is a key space name: 1 to MaxSpaceBytes
+// bytes of lowercase ASCII letters, digits, '-' and '.'. The error wraps
+// ErrSpace.
+func ValidSpace(name string) error {
+	if name == "" || len(name) > MaxSpaceBytes {
+		return fmt.Errorf("%w: %q: want 1 to %d bytes", ErrSpace, name, MaxSpaceBytes)
+	}
+	for i := 0; i < len(name); i++ {
+		c := name[i]
+		if !('a' <= c && c <= 'z' || '0' <= c && c <= '9' || c == '-' || c == '.') {
+			return fmt.Errorf("%w: %q: only lowercase letters, digits, '-' and '.' are allowed", ErrSpace, name)
+		}
+	}
+	return nil
+}
+
+// CheckSet returns the error every backend reports for a Set of key and
+// value beyond the limits, or nil.
+func CheckSet(key, value []byte) error {
+	if err := CheckKey(key); err != nil {
+		return err
+	}
+	if len(value) > MaxValueBytes {
+		return fmt.Errorf("%w: %d bytes, limit %d", ErrValueTooLarge, len(value), MaxValueBytes)
+	}
+	return nil
+}
+
+// CheckKey returns the error every backend reports for a key longer than
+// MaxKeyBytes, or nil. Keys are measured as the caller wrote them, without
+// the key space's prefix.
+func CheckKey(key []byte) error {
+	if len(key) > MaxKeyBytes {
+		return fmt.Errorf("%w: %d bytes, limit %d", ErrKeyTooLarge, len(key), MaxKeyBytes)
+	}
+	return nil
+}
+
+// Backoff is how long a retry loop waits after n failed attempts (n >= 1)
+// that took about took each: a random duration up to took (at least
+// 100 µs) doubled per failure, at most 32 times took and at most 1 s.
+// Scaling with the attempt's length spreads conflicting transactions out
+// until about one at a time runs, whether attempts are local or remote
+// (measured: 50 clients incrementing one counter over HTTP commit nearly
+// as fast as one client alone).
+func Backoff(n int, took time.Duration) time.Duration {
+	ceil := max(took, 100*time.Microsecond) << min(max(n-1, 0), 5)
+	ceil = min(ceil, time.Second)
+	return time.Duration(rand.Int64N(int64(ceil))) + 10*time.Microsecond
+}
+
+// Wait sleeps for d, or returns ctx.Err() as soon as ctx ends.
+func Wait(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }

@@ -1,0 +1,94 @@
+package badgerstore
+
+import (
+	"bytes"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/griddle-mesh/griddle/internal/store"
+)
+
+// keyRange is [lo, hi) over full keys.
+type keyRange struct{ lo, hi []byte }
+
+func (r keyRange) contains(k []byte) bool {
+	return bytes.Compare(r.lo, k) <= 0 && bytes.Compare(k, r.hi) < 0
+}
+
+// commitLog remembers which keys recent commits wrote, so that a committing
+// transaction can learn whether a key landed in a range it read after its
+// snapshot was taken. Badger checks single keys; this checks ranges.
+//
+// Every commit that writes runs under mu, Badger's commit included, and is
+// numbered: position() read before a snapshot is taken is at most the
+// number of the last commit that snapshot contains, so "commits numbered
+// above start" covers every commit the snapshot missed (and at worst a few
+// it did not, which only costs a retry).
+type commitLog struct {
+	pos atomic.Uint64
+
+	mu      sync.Mutex
+	entries []commitEntry // ascending seq; none older than keep
+}
+
+type commitEntry struct {
+	seq  uint64
+	at   time.Time
+	keys [][]byte
+}
+
+// keep is how long entries are kept: longer than any attempt may live.
+const keep = time.Duration(store.MaxTransactionTime) + time.Second
+
+func (l *commitLog) position() uint64 { return l.pos.Load() }
+
+// commit checks t's ranges against the commits after t.start, commits t's
+// Badger transaction, and records its writes. A transaction that wrote
+// nothing commits trivially.
+func (l *commitLog) commit(t *tx) error {
+	if len(t.writes) == 0 {
+		return nil
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if len(t.ranges) > 0 {
+		if err := l.check(t.start, t.ranges); err != nil {
+			return err
+		}
+	}
+	if err := t.txn.Commit(); err != nil {
+		return mapErr("commit", err)
+	}
+	now := time.Now()
+	drop := 0
+	for drop < len(l.entries) && now.Sub(l.entries[drop].at) > keep {
+		drop++
+	}
+	if drop > 0 {
+		l.entries = append(l.entries[:0], l.entries[drop:]...)
+	}
+	seq := l.pos.Load() + 1
+	l.entries = append(l.entries, commitEntry{seq: seq, at: now, keys: t.writes})
+	l.pos.Store(seq)
+	return nil
+}
+
+// check returns ErrConflict if a commit numbered above start wrote into one
+// of ranges. Called with mu held.
+func (l *commitLog) check(start uint64, ranges []keyRange) error {
+	if start < l.pos.Load() && (len(l.entries) == 0 || l.entries[0].seq > start+1) {
+		return fmt.Errorf("%w: commits since the transaction began were forgotten", store.ErrConflict)
+	}
+	for i := len(l.entries) - 1; i >= 0 && l.entries[i].seq > start; i-- {
+		for _, k := range l.entries[i].keys {
+			for _, r := range ranges {
+				if r.contains(k) {
+					return fmt.Errorf("%w: a range this transaction read was written to", store.ErrConflict)
+				}
+			}
+		}
+	}
+	return nil
+}

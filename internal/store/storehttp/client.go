@@ -1,0 +1,271 @@
+package storehttp
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+
+	"github.com/griddle-mesh/griddle/internal/store"
+	"github.com/griddle-mesh/griddle/internal/store/storehttp/storepb"
+)
+
+// Client is a store.Backend whose transactions run on a Server: every
+// operation is one HTTP request. It is safe for concurrent use.
+type Client struct {
+	hc     *http.Client
+	base   string
+	closed atomic.Bool
+}
+
+var _ store.Backend = (*Client)(nil)
+
+// NewClient returns a Client of the Server at base (scheme and host, such
+// as "http://griddle-store"), reached through hc, which the caller keeps
+// owning.
+func NewClient(hc *http.Client, base string) *Client {
+	return &Client{hc: hc, base: strings.TrimSuffix(base, "/")}
+}
+
+// Space returns the Store of key space name. A Server with WithSpace puts
+// its transactions in its own space instead.
+func (c *Client) Space(name string) (store.Store, error) {
+	if err := store.ValidSpace(name); err != nil {
+		return nil, err
+	}
+	return &remoteSpace{c: c, begin: "/v1/spaces/" + name + "/txns"}, nil
+}
+
+// Own returns the Store of the key space that the Server imposes
+// (WithSpace); transactions on a Server without one fail with
+// store.ErrSpace.
+func (c *Client) Own() store.Store {
+	return &remoteSpace{c: c, begin: "/v1/spaces/" + OwnSpace + "/txns"}
+}
+
+// Close makes later transactions fail with store.ErrClosed. It closes
+// neither the http.Client nor the Server.
+func (c *Client) Close() error {
+	c.closed.Store(true)
+	return nil
+}
+
+type remoteSpace struct {
+	c     *Client
+	begin string // the begin URL path
+}
+
+var _ store.Store = (*remoteSpace)(nil)
+
+// Transact implements store.Store: fn runs here, its operations on the
+// server; a conflict at commit runs fn again in a new transaction.
+func (s *remoteSpace) Transact(ctx context.Context, fn func(tx store.Tx) error) error {
+	return s.retry(ctx, false, func(t *remoteTx) error { return fn(t) })
+}
+
+// ReadTransact implements store.Store.
+func (s *remoteSpace) ReadTransact(ctx context.Context, fn func(tx store.ReadTx) error) error {
+	return s.retry(ctx, true, func(t *remoteTx) error { return fn(readTx{t}) })
+}
+
+func (s *remoteSpace) retry(ctx context.Context, readOnly bool, fn func(*remoteTx) error) error {
+	for n := 1; ; n++ {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		if s.c.closed.Load() {
+			return store.ErrClosed
+		}
+		start := time.Now()
+		err := s.attempt(ctx, readOnly, fn)
+		if err == nil || !errors.Is(err, store.ErrConflict) {
+			return err
+		}
+		if err := store.Wait(ctx, store.Backoff(n, time.Since(start))); err != nil {
+			return err
+		}
+	}
+}
+
+func (s *remoteSpace) attempt(ctx context.Context, readOnly bool, fn func(*remoteTx) error) error {
+	path := s.begin
+	if readOnly {
+		path += "?readonly=1"
+	}
+	var begun storepb.BeginResponse
+	if err := s.c.call(ctx, path, nil, &begun); err != nil {
+		return err
+	}
+	t := &remoteTx{c: s.c, ctx: ctx, path: "/v1/txns/" + url.PathEscape(begun.Txn) + "/"}
+	if err := fn(t); err != nil {
+		// Free the server's transaction now rather than at its time limit,
+		// even if ctx has ended.
+		actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
+		defer cancel()
+		_ = s.c.call(actx, t.path+"abort", nil, nil) // best effort: it expires anyway
+		return err
+	}
+	return s.c.call(ctx, t.path+"commit", nil, nil)
+}
+
+// remoteTx is one attempt's transaction on the server, driven with the
+// attempt's ctx.
+type remoteTx struct {
+	c    *Client
+	ctx  context.Context
+	path string // "/v1/txns/{id}/"
+}
+
+var _ store.Tx = (*remoteTx)(nil)
+
+type readTx struct{ t *remoteTx }
+
+func (r readTx) Get(key []byte) ([]byte, error) { return r.t.Get(key) }
+func (r readTx) Range(begin, end []byte, opts store.RangeOptions) ([]store.KeyValue, error) {
+	return r.t.Range(begin, end, opts)
+}
+
+// Get implements store.ReadTx.
+func (t *remoteTx) Get(key []byte) ([]byte, error) {
+	if err := store.CheckKey(key); err != nil {
+		return nil, err
+	}
+	var resp storepb.GetResponse
+	if err := t.c.call(t.ctx, t.path+"get", &storepb.GetRequest{Key: key}, &resp); err != nil {
+		return nil, err
+	}
+	if !resp.Found {
+		return nil, nil
+	}
+	if resp.Value == nil {
+		return []byte{}, nil
+	}
+	return resp.Value, nil
+}
+
+// Range implements store.ReadTx.
+func (t *remoteTx) Range(begin, end []byte, opts store.RangeOptions) ([]store.KeyValue, error) {
+	if err := errors.Join(store.CheckKey(begin), store.CheckKey(end)); err != nil {
+		return nil, err
+	}
+	limit := int32(min(max(opts.Limit, 0), 1<<31-1))
+	var resp storepb.RangeResponse
+	req := &storepb.RangeRequest{Begin: begin, End: end, Limit: limit, Reverse: opts.Reverse}
+	if err := t.c.call(t.ctx, t.path+"range", req, &resp); err != nil {
+		return nil, err
+	}
+	if len(resp.Kvs) == 0 {
+		return nil, nil
+	}
+	kvs := make([]store.KeyValue, len(resp.Kvs))
+	for i, kv := range resp.Kvs {
+		kvs[i] = store.KeyValue{Key: kv.Key, Value: kv.Value}
+		if kvs[i].Key == nil {
+			kvs[i].Key = []byte{}
+		}
+		if kvs[i].Value == nil {
+			kvs[i].Value = []byte{}
+		}
+	}
+	return kvs, nil
+}
+
+// Set implements store.Tx.
+func (t *remoteTx) Set(key, value []byte) error {
+	if err := store.CheckSet(key, value); err != nil {
+		return err
+	}
+	return t.c.call(t.ctx, t.path+"set", &storepb.SetRequest{Key: key, Value: value}, nil)
+}
+
+// Clear implements store.Tx.
+func (t *remoteTx) Clear(key []byte) error {
+	if err := store.CheckKey(key); err != nil {
+		return err
+	}
+	return t.c.call(t.ctx, t.path+"clear", &storepb.ClearRequest{Key: key}, nil)
+}
+
+// ClearRange implements store.Tx.
+func (t *remoteTx) ClearRange(begin, end []byte) error {
+	if err := errors.Join(store.CheckKey(begin), store.CheckKey(end)); err != nil {
+		return err
+	}
+	return t.c.call(t.ctx, t.path+"clearRange", &storepb.ClearRangeRequest{Begin: begin, End: end}, nil)
+}
+
+// call POSTs req (nil: no body) to path and decodes the answer into resp
+// (nil: none expected).
+func (c *Client) call(ctx context.Context, path string, req, resp proto.Message) error {
+	var body io.Reader
+	if req != nil {
+		b, err := proto.Marshal(req)
+		if err != nil {
+			return fmt.Errorf("storehttp: %w", err)
+		}
+		body = bytes.NewReader(b)
+	}
+	hreq, err := http.NewRequestWithContext(ctx, http.MethodPost, c.base+path, body)
+	if err != nil {
+		return fmt.Errorf("storehttp: %w", err)
+	}
+	if req != nil {
+		hreq.Header.Set("Content-Type", ContentType)
+	}
+	hresp, err := c.hc.Do(hreq)
+	if err != nil {
+		return fmt.Errorf("storehttp: %w", err)
+	}
+	defer hresp.Body.Close()
+	data, err := io.ReadAll(hresp.Body)
+	if err != nil {
+		return fmt.Errorf("storehttp: reading the answer: %w", err)
+	}
+	if hresp.StatusCode/100 != 2 {
+		var e storepb.Error
+		if hresp.Header.Get("Content-Type") != ContentType || proto.Unmarshal(data, &e) != nil {
+			return fmt.Errorf("storehttp: %s: unexpected answer %s", path, hresp.Status)
+		}
+		return errorOf(&e)
+	}
+	if resp != nil {
+		if err := proto.Unmarshal(data, resp); err != nil {
+			return fmt.Errorf("storehttp: decoding the answer: %w", err)
+		}
+	}
+	return nil
+}
+
+// errorOf turns a wire error back into the store's sentinel.
+func errorOf(e *storepb.Error) error {
+	var sentinel error
+	switch e.Code {
+	case storepb.Code_CODE_CONFLICT:
+		sentinel = store.ErrConflict
+	case storepb.Code_CODE_KEY_TOO_LARGE:
+		sentinel = store.ErrKeyTooLarge
+	case storepb.Code_CODE_VALUE_TOO_LARGE:
+		sentinel = store.ErrValueTooLarge
+	case storepb.Code_CODE_TRANSACTION_LARGE:
+		sentinel = store.ErrTransactionLarge
+	case storepb.Code_CODE_TRANSACTION_TIME:
+		sentinel = store.ErrTransactionTime
+	case storepb.Code_CODE_READ_ONLY:
+		sentinel = store.ErrReadOnly
+	case storepb.Code_CODE_CLOSED, storepb.Code_CODE_CANCELED:
+		sentinel = store.ErrClosed
+	case storepb.Code_CODE_SPACE:
+		sentinel = store.ErrSpace
+	default:
+		return fmt.Errorf("storehttp: server: %s: %s", e.Code, e.Message)
+	}
+	return fmt.Errorf("storehttp: server: %w", sentinel)
+}

@@ -1,0 +1,75 @@
+// Package store is a handler's state store: serializable transactions over
+// the key space of the handler's own service, reached through its sidecar.
+//
+//	st := store.New(plugins.Mesh(r.Context()).Client())
+//	err := st.Transact(r.Context(), func(tx store.Tx) error {
+//		v, err := tx.Get([]byte("profile/" + id))
+//		if err != nil {
+//			return err
+//		}
+//		...
+//		return tx.Set([]byte("profile/"+id), updated)
+//	})
+//
+// Transact runs its function again when the transaction conflicts with
+// another, so the function must be safe to run more than once and must not
+// keep tx. Limits: keys up to MaxKeyBytes, values up to MaxValueBytes, a
+// transaction up to MaxTransactionBytes and MaxTransactionTime; beyond
+// them operations fail with the errors below.
+//
+// The package carries only an HTTP client: a handler binary does not link a
+// database.
+package store
+
+import (
+	"net/http"
+
+	istore "github.com/griddle-mesh/griddle/internal/store"
+	"github.com/griddle-mesh/griddle/internal/store/storehttp"
+)
+
+// Host is the host name under which a sidecar serves the store on its
+// mesh socket.
+const Host = "griddle-store"
+
+// The store's interface; see New.
+type (
+	// Store runs transactions: Transact(ctx, fn) and ReadTransact(ctx, fn).
+	Store = istore.Store
+	// Tx is a read-write transaction: Get, Range, Set, Clear, ClearRange.
+	Tx = istore.Tx
+	// ReadTx is a read-only transaction: Get, Range.
+	ReadTx = istore.ReadTx
+	// KeyValue is one entry of a Range.
+	KeyValue = istore.KeyValue
+	// RangeOptions limit and reverse a Range.
+	RangeOptions = istore.RangeOptions
+)
+
+// Limits, as FoundationDB sets them.
+const (
+	MaxKeyBytes         = istore.MaxKeyBytes
+	MaxValueBytes       = istore.MaxValueBytes
+	MaxTransactionBytes = istore.MaxTransactionBytes
+	MaxTransactionTime  = istore.MaxTransactionTime
+)
+
+// Errors, checked with errors.Is.
+var (
+	ErrConflict         = istore.ErrConflict // Transact retries it
+	ErrKeyTooLarge      = istore.ErrKeyTooLarge
+	ErrValueTooLarge    = istore.ErrValueTooLarge
+	ErrTransactionLarge = istore.ErrTransactionLarge
+	ErrTransactionTime  = istore.ErrTransactionTime
+	ErrReadOnly         = istore.ErrReadOnly
+	ErrClosed           = istore.ErrClosed
+	ErrSpace            = istore.ErrSpace // no store: the sidecar serves none for this service
+)
+
+// New returns the Store of the calling service's key space, reached with
+// hc (normally plugins.Mesh(ctx).Client(), whose requests go to the
+// sidecar's mesh socket). The sidecar decides the key space; a handler
+// cannot name another service's.
+func New(hc *http.Client) Store {
+	return storehttp.NewClient(hc, "http://"+Host).Own()
+}
