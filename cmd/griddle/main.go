@@ -64,7 +64,7 @@ func newRoot() *cobra.Command {
 	}
 	root.PersistentFlags().StringVar(&g.logLevel, "log-level", "info", "debug, info, warn or error")
 	root.PersistentFlags().StringVar(&g.logFormat, "log-format", "text", "text or json")
-	root.AddCommand(upCmd(g), edgeCmd(g), sidecarCmd(g), benchCmd(g))
+	root.AddCommand(upCmd(g), edgeCmd(g), sidecarCmd(g), storeCmd(g), seedCmd(g), benchCmd(g))
 	root.AddCommand(controlCmd(g), routesCmd(g), canaryCmd(g), statusCmd(g))
 	return root
 }
@@ -90,6 +90,7 @@ func upCmd(g *globals) *cobra.Command {
 	f.StringVar(&cfg.Listen, "listen", "127.0.0.1:8080", "the edge's address")
 	f.StringVar(&cfg.Admin, "admin", "127.0.0.1:9090", "the edge's status address (- disables)")
 	f.StringVar(&cfg.EtcdAddr, "etcd-listen", "127.0.0.1:2379", "embedded etcd's client address")
+	f.IntVar(&cfg.Instances, "instances", 1, "sidecars (each with its handler process) per service")
 	return cmd
 }
 

@@ -7,25 +7,29 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/griddle-mesh/griddle/edge"
 	"github.com/griddle-mesh/griddle/internal/etcdembed"
+	"github.com/griddle-mesh/griddle/internal/store/badgerstore"
 	"github.com/griddle-mesh/griddle/sidecar"
 )
 
 // Service is one service that Up runs: a handler built from a main package
-// of this module, behind one sidecar.
+// of this module, behind its sidecars.
 type Service struct {
-	Name     string
-	Version  string
-	Package  string   // main package, relative to the module root (./services/hello)
-	Prefixes []string // paths the edge sends to it; none for internal services
+	Name          string
+	Version       string
+	Package       string                 // main package, relative to the module root (./services/hello)
+	Prefixes      []string               // paths the edge sends to it; none for internal services
+	Subscriptions []sidecar.Subscription // events delivered to it
 }
 
 // ExampleServices returns the services of services/, as griddle up runs them.
@@ -33,8 +37,14 @@ func ExampleServices() []Service {
 	return []Service{
 		{Name: "hello", Version: "v1", Package: "./services/hello", Prefixes: []string{"/hello/"}},
 		{Name: "profiles", Version: "v1", Package: "./services/profiles", Prefixes: []string{"/profiles/"}},
+		{Name: "messages", Version: "v1", Package: "./services/messages", Prefixes: []string{"/messages/"}},
+		{Name: "feed", Version: "v1", Package: "./services/feed", Prefixes: []string{"/feed/"},
+			Subscriptions: []sidecar.Subscription{{Publisher: "messages", Topic: "message.sent", Path: "/feed/events"}}},
 	}
 }
+
+// seedProfiles is how many example profiles Up loads into an empty store.
+const seedProfiles = 1000
 
 // UpConfig configures Up. Zero values select the defaults.
 type UpConfig struct {
@@ -44,8 +54,11 @@ type UpConfig struct {
 	EtcdAddr string    // embedded etcd's client address ("127.0.0.1:2379")
 	Source   string    // module root to build handlers from ("": found from the working directory)
 	Services []Service // (ExampleServices())
-	Out      io.Writer // where Up says what runs where (os.Stdout)
-	Logger   *slog.Logger
+	// Instances is the number of sidecars, each with its handler process,
+	// per service (1).
+	Instances int
+	Out       io.Writer // where Up says what runs where (os.Stdout)
+	Logger    *slog.Logger
 }
 
 // Validate reports the first invalid field, named as on the command line.
@@ -68,6 +81,9 @@ func (c UpConfig) Validate() error {
 			return fmt.Errorf("up: Services[%d]: Name, Version and Package are required", i)
 		}
 	}
+	if c.Instances < 0 || c.Instances > 64 {
+		return fmt.Errorf("up: --instances: %d, want 1 to 64", c.Instances)
+	}
 	return nil
 }
 
@@ -86,6 +102,9 @@ func (c *UpConfig) setDefaults() {
 	}
 	if c.Services == nil {
 		c.Services = ExampleServices()
+	}
+	if c.Instances == 0 {
+		c.Instances = 1
 	}
 	if c.Out == nil {
 		c.Out = os.Stdout
@@ -125,6 +144,11 @@ func Up(ctx context.Context, cfg UpConfig) error {
 		return err
 	}
 	defer m.Close()
+	st, err := badgerstore.Open(ctx, badgerstore.Config{Dir: filepath.Join(cfg.Dir, "store"), Logger: log})
+	if err != nil {
+		return fmt.Errorf("up: store: %w", err)
+	}
+	defer st.Close()
 
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
@@ -138,18 +162,20 @@ func Up(ctx context.Context, cfg UpConfig) error {
 		})
 	}
 
-	cars := make([]*sidecar.Sidecar, len(cfg.Services))
+	var cars []*sidecar.Sidecar
 	for i, svc := range cfg.Services {
-		s, err := sidecar.New(sidecar.Config{
-			Service: svc.Name, Version: svc.Version, ID: svc.Name + "-1",
-			Listen: "tcp://127.0.0.1:0", Plugin: bins[i], HTTPPrefixes: svc.Prefixes,
-			Prefix: m.Prefix, Logger: log,
-		}, sidecar.Deps{Etcd: m.Etcd, Dispatcher: m.Dispatcher, Catalog: m.Catalog})
-		if err != nil {
-			return err
+		for n := range cfg.Instances {
+			s, err := sidecar.New(sidecar.Config{
+				Service: svc.Name, Version: svc.Version, ID: fmt.Sprintf("%s-%d", svc.Name, n+1),
+				Listen: "tcp://127.0.0.1:0", Plugin: bins[i], HTTPPrefixes: svc.Prefixes,
+				Subscriptions: svc.Subscriptions, Prefix: m.Prefix, Logger: log,
+			}, sidecar.Deps{Etcd: m.Etcd, Dispatcher: m.Dispatcher, Catalog: m.Catalog, Store: st})
+			if err != nil {
+				return err
+			}
+			cars = append(cars, s)
+			run("sidecar "+svc.Name, s.Run)
 		}
-		cars[i] = s
-		run("sidecar "+svc.Name, s.Run)
 	}
 	e, err := edge.New(edge.Config{Listen: cfg.Listen, Admin: cfg.Admin, Logger: log},
 		edge.Deps{Routes: m.Catalog, Dispatcher: m.Dispatcher, Etcd: m.Etcd, Prefix: m.Prefix})
@@ -177,14 +203,42 @@ func Up(ctx context.Context, cfg UpConfig) error {
 		fmt.Fprintf(cfg.Out, " status http://%s/status", cfg.Admin)
 	}
 	fmt.Fprintln(cfg.Out)
+	fmt.Fprintf(cfg.Out, "  %-14s %-28s\n", "store", "badger "+filepath.Join(cfg.Dir, "store"))
 	for i, svc := range cfg.Services {
-		fmt.Fprintf(cfg.Out, "  %-14s %-28s handler %s, routes %s\n", svc.Name+" "+svc.Version, cars[i].Address(), bins[i], strings.Join(svc.Prefixes, " "))
+		addrs := make([]string, 0, cfg.Instances)
+		for _, c := range cars[i*cfg.Instances : (i+1)*cfg.Instances] {
+			addrs = append(addrs, c.Address())
+		}
+		fmt.Fprintf(cfg.Out, "  %-14s %-28s handler %s, routes %s\n", svc.Name+" "+svc.Version, strings.Join(addrs, " "), bins[i], strings.Join(svc.Prefixes, " "))
 	}
-	fmt.Fprintf(cfg.Out, "Try: curl 'http://%s/hello/greet?name=world'\nCtrl-C stops everything.\n", e.Addr())
+	if slices.ContainsFunc(cfg.Services, func(s Service) bool { return s.Name == "profiles" }) {
+		if err := seedIfEmpty(ctx, "http://"+e.Addr(), cfg.Out); err != nil {
+			log.Warn("seeding example profiles failed", "err", err)
+		}
+	}
+	fmt.Fprintf(cfg.Out, "Try: curl 'http://%s/hello/greet?name=world'\n     curl http://%s/profiles/42\nCtrl-C stops everything.\n", e.Addr(), e.Addr())
 
 	<-ctx.Done()
 	wg.Wait()
 	return upErr(ctx)
+}
+
+// seedIfEmpty loads example profiles through the edge when there are none
+// (profile 1 is missing), so that a fresh mesh has data to show.
+func seedIfEmpty(ctx context.Context, base string, out io.Writer) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+"/profiles/1", nil)
+	if err != nil {
+		return err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusNotFound {
+		return nil
+	}
+	return SeedProfiles(ctx, base, seedProfiles, 500, out)
 }
 
 // upErr is nil when Up was asked to stop, else what made it stop.
