@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/griddle-mesh/griddle/internal/discovery"
+	"github.com/griddle-mesh/griddle/internal/launch"
 	"github.com/griddle-mesh/griddle/internal/meshtest"
 )
 
@@ -235,6 +236,7 @@ func TestServiceToService(t *testing.T) {
 	m.Sidecar("hello", "v1")
 	m.Sidecar("profiles", "v1", "--http-prefix", "/profiles/")
 	e := m.Edge("--timeout", "3s")
+	seed(t, e.Addr, 10)
 
 	status, body, _ := get(t, "http://"+e.Addr+"/profiles/7/greeting")
 	if status != 200 {
@@ -417,6 +419,7 @@ func TestEtcdStopped(t *testing.T) {
 	m.Sidecar("hello", "v1")
 	m.Sidecar("profiles", "v1", "--http-prefix", "/profiles/")
 	e := m.Edge()
+	seed(t, e.Addr, 10)
 	url := "http://" + e.Addr + "/profiles/3/greeting"
 	if status, body, _ := get(t, url); status != 200 {
 		t.Fatalf("before: status %d (%s), want 200", status, body)
@@ -439,6 +442,23 @@ func TestEtcdStopped(t *testing.T) {
 	}
 	if !disconnected {
 		t.Error("the edge's status never said etcd was unreachable")
+	}
+}
+
+// seed loads profiles 1..n through the edge at addr, once the edge routes
+// /profiles/.
+func seed(t *testing.T, addr string, n int) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		err := launch.SeedProfiles(context.Background(), "http://"+addr, n, 500, io.Discard)
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("seeding profiles: %v", err)
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 }
 

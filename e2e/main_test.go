@@ -19,7 +19,7 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
-	bin, err = meshtest.Build(dir, "hello", "profiles")
+	bin, err = meshtest.Build(dir, "hello", "profiles", "messages", "feed")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.RemoveAll(dir)

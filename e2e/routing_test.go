@@ -168,6 +168,8 @@ func TestRoutingContextTwoHopsDown(t *testing.T) {
 		m.Sidecar("hello", v)
 	}
 	e := m.Edge("--no-admission")
+	applyRules(t, m, "service: profiles\nhttp: [{pathPrefix: /profiles/}]\nversions:\n  - to: {v1: 100}\n")
+	seed(t, e.Addr, 10)
 	// One experiment across two services. hello's own weights differ, so
 	// hello follows the edge's assignment only if it travelled with the call.
 	applyRules(t, m, `

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/griddle-mesh/griddle/internal/launch"
 	"github.com/griddle-mesh/griddle/internal/meshtest"
 )
 
@@ -57,8 +58,8 @@ func TestUp(t *testing.T) {
 		t.Errorf("profiles greeting: got %d %q", status, body)
 	}
 	handlers := processesRunning(filepath.Join(dir, "bin"))
-	if len(handlers) != 2 {
-		t.Errorf("found %d handler processes, want 2", len(handlers))
+	if want := len(launch.ExampleServices()); len(handlers) != want {
+		t.Errorf("found %d handler processes, want %d", len(handlers), want)
 	}
 
 	cmd.Process.Signal(syscall.SIGINT)

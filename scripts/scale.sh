@@ -22,7 +22,7 @@
 #
 # The CPUs are split in two: the targets run on TARGET_CPUS (taskset, applied
 # by griddle bench to every target process), the load generators on LOAD_CPUS.
-# Tunables (environment): TARGET_CPUS, LOAD_CPUS, RATES, DURATION, EDGES,
+# Tunables (environment): TARGET_CPUS, LOAD_CPUS, RATES, DURATION,
 # INSTANCES, NGINX_WORKERS, SCENARIO, TARGETS.
 set -euo pipefail
 
@@ -42,22 +42,15 @@ TARGETS=${TARGETS:-direct,nginx,mesh}
 RATES=${RATES:-50000,100000,150000}
 DURATION=${DURATION:-8s}
 NGINX_WORKERS=${NGINX_WORKERS:-$((HALF / 2 > 0 ? HALF / 2 : 1))}
-EDGES=${EDGES:-$((HALF / 4 > 0 ? HALF / 4 : 1))}
 INSTANCES=${INSTANCES:-$((HALF / 2 > 0 ? HALF / 2 : 1))}
 
 export PATH="$BIN:$ROOT/usr/sbin:$ROOT/usr/bin:$PATH"
 export LD_LIBRARY_PATH="$ROOT/usr/lib/x86_64-linux-gnu:$ROOT/lib/x86_64-linux-gnu:$ROOT/usr/lib/aarch64-linux-gnu:$ROOT/lib/aarch64-linux-gnu${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 
-# griddle up learns --edges and --instances from the lead; until then the
-# mesh runs one edge and one sidecar per service, and says so.
-if ! griddle up --help 2>&1 | grep -q -- '--edges'; then
-	echo "scale.sh: this griddle up has no --edges/--instances: the mesh runs 1 edge, 1 sidecar per service" | tee "$OUT/NOTE"
-	EDGES=1 INSTANCES=1
-fi
 
 {
 	echo "nproc $NPROC; targets on $TARGET_CPUS, load generators on $LOAD_CPUS"
-	echo "edges $EDGES, sidecars per service $INSTANCES, nginx workers $NGINX_WORKERS"
+	echo "one edge (a Go process uses every core it is given), sidecars per service $INSTANCES, nginx workers $NGINX_WORKERS"
 	grep -m1 'model name' /proc/cpuinfo || true
 	uname -r
 } | tee "$OUT/machine.txt"
@@ -69,7 +62,7 @@ timeout 200 taskset -c "$LOAD_CPUS" griddle bench run --log-level warn \
 	--scenario "$SCENARIO" --targets "$TARGETS" --rates "$RATES" \
 	--duration "$DURATION" --warmup 2s --repeat 1 --noisy-cpu 1 \
 	--target-cpus "$TARGET_CPUS" --nginx-workers "$NGINX_WORKERS" \
-	--mesh-edges "$EDGES" --mesh-instances "$INSTANCES" \
+	--mesh-instances "$INSTANCES" \
 	--handlers "$BIN" --nginx "$(command -v nginx || echo /nonexistent)" \
 	--max-in-flight 4096 --out "$OUT" | tee "$OUT/table.txt" || echo "scale.sh: griddle bench failed ($?)" | tee -a "$OUT/NOTE"
 
@@ -101,8 +94,7 @@ LUA
 
 	GRIDDLE_STANDALONE=127.0.0.1:18001 taskset -c "$TARGET_CPUS" "$BIN/$svc" 2>"$W/direct.log" &
 	mkdir -p "$W/mesh/bin" && cp "$BIN/hello" "$BIN/profiles" "$W/mesh/bin/"
-	up_flags=()
-	[ "$EDGES" -gt 1 ] && up_flags+=(--edges "$EDGES" --instances "$INSTANCES")
+	up_flags=(--services "$svc" --instances "$INSTANCES")
 	(cd "$W/mesh" && exec taskset -c "$TARGET_CPUS" griddle up --log-level warn --dir "$W/mesh" \
 		--listen 127.0.0.1:18002 --admin - --etcd-listen 127.0.0.1:0 "${up_flags[@]}" >"$W/mesh.log" 2>&1) &
 	for t in direct:127.0.0.1:18001 mesh:127.0.0.1:18002; do

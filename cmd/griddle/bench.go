@@ -106,7 +106,6 @@ func benchRunCmd(g *globals, sweep bool) *cobra.Command {
 	f.StringVar(&cfg.Nginx, "nginx", "", "nginx binary (default: nginx on PATH; without one the nginx target is skipped)")
 	f.IntVar(&cfg.NginxWorkers, "nginx-workers", 1, "nginx worker_processes")
 	f.StringVar(&cfg.TargetCPUs, "target-cpus", "", "run every target under taskset -c LIST (pin the bench itself with taskset)")
-	f.IntVar(&cfg.MeshEdges, "mesh-edges", 1, "edges griddle up runs (passed as --edges when > 1)")
 	f.IntVar(&cfg.MeshInstances, "mesh-instances", 1, "sidecars per service griddle up runs (passed as --instances when > 1)")
 	if sweep {
 		f.DurationVar(&p99, "p99", 25*time.Millisecond, "a rate is sustainable with p99 at or below this")

@@ -91,6 +91,7 @@ func upCmd(g *globals) *cobra.Command {
 	f.StringVar(&cfg.Admin, "admin", "127.0.0.1:9090", "the edge's status address (- disables)")
 	f.StringVar(&cfg.EtcdAddr, "etcd-listen", "127.0.0.1:2379", "embedded etcd's client address")
 	f.IntVar(&cfg.Instances, "instances", 1, "sidecars (each with its handler process) per service")
+	f.StringSliceVar(&cfg.Only, "services", nil, "run only these example services (default: all)")
 	return cmd
 }
 

@@ -53,7 +53,6 @@ type Config struct {
 	Nginx         string // nginx binary ("": looked up on PATH; absent: the nginx target is skipped)
 	NginxWorkers  int
 	TargetCPUs    string // taskset CPU list every target runs on ("": no pinning)
-	MeshEdges     int    // griddle up --edges (0 or 1: the default single edge)
 	MeshInstances int    // griddle up --instances, sidecars per service (0 or 1: one)
 
 	CommandLine []string     // recorded in results.json
@@ -120,8 +119,8 @@ func (c Config) Validate(sweep bool) error {
 		return bad("--handlers: required where the module's source is not at hand")
 	case c.NginxWorkers < 1:
 		return bad("--nginx-workers %d: want 1 or more", c.NginxWorkers)
-	case c.MeshEdges < 0 || c.MeshInstances < 0:
-		return bad("--mesh-edges and --mesh-instances: negative")
+	case c.MeshInstances < 0:
+		return bad("--mesh-instances: negative")
 	}
 	if sweep {
 		switch {

@@ -5,12 +5,15 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -329,9 +332,8 @@ func (s *starter) mesh(_ context.Context) (*target, error) {
 	}
 	argv := []string{s.cfg.Griddle, "up", "--dir", dir, "--listen", addr, "--admin", "-",
 		"--etcd-listen", "127.0.0.1:0", "--log-level", "warn"}
-	if s.cfg.MeshEdges > 1 {
-		argv = append(argv, "--edges", strconv.Itoa(s.cfg.MeshEdges))
-	}
+	svcs := slices.Sorted(maps.Keys(s.handlers))
+	argv = append(argv, "--services", strings.Join(svcs, ","))
 	if s.cfg.MeshInstances > 1 {
 		argv = append(argv, "--instances", strconv.Itoa(s.cfg.MeshInstances))
 	}

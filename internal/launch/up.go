@@ -18,6 +18,7 @@ import (
 
 	"github.com/griddle-mesh/griddle/edge"
 	"github.com/griddle-mesh/griddle/internal/etcdembed"
+	"github.com/griddle-mesh/griddle/internal/gateway"
 	"github.com/griddle-mesh/griddle/internal/store/badgerstore"
 	"github.com/griddle-mesh/griddle/sidecar"
 )
@@ -54,6 +55,8 @@ type UpConfig struct {
 	EtcdAddr string    // embedded etcd's client address ("127.0.0.1:2379")
 	Source   string    // module root to build handlers from ("": found from the working directory)
 	Services []Service // (ExampleServices())
+	// Only, when set, names the example services to run (all of them).
+	Only []string
 	// Instances is the number of sidecars, each with its handler process,
 	// per service (1).
 	Instances int
@@ -81,6 +84,11 @@ func (c UpConfig) Validate() error {
 			return fmt.Errorf("up: Services[%d]: Name, Version and Package are required", i)
 		}
 	}
+	for _, name := range c.Only {
+		if !slices.ContainsFunc(ExampleServices(), func(s Service) bool { return s.Name == name }) {
+			return fmt.Errorf("up: --services: no example service %q", name)
+		}
+	}
 	if c.Instances < 0 || c.Instances > 64 {
 		return fmt.Errorf("up: --instances: %d, want 1 to 64", c.Instances)
 	}
@@ -102,6 +110,9 @@ func (c *UpConfig) setDefaults() {
 	}
 	if c.Services == nil {
 		c.Services = ExampleServices()
+		if len(c.Only) > 0 {
+			c.Services = slices.DeleteFunc(c.Services, func(s Service) bool { return !slices.Contains(c.Only, s.Name) })
+		}
 	}
 	if c.Instances == 0 {
 		c.Instances = 1
@@ -196,6 +207,11 @@ func Up(ctx context.Context, cfg UpConfig) error {
 			return upErr(ctx)
 		}
 	}
+	if slices.ContainsFunc(cfg.Services, func(s Service) bool { return s.Name == "profiles" }) {
+		if err := seedIfEmpty(ctx, "http://"+e.Addr(), cfg.Out); err != nil {
+			log.Warn("seeding example profiles failed", "err", err)
+		}
+	}
 	fmt.Fprintf(cfg.Out, "griddle up: the mesh is running\n")
 	fmt.Fprintf(cfg.Out, "  %-14s %-28s data %s\n", "etcd", strings.Join(etcd.Endpoints(), ","), filepath.Join(cfg.Dir, "etcd"))
 	fmt.Fprintf(cfg.Out, "  %-14s %-28s", "edge", "http://"+e.Addr())
@@ -211,11 +227,6 @@ func Up(ctx context.Context, cfg UpConfig) error {
 		}
 		fmt.Fprintf(cfg.Out, "  %-14s %-28s handler %s, routes %s\n", svc.Name+" "+svc.Version, strings.Join(addrs, " "), bins[i], strings.Join(svc.Prefixes, " "))
 	}
-	if slices.ContainsFunc(cfg.Services, func(s Service) bool { return s.Name == "profiles" }) {
-		if err := seedIfEmpty(ctx, "http://"+e.Addr(), cfg.Out); err != nil {
-			log.Warn("seeding example profiles failed", "err", err)
-		}
-	}
 	fmt.Fprintf(cfg.Out, "Try: curl 'http://%s/hello/greet?name=world'\n     curl http://%s/profiles/42\nCtrl-C stops everything.\n", e.Addr(), e.Addr())
 
 	<-ctx.Done()
@@ -226,19 +237,26 @@ func Up(ctx context.Context, cfg UpConfig) error {
 // seedIfEmpty loads example profiles through the edge when there are none
 // (profile 1 is missing), so that a fresh mesh has data to show.
 func seedIfEmpty(ctx context.Context, base string, out io.Writer) error {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+"/profiles/1", nil)
-	if err != nil {
-		return err
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return err
-	}
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusNotFound {
+	// Until the edge has learnt the route and the instance, it answers
+	// with errors of its own (they carry an error id).
+	for start := time.Now(); ; time.Sleep(20 * time.Millisecond) {
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+"/profiles/1", nil)
+		if err != nil {
+			return err
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return err
+		}
+		resp.Body.Close()
+		switch {
+		case resp.Header.Get(gateway.HeaderErrorID) != "" && time.Since(start) < 10*time.Second:
+			continue
+		case resp.StatusCode == http.StatusNotFound:
+			return SeedProfiles(ctx, base, seedProfiles, 500, out)
+		}
 		return nil
 	}
-	return SeedProfiles(ctx, base, seedProfiles, 500, out)
 }
 
 // upErr is nil when Up was asked to stop, else what made it stop.

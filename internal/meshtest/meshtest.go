@@ -70,14 +70,15 @@ func ModuleRoot() (string, error) {
 	return filepath.Abs(filepath.Join(filepath.Dir(file), "..", ".."))
 }
 
-// Mesh is an embedded etcd plus the processes a test started against it.
-// Everything is stopped by t.Cleanup.
+// Mesh is an embedded etcd, a `griddle store` process, and the processes a
+// test started against them. Everything is stopped by t.Cleanup.
 type Mesh struct {
-	t    testing.TB
-	Bin  Binaries
-	Etcd *etcdembed.Server
-	Cli  *clientv3.Client
-	dir  string
+	t     testing.TB
+	Bin   Binaries
+	Etcd  *etcdembed.Server
+	Cli   *clientv3.Client
+	Store string // the store's URL, as sidecars' --store
+	dir   string
 }
 
 // Start starts an embedded etcd for one test.
@@ -96,7 +97,18 @@ func Start(t testing.TB, bin Binaries) *Mesh {
 		t.Fatalf("etcd client: %v", err)
 	}
 	t.Cleanup(func() { cli.Close() })
-	return &Mesh{t: t, Bin: bin, Etcd: srv, Cli: cli, dir: dir}
+	m := &Mesh{t: t, Bin: bin, Etcd: srv, Cli: cli, dir: dir}
+	storeAddr := FreeAddr(t)
+	st := m.Griddle("store", "store", "--listen", storeAddr, "--dir", filepath.Join(dir, "store"))
+	m.waitFor(st, func() bool {
+		c, err := net.Dial("tcp", storeAddr)
+		if err == nil {
+			c.Close()
+		}
+		return err == nil
+	})
+	m.Store = "http://" + storeAddr
+	return m
 }
 
 // EtcdEndpoints is the --etcd flag for processes of this mesh.
@@ -122,7 +134,7 @@ func (m *Mesh) Sidecar(service, version string, args ...string) *Proc {
 	p := m.start("sidecar "+id, append([]string{"sidecar",
 		"--service", service, "--version", version, "--id", id,
 		"--plugin", m.Bin.Handlers[service], "--etcd", m.EtcdEndpoints(),
-		"--admin", admin, "--ttl", "2s", "--log-level", "debug",
+		"--admin", admin, "--ttl", "2s", "--log-level", "debug", "--store", m.Store,
 	}, args...)...)
 	p.Admin, p.Addr = admin, id
 	m.waitFor(p, func() bool {

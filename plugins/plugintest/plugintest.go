@@ -10,12 +10,26 @@
 //
 // Outbound calls the handler makes through plugins.Mesh are answered by the
 // handlers given with WithService; calls to any other service get 502.
+//
+// With WithStore the handler also gets what a sidecar with a store gives
+// it: its service's key space of an in-memory store (plugins.Mesh(ctx).Store())
+// and event publishing (Publish, PublishTx, Announce). The test reads the
+// same key space with Server.Store and the published events with
+// Server.Events:
+//
+//	s := plugintest.Start(t, ".", plugintest.WithStore())
+//	... // send requests to s.URL()
+//	evs := s.Events(t.Context(), "message.sent")
 package plugintest
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -23,13 +37,24 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/griddle-mesh/griddle/internal/events"
 	"github.com/griddle-mesh/griddle/internal/pluginhost"
+	"github.com/griddle-mesh/griddle/internal/pluginproto"
+	istore "github.com/griddle-mesh/griddle/internal/store"
+	"github.com/griddle-mesh/griddle/internal/store/badgerstore"
+	"github.com/griddle-mesh/griddle/internal/store/storehttp"
+	"github.com/griddle-mesh/griddle/plugins"
+	"github.com/griddle-mesh/griddle/plugins/store"
 )
+
+// Event is one event of a service's log, as Server.Events returns it.
+type Event = events.Event
 
 // Option configures Start.
 type Option func(*options)
@@ -38,6 +63,27 @@ type options struct {
 	services map[string]http.Handler
 	logger   *slog.Logger
 	args     []string
+	store    bool
+	name     string // the service's name; "": the package directory's base name
+}
+
+// WithStore gives the handler a store and event publishing, as a sidecar
+// started with --store does: an in-memory store, fresh for each Start, of
+// which the handler sees only its service's key space (see
+// WithServiceName), served on the mesh socket under host
+// plugins/store.Host, and a publisher of that service's events under host
+// plugins.EventsHost. Without it the handler's store and publishing calls
+// fail with 502.
+func WithStore() Option {
+	return func(o *options) { o.store = true }
+}
+
+// WithServiceName names the service the handler serves: its key space with
+// WithStore, the publisher of its events, and GRIDDLE_SERVICE in its
+// environment. Default: the base name of the package's directory (Start(t,
+// ".") in services/feed serves "feed").
+func WithServiceName(name string) Option {
+	return func(o *options) { o.name = name }
 }
 
 // WithService answers the handler's outbound calls to http://<name>/... with
@@ -60,9 +106,12 @@ func WithArgs(args ...string) Option {
 
 // Server is a running handler. It is stopped by the test's cleanup.
 type Server struct {
-	host *pluginhost.Host
-	http *httptest.Server
-	bin  string
+	t       testing.TB
+	host    *pluginhost.Host
+	http    *httptest.Server
+	bin     string
+	service string
+	space   istore.Store // nil without WithStore
 }
 
 // Start builds the main package pkg (a directory such as "." or an import
@@ -81,12 +130,31 @@ func Start(t testing.TB, pkg string, opts ...Option) *Server {
 		o.logger = slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	}
 
+	if o.name == "" {
+		o.name = binaryName(pkg)
+	}
+	if !events.ValidName(o.name) {
+		t.Fatalf("plugintest: service name %q: want 1-63 of a-z 0-9 - . not starting with - or . (use WithServiceName)", o.name)
+	}
+	for _, reserved := range []string{store.Host, plugins.EventsHost} {
+		if _, ok := o.services[reserved]; ok && o.store {
+			t.Fatalf("plugintest: WithService(%q) conflicts with WithStore, which serves that host", reserved)
+		}
+	}
+
 	bin := Build(t, pkg)
-	mesh := startMesh(t, o.services)
+	s := &Server{t: t, bin: bin, service: o.name}
+	services := o.services
+	if o.store {
+		services = maps.Clone(o.services)
+		s.space = startStore(t, o.name, o.logger, services)
+	}
+	mesh := startMesh(t, services)
 
 	host, err := pluginhost.New(pluginhost.Config{
 		Path:       bin,
 		Args:       o.args,
+		Env:        []string{pluginproto.EnvService + "=" + o.name},
 		MeshSocket: mesh,
 		Logger:     o.logger,
 		MinBackoff: 20 * time.Millisecond,
@@ -115,7 +183,116 @@ func Start(t testing.TB, pkg string, opts ...Option) *Server {
 	}
 	srv := httptest.NewServer(proxy)
 	t.Cleanup(srv.Close)
-	return &Server{host: host, http: srv, bin: bin}
+	s.host, s.http = host, srv
+	return s
+}
+
+// startStore opens an in-memory store and adds to services what a sidecar
+// serves a handler of service name on its mesh socket: the store, confined
+// to name's key space, and name's event publisher. It returns name's key
+// space. t.Cleanup closes everything, after the mesh socket's server (so
+// it must run before startMesh).
+func startStore(t testing.TB, name string, logger *slog.Logger, services map[string]http.Handler) istore.Store {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	backend, err := badgerstore.Open(ctx, badgerstore.Config{InMemory: true, Logger: logger})
+	if err != nil {
+		t.Fatalf("plugintest: store: %v", err)
+	}
+	t.Cleanup(func() { _ = backend.Close() })
+	own, err := backend.Space(name)
+	if err != nil {
+		t.Fatalf("plugintest: store: %v", err)
+	}
+	storeSrv := storehttp.NewServer(backend, storehttp.WithSpace(name), storehttp.WithLogger(logger))
+	t.Cleanup(func() { _ = storeSrv.Close() })
+	pub, err := events.NewPublisher(events.PublisherConfig{Name: name, Log: own, Listen: "tcp://127.0.0.1:0", Logger: logger})
+	if err != nil {
+		t.Fatalf("plugintest: events: %v", err)
+	}
+	t.Cleanup(func() { _ = pub.Close() })
+	services[store.Host] = storeSrv
+	services[plugins.EventsHost] = eventsHandler(pub, logger)
+	return own
+}
+
+// eventsHandler serves a handler's publishing calls as the sidecar does
+// (host plugins.EventsHost):
+//
+//	POST /v1/topics/{topic}                 publish the body in its own transaction → {"seq": N}
+//	POST /v1/topics/{topic}/announce?seq=N  announce an event appended in the handler's transaction
+func eventsHandler(pub *events.Publisher, logger *slog.Logger) http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST /v1/topics/{topic}", func(w http.ResponseWriter, r *http.Request) {
+		body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, istore.MaxValueBytes))
+		if err != nil {
+			http.Error(w, "event body too large or unreadable", http.StatusRequestEntityTooLarge)
+			return
+		}
+		seq, err := pub.Publish(r.Context(), r.PathValue("topic"), events.Event{
+			ID: r.Header.Get(headerEventID), ContentType: r.Header.Get("Content-Type"), Body: body,
+		})
+		switch {
+		case errors.Is(err, events.ErrInvalid), errors.Is(err, events.ErrTooLarge):
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		case err != nil:
+			logger.Warn("plugintest: publishing an event failed", "topic", r.PathValue("topic"), "err", err)
+			http.Error(w, "publishing failed", http.StatusServiceUnavailable)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(struct {
+			Seq uint64 `json:"seq"`
+		}{seq})
+	})
+	mux.HandleFunc("POST /v1/topics/{topic}/announce", func(w http.ResponseWriter, r *http.Request) {
+		seq, err := strconv.ParseUint(r.URL.Query().Get("seq"), 10, 64)
+		if err != nil || !events.ValidTopic(r.PathValue("topic")) {
+			http.Error(w, "want /v1/topics/{topic}/announce?seq=N", http.StatusBadRequest)
+			return
+		}
+		pub.Announce(r.PathValue("topic"), seq)
+		w.WriteHeader(http.StatusNoContent)
+	})
+	return mux
+}
+
+// headerEventID is the sidecar's header naming an event's id, on
+// publishing calls and on deliveries.
+const headerEventID = "X-Griddle-Event-Id"
+
+// Service returns the name of the service the handler serves (see
+// WithServiceName).
+func (s *Server) Service() string { return s.service }
+
+// Store returns the key space the handler's store calls reach, for the
+// test to prepare or inspect state directly. It fails the test when Start
+// was not given WithStore.
+func (s *Server) Store() store.Store {
+	s.t.Helper()
+	if s.space == nil {
+		s.t.Fatalf("plugintest: Server.Store needs Start(..., plugintest.WithStore())")
+	}
+	return s.space
+}
+
+// Events returns every event the handler has published on topic and that
+// has committed, in sequence order. It fails the test on an invalid topic,
+// a store error, or when Start was not given WithStore.
+func (s *Server) Events(ctx context.Context, topic string) []Event {
+	s.t.Helper()
+	var evs []Event
+	err := s.Store().ReadTransact(ctx, func(tx istore.ReadTx) error {
+		var err error
+		evs, err = events.ScanTx(tx, s.service, topic, 0, 0)
+		return err
+	})
+	if err != nil {
+		s.t.Fatalf("plugintest: events of %s/%s: %v", s.service, topic, err)
+	}
+	return evs
 }
 
 // URL returns the base URL (http://127.0.0.1:port, no trailing slash) at
@@ -136,14 +313,7 @@ func (s *Server) Binary() string { return s.bin }
 // binary's path. It fails the test on a build error.
 func Build(t testing.TB, pkg string) string {
 	t.Helper()
-	name := filepath.Base(pkg)
-	if abs, err := filepath.Abs(pkg); err == nil && (pkg == "." || strings.HasPrefix(pkg, "./") || strings.HasPrefix(pkg, "../")) {
-		name = filepath.Base(abs)
-	}
-	if name == "." || name == string(filepath.Separator) || name == "" {
-		name = "handler"
-	}
-	bin := filepath.Join(t.TempDir(), name)
+	bin := filepath.Join(t.TempDir(), binaryName(pkg))
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, "go", "build", "-o", bin, pkg)
@@ -151,6 +321,19 @@ func Build(t testing.TB, pkg string) string {
 		t.Fatalf("plugintest: go build %s: %v\n%s", pkg, err, out)
 	}
 	return bin
+}
+
+// binaryName is the base name of the main package pkg's directory, or
+// "handler" when it has none.
+func binaryName(pkg string) string {
+	name := filepath.Base(pkg)
+	if abs, err := filepath.Abs(pkg); err == nil && (pkg == "." || strings.HasPrefix(pkg, "./") || strings.HasPrefix(pkg, "../")) {
+		name = filepath.Base(abs)
+	}
+	if name == "." || name == string(filepath.Separator) || name == "" {
+		name = "handler"
+	}
+	return name
 }
 
 // startMesh serves services on a unix socket, dispatching on the request's
@@ -175,7 +358,11 @@ func startMesh(t testing.TB, services map[string]http.Handler) string {
 		}
 		h, ok := services[name]
 		if !ok {
-			http.Error(w, fmt.Sprintf("plugintest: no service %q (use plugintest.WithService)", name), http.StatusBadGateway)
+			hint := "plugintest.WithService"
+			if name == store.Host || name == plugins.EventsHost {
+				hint = "plugintest.WithStore"
+			}
+			http.Error(w, fmt.Sprintf("plugintest: no service %q (use %s)", name, hint), http.StatusBadGateway)
 			return
 		}
 		h.ServeHTTP(w, r)
