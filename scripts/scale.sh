@@ -11,8 +11,6 @@
 #   CGO_ENABLED=0 go build -o $B/bin/griddle ./cmd/griddle
 #   CGO_ENABLED=0 go build -o $B/bin/hello ./services/hello
 #   CGO_ENABLED=0 go build -o $B/bin/profiles ./services/profiles
-#   # (add -tags griddle_badger to the griddle build once internal/store/badgerstore
-#   #  builds, so that the profile scenario's direct server reads the store)
 #   (cd $B/debs && apt-get download wrk nginx nginx-common libluajit-5.1-2 \
 #       libssl3 libpcre2-8-0 zlib1g libcrypt1)
 #   for d in $B/debs/*.deb; do dpkg -x "$d" $B/root; done

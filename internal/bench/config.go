@@ -113,7 +113,7 @@ func (c Config) Validate(sweep bool) error {
 		return bad("--noisy-cpu %g: negative", c.NoisyCores)
 	case c.Griddle == "" && slices.Contains(c.Targets, TargetMesh):
 		return bad("Griddle: the griddle binary is required for the mesh target")
-	case c.Griddle == "" && c.Scenario == ScenarioProfile && storeAvailable:
+	case c.Griddle == "" && c.Scenario == ScenarioProfile:
 		return bad("Griddle: the griddle binary is required for the profile scenario's direct server")
 	case c.Source == "" && c.Handlers == "":
 		return bad("--handlers: required where the module's source is not at hand")

@@ -2,7 +2,6 @@ package bench
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -11,10 +10,6 @@ import (
 	"sync"
 	"time"
 )
-
-// ErrNoStore reports that this build of griddle has no embedded store to
-// serve profiles from (internal/store/badgerstore).
-var ErrNoStore = errors.New("bench: this build has no embedded store (build with -tags griddle_badger once internal/store/badgerstore builds)")
 
 // profileReader reads one seeded profile's stored bytes; nil, nil when
 // there is none.

@@ -251,15 +251,10 @@ func (s *starter) direct(_ context.Context, label string) (*target, error) {
 	argv := []string{s.handlers[svc]}
 	env := []string{plugins.EnvStandalone + "=" + addr}
 	if s.cfg.Scenario == ScenarioProfile {
-		if storeAvailable {
-			argv = []string{s.cfg.Griddle, "bench", "serve-direct", "--listen", addr,
-				"--store-dir", filepath.Join(s.dir, label+"-store"), "--profiles", strconv.Itoa(s.cfg.Profiles)}
-			env = nil
-			t.note = "direct server: griddle bench serve-direct, one uncached read of the embedded store (Badger) per request"
-		} else {
-			t.note = "direct server: the profiles handler alone under net/http (its in-memory map): " +
-				"this build has no embedded store, so the baseline reads no store"
-		}
+		argv = []string{s.cfg.Griddle, "bench", "serve-direct", "--listen", addr,
+			"--store-dir", filepath.Join(s.dir, label+"-store"), "--profiles", strconv.Itoa(s.cfg.Profiles)}
+		env = nil
+		t.note = "direct server: griddle bench serve-direct, one uncached read of the embedded store (Badger) per request"
 	}
 	p, err := startProcess(label, argv, env, s.dir, filepath.Join(s.dir, label+".log"), s.cfg.TargetCPUs)
 	if err != nil {

@@ -164,3 +164,27 @@ func Wait(ctx context.Context, d time.Duration) error {
 		return ctx.Err()
 	}
 }
+
+// Getter is implemented by Stores that read one key in a single step,
+// cheaper than a transaction around the read (a remote store answers it in
+// one round trip).
+type Getter interface {
+	// Get returns the value of key, or nil and no error when there is none,
+	// as a read-only transaction of its own would.
+	Get(ctx context.Context, key []byte) ([]byte, error)
+}
+
+// Get reads one key in a transaction of its own, through Getter where s
+// has it. A single read is trivially serializable.
+func Get(ctx context.Context, s Store, key []byte) ([]byte, error) {
+	if g, ok := s.(Getter); ok {
+		return g.Get(ctx, key)
+	}
+	var v []byte
+	err := s.ReadTransact(ctx, func(tx ReadTx) error {
+		var err error
+		v, err = tx.Get(key)
+		return err
+	})
+	return v, err
+}

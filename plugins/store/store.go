@@ -22,6 +22,7 @@
 package store
 
 import (
+	"context"
 	"net/http"
 
 	istore "github.com/griddle-mesh/griddle/internal/store"
@@ -73,3 +74,8 @@ var (
 func New(hc *http.Client) Store {
 	return storehttp.NewClient(hc, "http://"+Host).Own()
 }
+
+// Get reads one key in a transaction of its own, in a single round trip to
+// the sidecar: the cheapest uncached read. nil and no error when there is
+// no such key.
+func Get(ctx context.Context, s Store, key []byte) ([]byte, error) { return istore.Get(ctx, s, key) }

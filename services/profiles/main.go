@@ -113,12 +113,7 @@ func load(w http.ResponseWriter, r *http.Request) (int64, []byte, bool) {
 		return 0, nil, false
 	}
 	ctx := r.Context()
-	var v []byte
-	err := plugins.Mesh(ctx).Store().ReadTransact(ctx, func(tx store.ReadTx) error {
-		var err error
-		v, err = tx.Get(key(id))
-		return err
-	})
+	v, err := store.Get(ctx, plugins.Mesh(ctx).Store(), key(id)) // one round trip: the uncached read
 	if err != nil {
 		slog.ErrorContext(ctx, "profiles: read", "id", id, "error", err, "request_id", plugins.RequestID(ctx))
 		writeError(w, http.StatusServiceUnavailable, "store unavailable")

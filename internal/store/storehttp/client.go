@@ -41,14 +41,14 @@ func (c *Client) Space(name string) (store.Store, error) {
 	if err := store.ValidSpace(name); err != nil {
 		return nil, err
 	}
-	return &remoteSpace{c: c, begin: "/v1/spaces/" + name + "/txns"}, nil
+	return newRemoteSpace(c, name), nil
 }
 
 // Own returns the Store of the key space that the Server imposes
 // (WithSpace); transactions on a Server without one fail with
 // store.ErrSpace.
 func (c *Client) Own() store.Store {
-	return &remoteSpace{c: c, begin: "/v1/spaces/" + OwnSpace + "/txns"}
+	return newRemoteSpace(c, OwnSpace)
 }
 
 // Close makes later transactions fail with store.ErrClosed. It closes
@@ -61,9 +61,35 @@ func (c *Client) Close() error {
 type remoteSpace struct {
 	c     *Client
 	begin string // the begin URL path
+	get   string // the one-step read's URL path
 }
 
-var _ store.Store = (*remoteSpace)(nil)
+func newRemoteSpace(c *Client, name string) *remoteSpace {
+	return &remoteSpace{c: c, begin: "/v1/spaces/" + name + "/txns", get: "/v1/spaces/" + name + "/get"}
+}
+
+var (
+	_ store.Store  = (*remoteSpace)(nil)
+	_ store.Getter = (*remoteSpace)(nil)
+)
+
+// Get implements store.Getter: one round trip.
+func (s *remoteSpace) Get(ctx context.Context, key []byte) ([]byte, error) {
+	if err := store.CheckKey(key); err != nil {
+		return nil, err
+	}
+	var resp storepb.GetResponse
+	if err := s.c.call(ctx, s.get, &storepb.GetRequest{Key: key}, &resp); err != nil {
+		return nil, err
+	}
+	if !resp.Found {
+		return nil, nil
+	}
+	if resp.Value == nil {
+		return []byte{}, nil
+	}
+	return resp.Value, nil
+}
 
 // Transact implements store.Store: fn runs here, its operations on the
 // server; a conflict at commit runs fn again in a new transaction.

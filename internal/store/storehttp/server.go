@@ -75,6 +75,7 @@ func NewServer(b store.Backend, opts ...Option) *Server {
 	s.mux = http.NewServeMux()
 	s.mux.HandleFunc("POST /v1/spaces/{space}/txns", s.begin)
 	s.mux.HandleFunc("POST /v1/txns/{txn}/{op}", s.op)
+	s.mux.HandleFunc("POST /v1/spaces/{space}/get", s.get)
 	return s
 }
 
@@ -150,6 +151,36 @@ func (s *Server) begin(w http.ResponseWriter, r *http.Request) {
 	case <-t.done:
 		s.fail(w, t.err)
 	}
+}
+
+// get reads one key in a read-only transaction of its own: one round trip
+// where begin, get and commit take three.
+func (s *Server) get(w http.ResponseWriter, r *http.Request) {
+	name := r.PathValue("space")
+	if s.space != "" {
+		name = s.space
+	}
+	st, err := s.b.Space(name)
+	if err != nil {
+		s.fail(w, err)
+		return
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxRequestBytes))
+	if err != nil {
+		s.fail(w, fmt.Errorf("%w: reading the body: %w", errBadRequest, err))
+		return
+	}
+	var req storepb.GetRequest
+	if err := proto.Unmarshal(body, &req); err != nil {
+		s.fail(w, fmt.Errorf("%w: decoding the body: %w", errBadRequest, err))
+		return
+	}
+	v, err := store.Get(r.Context(), st, req.Key)
+	if err != nil {
+		s.fail(w, err)
+		return
+	}
+	s.reply(w, &storepb.GetResponse{Found: v != nil, Value: v})
 }
 
 // run runs t through st until the client commits or aborts it, it grows

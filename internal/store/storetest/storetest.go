@@ -38,6 +38,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Backend) {
 		fn   func(t *testing.T, b store.Backend)
 	}{
 		{"GetSetClear", testGetSetClear},
+		{"SingleGet", testSingleGet},
 		{"ReadYourWrites", testReadYourWrites},
 		{"Range", testRange},
 		{"ClearRange", testClearRange},
@@ -693,5 +694,43 @@ func testClosed(t *testing.T, b store.Backend) {
 	err = s.ReadTransact(t.Context(), func(store.ReadTx) error { return nil })
 	if !errors.Is(err, store.ErrClosed) {
 		t.Errorf("ReadTransact after Close = %v, want %v", err, store.ErrClosed)
+	}
+}
+
+// testSingleGet checks store.Get, which takes a backend's one-step read
+// where it has one, against what transactions wrote.
+func testSingleGet(t *testing.T, b store.Backend) {
+	ctx := t.Context()
+	a, err := b.Space("a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	other, err := b.Space("b")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Transact(ctx, func(tx store.Tx) error {
+		return errors.Join(tx.Set([]byte("k"), []byte("v")), tx.Set([]byte("empty"), []byte{}))
+	}); err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []struct {
+		name string
+		s    store.Store
+		key  string
+		want []byte
+	}{
+		{"present", a, "k", []byte("v")},
+		{"empty value", a, "empty", []byte{}},
+		{"absent", a, "nope", nil},
+		{"other space", other, "k", nil},
+	} {
+		got, err := store.Get(ctx, tt.s, []byte(tt.key))
+		if err != nil || !bytes.Equal(got, tt.want) || (got == nil) != (tt.want == nil) {
+			t.Errorf("%s: Get(%q) = %q, %v; want %q", tt.name, tt.key, got, err, tt.want)
+		}
+	}
+	if _, err := store.Get(ctx, a, make([]byte, store.MaxKeyBytes+1)); !errors.Is(err, store.ErrKeyTooLarge) {
+		t.Errorf("Get of an oversized key: %v, want ErrKeyTooLarge", err)
 	}
 }

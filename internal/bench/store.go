@@ -1,8 +1,3 @@
-//go:build griddle_badger
-
-// This file needs internal/store/badgerstore. Drop the build tag once that
-// package builds in every checkout.
-
 package bench
 
 import (
@@ -13,8 +8,6 @@ import (
 	"github.com/griddle-mesh/griddle/internal/store"
 	"github.com/griddle-mesh/griddle/internal/store/badgerstore"
 )
-
-const storeAvailable = true
 
 // seedBatch is how many profiles one seeding transaction writes.
 const seedBatch = 500
