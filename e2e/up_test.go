@@ -23,8 +23,8 @@ func TestUp(t *testing.T) {
 		t.Fatal(err)
 	}
 	dir := t.TempDir()
-	listen, admin, etcd := meshtest.FreeAddr(t), meshtest.FreeAddr(t), meshtest.FreeAddr(t)
-	cmd := exec.Command(bin.Griddle, "up", "--dir", dir, "--listen", listen, "--admin", admin, "--etcd-listen", etcd)
+	listen, admin, etcd, ctl := meshtest.FreeAddr(t), meshtest.FreeAddr(t), meshtest.FreeAddr(t), meshtest.FreeAddr(t)
+	cmd := exec.Command(bin.Griddle, "up", "--dir", dir, "--listen", listen, "--admin", admin, "--etcd-listen", etcd, "--control", ctl)
 	cmd.Dir = root
 	var out lockedBuffer
 	cmd.Stdout, cmd.Stderr = &out, &out
@@ -56,6 +56,9 @@ func TestUp(t *testing.T) {
 	}
 	if status, body, _ := get(t, "http://"+listen+"/profiles/42/greeting"); status != 200 || !strings.Contains(body, "hello, user-42") {
 		t.Errorf("profiles greeting: got %d %q", status, body)
+	}
+	if out, code := cli(t, "http://"+ctl, "status"); code != 0 || !strings.Contains(out, "profiles") {
+		t.Errorf("griddle status against up's control plane: exit %d:\n%s", code, out)
 	}
 	handlers := processesRunning(filepath.Join(dir, "bin"))
 	if want := len(launch.ExampleServices()); len(handlers) != want {

@@ -94,7 +94,7 @@ LUA
 	mkdir -p "$W/mesh/bin" && cp "$BIN/hello" "$BIN/profiles" "$W/mesh/bin/"
 	up_flags=(--services "$svc" --instances "$INSTANCES")
 	(cd "$W/mesh" && exec taskset -c "$TARGET_CPUS" griddle up --log-level warn --dir "$W/mesh" \
-		--listen 127.0.0.1:18002 --admin - --etcd-listen 127.0.0.1:0 "${up_flags[@]}" >"$W/mesh.log" 2>&1) &
+		--listen 127.0.0.1:18002 --admin - --control - --etcd-listen 127.0.0.1:0 "${up_flags[@]}" >"$W/mesh.log" 2>&1) &
 	for t in direct:127.0.0.1:18001 mesh:127.0.0.1:18002; do
 		name=${t%%:*} addr=${t#*:}
 		if wait_up "$addr" "$name"; then

@@ -89,6 +89,7 @@ func upCmd(g *globals) *cobra.Command {
 	f.StringVar(&cfg.Dir, "dir", ".griddle", "directory for etcd's data and the handler binaries")
 	f.StringVar(&cfg.Listen, "listen", "127.0.0.1:8080", "the edge's address")
 	f.StringVar(&cfg.Admin, "admin", "127.0.0.1:9090", "the edge's status address (- disables)")
+	f.StringVar(&cfg.Control, "control", "127.0.0.1:9300", "the control plane's API and status page (- disables)")
 	f.StringVar(&cfg.EtcdAddr, "etcd-listen", "127.0.0.1:2379", "embedded etcd's client address")
 	f.IntVar(&cfg.Instances, "instances", 1, "sidecars (each with its handler process) per service")
 	f.StringSliceVar(&cfg.Only, "services", nil, "run only these example services (default: all)")

@@ -325,7 +325,7 @@ func (s *starter) mesh(_ context.Context) (*target, error) {
 	if err != nil {
 		return nil, err
 	}
-	argv := []string{s.cfg.Griddle, "up", "--dir", dir, "--listen", addr, "--admin", "-",
+	argv := []string{s.cfg.Griddle, "up", "--dir", dir, "--listen", addr, "--admin", "-", "--control", "-",
 		"--etcd-listen", "127.0.0.1:0", "--log-level", "warn"}
 	svcs := slices.Sorted(maps.Keys(s.handlers))
 	argv = append(argv, "--services", strings.Join(svcs, ","))

@@ -2,6 +2,8 @@ package launch
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -16,6 +18,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/griddle-mesh/griddle/control"
 	"github.com/griddle-mesh/griddle/edge"
 	"github.com/griddle-mesh/griddle/internal/etcdembed"
 	"github.com/griddle-mesh/griddle/internal/gateway"
@@ -52,6 +55,7 @@ type UpConfig struct {
 	Dir      string    // state: etcd data, handler binaries (".griddle")
 	Listen   string    // the edge ("127.0.0.1:8080")
 	Admin    string    // the edge's /status ("127.0.0.1:9090"; "-" disables)
+	Control  string    // the control plane's API and page ("127.0.0.1:9300"; "-" disables)
 	EtcdAddr string    // embedded etcd's client address ("127.0.0.1:2379")
 	Source   string    // module root to build handlers from ("": found from the working directory)
 	Services []Service // (ExampleServices())
@@ -74,9 +78,11 @@ func (c UpConfig) Validate() error {
 			return fmt.Errorf("up: %s: %w", flag, err)
 		}
 	}
-	if c.Admin != "" && c.Admin != "-" {
-		if _, _, err := net.SplitHostPort(c.Admin); err != nil {
-			return fmt.Errorf("up: --admin: %w", err)
+	for flag, addr := range map[string]string{"--admin": c.Admin, "--control": c.Control} {
+		if addr != "" && addr != "-" {
+			if _, _, err := net.SplitHostPort(addr); err != nil {
+				return fmt.Errorf("up: %s: %w", flag, err)
+			}
 		}
 	}
 	for i, s := range c.Services {
@@ -104,9 +110,13 @@ func (c *UpConfig) setDefaults() {
 	def(&c.Dir, ".griddle")
 	def(&c.Listen, "127.0.0.1:8080")
 	def(&c.Admin, "127.0.0.1:9090")
+	def(&c.Control, "127.0.0.1:9300")
 	def(&c.EtcdAddr, "127.0.0.1:2379")
 	if c.Admin == "-" {
 		c.Admin = ""
+	}
+	if c.Control == "-" {
+		c.Control = ""
 	}
 	if c.Services == nil {
 		c.Services = ExampleServices()
@@ -194,6 +204,21 @@ func Up(ctx context.Context, cfg UpConfig) error {
 		return err
 	}
 	run("edge", e.Run)
+	var token string
+	if cfg.Control != "" {
+		if token, err = controlToken(cfg.Dir); err != nil {
+			return err
+		}
+		ctl, err := control.New(control.Config{Etcd: m.Etcd, Prefix: m.Prefix, Token: token, Logger: log})
+		if err != nil {
+			return err
+		}
+		ln, err := net.Listen("tcp", cfg.Control)
+		if err != nil {
+			return fmt.Errorf("up: --control: %w", err)
+		}
+		run("control", func(ctx context.Context) error { return ctl.Run(ctx, ln) })
+	}
 
 	ready := []<-chan struct{}{e.Ready()}
 	for _, c := range cars {
@@ -219,6 +244,10 @@ func Up(ctx context.Context, cfg UpConfig) error {
 		fmt.Fprintf(cfg.Out, " status http://%s/status", cfg.Admin)
 	}
 	fmt.Fprintln(cfg.Out)
+	if cfg.Control != "" {
+		fmt.Fprintf(cfg.Out, "  %-14s %-28s token in %s (export GRIDDLE_TOKEN=$(cat %s))\n", "control", "http://"+cfg.Control,
+			filepath.Join(cfg.Dir, "token"), filepath.Join(cfg.Dir, "token"))
+	}
 	fmt.Fprintf(cfg.Out, "  %-14s %-28s\n", "store", "badger "+filepath.Join(cfg.Dir, "store"))
 	for i, svc := range cfg.Services {
 		addrs := make([]string, 0, cfg.Instances)
@@ -257,6 +286,27 @@ func seedIfEmpty(ctx context.Context, base string, out io.Writer) error {
 		}
 		return nil
 	}
+}
+
+// controlToken is the control plane's bearer token for write calls:
+// GRIDDLE_TOKEN when set, else the one in <dir>/token, made on first use.
+func controlToken(dir string) (string, error) {
+	if t := os.Getenv("GRIDDLE_TOKEN"); t != "" {
+		return t, nil
+	}
+	path := filepath.Join(dir, "token")
+	if b, err := os.ReadFile(path); err == nil && len(strings.TrimSpace(string(b))) > 0 {
+		return strings.TrimSpace(string(b)), nil
+	}
+	var raw [16]byte
+	if _, err := rand.Read(raw[:]); err != nil {
+		return "", fmt.Errorf("up: token: %w", err)
+	}
+	t := hex.EncodeToString(raw[:])
+	if err := os.WriteFile(path, []byte(t+"\n"), 0o600); err != nil {
+		return "", fmt.Errorf("up: token: %w", err)
+	}
+	return t, nil
 }
 
 // upErr is nil when Up was asked to stop, else what made it stop.

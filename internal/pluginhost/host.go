@@ -59,6 +59,7 @@ type Host struct {
 	proc atomic.Pointer[proc] // the handler now up; nil when none
 
 	restarts atomic.Int64
+	dials    atomic.Int64
 
 	mu      sync.Mutex // guards the fields below
 	dir     string     // private socket directory, created by Start
@@ -104,6 +105,7 @@ func New(cfg Config) (*Host, error) {
 			if p == nil {
 				return nil, fmt.Errorf("dial: no handler process: %w", ErrUnavailable)
 			}
+			h.dials.Add(1)
 			c, err := d.DialContext(ctx, "unix", p.socket)
 			if err != nil {
 				return nil, fmt.Errorf("dial %s: %w: %w", p.socket, ErrUnavailable, err)
@@ -199,6 +201,11 @@ func (h *Host) PID() int {
 // Restarts returns how many times the handler has been started again after
 // it exited.
 func (h *Host) Restarts() int { return int(h.restarts.Load()) }
+
+// Dials returns how many connections to handler processes the host has
+// tried to open. Requests reuse idle connections, so under a steady load it
+// stays at about the number of requests in flight at once.
+func (h *Host) Dials() int64 { return h.dials.Load() }
 
 // Close stops the supervisor, stops the handler (gracefully, then by kill
 // after go-plugin's grace period), waits for it to exit and removes the

@@ -1,0 +1,130 @@
+package sidecar
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/griddle-mesh/griddle/edge"
+	"github.com/griddle-mesh/griddle/internal/discovery"
+	"github.com/griddle-mesh/griddle/internal/dispatch"
+	"github.com/griddle-mesh/griddle/internal/etcdembed/etcdtest"
+	"github.com/griddle-mesh/griddle/plugins/plugintest"
+)
+
+// BenchmarkPath runs the whole request path but the handler in this
+// process: a keep-alive client → the edge (gateway with admission and
+// metrics, on a real net/http server) → mangos REQ/REP over tcp on
+// 127.0.0.1 → this sidecar → the hello handler process over its unix
+// socket. allocs/op therefore count client, edge and sidecar together per
+// request. Connections opened during the timed part are reported as
+// client-dials and handler-dials: both should stay 0 (no churn).
+func BenchmarkPath(b *testing.B) {
+	quiet := slog.New(slog.DiscardHandler)
+	ctx, cancel := context.WithCancel(context.Background())
+
+	etcd := etcdtest.Run(b)
+	cli, err := etcd.Client(ctx)
+	if err != nil {
+		b.Fatal(err)
+	}
+	cat := discovery.NewCatalog(cli, "", quiet)
+	catDone := make(chan struct{})
+	go func() { defer close(catDone); _ = cat.Run(ctx) }()
+	d, err := dispatch.New(dispatch.Config{Endpoints: cat, Logger: quiet})
+	if err != nil {
+		b.Fatal(err)
+	}
+
+	s, err := New(Config{
+		Service: "hello", Version: "v1", Listen: "tcp://127.0.0.1:0",
+		Plugin: plugintest.Build(b, "../services/hello"), HTTPPrefixes: []string{"/hello/"},
+		DrainGrace: time.Millisecond, Logger: quiet,
+	}, Deps{Etcd: cli, Dispatcher: d, Catalog: cat})
+	if err != nil {
+		b.Fatal(err)
+	}
+	e, err := edge.New(edge.Config{Listen: "127.0.0.1:0", Logger: quiet}, edge.Deps{Routes: cat, Dispatcher: d})
+	if err != nil {
+		b.Fatal(err)
+	}
+	sDone, eDone := make(chan struct{}), make(chan struct{})
+	go func() { defer close(sDone); _ = s.Run(ctx) }()
+	go func() { defer close(eDone); _ = e.Run(ctx) }()
+	b.Cleanup(func() {
+		cancel()
+		<-eDone
+		<-sDone
+		<-catDone
+		d.Close()
+		cli.Close()
+	})
+	for _, ready := range []<-chan struct{}{s.Ready(), e.Ready()} {
+		select {
+		case <-ready:
+		case <-time.After(30 * time.Second):
+			b.Fatal("mesh did not start")
+		}
+	}
+
+	var clientDials atomic.Int64
+	dialer := &net.Dialer{}
+	tr := &http.Transport{
+		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			clientDials.Add(1)
+			return dialer.DialContext(ctx, network, addr)
+		},
+		MaxIdleConnsPerHost: 256,
+		DisableCompression:  true,
+	}
+	defer tr.CloseIdleConnections()
+	client := &http.Client{Transport: tr}
+	url := "http://" + e.Addr() + "/hello/greet?name=x"
+	get := func() error {
+		resp, err := client.Get(url)
+		if err != nil {
+			return err
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		_ = resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return &statusError{resp.StatusCode}
+		}
+		return nil
+	}
+	// Wait for the edge to learn the route and the instance.
+	deadline := time.Now().Add(30 * time.Second)
+	for get() != nil {
+		if time.Now().After(deadline) {
+			b.Fatalf("no answer through the edge: %v", get())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+
+	b.SetParallelism(8) // 16 requests in flight on 2 cores
+	host := s.host.Load()
+	clientBefore, handlerBefore := clientDials.Load(), host.Dials()
+	b.ReportAllocs()
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			if err := get(); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+	b.StopTimer()
+	b.ReportMetric(float64(clientDials.Load()-clientBefore), "client-dials")
+	b.ReportMetric(float64(host.Dials()-handlerBefore), "handler-dials")
+}
+
+type statusError struct{ code int }
+
+func (e *statusError) Error() string { return "status " + strings.TrimSpace(http.StatusText(e.code)) }
