@@ -42,8 +42,8 @@ type MeshAPI struct {
 // derived from it); otherwise the returned MeshAPI is disconnected and every
 // call fails with ErrNoMesh.
 func Mesh(ctx context.Context) *MeshAPI {
-	if m, ok := ctx.Value(meshKey{}).(*MeshAPI); ok {
-		return m
+	if in, ok := ctx.Value(inboundKey{}).(*inbound); ok {
+		return in.mesh
 	}
 	return newMesh("")
 }

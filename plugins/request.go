@@ -33,8 +33,10 @@ const (
 	HeaderTracestate  = "Tracestate"
 )
 
-// inbound is what an outbound call inherits from the incoming request.
+// inbound is what an outbound call inherits from the incoming request, and
+// the mesh it is served by: one context value for both.
 type inbound struct {
+	mesh        *MeshAPI
 	requestID   string
 	traceparent string
 	tracestate  string
@@ -42,7 +44,6 @@ type inbound struct {
 }
 
 type inboundKey struct{}
-type meshKey struct{}
 
 // contextHandler prepares each request's context before h sees it.
 type contextHandler struct {
@@ -51,13 +52,14 @@ type contextHandler struct {
 }
 
 func (c *contextHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	ctx := context.WithValue(r.Context(), meshKey{}, c.mesh)
+	ctx := r.Context()
 	if d, ok := parseDeadline(r.Header.Get(HeaderDeadline)); ok {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithDeadline(ctx, d)
 		defer cancel()
 	}
 	in := &inbound{
+		mesh:        c.mesh,
 		requestID:   r.Header.Get(HeaderRequestID),
 		traceparent: r.Header.Get(HeaderTraceparent),
 		tracestate:  r.Header.Get(HeaderTracestate),

@@ -3,7 +3,6 @@ package sidecar
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -40,53 +39,11 @@ func ParseSubscription(s string) (Subscription, error) {
 
 // Headers of an event delivered to a handler.
 const (
-	HeaderEventID        = "X-Griddle-Event-Id"
+	HeaderEventID        = events.HeaderEventID
 	HeaderEventSeq       = "X-Griddle-Event-Seq"
 	HeaderEventTopic     = "X-Griddle-Event-Topic"
 	HeaderEventPublisher = "X-Griddle-Event-Publisher"
 )
-
-// eventsHandler serves the handler's publishing calls on the mesh socket
-// (host griddle-events):
-//
-//	POST /v1/topics/{topic}                 publish the body in its own transaction → {"seq": N}
-//	POST /v1/topics/{topic}/announce?seq=N  announce an event the handler appended in its own transaction
-func (s *Sidecar) eventsHandler(pub *events.Publisher) http.Handler {
-	mux := http.NewServeMux()
-	mux.HandleFunc("POST /v1/topics/{topic}", func(w http.ResponseWriter, r *http.Request) {
-		body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, store.MaxValueBytes))
-		if err != nil {
-			http.Error(w, "event body too large or unreadable", http.StatusRequestEntityTooLarge)
-			return
-		}
-		seq, err := pub.Publish(r.Context(), r.PathValue("topic"), events.Event{
-			ID: r.Header.Get(HeaderEventID), ContentType: r.Header.Get("Content-Type"), Body: body,
-		})
-		switch {
-		case errors.Is(err, events.ErrInvalid), errors.Is(err, events.ErrTooLarge):
-			http.Error(w, err.Error(), http.StatusBadRequest)
-			return
-		case err != nil:
-			s.log.Warn("publishing an event failed", "topic", r.PathValue("topic"), "err", err)
-			http.Error(w, "publishing failed", http.StatusServiceUnavailable)
-			return
-		}
-		w.Header().Set("Content-Type", "application/json")
-		_ = json.NewEncoder(w).Encode(struct {
-			Seq uint64 `json:"seq"`
-		}{seq})
-	})
-	mux.HandleFunc("POST /v1/topics/{topic}/announce", func(w http.ResponseWriter, r *http.Request) {
-		seq, err := strconv.ParseUint(r.URL.Query().Get("seq"), 10, 64)
-		if err != nil || !events.ValidTopic(r.PathValue("topic")) {
-			http.Error(w, "want /v1/topics/{topic}/announce?seq=N", http.StatusBadRequest)
-			return
-		}
-		pub.Announce(r.PathValue("topic"), seq)
-		w.WriteHeader(http.StatusNoContent)
-	})
-	return mux
-}
 
 // subscribe runs the service's subscriptions until ctx ends. Only one
 // instance of a service delivers at a time: the instances elect one through

@@ -34,7 +34,7 @@ func BenchmarkPath(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	cat := discovery.NewCatalog(cli, "", quiet)
+	cat := discovery.NewCatalog(cli, discovery.DefaultPrefix, quiet)
 	catDone := make(chan struct{})
 	go func() { defer close(catDone); _ = cat.Run(ctx) }()
 	d, err := dispatch.New(dispatch.Config{Endpoints: cat, Logger: quiet})
@@ -107,7 +107,28 @@ func BenchmarkPath(b *testing.B) {
 		time.Sleep(20 * time.Millisecond)
 	}
 
-	b.SetParallelism(8) // 16 requests in flight on 2 cores
+	// Open the connections the timed part needs, so that any dial in it
+	// is churn.
+	const inFlight = 8 // per GOMAXPROCS: 16 requests in flight on 2 cores
+	warm := make(chan error, inFlight*2)
+	for range cap(warm) {
+		go func() {
+			var err error
+			for range 50 {
+				if err = get(); err != nil {
+					break
+				}
+			}
+			warm <- err
+		}()
+	}
+	for range cap(warm) {
+		if err := <-warm; err != nil {
+			b.Fatal(err)
+		}
+	}
+
+	b.SetParallelism(inFlight)
 	host := s.host.Load()
 	clientBefore, handlerBefore := clientDials.Load(), host.Dials()
 	b.ReportAllocs()

@@ -16,6 +16,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -58,6 +59,9 @@ type Sidecar struct {
 	// versionHeader is the value of the version header on every answer.
 	versionHeader []string
 	bufs          sync.Pool // *bytes.Buffer for reply bodies
+	// plainHost is true when http.NewRequest takes the service name over
+	// as the host of http://<service>/ unchanged (see newRequest).
+	plainHost bool
 }
 
 // Deps are the shared parts a sidecar uses; the caller owns them.
@@ -92,6 +96,7 @@ func New(cfg Config, deps Deps) (*Sidecar, error) {
 	s := &Sidecar{cfg: cfg, log: cfg.Logger, deps: deps, ready: make(chan struct{}), reg: metrics.NewRegistry()}
 	s.metrics = metrics.NewSidecar(s.reg)
 	s.versionHeader = []string{cfg.Version}
+	s.plainHost = plainHost(cfg.Service)
 	s.bufs.New = func() any { return new(bytes.Buffer) }
 	return s, nil
 }
@@ -155,7 +160,7 @@ func (s *Sidecar) Run(ctx context.Context) error {
 		defer pub.Close()
 		meshHandler = byHost(map[string]http.Handler{
 			pluginstore.Host:   storeSrv,
-			plugins.EventsHost: s.eventsHandler(pub),
+			plugins.EventsHost: events.Handler(pub, s.log),
 		}, gw)
 	}
 	meshSrv := &http.Server{Handler: meshHandler, ReadHeaderTimeout: 5 * time.Second}
@@ -354,14 +359,10 @@ func (s *Sidecar) handle(body []byte) *wire.Reply {
 	ctx, cancel := context.WithDeadline(context.Background(), deadline)
 	defer cancel()
 
-	hreq, err := http.NewRequestWithContext(ctx, req.GetMethod(), "http://"+s.cfg.Service+req.RequestURI(), bytes.NewReader(req.GetBody()))
+	hreq, err := s.newRequest(ctx, &req)
 	if err != nil {
 		reply.Code, reply.Message = wire.Code_CODE_BAD_REQUEST, "invalid method or path"
 		return reply
-	}
-	hreq.ContentLength = int64(len(req.GetBody()))
-	if hreq.ContentLength == 0 {
-		hreq.Body = http.NoBody
 	}
 	wire.DecodeHeader(hreq.Header, req.GetHeaders())
 	if req.GetHost() != "" {
@@ -417,6 +418,73 @@ func (s *Sidecar) handle(body []byte) *wire.Reply {
 	reply.Headers = wire.EncodeHeader(resp.Header)
 	reply.Body = buf.Bytes() // marshalled before buf is reused
 	return reply
+}
+
+// newRequest builds the handler's request for the envelope req: method,
+// http://<service> with req's path and query, and body (no headers yet).
+// It fails for an invalid method, path or query, just as
+// http.NewRequestWithContext of that URL does (which it calls when the
+// path or query holds anything it cannot take over verbatim), but it parses
+// nothing in the common case.
+func (s *Sidecar) newRequest(ctx context.Context, req *wire.Request) (*http.Request, error) {
+	path, query := req.GetPath(), req.GetRawQuery()
+	if path == "" {
+		path = "/"
+	}
+	var body io.Reader
+	if n := len(req.GetBody()); n > 0 {
+		body = bytes.NewReader(req.GetBody())
+	}
+	if !s.plainHost || !plainTarget(path, query) {
+		hreq, err := http.NewRequestWithContext(ctx, req.GetMethod(), "http://"+s.cfg.Service+req.RequestURI(), body)
+		if err != nil {
+			return nil, err
+		}
+		if body == nil {
+			hreq.Body = http.NoBody
+		}
+		return hreq, nil
+	}
+	// An empty URL, filled in below, is what NewRequestWithContext would
+	// parse out of http://<service><path>?<query> for such a target.
+	hreq, err := http.NewRequestWithContext(ctx, req.GetMethod(), "", body)
+	if err != nil {
+		return nil, err
+	}
+	if body == nil {
+		hreq.Body = http.NoBody
+	}
+	hreq.URL.Scheme, hreq.URL.Host, hreq.URL.Path, hreq.URL.RawQuery = "http", s.cfg.Service, path, query
+	if hreq.URL.EscapedPath() != path { // as url.URL.setPath keeps it
+		hreq.URL.RawPath = path
+	}
+	hreq.Host = s.cfg.Service
+	return hreq, nil
+}
+
+// plainHost reports whether http.NewRequest takes service over unchanged as
+// the host of http://<service>/.
+func plainHost(service string) bool {
+	r, err := http.NewRequest(http.MethodGet, "http://"+service+"/", nil)
+	return err == nil && r.URL.Host == service && r.Host == service && r.URL.Path == "/" && r.URL.User == nil
+}
+
+// plainTarget reports whether url.Parse would take the path and query of
+// http://host<path>?<query> over as they are: path starts with / and
+// neither holds a control byte, a '#' (a fragment) or, in the path, a '?'
+// or a '%' (an escape, which Parse decodes).
+func plainTarget(path, query string) bool {
+	if !strings.HasPrefix(path, "/") || strings.ContainsAny(path, "?%") {
+		return false
+	}
+	for _, p := range [...]string{path, query} {
+		for i := range len(p) {
+			if c := p[i]; c < 0x20 || c == 0x7f || c == '#' {
+				return false
+			}
+		}
+	}
+	return true
 }
 
 // rules returns the catalog's rule accessor, or nil without a catalog.

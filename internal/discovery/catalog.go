@@ -14,6 +14,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/griddle-mesh/griddle/internal/backoff"
 	"github.com/griddle-mesh/griddle/internal/routing"
 	"go.etcd.io/etcd/api/v3/mvccpb"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
@@ -181,7 +182,7 @@ func (c *Catalog) Run(ctx context.Context) error {
 	defer cancel()
 	wg.Go(func() { c.probe(ctx) })
 
-	b := newBackoff(watchBackoffLo, watchBackoffHi)
+	b := backoff.New(watchBackoffLo, watchBackoffHi)
 	for {
 		start := time.Now()
 		err := c.listAndWatch(ctx)
@@ -197,9 +198,9 @@ func (c *Catalog) Run(ctx context.Context) error {
 			continue
 		}
 		if time.Since(start) > stableAfter {
-			b.reset()
+			b.Reset()
 		}
-		if !b.wait(ctx) {
+		if !b.Wait(ctx) {
 			return nil
 		}
 	}

@@ -10,6 +10,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/griddle-mesh/griddle/internal/backoff"
 	"github.com/griddle-mesh/griddle/internal/routing"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -150,7 +151,7 @@ func (r *Registration) keep(ctx context.Context, lease clientv3.LeaseID) {
 // reregister grants a new lease and puts the entry again, retrying with
 // back-off until it succeeds (true) or ctx ends or the client is closed (false).
 func (r *Registration) reregister(ctx context.Context) (clientv3.LeaseID, bool) {
-	b := newBackoff(regBackoffMin, regBackoffMax)
+	b := backoff.New(regBackoffMin, regBackoffMax)
 	// Each try is bounded so a hung request cannot hold r.mu for long.
 	tryTimeout := max(time.Duration(r.ttl)*time.Second, 2*time.Second)
 	for {
@@ -172,7 +173,7 @@ func (r *Registration) reregister(ctx context.Context) (clientv3.LeaseID, bool) 
 			return lease, true
 		}
 		r.logger.Debug("discovery: re-register failed; retrying", "key", r.key, "err", err)
-		if !b.wait(ctx) {
+		if !b.Wait(ctx) {
 			return 0, false
 		}
 	}

@@ -12,6 +12,7 @@ import (
 	"go.nanomsg.org/mangos/v3"
 	"go.nanomsg.org/mangos/v3/protocol/sub"
 
+	"github.com/griddle-mesh/griddle/internal/backoff"
 	"github.com/griddle-mesh/griddle/internal/store"
 )
 
@@ -394,7 +395,7 @@ func (t *topicRun) noteError(err error) {
 // run delivers the topic until ctx ends.
 func (t *topicRun) run(ctx context.Context) {
 	cfg := &t.s.cfg
-	b := newBackoff(cfg.RetryMin, cfg.RetryMax)
+	b := backoff.New(cfg.RetryMin, cfg.RetryMax)
 	var cursor uint64
 	for {
 		c, err := t.loadCursor(ctx)
@@ -406,11 +407,11 @@ func (t *topicRun) run(ctx context.Context) {
 			return
 		}
 		t.noteError(err)
-		if !b.wait(ctx) {
+		if !b.Wait(ctx) {
 			return
 		}
 	}
-	b.reset()
+	b.Reset()
 	t.mu.Lock()
 	t.st.Cursor = cursor
 	t.mu.Unlock()
@@ -444,12 +445,12 @@ func (t *topicRun) run(ctx context.Context) {
 				return
 			}
 			t.noteError(err)
-			if !b.wait(ctx) {
+			if !b.Wait(ctx) {
 				return
 			}
 			continue
 		}
-		b.reset()
+		b.Reset()
 		t.noteHead(head)
 		for _, ev := range evs {
 			if ctx.Err() != nil || !t.deliver(ctx, ev, save) {
@@ -483,7 +484,7 @@ func (t *topicRun) run(ctx context.Context) {
 // before a poison event survives a restart.
 func (t *topicRun) deliver(ctx context.Context, ev Event, save func(context.Context) error) bool {
 	cfg := &t.s.cfg
-	var b *backoff
+	var b *backoff.Backoff
 	for attempt := 1; ; attempt++ {
 		err := cfg.Deliver(ctx, ev)
 		if err == nil {
@@ -510,9 +511,9 @@ func (t *topicRun) deliver(ctx context.Context, ev Event, save func(context.Cont
 			if err := save(ctx); err != nil && ctx.Err() == nil {
 				t.noteError(err)
 			}
-			b = newBackoff(cfg.RetryMin, cfg.RetryMax)
+			b = backoff.New(cfg.RetryMin, cfg.RetryMax)
 		}
-		if !b.wait(ctx) {
+		if !b.Wait(ctx) {
 			return false
 		}
 	}

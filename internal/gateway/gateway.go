@@ -7,7 +7,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
-	"encoding/hex"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -15,6 +15,7 @@ import (
 	"net/http"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/griddle-mesh/griddle/internal/admission"
@@ -35,7 +36,10 @@ const (
 	HeaderErrorID   = "X-Griddle-Error-Id"
 )
 
-// Dispatcher sends one envelope to some instance of its service.
+// Dispatcher sends one envelope to some instance of its service. The
+// envelope's DeadlineUnixNano bounds the call; ctx is the client's request
+// context, which carries no deadline of its own and is cancelled when the
+// client goes away.
 type Dispatcher interface {
 	DoPolicy(ctx context.Context, req *wire.Request, pol dispatch.Policy) (*wire.Reply, error)
 }
@@ -87,6 +91,7 @@ func (c Config) Validate() error {
 type Gateway struct {
 	cfg     Config
 	log     *slog.Logger
+	ids     idSource
 	bufs    sync.Pool // *bytes.Buffer for request bodies
 	budgets sync.Map  // service → *retryBudget
 }
@@ -116,6 +121,7 @@ func New(cfg Config) (*Gateway, error) {
 		g.log = slog.Default()
 	}
 	g.bufs.New = func() any { return new(bytes.Buffer) }
+	g.ids.seed()
 	return g, nil
 }
 
@@ -152,11 +158,13 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, service string
 	buf := g.bufs.Get().(*bytes.Buffer)
 	defer g.putBuf(buf)
 	buf.Reset()
-	if _, err := buf.ReadFrom(http.MaxBytesReader(w, r.Body, g.cfg.MaxBodyBytes)); err != nil {
-		if _, tooLarge := errors.AsType[*http.MaxBytesError](err); tooLarge {
-			return outcome{status: g.fail(w, r, http.StatusRequestEntityTooLarge, "body_too_large", "request body too large", nil)}
+	if r.Body != nil && r.Body != http.NoBody { // net/http's server gives bodiless requests NoBody
+		if _, err := buf.ReadFrom(http.MaxBytesReader(w, r.Body, g.cfg.MaxBodyBytes)); err != nil {
+			if _, tooLarge := errors.AsType[*http.MaxBytesError](err); tooLarge {
+				return outcome{status: g.fail(w, r, http.StatusRequestEntityTooLarge, "body_too_large", "request body too large", nil)}
+			}
+			return outcome{status: g.fail(w, r, http.StatusBadRequest, "bad_body", "request body could not be read", err)}
 		}
-		return outcome{status: g.fail(w, r, http.StatusBadRequest, "bad_body", "request body could not be read", err)}
 	}
 
 	if g.cfg.Admission != nil {
@@ -182,13 +190,12 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, service string
 		rc, _ = wire.DecodeRouting(r.Header.Get(HeaderRouting)) // a garbled context routes as a fresh one
 	} else {
 		req.Headers = stripMeshHeaders(req.Headers)
-		rc = &wire.Routing{}
 		if pins := r.Header.Get(routing.HeaderPin); pins != "" {
-			rc.Pins = routing.ParsePins(pins)
+			rc = &wire.Routing{Pins: routing.ParsePins(pins)}
 		}
 	}
 	if req.Id == "" {
-		req.Id = newID()
+		req.Id = g.ids.next()
 	}
 
 	// The routing decision: version, timeout, retries.
@@ -199,6 +206,9 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, service string
 	}
 	var rp *routing.RetryPolicy
 	if svc != nil {
+		if rc == nil { // the rules may add a sticky key or an experiment
+			rc = &wire.Routing{}
+		}
 		d := svc.Decide(r, rc)
 		req.Version, out.experiment, out.variant = d.Version, d.Experiment, d.Variant
 		if t := svc.Timeout(); t > 0 && start.Add(t).Before(deadline) {
@@ -216,9 +226,9 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, service string
 	req.DeadlineUnixNano = deadline.UnixNano()
 	req.Trace = traceOf(r)
 
-	ctx, cancel := context.WithDeadline(r.Context(), deadline)
-	defer cancel()
-	reply, err := g.cfg.Dispatcher.DoPolicy(ctx, req, pol)
+	// The dispatcher bounds the call by req's deadline; a context with
+	// the same deadline would only add a timer per request.
+	reply, err := g.cfg.Dispatcher.DoPolicy(r.Context(), req, pol)
 	out.version, out.retries = req.Version, max(int(req.Attempt)-1, 0)
 	switch {
 	case err != nil:
@@ -281,7 +291,7 @@ func (g *Gateway) policy(service string, rp *routing.RetryPolicy) dispatch.Polic
 // one (under overload that would cost more than the answer).
 func (g *Gateway) shed(w http.ResponseWriter) int {
 	h := w.Header()
-	h.Set(HeaderErrorID, newID())
+	h.Set(HeaderErrorID, g.ids.next())
 	h.Set("Retry-After", "1")
 	h.Set("Content-Type", "application/json")
 	w.WriteHeader(http.StatusServiceUnavailable)
@@ -336,7 +346,7 @@ type errorBody struct {
 // fail answers with a Griddle error and logs it under a fresh id. cause is
 // logged, never sent.
 func (g *Gateway) fail(w http.ResponseWriter, r *http.Request, status int, code, msg string, cause error) int {
-	id := newID()
+	id := g.ids.next()
 	level := slog.LevelWarn
 	if status < 500 {
 		level = slog.LevelInfo
@@ -375,9 +385,30 @@ func traceOf(r *http.Request) *wire.Trace {
 	return &wire.Trace{Traceparent: tp, Tracestate: r.Header.Get("Tracestate")}
 }
 
-// newID returns a random 16-hex-digit id for requests and errors.
-func newID() string {
+// idSource hands out ids for requests and errors: 16 hex digits, unique
+// within the process and, with a random starting point, in practice across
+// processes. Ids are names, not secrets: they are sequential.
+// The zero idSource counts from 0; seed it before use.
+type idSource struct {
+	start uint64        // random, set by seed
+	n     atomic.Uint64 // ids handed out
+}
+
+// seed draws the starting point; it must run before next is first called.
+func (s *idSource) seed() {
 	var b [8]byte
 	_, _ = rand.Read(b[:])
-	return hex.EncodeToString(b[:])
+	s.start = binary.LittleEndian.Uint64(b[:])
+}
+
+// next returns a fresh id.
+func (s *idSource) next() string {
+	const digits = "0123456789abcdef"
+	v := s.start + s.n.Add(1)
+	var b [16]byte
+	for i := len(b) - 1; i >= 0; i-- {
+		b[i] = digits[v&0xf]
+		v >>= 4
+	}
+	return string(b[:])
 }

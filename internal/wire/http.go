@@ -2,6 +2,7 @@ package wire
 
 import (
 	"net/http"
+	"slices"
 	"strings"
 )
 
@@ -38,21 +39,30 @@ func hopByHop(name string, connection []string) bool {
 }
 
 // EncodeHeader converts h to envelope headers, leaving out hop-by-hop fields.
-// Values are kept in order; names keep their canonical form.
+// Values are kept in order; names keep their canonical form. The envelope
+// headers share h's value slices, so h must not be modified while they are
+// in use.
 func EncodeHeader(h http.Header) []*Header {
 	conn := h["Connection"]
+	// One allocation for all the headers and one for the pointers to them,
+	// rather than one per header.
+	hs := make([]Header, len(h))
 	out := make([]*Header, 0, len(h))
 	for name, values := range h {
 		if hopByHop(name, conn) {
 			continue
 		}
-		out = append(out, &Header{Name: name, Values: values})
+		x := &hs[len(out)]
+		x.Name, x.Values = name, values
+		out = append(out, x)
 	}
 	return out
 }
 
 // DecodeHeader adds the envelope headers hs to dst, leaving out hop-by-hop
-// fields. dst must not be nil.
+// fields. dst must not be nil. A name new to dst takes the envelope's value
+// slice (capped at its length, so that appending to it in dst copies), so
+// the values in hs must not be modified afterwards.
 func DecodeHeader(dst http.Header, hs []*Header) {
 	var conn []string
 	for _, h := range hs {
@@ -65,7 +75,11 @@ func DecodeHeader(dst http.Header, hs []*Header) {
 		if name == "" || hopByHop(name, conn) {
 			continue
 		}
-		dst[name] = append(dst[name], h.GetValues()...)
+		if prev, ok := dst[name]; ok {
+			dst[name] = append(prev, h.GetValues()...)
+		} else {
+			dst[name] = slices.Clip(h.GetValues())
+		}
 	}
 }
 

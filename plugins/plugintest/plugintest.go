@@ -24,10 +24,7 @@ package plugintest
 
 import (
 	"context"
-	"encoding/json"
-	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"maps"
 	"net"
@@ -37,7 +34,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -213,55 +209,9 @@ func startStore(t testing.TB, name string, logger *slog.Logger, services map[str
 	}
 	t.Cleanup(func() { _ = pub.Close() })
 	services[store.Host] = storeSrv
-	services[plugins.EventsHost] = eventsHandler(pub, logger)
+	services[plugins.EventsHost] = events.Handler(pub, logger)
 	return own
 }
-
-// eventsHandler serves a handler's publishing calls as the sidecar does
-// (host plugins.EventsHost):
-//
-//	POST /v1/topics/{topic}                 publish the body in its own transaction → {"seq": N}
-//	POST /v1/topics/{topic}/announce?seq=N  announce an event appended in the handler's transaction
-func eventsHandler(pub *events.Publisher, logger *slog.Logger) http.Handler {
-	mux := http.NewServeMux()
-	mux.HandleFunc("POST /v1/topics/{topic}", func(w http.ResponseWriter, r *http.Request) {
-		body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, istore.MaxValueBytes))
-		if err != nil {
-			http.Error(w, "event body too large or unreadable", http.StatusRequestEntityTooLarge)
-			return
-		}
-		seq, err := pub.Publish(r.Context(), r.PathValue("topic"), events.Event{
-			ID: r.Header.Get(headerEventID), ContentType: r.Header.Get("Content-Type"), Body: body,
-		})
-		switch {
-		case errors.Is(err, events.ErrInvalid), errors.Is(err, events.ErrTooLarge):
-			http.Error(w, err.Error(), http.StatusBadRequest)
-			return
-		case err != nil:
-			logger.Warn("plugintest: publishing an event failed", "topic", r.PathValue("topic"), "err", err)
-			http.Error(w, "publishing failed", http.StatusServiceUnavailable)
-			return
-		}
-		w.Header().Set("Content-Type", "application/json")
-		_ = json.NewEncoder(w).Encode(struct {
-			Seq uint64 `json:"seq"`
-		}{seq})
-	})
-	mux.HandleFunc("POST /v1/topics/{topic}/announce", func(w http.ResponseWriter, r *http.Request) {
-		seq, err := strconv.ParseUint(r.URL.Query().Get("seq"), 10, 64)
-		if err != nil || !events.ValidTopic(r.PathValue("topic")) {
-			http.Error(w, "want /v1/topics/{topic}/announce?seq=N", http.StatusBadRequest)
-			return
-		}
-		pub.Announce(r.PathValue("topic"), seq)
-		w.WriteHeader(http.StatusNoContent)
-	})
-	return mux
-}
-
-// headerEventID is the sidecar's header naming an event's id, on
-// publishing calls and on deliveries.
-const headerEventID = "X-Griddle-Event-Id"
 
 // Service returns the name of the service the handler serves (see
 // WithServiceName).
