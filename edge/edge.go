@@ -305,11 +305,17 @@ func (e *Edge) adminHandler() http.Handler {
 		w.Header().Set("Content-Type", "application/json")
 		enc := json.NewEncoder(w)
 		enc.SetIndent("", "  ")
+		var adm *admission.Stats
+		if e.admission != nil {
+			s := e.admission.Stats()
+			adm = &s
+		}
 		_ = enc.Encode(struct {
 			Component string               `json:"component"`
 			Etcd      discovery.Status     `json:"etcd"`
 			Routes    []discovery.Exposure `json:"routes"`
-		}{"edge", st, e.routes.Exposures()})
+			Admission *admission.Stats     `json:"admission,omitempty"`
+		}{"edge", st, e.routes.Exposures(), adm})
 	})
 	return mux
 }
