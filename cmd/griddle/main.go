@@ -128,8 +128,9 @@ func edgeCmd(g *globals) *cobra.Command {
 	f.DurationVar(&cfg.Timeout, "timeout", 10*time.Second, "deadline of each request, retries included")
 	f.Int64Var(&cfg.MaxBodyBytes, "max-body-bytes", 8<<20, "largest request body; larger ones get 413")
 	f.BoolVar(&cfg.NoAdmission, "no-admission", false, "turn off the adaptive concurrency limit that sheds excess load with 503")
-	f.IntVar(&cfg.Admission.QueueSize, "admission-queue", 1024, "requests that may wait for a slot under the concurrency limit")
-	f.DurationVar(&cfg.Admission.MaxWait, "admission-wait", 100*time.Millisecond, "longest wait for a slot during a burst; under sustained overload waits are 5ms")
+	f.IntVar(&cfg.Admission.MaxLimit, "admission-max", 0, "ceiling of the adaptive concurrency limit (default 16 per CPU, at least 32)")
+	f.IntVar(&cfg.Admission.QueueSize, "admission-queue", 256, "requests that may wait for a slot under the concurrency limit")
+	f.DurationVar(&cfg.Admission.MaxWait, "admission-wait", 25*time.Millisecond, "longest wait for a slot during a burst; under sustained overload waits are 5ms")
 	etcd.add(cmd)
 	return cmd
 }

@@ -15,6 +15,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"runtime"
 	"sync"
 	"time"
 )
@@ -29,7 +30,7 @@ type Config struct {
 	MaxLimit     int // ceiling of the limit (4096)
 	QueueSize    int // requests that may wait for a slot (1024)
 	// MaxWait is the longest wait for a slot while the queue absorbs a
-	// burst (100ms). Once the queue has stayed non-empty for longer than
+	// burst (25ms). Once the queue has stayed non-empty for longer than
 	// OverloadAfter (100ms) the load is no burst, and new waiters wait at
 	// most OverloadWait (5ms): CoDel's rule, so that under sustained
 	// overload the queue adds little latency and the excess is shed fast.
@@ -63,16 +64,16 @@ func (c *Config) setDefaults() {
 			*v = d
 		}
 	}
-	def(&c.InitialLimit, 64)
+	def(&c.InitialLimit, 16)
 	def(&c.MinLimit, 8)
-	def(&c.MaxLimit, 4096)
-	def(&c.QueueSize, 1024)
+	def(&c.MaxLimit, max(32, 16*runtime.GOMAXPROCS(0)))
+	def(&c.QueueSize, 256)
 	defDur := func(v *time.Duration, d time.Duration) {
 		if *v == 0 {
 			*v = d
 		}
 	}
-	defDur(&c.MaxWait, 100*time.Millisecond)
+	defDur(&c.MaxWait, 25*time.Millisecond)
 	defDur(&c.OverloadAfter, 100*time.Millisecond)
 	defDur(&c.OverloadWait, 5*time.Millisecond)
 	if c.Window == 0 {

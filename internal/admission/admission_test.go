@@ -43,7 +43,7 @@ func drive(t *testing.T, l *Limiter, c *clock, windows, n int, rtt time.Duration
 
 func TestLimitGrowsWhileLatencyHolds(t *testing.T) {
 	c := &clock{now: time.Unix(0, 0)}
-	l, err := New(Config{InitialLimit: 20, QueueSize: 1, MaxWait: time.Nanosecond, Now: c.Now})
+	l, err := New(Config{InitialLimit: 20, MaxLimit: 1000, QueueSize: 1, MaxWait: time.Nanosecond, Now: c.Now})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -55,7 +55,7 @@ func TestLimitGrowsWhileLatencyHolds(t *testing.T) {
 
 func TestLimitFallsWhenLatencyRises(t *testing.T) {
 	c := &clock{now: time.Unix(0, 0)}
-	l, err := New(Config{InitialLimit: 200, QueueSize: 1, MaxWait: time.Nanosecond, Now: c.Now})
+	l, err := New(Config{InitialLimit: 200, MaxLimit: 1000, QueueSize: 1, MaxWait: time.Nanosecond, Now: c.Now})
 	if err != nil {
 		t.Fatal(err)
 	}
