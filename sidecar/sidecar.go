@@ -15,6 +15,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -122,54 +123,16 @@ func (s *Sidecar) Run(ctx context.Context) error {
 		return fmt.Errorf("sidecar: %w", err)
 	}
 	defer os.RemoveAll(dir)
-	meshSocket := filepath.Join(dir, "mesh.sock")
+	var wg sync.WaitGroup // the goroutines Run starts besides the workers
+	defer wg.Wait()
 
-	// The handler's outbound calls: an HTTP server on a unix socket.
-	meshLn, err := net.Listen("unix", meshSocket)
+	meshSocket := filepath.Join(dir, "mesh.sock")
+	pub, stopMesh, err := s.serveMesh(meshSocket, &wg)
 	if err != nil {
-		return fmt.Errorf("sidecar: mesh socket: %w", err)
-	}
-	gw, err := gateway.New(gateway.Config{
-		Resolve:          resolveHost,
-		Dispatcher:       s.deps.Dispatcher,
-		Timeout:          s.cfg.OutboundTimeout,
-		MaxBodyBytes:     int64(s.cfg.MaxBodyBytes),
-		TrustMeshHeaders: true,
-		Logger:           s.log,
-		Rules:            s.rules(),
-	})
-	if err != nil {
-		meshLn.Close()
 		return err
 	}
-	meshHandler := http.Handler(gw)
-	var pub *events.Publisher
-	if s.deps.Store != nil {
-		own, err := s.deps.Store.Space(s.cfg.Service)
-		if err != nil {
-			meshLn.Close()
-			return fmt.Errorf("sidecar: store: %w", err)
-		}
-		storeSrv := storehttp.NewServer(s.deps.Store, storehttp.WithSpace(s.cfg.Service), storehttp.WithLogger(s.log))
-		defer storeSrv.Close()
-		pub, err = events.NewPublisher(events.PublisherConfig{Name: s.cfg.Service, Log: own, Listen: s.cfg.EventsListen, Logger: s.log})
-		if err != nil {
-			meshLn.Close()
-			return fmt.Errorf("sidecar: --events-listen: %w", err)
-		}
-		defer pub.Close()
-		meshHandler = byHost(map[string]http.Handler{
-			pluginstore.Host:   storeSrv,
-			plugins.EventsHost: events.Handler(pub, s.log),
-		}, gw)
-	}
-	meshSrv := &http.Server{Handler: meshHandler, ReadHeaderTimeout: 5 * time.Second}
-	var wg sync.WaitGroup
-	defer wg.Wait()
-	wg.Go(func() { _ = meshSrv.Serve(meshLn) })
-	defer meshSrv.Close()
+	defer stopMesh()
 
-	// The handler process.
 	host, err := pluginhost.New(pluginhost.Config{
 		Path:       s.cfg.Plugin,
 		Args:       s.cfg.PluginArgs,
@@ -187,56 +150,145 @@ func (s *Sidecar) Run(ctx context.Context) error {
 	defer host.Close()
 	s.host.Store(host)
 
-	// The REP socket, one context per worker.
-	sock, err := rep.NewSocket()
+	sock, err := s.listen()
 	if err != nil {
-		return fmt.Errorf("sidecar: %w", err)
+		return err
 	}
 	defer sock.Close()
-	// Room for the body and the envelope around it. It must be set on the
-	// socket: a listener's own option is overwritten by the socket's.
-	if err := sock.SetOption(mangos.OptionMaxRecvSize, s.cfg.MaxBodyBytes+1<<20); err != nil {
-		return fmt.Errorf("sidecar: %w", err)
-	}
-	ln, err := sock.NewListener(s.cfg.Listen, nil)
-	if err != nil {
-		return fmt.Errorf("sidecar: --listen: %w", err)
-	}
-	if err := ln.Listen(); err != nil {
-		return fmt.Errorf("sidecar: --listen: %w", err)
-	}
-	bound := ln.Address()
-	s.bound.Store(&bound)
-	workers := make([]mangos.Context, s.cfg.Concurrency)
-	for i := range workers {
+	var workers sync.WaitGroup
+	for range s.cfg.Concurrency {
 		mc, err := sock.OpenContext()
 		if err != nil {
 			return fmt.Errorf("sidecar: %w", err)
 		}
-		workers[i] = mc
+		workers.Go(func() { s.serve(mc) })
 	}
-	var workersWG sync.WaitGroup
-	for _, mc := range workers {
-		workersWG.Go(func() { s.serve(mc) })
-	}
+	defer workers.Wait() // after sock.Close, which the drain does first
 
-	// Registration, once everything answers.
-	advertise := s.cfg.Advertise
-	if advertise == "" {
-		advertise = bound
+	reg, err := s.register(ctx, pub)
+	if err != nil {
+		sock.Close()
+		return err
 	}
-	in := discovery.Instance{ID: s.cfg.ID, Service: s.cfg.Service, Version: s.cfg.Version, Address: advertise, Started: time.Now().UTC()}
-	if s.cfg.Admin != "" {
-		in.Admin = s.cfg.Admin
+	stopAdmin := s.serveAdmin(&wg)
+	defer stopAdmin()
+	bctx, stopBackground := context.WithCancel(ctx)
+	defer stopBackground()
+	if s.deps.Store != nil && len(s.cfg.Subscriptions) > 0 {
+		wg.Go(func() { s.subscribe(bctx, s.deps.Store) })
+	}
+	if c := s.deps.Catalog; c != nil {
+		wg.Go(func() { discovery.TrackRuleRevision(bctx, reg, c.Rules, c.Changed) })
+		wg.Go(func() {
+			for {
+				ch := c.Changed()
+				s.metrics.Rule.Set(float64(c.Rules().Revision()))
+				select {
+				case <-bctx.Done():
+					return
+				case <-ch:
+				}
+			}
+		})
+	}
+	s.log.Info("sidecar serving", "listen", s.Address(), "handler_pid", host.PID())
+	close(s.ready)
+
+	<-ctx.Done()
+	s.drain(ctx, reg, sock)
+	return nil
+}
+
+// serveMesh serves the handler's side of the mesh on a unix socket at
+// path: its outbound calls, and, with a store, the store and publishing.
+// stop closes what it opened.
+func (s *Sidecar) serveMesh(path string, wg *sync.WaitGroup) (pub *events.Publisher, stop func(), err error) {
+	gw, err := gateway.New(gateway.Config{
+		Resolve:          resolveHost,
+		Dispatcher:       s.deps.Dispatcher,
+		Timeout:          s.cfg.OutboundTimeout,
+		MaxBodyBytes:     int64(s.cfg.MaxBodyBytes),
+		TrustMeshHeaders: true,
+		Logger:           s.log,
+		Rules:            s.rules(),
+	})
+	if err != nil {
+		return nil, nil, err
+	}
+	handler := http.Handler(gw)
+	var closers []func() error
+	stop = func() {
+		for _, c := range slices.Backward(closers) {
+			_ = c()
+		}
+	}
+	if s.deps.Store != nil {
+		own, err := s.deps.Store.Space(s.cfg.Service)
+		if err != nil {
+			return nil, nil, fmt.Errorf("sidecar: store: %w", err)
+		}
+		storeSrv := storehttp.NewServer(s.deps.Store, storehttp.WithSpace(s.cfg.Service), storehttp.WithLogger(s.log))
+		closers = append(closers, storeSrv.Close)
+		pub, err = events.NewPublisher(events.PublisherConfig{Name: s.cfg.Service, Log: own, Listen: s.cfg.EventsListen, Logger: s.log})
+		if err != nil {
+			stop()
+			return nil, nil, fmt.Errorf("sidecar: --events-listen: %w", err)
+		}
+		closers = append(closers, pub.Close)
+		handler = byHost(map[string]http.Handler{
+			pluginstore.Host:   storeSrv,
+			plugins.EventsHost: events.Handler(pub, s.log),
+		}, gw)
+	}
+	ln, err := net.Listen("unix", path)
+	if err != nil {
+		stop()
+		return nil, nil, fmt.Errorf("sidecar: mesh socket: %w", err)
+	}
+	srv := &http.Server{Handler: handler, ReadHeaderTimeout: 5 * time.Second}
+	wg.Go(func() { _ = srv.Serve(ln) })
+	closers = append(closers, srv.Close)
+	return pub, stop, nil
+}
+
+// listen opens the REP socket on --listen and records the bound address.
+func (s *Sidecar) listen() (mangos.Socket, error) {
+	sock, err := rep.NewSocket()
+	if err != nil {
+		return nil, fmt.Errorf("sidecar: %w", err)
+	}
+	// Room for the body and the envelope around it. It must be set on the
+	// socket: a listener's own option is overwritten by the socket's.
+	if err := sock.SetOption(mangos.OptionMaxRecvSize, s.cfg.MaxBodyBytes+1<<20); err != nil {
+		sock.Close()
+		return nil, fmt.Errorf("sidecar: %w", err)
+	}
+	ln, err := sock.NewListener(s.cfg.Listen, nil)
+	if err == nil {
+		err = ln.Listen()
+	}
+	if err != nil {
+		sock.Close()
+		return nil, fmt.Errorf("sidecar: --listen: %w", err)
+	}
+	bound := ln.Address()
+	s.bound.Store(&bound)
+	return sock, nil
+}
+
+// register puts the instance in etcd, and its service's HTTP exposure.
+func (s *Sidecar) register(ctx context.Context, pub *events.Publisher) (*discovery.Registration, error) {
+	in := discovery.Instance{ID: s.cfg.ID, Service: s.cfg.Service, Version: s.cfg.Version, Address: s.cfg.Advertise,
+		Admin: s.cfg.Admin, Started: time.Now().UTC()}
+	if in.Address == "" {
+		in.Address = s.Address()
 	}
 	if pub != nil {
 		in.Events = pub.Addr()
 	}
 	reg, err := discovery.Register(ctx, s.deps.Etcd, s.cfg.Prefix, in, s.cfg.TTL, s.log)
 	if err != nil {
-		sock.Close()
-		workersWG.Wait()
-		return fmt.Errorf("sidecar: registering: %w", err)
+		return nil, fmt.Errorf("sidecar: registering: %w", err)
 	}
 	if len(s.cfg.HTTPPrefixes) > 0 {
 		exp := discovery.Exposure{Service: s.cfg.Service, PathPrefixes: s.cfg.HTTPPrefixes}
@@ -244,46 +296,28 @@ func (s *Sidecar) Run(ctx context.Context) error {
 			s.log.Warn("publishing HTTP exposure failed; the edge may not route to this service", "err", err)
 		}
 	}
-	var adminSrv *http.Server
-	if s.cfg.Admin != "" {
-		aln, err := net.Listen("tcp", s.cfg.Admin)
-		if err != nil {
-			s.log.Error("admin listener failed", "admin", s.cfg.Admin, "err", err)
-		} else {
-			adminSrv = &http.Server{Handler: s.adminHandler(), ReadHeaderTimeout: 5 * time.Second}
-			wg.Go(func() { _ = adminSrv.Serve(aln) })
-		}
-	}
-	if s.deps.Store != nil && len(s.cfg.Subscriptions) > 0 {
-		sctx, scancel := context.WithCancel(ctx)
-		defer scancel()
-		wg.Go(func() { s.subscribe(sctx, s.deps.Store) })
-	}
-	if c := s.deps.Catalog; c != nil {
-		tctx, tcancel := context.WithCancel(ctx)
-		defer tcancel()
-		wg.Go(func() {
-			discovery.TrackRuleRevision(tctx, reg, c.Rules, c.Changed)
-		})
-		wg.Go(func() {
-			for {
-				ch := c.Changed()
-				s.metrics.Rule.Set(float64(c.Rules().Revision()))
-				select {
-				case <-tctx.Done():
-					return
-				case <-ch:
-				}
-			}
-		})
-	}
-	s.log.Info("sidecar serving", "listen", bound, "advertise", advertise, "handler_pid", host.PID())
-	close(s.ready)
+	return reg, nil
+}
 
-	<-ctx.Done()
+// serveAdmin serves /healthz, /status, /metrics and pprof on --admin, if
+// set; a listener that fails is logged, not fatal.
+func (s *Sidecar) serveAdmin(wg *sync.WaitGroup) (stop func()) {
+	if s.cfg.Admin == "" {
+		return func() {}
+	}
+	ln, err := net.Listen("tcp", s.cfg.Admin)
+	if err != nil {
+		s.log.Error("admin listener failed", "admin", s.cfg.Admin, "err", err)
+		return func() {}
+	}
+	srv := &http.Server{Handler: s.adminHandler(), ReadHeaderTimeout: 5 * time.Second}
+	wg.Go(func() { _ = srv.Serve(ln) })
+	return func() { _ = srv.Close() }
+}
 
-	// Drain: deregister first so edges stop sending, finish what is in
-	// flight, then close.
+// drain deregisters, gives edges DrainGrace to notice, waits (up to
+// DrainTimeout) for in-flight work, then closes the socket.
+func (s *Sidecar) drain(ctx context.Context, reg *discovery.Registration, sock mangos.Socket) {
 	s.log.Info("draining")
 	dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.DrainTimeout)
 	defer cancel()
@@ -298,12 +332,7 @@ func (s *Sidecar) Run(ctx context.Context) error {
 		s.log.Warn("drain timeout: abandoning in-flight requests", "in_flight", n)
 	}
 	sock.Close()
-	workersWG.Wait()
-	if adminSrv != nil {
-		adminSrv.Close()
-	}
 	s.log.Info("stopped")
-	return nil
 }
 
 // serve is one worker: it owns mc and answers one request at a time.
