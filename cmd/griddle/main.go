@@ -73,7 +73,7 @@ func upCmd(g *globals) *cobra.Command {
 	var cfg launch.UpConfig
 	cmd := &cobra.Command{
 		Use:   "up",
-		Short: "Run the whole mesh on this machine: embedded etcd, the edge, the example services",
+		Short: "Run the whole mesh on this machine: embedded etcd, the store, the control plane, the edge, the example services",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			log, err := g.logger()
