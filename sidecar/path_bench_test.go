@@ -1,12 +1,15 @@
 package sidecar
 
 import (
+	"bytes"
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -25,39 +28,44 @@ import (
 // socket. allocs/op therefore count client, edge and sidecar together per
 // request. Connections opened during the timed part are reported as
 // client-dials and handler-dials: both should stay 0 (no churn).
-func BenchmarkPath(b *testing.B) {
+// startPath runs the whole request path but the client in this process:
+// an embedded etcd, a catalog and a dispatcher, a real sidecar with the
+// hello handler plugin, and an edge. It returns the edge's address and the
+// sidecar; everything stops at the end of the test.
+func startPath(tb testing.TB) (string, *Sidecar) {
+	tb.Helper()
 	quiet := slog.New(slog.DiscardHandler)
 	ctx, cancel := context.WithCancel(context.Background())
 
-	etcd := etcdtest.Run(b)
+	etcd := etcdtest.Run(tb)
 	cli, err := etcd.Client(ctx)
 	if err != nil {
-		b.Fatal(err)
+		tb.Fatal(err)
 	}
 	cat := discovery.NewCatalog(cli, discovery.DefaultPrefix, quiet)
 	catDone := make(chan struct{})
 	go func() { defer close(catDone); _ = cat.Run(ctx) }()
 	d, err := dispatch.New(dispatch.Config{Endpoints: cat, Logger: quiet})
 	if err != nil {
-		b.Fatal(err)
+		tb.Fatal(err)
 	}
 
 	s, err := New(Config{
 		Service: "hello", Version: "v1", Listen: "tcp://127.0.0.1:0",
-		Plugin: plugintest.Build(b, "../services/hello"), HTTPPrefixes: []string{"/hello/"},
+		Plugin: plugintest.Build(tb, "../services/hello"), HTTPPrefixes: []string{"/hello/"},
 		DrainGrace: time.Millisecond, Logger: quiet,
 	}, Deps{Etcd: cli, Dispatcher: d, Catalog: cat})
 	if err != nil {
-		b.Fatal(err)
+		tb.Fatal(err)
 	}
 	e, err := edge.New(edge.Config{Listen: "127.0.0.1:0", Logger: quiet}, edge.Deps{Routes: cat, Dispatcher: d})
 	if err != nil {
-		b.Fatal(err)
+		tb.Fatal(err)
 	}
 	sDone, eDone := make(chan struct{}), make(chan struct{})
 	go func() { defer close(sDone); _ = s.Run(ctx) }()
 	go func() { defer close(eDone); _ = e.Run(ctx) }()
-	b.Cleanup(func() {
+	tb.Cleanup(func() {
 		cancel()
 		<-eDone
 		<-sDone
@@ -69,10 +77,28 @@ func BenchmarkPath(b *testing.B) {
 		select {
 		case <-ready:
 		case <-time.After(30 * time.Second):
-			b.Fatal("mesh did not start")
+			tb.Fatal("mesh did not start")
 		}
 	}
 
+	// Wait for the edge to learn the route and the instance.
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		resp, err := http.Get("http://" + e.Addr() + "/hello/greet?name=x")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			tb.Fatalf("no answer through the edge: %v", err)
+		}
+	}
+	return e.Addr(), s
+}
+
+func BenchmarkPath(b *testing.B) {
+	addr, s := startPath(b)
 	var clientDials atomic.Int64
 	dialer := &net.Dialer{}
 	tr := &http.Transport{
@@ -85,7 +111,7 @@ func BenchmarkPath(b *testing.B) {
 	}
 	defer tr.CloseIdleConnections()
 	client := &http.Client{Transport: tr}
-	url := "http://" + e.Addr() + "/hello/greet?name=x"
+	url := "http://" + addr + "/hello/greet?name=x"
 	get := func() error {
 		resp, err := client.Get(url)
 		if err != nil {
@@ -98,15 +124,6 @@ func BenchmarkPath(b *testing.B) {
 		}
 		return nil
 	}
-	// Wait for the edge to learn the route and the instance.
-	deadline := time.Now().Add(30 * time.Second)
-	for get() != nil {
-		if time.Now().After(deadline) {
-			b.Fatalf("no answer through the edge: %v", get())
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-
 	// Open the connections the timed part needs, so that any dial in it
 	// is churn.
 	const inFlight = 8 // per GOMAXPROCS: 16 requests in flight on 2 cores
@@ -149,3 +166,33 @@ func BenchmarkPath(b *testing.B) {
 type statusError struct{ code int }
 
 func (e *statusError) Error() string { return "status " + strings.TrimSpace(http.StatusText(e.code)) }
+
+// TestConcurrentAnswersStayIntact sends many different bodies at once
+// through the whole path: each answer must be its own request's, byte for
+// byte, however the sidecar's workers share their buffers.
+func TestConcurrentAnswersStayIntact(t *testing.T) {
+	addr, _ := startPath(t)
+	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64}}
+	defer client.CloseIdleConnections()
+	url := "http://" + addr + "/hello/echo"
+	var wg sync.WaitGroup
+	for w := range 32 {
+		wg.Go(func() {
+			for i := range 20 {
+				body := bytes.Repeat([]byte(fmt.Sprintf("%d.%d;", w, i)), 4096)
+				resp, err := client.Post(url, "application/octet-stream", bytes.NewReader(body))
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				got, err := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				if err != nil || resp.StatusCode != http.StatusOK || !bytes.Equal(got, body) {
+					t.Errorf("worker %d request %d: status %d, %d bytes back (%.100q), equal %v, err %v", w, i, resp.StatusCode, len(got), got, bytes.Equal(got, body), err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+}

@@ -348,9 +348,13 @@ func (s *Sidecar) serve(mc mangos.Context) {
 		s.inflight.Add(1)
 		s.metrics.InFlight.Inc()
 		start := time.Now()
-		reply := s.handle(msg.Body)
+		// buf holds the handler's answer until it is marshalled into msg.
+		buf := s.bufs.Get().(*bytes.Buffer)
+		buf.Reset()
+		reply := s.handle(msg.Body, buf)
 		s.metrics.InFlight.Dec()
 		if reply == nil { // past its deadline: nobody waits for the answer
+			s.putBuf(buf)
 			msg.Free()
 			s.inflight.Add(-1)
 			s.metrics.Dropped.Inc()
@@ -360,6 +364,7 @@ func (s *Sidecar) serve(mc mangos.Context) {
 		s.metrics.Duration.WithLabelValues(s.cfg.Service, s.cfg.Version).Observe(time.Since(start).Seconds())
 		msg.Body = msg.Body[:0]
 		msg.Body, err = proto.MarshalOptions{}.MarshalAppend(msg.Body, reply)
+		s.putBuf(buf) // reply.Body is copied into msg: the buffer is free again
 		if err == nil {
 			err = mc.SendMsg(msg)
 		}
@@ -371,9 +376,19 @@ func (s *Sidecar) serve(mc mangos.Context) {
 	}
 }
 
-// handle runs one envelope through the handler. It returns nil for work
-// whose deadline has already passed.
-func (s *Sidecar) handle(body []byte) *wire.Reply {
+// putBuf returns a reply buffer to the pool, unless it grew so big that
+// keeping it would pin memory.
+func (s *Sidecar) putBuf(buf *bytes.Buffer) {
+	if buf.Cap() <= 1<<20 {
+		s.bufs.Put(buf)
+	}
+}
+
+// handle runs one envelope through the handler, reading its answer into
+// buf, which the returned reply's Body aliases: the caller owns buf and
+// must not reuse it before the reply is marshalled. It returns nil for
+// work whose deadline has already passed.
+func (s *Sidecar) handle(body []byte, buf *bytes.Buffer) *wire.Reply {
 	var req wire.Request
 	if err := proto.Unmarshal(body, &req); err != nil {
 		return &wire.Reply{Code: wire.Code_CODE_BAD_REQUEST, Message: "undecodable envelope", ServedBy: s.cfg.ID}
@@ -423,18 +438,12 @@ func (s *Sidecar) handle(body []byte) *wire.Reply {
 		return reply
 	}
 	defer resp.Body.Close()
-	buf := s.bufs.Get().(*bytes.Buffer)
-	buf.Reset()
-	defer func() {
-		if buf.Cap() <= 1<<20 {
-			s.bufs.Put(buf)
-		}
-	}()
 	if _, err := buf.ReadFrom(io.LimitReader(resp.Body, int64(s.cfg.MaxBodyBytes)+1)); err != nil {
 		if ctx.Err() != nil {
 			reply.Code, reply.Message = wire.Code_CODE_DEADLINE_EXCEEDED, "deadline exceeded reading the handler's answer"
 		} else {
 			reply.Code, reply.Message = wire.Code_CODE_INTERNAL, "handler's answer broke off"
+			s.log.Debug("reading the handler's answer failed", "request", req.GetId(), "err", err)
 		}
 		return reply
 	}
@@ -445,7 +454,7 @@ func (s *Sidecar) handle(body []byte) *wire.Reply {
 	reply.Status = int32(resp.StatusCode)
 	resp.Header[gateway.HeaderVersion] = s.versionHeader
 	reply.Headers = wire.EncodeHeader(resp.Header)
-	reply.Body = buf.Bytes() // marshalled before buf is reused
+	reply.Body = buf.Bytes()
 	return reply
 }
 

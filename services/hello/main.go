@@ -69,12 +69,20 @@ func echo(w http.ResponseWriter, r *http.Request) {
 	h.Set("X-Echo-Method", r.Method)
 	h.Set("X-Echo-Query", r.URL.RawQuery)
 	h.Set("X-Echo-Path", r.URL.EscapedPath())
-	if r.ContentLength >= 0 {
-		h.Set("Content-Length", strconv.FormatInt(r.ContentLength, 10))
+	// HTTP/1.x: read the whole body before answering; once the answer's
+	// headers are flushed, net/http may close the request body.
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxEcho))
+	if err != nil {
+		http.Error(w, "body too large or unreadable", http.StatusRequestEntityTooLarge)
+		return
 	}
+	h.Set("Content-Length", strconv.Itoa(len(body)))
 	w.WriteHeader(http.StatusOK)
-	io.Copy(w, r.Body)
+	w.Write(body)
 }
+
+// maxEcho bounds the bodies /hello/echo sends back.
+const maxEcho = 16 << 20
 
 func sleep(w http.ResponseWriter, r *http.Request) {
 	ms, err := strconv.Atoi(r.URL.Query().Get("ms"))
