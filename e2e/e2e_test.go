@@ -312,7 +312,7 @@ func TestKillSidecarUnderLoad(t *testing.T) {
 	m := meshtest.Start(t, bin)
 	victim := m.Sidecar("hello", "v1", "--http-prefix", "/hello/")
 	m.Sidecar("hello", "v1", "--http-prefix", "/hello/")
-	e := m.Edge()
+	e := m.Edge("--no-admission") // this test is about failover, not shedding
 	var st sidecarStatus
 	if err := victim.Status(&st); err != nil || st.HandlerPID == 0 {
 		t.Fatalf("sidecar status: %+v, %v", st, err)
@@ -366,7 +366,7 @@ func TestSidecarDrainsOnSIGTERM(t *testing.T) {
 	m := meshtest.Start(t, bin)
 	leaving := m.Sidecar("hello", "v1", "--http-prefix", "/hello/")
 	m.Sidecar("hello", "v1", "--http-prefix", "/hello/")
-	e := m.Edge()
+	e := m.Edge("--no-admission") // this test is about failover, not shedding
 
 	l := startLoad("http://"+e.Addr+"/hello/sleep?ms=20", 16)
 	time.Sleep(300 * time.Millisecond)

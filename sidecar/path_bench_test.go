@@ -58,7 +58,7 @@ func startPath(tb testing.TB) (string, *Sidecar) {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	e, err := edge.New(edge.Config{Listen: "127.0.0.1:0", Logger: quiet}, edge.Deps{Routes: cat, Dispatcher: d})
+	e, err := edge.New(edge.Config{Listen: "127.0.0.1:0", Logger: quiet, NoAdmission: true}, edge.Deps{Routes: cat, Dispatcher: d})
 	if err != nil {
 		tb.Fatal(err)
 	}
