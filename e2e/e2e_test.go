@@ -469,3 +469,58 @@ func killPID(pid int) error {
 	}
 	return p.Kill()
 }
+
+// TestOverloadSheds: past its concurrency limit and queue, the edge
+// answers at once with 503 and Retry-After instead of making everyone
+// wait, and the requests it admits are served.
+func TestOverloadSheds(t *testing.T) {
+	m := meshtest.Start(t, bin)
+	m.Sidecar("hello", "v1", "--http-prefix", "/hello/")
+	e := m.Edge("--admission-max", "8", "--admission-queue", "4", "--admission-wait", "5ms")
+	url := "http://" + e.Addr + "/hello/sleep?ms=300"
+	waitRoute(t, "http://"+e.Addr+"/hello/pid")
+
+	type answer struct {
+		status     int
+		retryAfter string
+		took       time.Duration
+	}
+	answers := make(chan answer, 40)
+	var wg sync.WaitGroup
+	for range 40 {
+		wg.Go(func() {
+			start := time.Now()
+			resp, err := client.Get(url)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			answers <- answer{resp.StatusCode, resp.Header.Get("Retry-After"), time.Since(start)}
+		})
+	}
+	wg.Wait()
+	close(answers)
+	served, shed := 0, 0
+	for a := range answers {
+		switch a.status {
+		case 200:
+			served++
+		case 503:
+			shed++
+			if a.retryAfter == "" {
+				t.Error("a shed answer without Retry-After")
+			}
+			if a.took > 200*time.Millisecond {
+				t.Errorf("a shed answer took %v: it waited for work it was not admitted to", a.took)
+			}
+		default:
+			t.Errorf("status %d", a.status)
+		}
+	}
+	t.Logf("40 requests of 300 ms at once against a limit of 8: %d served, %d shed", served, shed)
+	if served < 4 || shed == 0 {
+		t.Errorf("served %d, shed %d: want the limit's worth served and the rest shed", served, shed)
+	}
+}
