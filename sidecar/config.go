@@ -1,6 +1,7 @@
 package sidecar
 
 import (
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -24,6 +25,9 @@ type Config struct {
 	Listen string
 	// Advertise is the URL registered in etcd ("": the bound Listen address).
 	Advertise string
+	// TLS is the server side of mutual TLS for a tls+tcp:// Listen (see
+	// package meshtls); required with one, unused otherwise.
+	TLS *tls.Config
 
 	Plugin     string   // handler binary (required)
 	PluginArgs []string // its arguments
@@ -63,12 +67,16 @@ func (c Config) Validate() error {
 	case c.Listen == "":
 		return errors.New("sidecar: --listen: required")
 	}
-	if u, err := url.Parse(c.Listen); err != nil || (u.Scheme != "tcp" && u.Scheme != "ipc") {
-		return fmt.Errorf("sidecar: --listen: %q is not a tcp:// or ipc:// URL", c.Listen)
+	u, err := url.Parse(c.Listen)
+	if err != nil || (u.Scheme != "tcp" && u.Scheme != "tls+tcp" && u.Scheme != "ipc") {
+		return fmt.Errorf("sidecar: --listen: %q is not a tcp://, tls+tcp:// or ipc:// URL", c.Listen)
+	}
+	if (u.Scheme == "tls+tcp") != (c.TLS != nil) {
+		return fmt.Errorf("sidecar: --listen: a tls+tcp:// address needs --tls-cert, --tls-key and --tls-ca, and they need one")
 	}
 	if c.Advertise != "" {
-		if u, err := url.Parse(c.Advertise); err != nil || (u.Scheme != "tcp" && u.Scheme != "ipc") || (u.Scheme == "tcp" && (u.Port() == "" || u.Port() == "0")) {
-			return fmt.Errorf("sidecar: --advertise: %q is not a tcp:// or ipc:// URL with a port", c.Advertise)
+		if u, err := url.Parse(c.Advertise); err != nil || (u.Scheme != "tcp" && u.Scheme != "tls+tcp" && u.Scheme != "ipc") || (u.Scheme != "ipc" && (u.Port() == "" || u.Port() == "0")) {
+			return fmt.Errorf("sidecar: --advertise: %q is not a tcp://, tls+tcp:// or ipc:// URL with a port", c.Advertise)
 		}
 	}
 	if st, err := os.Stat(c.Plugin); err != nil {
@@ -122,7 +130,7 @@ func (c *Config) setDefaults() {
 	def(&c.OutboundTimeout, 10*time.Second)
 	if c.EventsListen == "" {
 		c.EventsListen = "tcp://127.0.0.1:0"
-		if u, err := url.Parse(c.Listen); err == nil && u.Scheme == "tcp" && u.Hostname() != "" {
+		if u, err := url.Parse(c.Listen); err == nil && u.Scheme != "ipc" && u.Hostname() != "" {
 			c.EventsListen = "tcp://" + net.JoinHostPort(u.Hostname(), "0")
 		}
 	}

@@ -1,6 +1,7 @@
 package sidecar
 
 import (
+	"crypto/tls"
 	"os"
 	"path/filepath"
 	"strings"
@@ -35,6 +36,9 @@ func TestConfigValidate(t *testing.T) {
 		{"prefix without slash", func(c *Config) { c.HTTPPrefixes = []string{"/ok/", "bad"} }, "--http-prefix[1]"},
 		{"short ttl", func(c *Config) { c.TTL = time.Second }, "--ttl"},
 		{"negative concurrency", func(c *Config) { c.Concurrency = -1 }, "--concurrency"},
+		{"tls+tcp without certificates", func(c *Config) { c.Listen = "tls+tcp://127.0.0.1:0" }, "--tls-cert"},
+		{"certificates on plain tcp", func(c *Config) { c.TLS = &tls.Config{} }, "--tls-cert"},
+		{"tls+tcp with certificates", func(c *Config) { c.Listen, c.TLS = "tls+tcp://127.0.0.1:0", &tls.Config{} }, ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -26,8 +26,9 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.nanomsg.org/mangos/v3"
 	"go.nanomsg.org/mangos/v3/protocol/rep"
-	_ "go.nanomsg.org/mangos/v3/transport/ipc" // registers ipc://
-	_ "go.nanomsg.org/mangos/v3/transport/tcp" // registers tcp://
+	_ "go.nanomsg.org/mangos/v3/transport/ipc"    // registers ipc://
+	_ "go.nanomsg.org/mangos/v3/transport/tcp"    // registers tcp://
+	_ "go.nanomsg.org/mangos/v3/transport/tlstcp" // registers tls+tcp://
 	"google.golang.org/protobuf/proto"
 
 	"github.com/griddle-mesh/griddle/internal/discovery"
@@ -263,7 +264,11 @@ func (s *Sidecar) listen() (mangos.Socket, error) {
 		sock.Close()
 		return nil, fmt.Errorf("sidecar: %w", err)
 	}
-	ln, err := sock.NewListener(s.cfg.Listen, nil)
+	var opts map[string]any
+	if s.cfg.TLS != nil {
+		opts = map[string]any{mangos.OptionTLSConfig: s.cfg.TLS}
+	}
+	ln, err := sock.NewListener(s.cfg.Listen, opts)
 	if err == nil {
 		err = ln.Listen()
 	}

@@ -16,6 +16,7 @@ import (
 
 	"github.com/griddle-mesh/griddle/edge"
 	"github.com/griddle-mesh/griddle/internal/launch"
+	"github.com/griddle-mesh/griddle/internal/meshtls"
 	"github.com/griddle-mesh/griddle/sidecar"
 )
 
@@ -100,6 +101,7 @@ func edgeCmd(g *globals) *cobra.Command {
 	var (
 		cfg  edge.Config
 		etcd etcdFlags
+		tls  meshtls.Files
 	)
 	cmd := &cobra.Command{
 		Use:   "edge",
@@ -114,7 +116,11 @@ func edgeCmd(g *globals) *cobra.Command {
 			if err := cfg.Validate(); err != nil {
 				return err
 			}
-			m, err := launch.Connect(cmd.Context(), etcd.list(), etcd.prefix, log)
+			client, err := tls.Client()
+			if err != nil {
+				return err
+			}
+			m, err := launch.Connect(cmd.Context(), etcd.list(), etcd.prefix, client, log)
 			if err != nil {
 				return err
 			}
@@ -131,6 +137,7 @@ func edgeCmd(g *globals) *cobra.Command {
 	f.IntVar(&cfg.Admission.MaxLimit, "admission-max", 0, "ceiling of the adaptive concurrency limit (default 16 per CPU, at least 32)")
 	f.IntVar(&cfg.Admission.QueueSize, "admission-queue", 256, "requests that may wait for a slot under the concurrency limit")
 	f.DurationVar(&cfg.Admission.MaxWait, "admission-wait", 25*time.Millisecond, "longest wait for a slot during a burst; under sustained overload waits are 5ms")
+	addTLSFlags(cmd, &tls)
 	etcd.add(cmd)
 	return cmd
 }
@@ -141,6 +148,7 @@ func sidecarCmd(g *globals) *cobra.Command {
 		etcd      etcdFlags
 		storeSpec string
 		subs      []string
+		tls       meshtls.Files
 	)
 	cmd := &cobra.Command{
 		Use:   "sidecar",
@@ -159,13 +167,22 @@ func sidecarCmd(g *globals) *cobra.Command {
 				}
 				cfg.Subscriptions = append(cfg.Subscriptions, sub)
 			}
+			server, err := tls.Server()
+			if err != nil {
+				return err
+			}
+			client, err := tls.Client()
+			if err != nil {
+				return err
+			}
+			cfg.TLS = server
 			if err := cfg.Validate(); err != nil {
 				return err
 			}
 			if len(cfg.Subscriptions) > 0 && storeSpec == "" {
 				return errors.New("--subscribe needs --store: cursors and logs live in the store")
 			}
-			m, err := launch.Connect(cmd.Context(), etcd.list(), etcd.prefix, log)
+			m, err := launch.Connect(cmd.Context(), etcd.list(), etcd.prefix, client, log)
 			if err != nil {
 				return err
 			}
@@ -189,6 +206,7 @@ func sidecarCmd(g *globals) *cobra.Command {
 	f.StringVar(&storeSpec, "store", "", "the service's state: badger:DIR (this process only), http://HOST:PORT (griddle store) or fdb:CLUSTER_FILE")
 	f.StringArrayVar(&subs, "subscribe", nil, "deliver another service's events to the handler: PUBLISHER/TOPIC=/PATH (repeatable)")
 	f.StringVar(&cfg.EventsListen, "events-listen", "", "mangos URL announcing this service's events (default: --listen's host, any port)")
+	addTLSFlags(cmd, &tls)
 	etcd.add(cmd)
 	return cmd
 }
@@ -227,6 +245,13 @@ func seedCmd(*globals) *cobra.Command {
 	cmd.Flags().IntVar(&count, "count", 100000, "profiles to load (ids 1..count)")
 	cmd.Flags().IntVar(&batch, "batch", 500, "profiles per bulk import (1..1000)")
 	return cmd
+}
+
+// addTLSFlags adds the mutual TLS flags of edges and sidecars.
+func addTLSFlags(cmd *cobra.Command, f *meshtls.Files) {
+	cmd.Flags().StringVar(&f.Cert, "tls-cert", "", "PEM certificate for mutual TLS on tls+tcp:// sockets (with --tls-key and --tls-ca)")
+	cmd.Flags().StringVar(&f.Key, "tls-key", "", "PEM private key of --tls-cert")
+	cmd.Flags().StringVar(&f.CA, "tls-ca", "", "PEM CA that signs every certificate of the mesh")
 }
 
 // etcdFlags are the flags of commands that talk to etcd.

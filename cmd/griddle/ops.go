@@ -139,7 +139,7 @@ func controlCmd(g *globals) *cobra.Command {
 				}
 				cfg.Token = strings.TrimSpace(string(b))
 			}
-			m, err := launch.Connect(cmd.Context(), etcd.list(), etcd.prefix, log)
+			m, err := launch.Connect(cmd.Context(), etcd.list(), etcd.prefix, nil, log)
 			if err != nil {
 				return err
 			}

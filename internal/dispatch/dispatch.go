@@ -2,6 +2,7 @@ package dispatch
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -34,6 +35,9 @@ var (
 	ErrBadRequest = errors.New("dispatch: bad request")
 	// ErrInvalidConfig is wrapped by every error from Config.Validate.
 	ErrInvalidConfig = errors.New("dispatch: invalid config")
+	// ErrNoTLS explains, beside ErrUnavailable, a tls+tcp:// instance this
+	// Dispatcher has no TLS configuration for.
+	ErrNoTLS = errors.New("dispatch: tls+tcp instance but no TLS configuration")
 )
 
 // Endpoints is where a Dispatcher learns the instances of a service; the
@@ -98,6 +102,10 @@ type Config struct {
 	// MaxReplyBytes bounds an encoded reply; a larger one breaks the
 	// connection. 0: DefaultMaxReplyBytes.
 	MaxReplyBytes int
+	// TLS authenticates this process to instances at tls+tcp:// addresses
+	// and them to it (see package meshtls); nil: such instances cannot be
+	// reached (ErrNoTLS, as for any instance that cannot be dialled).
+	TLS *tls.Config
 }
 
 // Validate reports the first problem with c. It does no I/O.
@@ -436,7 +444,7 @@ func (d *Dispatcher) addPeers(service, version string, insts []discovery.Instanc
 			continue
 		}
 		if _, ok := d.peers[in.Address]; !ok {
-			d.peers[in.Address] = newPeer(in.Address, d.cfg.MaxReplyBytes)
+			d.peers[in.Address] = newPeer(in.Address, d.cfg.MaxReplyBytes, d.cfg.TLS)
 		}
 	}
 }

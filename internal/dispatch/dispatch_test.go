@@ -496,7 +496,7 @@ func TestDeadAddressIsEjected(t *testing.T) {
 }
 
 func TestEjectionBackoff(t *testing.T) {
-	p := newPeer("tcp://127.0.0.1:1", DefaultMaxReplyBytes)
+	p := newPeer("tcp://127.0.0.1:1", DefaultMaxReplyBytes, nil)
 	var got []time.Duration
 	for range 6 {
 		p.ejectedUntil.Store(0) // the previous ejection ended

@@ -1,7 +1,9 @@
 package dispatch
 
 import (
+	"crypto/tls"
 	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -11,6 +13,7 @@ import (
 	// The transports a Dispatcher can dial (mangos registers them on import).
 	_ "go.nanomsg.org/mangos/v3/transport/ipc"
 	_ "go.nanomsg.org/mangos/v3/transport/tcp"
+	_ "go.nanomsg.org/mangos/v3/transport/tlstcp"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/griddle-mesh/griddle/internal/wire"
@@ -22,6 +25,7 @@ import (
 type peer struct {
 	addr         string
 	maxReply     int
+	tls          *tls.Config // for tls+tcp:// addresses
 	inflight     atomic.Int64
 	ejectedUntil atomic.Int64 // unix nanoseconds; in the past: not ejected
 	pipes        atomic.Int32 // connections attached now
@@ -43,8 +47,8 @@ type link struct {
 	free    chan mangos.Context // idle contexts; all are closed with sock
 }
 
-func newPeer(addr string, maxReply int) *peer {
-	return &peer{addr: addr, maxReply: maxReply}
+func newPeer(addr string, maxReply int, tlsCfg *tls.Config) *peer {
+	return &peer{addr: addr, maxReply: maxReply, tls: tlsCfg}
 }
 
 // link returns p's socket, creating and dialing it on first use. It
@@ -109,7 +113,15 @@ func (p *peer) dial() (*link, error) {
 			return nil, fmt.Errorf("set %s: %w", o.name, err)
 		}
 	}
-	if err := sock.Dial(p.addr); err != nil {
+	var dialOpts map[string]any
+	if strings.HasPrefix(p.addr, "tls+tcp://") {
+		if p.tls == nil {
+			_ = sock.Close()
+			return nil, fmt.Errorf("dial %s: %w", p.addr, ErrNoTLS)
+		}
+		dialOpts = map[string]any{mangos.OptionTLSConfig: p.tls}
+	}
+	if err := sock.DialOptions(p.addr, dialOpts); err != nil {
 		_ = sock.Close()
 		return nil, fmt.Errorf("dial: %w", err)
 	}

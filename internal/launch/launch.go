@@ -5,6 +5,7 @@ package launch
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -39,7 +40,10 @@ type Mesh struct {
 // Connect dials etcd at endpoints and starts the catalog. It returns once
 // the catalog has its first view of etcd or syncWait has passed (then it
 // keeps trying in the background and says so in the log). Close releases it.
-func Connect(ctx context.Context, endpoints []string, prefix string, log *slog.Logger) (*Mesh, error) {
+//
+// tlsCfg, when set, is the client side of mutual TLS toward instances at
+// tls+tcp:// addresses (see package meshtls).
+func Connect(ctx context.Context, endpoints []string, prefix string, tlsCfg *tls.Config, log *slog.Logger) (*Mesh, error) {
 	if len(endpoints) == 0 {
 		return nil, errors.New("--etcd: at least one endpoint is required")
 	}
@@ -53,7 +57,7 @@ func Connect(ctx context.Context, endpoints []string, prefix string, log *slog.L
 	if err != nil {
 		return nil, fmt.Errorf("--etcd: %w", err)
 	}
-	m, err := newMesh(ctx, cli, prefix, log)
+	m, err := newMesh(ctx, cli, prefix, tlsCfg, log)
 	if err != nil {
 		cli.Close()
 		return nil, err
@@ -61,12 +65,12 @@ func Connect(ctx context.Context, endpoints []string, prefix string, log *slog.L
 	return m, nil
 }
 
-func newMesh(ctx context.Context, cli *clientv3.Client, prefix string, log *slog.Logger) (*Mesh, error) {
+func newMesh(ctx context.Context, cli *clientv3.Client, prefix string, tlsCfg *tls.Config, log *slog.Logger) (*Mesh, error) {
 	if prefix == "" {
 		prefix = discovery.DefaultPrefix
 	}
 	cat := discovery.NewCatalog(cli, prefix, log)
-	d, err := dispatch.New(dispatch.Config{Endpoints: cat, Logger: log})
+	d, err := dispatch.New(dispatch.Config{Endpoints: cat, Logger: log, TLS: tlsCfg})
 	if err != nil {
 		return nil, err
 	}
