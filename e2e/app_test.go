@@ -19,7 +19,7 @@ func TestApp(t *testing.T) {
 	m := meshtest.Start(t, bin)
 	m.Sidecar("profiles", "v1", "--http-prefix", "/profiles/")
 	m.Sidecar("messages", "v1", "--http-prefix", "/messages/")
-	m.Sidecar("feed", "v1", "--http-prefix", "/feed/", "--subscribe", "messages/message.sent=/feed/events")
+	m.Sidecar("feed", "v1", "--http-prefix", "/feed/") // feed's handler declares its subscription
 	e := m.Edge()
 	base := "http://" + e.Addr
 

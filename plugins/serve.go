@@ -9,9 +9,11 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
+	"github.com/griddle-mesh/griddle/internal/events/eventlog"
 	"github.com/griddle-mesh/griddle/internal/pluginproto"
 	hclog "github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/go-plugin"
@@ -38,8 +40,33 @@ const (
 // context carries the sidecar's deadline and what outbound calls through
 // Mesh must propagate. Run by hand rather than by a sidecar, the binary
 // prints how to start it and exits with status 1.
-func Serve(h http.Handler) {
-	os.Exit(serve(h, os.Stderr))
+//
+// Options declare what the handler needs from its sidecar, such as the
+// events it subscribes to; an invalid option prints why and exits with
+// status 1.
+func Serve(h http.Handler, opts ...Option) {
+	os.Exit(serve(h, os.Stderr, opts...))
+}
+
+// Option declares something the handler needs from its sidecar.
+type Option func(*options) error
+
+type options struct {
+	subs []*pluginproto.Subscription
+}
+
+// Subscribe asks for the events publisher publishes on topic, delivered in
+// order, at least once, as HTTP POSTs to path (with X-Griddle-Event-Id,
+// -Seq, -Topic and -Publisher headers; any 2xx acknowledges). The sidecar
+// needs a store (--store) to keep the subscription's cursor.
+func Subscribe(publisher, topic, path string) Option {
+	return func(o *options) error {
+		if !eventlog.ValidName(publisher) || !eventlog.ValidTopic(topic) || !strings.HasPrefix(path, "/") {
+			return fmt.Errorf("plugins: Subscribe(%q, %q, %q): want a service name, a topic and a path starting with /", publisher, topic, path)
+		}
+		o.subs = append(o.subs, &pluginproto.Subscription{Publisher: publisher, Topic: topic, Path: path})
+		return nil
+	}
 }
 
 // EnvStandalone, when set to host:port, makes Serve run the handler alone
@@ -49,7 +76,14 @@ func Serve(h http.Handler) {
 const EnvStandalone = "GRIDDLE_STANDALONE"
 
 // serve is Serve returning its exit status.
-func serve(h http.Handler, stderr io.Writer) int {
+func serve(h http.Handler, stderr io.Writer, opts ...Option) int {
+	var o options
+	for _, opt := range opts {
+		if err := opt(&o); err != nil {
+			fmt.Fprintln(stderr, err)
+			return 1
+		}
+	}
 	if addr := os.Getenv(EnvStandalone); addr != "" {
 		srv := &http.Server{Addr: addr, Handler: &contextHandler{h: h, mesh: newMesh("")}, ReadHeaderTimeout: 10 * time.Second}
 		fmt.Fprintf(stderr, "serving alone on %s (%s is set): no sidecar, no mesh\n", addr, EnvStandalone)
@@ -110,7 +144,7 @@ func serve(h http.Handler, stderr io.Writer) int {
 	// plugin.Serve returns once the sidecar shuts the plugin down.
 	plugin.Serve(&plugin.ServeConfig{
 		HandshakeConfig: hs,
-		Plugins:         pluginproto.Plugins(&describer{socket: sock}),
+		Plugins:         pluginproto.Plugins(&describer{socket: sock, subs: o.subs}),
 		GRPCServer:      plugin.DefaultGRPCServer,
 		Logger: hclog.New(&hclog.LoggerOptions{
 			Name:       "griddle-handler",
@@ -173,8 +207,9 @@ func handlerSocket() (path string, remove func(), err error) {
 type describer struct {
 	pluginproto.UnimplementedHandlerServer
 	socket string
+	subs   []*pluginproto.Subscription
 }
 
 func (d *describer) Describe(context.Context, *pluginproto.DescribeRequest) (*pluginproto.DescribeResponse, error) {
-	return &pluginproto.DescribeResponse{HttpSocket: d.socket, SdkVersion: SDKVersion}, nil
+	return &pluginproto.DescribeResponse{HttpSocket: d.socket, SdkVersion: SDKVersion, Subscriptions: d.subs}, nil
 }

@@ -48,7 +48,7 @@ const (
 // subscribe runs the service's subscriptions until ctx ends. Only one
 // instance of a service delivers at a time: the instances elect one through
 // etcd, and another takes over if it goes away.
-func (s *Sidecar) subscribe(ctx context.Context, backend store.Backend) {
+func (s *Sidecar) subscribe(ctx context.Context, backend store.Backend, subs []Subscription) {
 	own, err := backend.Space(s.cfg.Service)
 	if err != nil {
 		s.log.Error("subscriptions disabled: no key space", "err", err)
@@ -56,7 +56,7 @@ func (s *Sidecar) subscribe(ctx context.Context, backend store.Backend) {
 	}
 	byTopic := map[string]string{} // publisher/topic → path
 	var refs []events.TopicRef
-	for _, sub := range s.cfg.Subscriptions {
+	for _, sub := range subs {
 		log, err := backend.Space(sub.Publisher)
 		if err != nil {
 			s.log.Error("subscription disabled", "publisher", sub.Publisher, "err", err)

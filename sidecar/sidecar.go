@@ -150,6 +150,7 @@ func (s *Sidecar) Run(ctx context.Context) error {
 	}
 	defer host.Close()
 	s.host.Store(host)
+	subs := s.subscriptions(host)
 
 	sock, err := s.listen()
 	if err != nil {
@@ -175,8 +176,11 @@ func (s *Sidecar) Run(ctx context.Context) error {
 	defer stopAdmin()
 	bctx, stopBackground := context.WithCancel(ctx)
 	defer stopBackground()
-	if s.deps.Store != nil && len(s.cfg.Subscriptions) > 0 {
-		wg.Go(func() { s.subscribe(bctx, s.deps.Store) })
+	switch {
+	case len(subs) > 0 && s.deps.Store == nil:
+		s.log.Error("the handler subscribes to events, but this sidecar has no store (--store): nothing will be delivered", "subscriptions", len(subs))
+	case len(subs) > 0:
+		wg.Go(func() { s.subscribe(bctx, s.deps.Store, subs) })
 	}
 	if c := s.deps.Catalog; c != nil {
 		wg.Go(func() { discovery.TrackRuleRevision(bctx, reg, c.Rules, c.Changed) })
@@ -198,6 +202,18 @@ func (s *Sidecar) Run(ctx context.Context) error {
 	<-ctx.Done()
 	s.drain(ctx, reg, sock)
 	return nil
+}
+
+// subscriptions are the event subscriptions of the configuration and those
+// the handler declared; for a topic in both, the configuration's path wins.
+func (s *Sidecar) subscriptions(host *pluginhost.Host) []Subscription {
+	subs := slices.Clone(s.cfg.Subscriptions)
+	for _, d := range host.Subscriptions() {
+		if !slices.ContainsFunc(subs, func(c Subscription) bool { return c.Publisher == d.Publisher && c.Topic == d.Topic }) {
+			subs = append(subs, Subscription{Publisher: d.Publisher, Topic: d.Topic, Path: d.Path})
+		}
+	}
+	return subs
 }
 
 // serveMesh serves the handler's side of the mesh on a unix socket at

@@ -29,11 +29,10 @@ import (
 // Service is one service that Up runs: a handler built from a main package
 // of this module, behind its sidecars.
 type Service struct {
-	Name          string
-	Version       string
-	Package       string                 // main package, relative to the module root (./services/hello)
-	Prefixes      []string               // paths the edge sends to it; none for internal services
-	Subscriptions []sidecar.Subscription // events delivered to it
+	Name     string
+	Version  string
+	Package  string   // main package, relative to the module root (./services/hello)
+	Prefixes []string // paths the edge sends to it; none for internal services
 }
 
 // ExampleServices returns the services of services/, as griddle up runs them.
@@ -42,8 +41,7 @@ func ExampleServices() []Service {
 		{Name: "hello", Version: "v1", Package: "./services/hello", Prefixes: []string{"/hello/"}},
 		{Name: "profiles", Version: "v1", Package: "./services/profiles", Prefixes: []string{"/profiles/"}},
 		{Name: "messages", Version: "v1", Package: "./services/messages", Prefixes: []string{"/messages/"}},
-		{Name: "feed", Version: "v1", Package: "./services/feed", Prefixes: []string{"/feed/"},
-			Subscriptions: []sidecar.Subscription{{Publisher: "messages", Topic: "message.sent", Path: "/feed/events"}}},
+		{Name: "feed", Version: "v1", Package: "./services/feed", Prefixes: []string{"/feed/"}}, // subscribes to messages' events itself
 	}
 }
 
@@ -189,7 +187,7 @@ func Up(ctx context.Context, cfg UpConfig) error {
 			s, err := sidecar.New(sidecar.Config{
 				Service: svc.Name, Version: svc.Version, ID: fmt.Sprintf("%s-%d", svc.Name, n+1),
 				Listen: "tcp://127.0.0.1:0", Plugin: bins[i], HTTPPrefixes: svc.Prefixes,
-				Subscriptions: svc.Subscriptions, Prefix: m.Prefix, Logger: log,
+				Prefix: m.Prefix, Logger: log,
 			}, sidecar.Deps{Etcd: m.Etcd, Dispatcher: m.Dispatcher, Catalog: m.Catalog, Store: st})
 			if err != nil {
 				return err

@@ -77,8 +77,10 @@ type proc struct {
 	socket string
 	// sdkVersion is the plugins SDK version the handler reported.
 	sdkVersion string
-	started    time.Time
-	healthy    atomic.Bool
+	// subs are the event subscriptions the handler declared.
+	subs    []Subscription
+	started time.Time
+	healthy atomic.Bool
 }
 
 var _ http.RoundTripper = (*Host)(nil)
@@ -196,6 +198,21 @@ func (h *Host) PID() int {
 		return p.pid
 	}
 	return 0
+}
+
+// Subscription is an event subscription a handler declared with
+// plugins.Subscribe.
+type Subscription struct {
+	Publisher, Topic, Path string
+}
+
+// Subscriptions returns the event subscriptions the running handler
+// declared (nil before Start). The slice is shared: do not modify it.
+func (h *Host) Subscriptions() []Subscription {
+	if p := h.proc.Load(); p != nil {
+		return p.subs
+	}
+	return nil
 }
 
 // Restarts returns how many times the handler has been started again after
@@ -394,6 +411,9 @@ func (h *Host) handshake(ctx context.Context, client *plugin.Client) (*proc, err
 		socket:     desc.GetHttpSocket(),
 		sdkVersion: desc.GetSdkVersion(),
 		started:    time.Now(),
+	}
+	for _, s := range desc.GetSubscriptions() {
+		p.subs = append(p.subs, Subscription{Publisher: s.GetPublisher(), Topic: s.GetTopic(), Path: s.GetPath()})
 	}
 	if rc := client.ReattachConfig(); rc != nil {
 		p.pid = rc.Pid

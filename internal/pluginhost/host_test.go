@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -394,4 +395,21 @@ func BenchmarkHostRoundTrip(b *testing.B) {
 			}
 		}
 	})
+}
+
+// TestDeclaredSubscriptions: what a handler declares with
+// plugins.Subscribe reaches the host through Describe.
+func TestDeclaredSubscriptions(t *testing.T) {
+	bin := filepath.Join(t.TempDir(), "feed")
+	if out, err := exec.Command("go", "build", "-o", bin, "github.com/griddle-mesh/griddle/services/feed").CombinedOutput(); err != nil {
+		t.Fatalf("building feed: %v\n%s", err, out)
+	}
+	h := startHost(t, Config{Path: bin})
+	want := []Subscription{{Publisher: "messages", Topic: "message.sent", Path: "/feed/events"}}
+	if got := h.Subscriptions(); !slices.Equal(got, want) {
+		t.Errorf("Subscriptions() = %v, want %v", got, want)
+	}
+	if got := startHost(t, Config{Path: buildHello(t)}).Subscriptions(); len(got) != 0 {
+		t.Errorf("hello declares no subscriptions, got %v", got)
+	}
 }

@@ -67,7 +67,9 @@ type DescribeResponse struct {
 	// Absolute path of the unix socket the handler's http.Server listens on.
 	HttpSocket string `protobuf:"bytes,1,opt,name=http_socket,json=httpSocket,proto3" json:"http_socket,omitempty"`
 	// Version of the plugins SDK the handler was built with.
-	SdkVersion    string `protobuf:"bytes,2,opt,name=sdk_version,json=sdkVersion,proto3" json:"sdk_version,omitempty"`
+	SdkVersion string `protobuf:"bytes,2,opt,name=sdk_version,json=sdkVersion,proto3" json:"sdk_version,omitempty"`
+	// Events the handler wants delivered, as HTTP POSTs to a path of its own.
+	Subscriptions []*Subscription `protobuf:"bytes,3,rep,name=subscriptions,proto3" json:"subscriptions,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -116,17 +118,90 @@ func (x *DescribeResponse) GetSdkVersion() string {
 	return ""
 }
 
+func (x *DescribeResponse) GetSubscriptions() []*Subscription {
+	if x != nil {
+		return x.Subscriptions
+	}
+	return nil
+}
+
+// Subscription asks for the events of one publisher's topic.
+type Subscription struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Publisher     string                 `protobuf:"bytes,1,opt,name=publisher,proto3" json:"publisher,omitempty"`
+	Topic         string                 `protobuf:"bytes,2,opt,name=topic,proto3" json:"topic,omitempty"`
+	Path          string                 `protobuf:"bytes,3,opt,name=path,proto3" json:"path,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Subscription) Reset() {
+	*x = Subscription{}
+	mi := &file_handler_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Subscription) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Subscription) ProtoMessage() {}
+
+func (x *Subscription) ProtoReflect() protoreflect.Message {
+	mi := &file_handler_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Subscription.ProtoReflect.Descriptor instead.
+func (*Subscription) Descriptor() ([]byte, []int) {
+	return file_handler_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *Subscription) GetPublisher() string {
+	if x != nil {
+		return x.Publisher
+	}
+	return ""
+}
+
+func (x *Subscription) GetTopic() string {
+	if x != nil {
+		return x.Topic
+	}
+	return ""
+}
+
+func (x *Subscription) GetPath() string {
+	if x != nil {
+		return x.Path
+	}
+	return ""
+}
+
 var File_handler_proto protoreflect.FileDescriptor
 
 const file_handler_proto_rawDesc = "" +
 	"\n" +
 	"\rhandler.proto\x12\x11griddle.plugin.v1\"\x11\n" +
-	"\x0fDescribeRequest\"T\n" +
+	"\x0fDescribeRequest\"\x9b\x01\n" +
 	"\x10DescribeResponse\x12\x1f\n" +
 	"\vhttp_socket\x18\x01 \x01(\tR\n" +
 	"httpSocket\x12\x1f\n" +
 	"\vsdk_version\x18\x02 \x01(\tR\n" +
-	"sdkVersion2^\n" +
+	"sdkVersion\x12E\n" +
+	"\rsubscriptions\x18\x03 \x03(\v2\x1f.griddle.plugin.v1.SubscriptionR\rsubscriptions\"V\n" +
+	"\fSubscription\x12\x1c\n" +
+	"\tpublisher\x18\x01 \x01(\tR\tpublisher\x12\x14\n" +
+	"\x05topic\x18\x02 \x01(\tR\x05topic\x12\x12\n" +
+	"\x04path\x18\x03 \x01(\tR\x04path2^\n" +
 	"\aHandler\x12S\n" +
 	"\bDescribe\x12\".griddle.plugin.v1.DescribeRequest\x1a#.griddle.plugin.v1.DescribeResponseB6Z4github.com/griddle-mesh/griddle/internal/pluginprotob\x06proto3"
 
@@ -142,19 +217,21 @@ func file_handler_proto_rawDescGZIP() []byte {
 	return file_handler_proto_rawDescData
 }
 
-var file_handler_proto_msgTypes = make([]protoimpl.MessageInfo, 2)
+var file_handler_proto_msgTypes = make([]protoimpl.MessageInfo, 3)
 var file_handler_proto_goTypes = []any{
 	(*DescribeRequest)(nil),  // 0: griddle.plugin.v1.DescribeRequest
 	(*DescribeResponse)(nil), // 1: griddle.plugin.v1.DescribeResponse
+	(*Subscription)(nil),     // 2: griddle.plugin.v1.Subscription
 }
 var file_handler_proto_depIdxs = []int32{
-	0, // 0: griddle.plugin.v1.Handler.Describe:input_type -> griddle.plugin.v1.DescribeRequest
-	1, // 1: griddle.plugin.v1.Handler.Describe:output_type -> griddle.plugin.v1.DescribeResponse
-	1, // [1:2] is the sub-list for method output_type
-	0, // [0:1] is the sub-list for method input_type
-	0, // [0:0] is the sub-list for extension type_name
-	0, // [0:0] is the sub-list for extension extendee
-	0, // [0:0] is the sub-list for field type_name
+	2, // 0: griddle.plugin.v1.DescribeResponse.subscriptions:type_name -> griddle.plugin.v1.Subscription
+	0, // 1: griddle.plugin.v1.Handler.Describe:input_type -> griddle.plugin.v1.DescribeRequest
+	1, // 2: griddle.plugin.v1.Handler.Describe:output_type -> griddle.plugin.v1.DescribeResponse
+	2, // [2:3] is the sub-list for method output_type
+	1, // [1:2] is the sub-list for method input_type
+	1, // [1:1] is the sub-list for extension type_name
+	1, // [1:1] is the sub-list for extension extendee
+	0, // [0:1] is the sub-list for field type_name
 }
 
 func init() { file_handler_proto_init() }
@@ -168,7 +245,7 @@ func file_handler_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_handler_proto_rawDesc), len(file_handler_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   2,
+			NumMessages:   3,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -59,7 +59,7 @@ const (
 )
 
 func main() {
-	plugins.Serve(routes())
+	plugins.Serve(routes(), plugins.Subscribe("messages", "message.sent", "/feed/events"))
 }
 
 func routes() *http.ServeMux {
