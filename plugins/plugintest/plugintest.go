@@ -23,14 +23,15 @@
 package plugintest
 
 import (
+	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"log/slog"
 	"maps"
 	"net"
 	"net/http"
 	"net/http/httptest"
-	"net/http/httputil"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -167,16 +168,7 @@ func Start(t testing.TB, pkg string, opts ...Option) *Server {
 	}
 	t.Cleanup(func() { _ = host.Close() })
 
-	proxy := &httputil.ReverseProxy{
-		Rewrite: func(pr *httputil.ProxyRequest) {
-			pr.Out.URL.Scheme = "http"
-			pr.Out.URL.Host = "handler"
-			pr.Out.Host = pr.In.Host
-		},
-		Transport:  host,
-		BufferPool: newBufferPool(),
-		ErrorLog:   slog.NewLogLogger(o.logger.Handler(), slog.LevelWarn),
-	}
+	proxy := forward(host, o.logger)
 	srv := httptest.NewServer(proxy)
 	t.Cleanup(srv.Close)
 	s.host, s.http = host, srv
@@ -326,15 +318,43 @@ func startMesh(t testing.TB, services map[string]http.Handler) string {
 	return sock
 }
 
-// bufferPool is an httputil.BufferPool of 32 KiB copy buffers.
-type bufferPool struct{ p sync.Pool }
-
-func newBufferPool() *bufferPool {
-	return &bufferPool{p: sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}}
+// forward sends each request to the handler as its sidecar does: the
+// whole body first (a sidecar receives it whole, in its envelope), then
+// the answer back. Reading the body before sending it also keeps the
+// inbound request and the outbound one from racing over the body's close.
+func forward(host *pluginhost.Host, logger *slog.Logger) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, err := io.ReadAll(r.Body)
+		if err != nil {
+			http.Error(w, "plugintest: reading the request body failed", http.StatusBadRequest)
+			return
+		}
+		out := r.Clone(r.Context())
+		out.RequestURI = ""
+		out.URL.Scheme, out.URL.Host = "http", "handler"
+		out.Body, out.ContentLength = io.NopCloser(bytes.NewReader(body)), int64(len(body))
+		if len(body) == 0 {
+			out.Body = http.NoBody
+		}
+		for _, h := range []string{"Connection", "Keep-Alive", "Te", "Trailer", "Transfer-Encoding", "Upgrade", "Proxy-Connection"} {
+			out.Header.Del(h)
+		}
+		resp, err := host.RoundTrip(out)
+		if err != nil {
+			logger.Warn("plugintest: the handler did not answer", "err", err)
+			http.Error(w, "plugintest: the handler did not answer", http.StatusBadGateway)
+			return
+		}
+		defer resp.Body.Close()
+		for k, vs := range resp.Header {
+			w.Header()[k] = vs
+		}
+		w.WriteHeader(resp.StatusCode)
+		if _, err := io.Copy(w, resp.Body); err != nil {
+			logger.Warn("plugintest: copying the answer failed", "err", err)
+		}
+	})
 }
-
-func (b *bufferPool) Get() []byte  { return *b.p.Get().(*[]byte) }
-func (b *bufferPool) Put(s []byte) { b.p.Put(&s) }
 
 // testWriter writes log lines to t.Log until the test has finished.
 type testWriter struct {
