@@ -203,3 +203,30 @@ func BenchmarkHTTPGet(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkHTTPSingleGet is the uncached read's path: store.Get, one round
+// trip (BenchmarkHTTPGet is the same read as a transaction: three).
+func BenchmarkHTTPSingleGet(b *testing.B) {
+	bk, err := badgerstore.Open(context.Background(), badgerstore.Config{InMemory: true})
+	if err != nil {
+		b.Fatal(err)
+	}
+	srv := storehttp.NewServer(bk, storehttp.WithSpace("profiles"))
+	b.Cleanup(func() {
+		srv.Close()
+		bk.Close()
+	})
+	s := storehttp.NewClient(unixClient(b, srv), "http://griddle-store").Own()
+	ctx := context.Background()
+	value := []byte(strings.Repeat("p", 200))
+	if err := s.Transact(ctx, func(tx store.Tx) error { return tx.Set([]byte("profile/42"), value) }); err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		v, err := store.Get(ctx, s, []byte("profile/42"))
+		if err != nil || len(v) != len(value) {
+			b.Fatalf("Get = %d bytes, %v", len(v), err)
+		}
+	}
+}
