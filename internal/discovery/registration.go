@@ -129,8 +129,13 @@ func (r *Registration) keep(ctx context.Context, lease clientv3.LeaseID) {
 	defer close(r.done)
 	for {
 		ch, err := r.cli.KeepAlive(ctx, lease)
-		if err == nil {
-			for range ch { // closes when the lease is lost or ctx ends
+		// ch closes when the lease is lost; on Close, ctx ends first, and
+		// the keeper does not wait for etcd's client to close ch as well.
+		for alive := err == nil; alive; {
+			select {
+			case _, alive = <-ch:
+			case <-ctx.Done():
+				alive = false
 			}
 		}
 		if ctx.Err() != nil || r.cli.Ctx().Err() != nil {
