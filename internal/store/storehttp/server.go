@@ -118,12 +118,29 @@ type opReply struct {
 
 var errRetry = errors.New("storehttp: conflict: the client retries")
 
-func (s *Server) begin(w http.ResponseWriter, r *http.Request) {
-	name := r.PathValue("space")
+// spaceOf is the key space a request works in: the one the Server
+// imposes (WithSpace), else the one its URL names.
+func (s *Server) spaceOf(r *http.Request) (store.Store, error) {
 	if s.space != "" {
-		name = s.space
+		return s.b.Space(s.space)
 	}
-	st, err := s.b.Space(name)
+	return s.b.Space(r.PathValue("space"))
+}
+
+// decode reads a request body into req.
+func decode(w http.ResponseWriter, r *http.Request, req proto.Message) error {
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxRequestBytes))
+	if err != nil {
+		return fmt.Errorf("%w: reading the body: %w", errBadRequest, err)
+	}
+	if err := proto.Unmarshal(body, req); err != nil {
+		return fmt.Errorf("%w: decoding the body: %w", errBadRequest, err)
+	}
+	return nil
+}
+
+func (s *Server) begin(w http.ResponseWriter, r *http.Request) {
+	st, err := s.spaceOf(r)
 	if err != nil {
 		s.fail(w, err)
 		return
@@ -156,23 +173,14 @@ func (s *Server) begin(w http.ResponseWriter, r *http.Request) {
 // get reads one key in a read-only transaction of its own: one round trip
 // where begin, get and commit take three.
 func (s *Server) get(w http.ResponseWriter, r *http.Request) {
-	name := r.PathValue("space")
-	if s.space != "" {
-		name = s.space
-	}
-	st, err := s.b.Space(name)
+	st, err := s.spaceOf(r)
 	if err != nil {
 		s.fail(w, err)
 		return
 	}
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxRequestBytes))
-	if err != nil {
-		s.fail(w, fmt.Errorf("%w: reading the body: %w", errBadRequest, err))
-		return
-	}
 	var req storepb.GetRequest
-	if err := proto.Unmarshal(body, &req); err != nil {
-		s.fail(w, fmt.Errorf("%w: decoding the body: %w", errBadRequest, err))
+	if err := decode(w, r, &req); err != nil {
+		s.fail(w, err)
 		return
 	}
 	v, err := store.Get(r.Context(), st, req.Key)
@@ -309,13 +317,8 @@ func (s *Server) op(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if req != nil {
-		body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxRequestBytes))
-		if err != nil {
-			s.fail(w, fmt.Errorf("%w: reading the body: %w", errBadRequest, err))
-			return
-		}
-		if err := proto.Unmarshal(body, req); err != nil {
-			s.fail(w, fmt.Errorf("%w: decoding the body: %w", errBadRequest, err))
+		if err := decode(w, r, req); err != nil {
+			s.fail(w, err)
 			return
 		}
 	}
