@@ -239,7 +239,7 @@ func (e *Edge) Run(ctx context.Context) error {
 				defer dcancel()
 				_ = reg.Close(dctx)
 			}()
-			wg.Go(func() { discovery.TrackRuleRevision(ctx, reg, e.routes.Rules, e.routes.Changed) })
+			wg.Go(func() { discovery.TrackRuleRevision(ctx, reg, e.routes.Rules, e.routes.Changed, nil) })
 		}
 	}
 	e.cfg.Logger.Info("edge serving", "listen", addr, "admin", e.cfg.Admin)

@@ -183,17 +183,8 @@ func (s *Sidecar) Run(ctx context.Context) error {
 		wg.Go(func() { s.subscribe(bctx, s.deps.Store, subs) })
 	}
 	if c := s.deps.Catalog; c != nil {
-		wg.Go(func() { discovery.TrackRuleRevision(bctx, reg, c.Rules, c.Changed) })
 		wg.Go(func() {
-			for {
-				ch := c.Changed()
-				s.metrics.Rule.Set(float64(c.Rules().Revision()))
-				select {
-				case <-bctx.Done():
-					return
-				case <-ch:
-				}
-			}
+			discovery.TrackRuleRevision(bctx, reg, c.Rules, c.Changed, func(rev int64) { s.metrics.Rule.Set(float64(rev)) })
 		})
 	}
 	s.log.Info("sidecar serving", "listen", s.Address(), "handler_pid", host.PID())

@@ -277,13 +277,18 @@ func PutExposure(ctx context.Context, cli *clientv3.Client, prefix string, e Exp
 }
 
 // TrackRuleRevision keeps reg's rule revision equal to the revision of
-// rules() until ctx ends: it re-reads it each time changed() fires. The
-// put is retried at the next change if etcd is unreachable.
-func TrackRuleRevision(ctx context.Context, reg *Registration, rules func() *routing.Table, changed func() <-chan struct{}) {
+// rules() until ctx ends: it re-reads it each time changed() fires, and
+// tells observe (when set) every revision it sees. The put is retried at
+// the next change if etcd is unreachable.
+func TrackRuleRevision(ctx context.Context, reg *Registration, rules func() *routing.Table, changed func() <-chan struct{}, observe func(rev int64)) {
 	var last int64 = -1
 	for {
 		ch := changed()
-		if rev := rules().Revision(); rev != last {
+		rev := rules().Revision()
+		if observe != nil {
+			observe(rev)
+		}
+		if rev != last {
 			uctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 			if err := reg.SetRuleRevision(uctx, rev); err == nil {
 				last = rev
