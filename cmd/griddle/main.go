@@ -3,6 +3,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -101,7 +102,7 @@ func edgeCmd(g *globals) *cobra.Command {
 	var (
 		cfg  edge.Config
 		etcd etcdFlags
-		tls  meshtls.Files
+		mtls meshtls.Files
 	)
 	cmd := &cobra.Command{
 		Use:   "edge",
@@ -116,11 +117,11 @@ func edgeCmd(g *globals) *cobra.Command {
 			if err := cfg.Validate(); err != nil {
 				return err
 			}
-			client, err := tls.Client()
+			client, err := mtls.Client()
 			if err != nil {
 				return err
 			}
-			m, err := launch.Connect(cmd.Context(), etcd.list(), etcd.prefix, client, log)
+			m, err := etcd.connect(cmd.Context(), client, log)
 			if err != nil {
 				return err
 			}
@@ -137,7 +138,7 @@ func edgeCmd(g *globals) *cobra.Command {
 	f.IntVar(&cfg.Admission.MaxLimit, "admission-max", 0, "ceiling of the adaptive concurrency limit (default 16 per CPU, at least 32)")
 	f.IntVar(&cfg.Admission.QueueSize, "admission-queue", 256, "requests that may wait for a slot under the concurrency limit")
 	f.DurationVar(&cfg.Admission.MaxWait, "admission-wait", 25*time.Millisecond, "longest wait for a slot during a burst; under sustained overload waits are 5ms")
-	addTLSFlags(cmd, &tls)
+	addTLSFlags(cmd, &mtls)
 	etcd.add(cmd)
 	return cmd
 }
@@ -148,7 +149,7 @@ func sidecarCmd(g *globals) *cobra.Command {
 		etcd      etcdFlags
 		storeSpec string
 		subs      []string
-		tls       meshtls.Files
+		mtls      meshtls.Files
 	)
 	cmd := &cobra.Command{
 		Use:   "sidecar",
@@ -167,11 +168,11 @@ func sidecarCmd(g *globals) *cobra.Command {
 				}
 				cfg.Subscriptions = append(cfg.Subscriptions, sub)
 			}
-			server, err := tls.Server()
+			server, err := mtls.Server()
 			if err != nil {
 				return err
 			}
-			client, err := tls.Client()
+			client, err := mtls.Client()
 			if err != nil {
 				return err
 			}
@@ -182,7 +183,7 @@ func sidecarCmd(g *globals) *cobra.Command {
 			if len(cfg.Subscriptions) > 0 && storeSpec == "" {
 				return errors.New("--subscribe needs --store: cursors and logs live in the store")
 			}
-			m, err := launch.Connect(cmd.Context(), etcd.list(), etcd.prefix, client, log)
+			m, err := etcd.connect(cmd.Context(), client, log)
 			if err != nil {
 				return err
 			}
@@ -206,7 +207,7 @@ func sidecarCmd(g *globals) *cobra.Command {
 	f.StringVar(&storeSpec, "store", "", "the service's state: badger:DIR (this process only), http://HOST:PORT (griddle store) or fdb:CLUSTER_FILE")
 	f.StringArrayVar(&subs, "subscribe", nil, "deliver another service's events to the handler: PUBLISHER/TOPIC=/PATH (repeatable)")
 	f.StringVar(&cfg.EventsListen, "events-listen", "", "mangos URL announcing this service's events (default: --listen's host, any port)")
-	addTLSFlags(cmd, &tls)
+	addTLSFlags(cmd, &mtls)
 	etcd.add(cmd)
 	return cmd
 }
@@ -263,6 +264,12 @@ type etcdFlags struct {
 func (e *etcdFlags) add(cmd *cobra.Command) {
 	cmd.Flags().StringVar(&e.endpoints, "etcd", "127.0.0.1:2379", "etcd endpoints, comma-separated")
 	cmd.Flags().StringVar(&e.prefix, "etcd-prefix", "/griddle/", "key prefix for everything Griddle keeps in etcd")
+}
+
+// connect dials etcd as the flags say; tlsCfg is the client side of mutual
+// TLS toward tls+tcp:// instances (nil: none).
+func (e *etcdFlags) connect(ctx context.Context, tlsCfg *tls.Config, log *slog.Logger) (*launch.Mesh, error) {
+	return launch.Connect(ctx, e.list(), e.prefix, tlsCfg, log)
 }
 
 func (e *etcdFlags) list() []string {

@@ -24,7 +24,6 @@ import (
 	"github.com/griddle-mesh/griddle/control/canary"
 	"github.com/griddle-mesh/griddle/control/client"
 	"github.com/griddle-mesh/griddle/control/rulestore"
-	"github.com/griddle-mesh/griddle/internal/launch"
 	"github.com/griddle-mesh/griddle/internal/routing"
 )
 
@@ -139,7 +138,7 @@ func controlCmd(g *globals) *cobra.Command {
 				}
 				cfg.Token = strings.TrimSpace(string(b))
 			}
-			m, err := launch.Connect(cmd.Context(), etcd.list(), etcd.prefix, nil, log)
+			m, err := etcd.connect(cmd.Context(), nil, log)
 			if err != nil {
 				return err
 			}

@@ -131,7 +131,7 @@ func (m *Mesh) Sidecar(service, version string, args ...string) *Proc {
 	m.t.Helper()
 	id := fmt.Sprintf("%s-%s-%d", service, version, time.Now().UnixNano()%1e9)
 	admin := FreeAddr(m.t)
-	p := m.start("sidecar "+id, append([]string{"sidecar",
+	p := m.Griddle("sidecar "+id, append([]string{"sidecar",
 		"--service", service, "--version", version, "--id", id,
 		"--plugin", m.Bin.Handlers[service], "--etcd", m.EtcdEndpoints(),
 		"--admin", admin, "--ttl", "2s", "--log-level", "debug", "--store", m.Store,
@@ -148,7 +148,7 @@ func (m *Mesh) Sidecar(service, version string, args ...string) *Proc {
 func (m *Mesh) Edge(args ...string) *Proc {
 	m.t.Helper()
 	addr, admin := FreeAddr(m.t), FreeAddr(m.t)
-	p := m.start("edge", append([]string{"edge", "--listen", addr, "--admin", admin,
+	p := m.Griddle("edge", append([]string{"edge", "--listen", addr, "--admin", admin,
 		"--etcd", m.EtcdEndpoints(), "--log-level", "debug"}, args...)...)
 	p.Admin, p.Addr = admin, addr
 	m.waitFor(p, func() bool {
@@ -183,11 +183,6 @@ func (m *Mesh) Direct(service string) *Proc {
 func (m *Mesh) Griddle(name string, args ...string) *Proc {
 	m.t.Helper()
 	return m.startBinary(name, m.Bin.Griddle, nil, args...)
-}
-
-func (m *Mesh) start(name string, args ...string) *Proc {
-	m.t.Helper()
-	return m.Griddle(name, args...)
 }
 
 func (m *Mesh) startBinary(name, path string, env []string, args ...string) *Proc {
