@@ -55,6 +55,8 @@ type Sidecar struct {
 	host     atomic.Pointer[pluginhost.Host]
 	reg      *prometheus.Registry
 	metrics  *metrics.Sidecar
+	requests *prometheus.CounterVec // metrics.Requests of this service and version, by code
+	duration prometheus.Observer
 	inflight atomic.Int64
 	bound    atomic.Pointer[string]
 	ready    chan struct{}
@@ -97,6 +99,9 @@ func New(cfg Config, deps Deps) (*Sidecar, error) {
 	cfg.setDefaults()
 	s := &Sidecar{cfg: cfg, log: cfg.Logger, deps: deps, ready: make(chan struct{}), reg: metrics.NewRegistry()}
 	s.metrics = metrics.NewSidecar(s.reg)
+	// Service and version never change: bind them once, not per request.
+	s.requests = s.metrics.Requests.MustCurryWith(prometheus.Labels{"service": cfg.Service, "version": cfg.Version})
+	s.duration = s.metrics.Duration.WithLabelValues(cfg.Service, cfg.Version)
 	s.versionHeader = []string{cfg.Version}
 	s.plainHost = plainHost(cfg.Service)
 	s.bufs.New = func() any { return new(bytes.Buffer) }
@@ -372,8 +377,8 @@ func (s *Sidecar) serve(mc mangos.Context) {
 			s.metrics.Dropped.Inc()
 			continue
 		}
-		s.metrics.Requests.WithLabelValues(s.cfg.Service, s.cfg.Version, metrics.Code(replyStatus(reply))).Inc()
-		s.metrics.Duration.WithLabelValues(s.cfg.Service, s.cfg.Version).Observe(time.Since(start).Seconds())
+		s.requests.WithLabelValues(metrics.Code(replyStatus(reply))).Inc()
+		s.duration.Observe(time.Since(start).Seconds())
 		msg.Body = msg.Body[:0]
 		msg.Body, err = proto.MarshalOptions{}.MarshalAppend(msg.Body, reply)
 		s.putBuf(buf) // reply.Body is copied into msg: the buffer is free again

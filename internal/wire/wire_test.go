@@ -108,3 +108,11 @@ func TestRoutingHeaderRoundTrip(t *testing.T) {
 		t.Error("DecodeRouting accepted garbage")
 	}
 }
+
+func TestRemoveHopHeaders(t *testing.T) {
+	h := http.Header{"Connection": {"close, X-Private"}, "X-Private": {"1"}, "Keep-Alive": {"5"}, "X-Kept": {"2"}}
+	RemoveHopHeaders(h)
+	if len(h) != 1 || h.Get("X-Kept") != "2" {
+		t.Errorf("after RemoveHopHeaders: %v, want only X-Kept", h)
+	}
+}

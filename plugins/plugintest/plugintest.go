@@ -46,6 +46,7 @@ import (
 	istore "github.com/griddle-mesh/griddle/internal/store"
 	"github.com/griddle-mesh/griddle/internal/store/badgerstore"
 	"github.com/griddle-mesh/griddle/internal/store/storehttp"
+	"github.com/griddle-mesh/griddle/internal/wire"
 	"github.com/griddle-mesh/griddle/plugins"
 	"github.com/griddle-mesh/griddle/plugins/store"
 )
@@ -336,9 +337,7 @@ func forward(host *pluginhost.Host, logger *slog.Logger) http.Handler {
 		if len(body) == 0 {
 			out.Body = http.NoBody
 		}
-		for _, h := range []string{"Connection", "Keep-Alive", "Te", "Trailer", "Transfer-Encoding", "Upgrade", "Proxy-Connection"} {
-			out.Header.Del(h)
-		}
+		wire.RemoveHopHeaders(out.Header)
 		resp, err := host.RoundTrip(out)
 		if err != nil {
 			logger.Warn("plugintest: the handler did not answer", "err", err)
