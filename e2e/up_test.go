@@ -1,12 +1,10 @@
 package e2e
 
 import (
-	"bytes"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -26,7 +24,7 @@ func TestUp(t *testing.T) {
 	listen, admin, etcd, ctl := meshtest.FreeAddr(t), meshtest.FreeAddr(t), meshtest.FreeAddr(t), meshtest.FreeAddr(t)
 	cmd := exec.Command(bin.Griddle, "up", "--dir", dir, "--listen", listen, "--admin", admin, "--etcd-listen", etcd, "--control", ctl)
 	cmd.Dir = root
-	var out lockedBuffer
+	var out meshtest.SyncBuffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -93,21 +91,4 @@ func processesRunning(dir string) []string {
 		}
 	}
 	return pids
-}
-
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }

@@ -120,7 +120,7 @@ type Proc struct {
 	Admin string // host:port of its /status
 	Addr  string // edge: host:port for HTTP; sidecar: its instance id
 	cmd   *exec.Cmd
-	log   *syncBuffer
+	log   *SyncBuffer
 	done  chan struct{}
 	err   error
 }
@@ -187,7 +187,7 @@ func (m *Mesh) Griddle(name string, args ...string) *Proc {
 
 func (m *Mesh) startBinary(name, path string, env []string, args ...string) *Proc {
 	m.t.Helper()
-	p := &Proc{Name: name, log: &syncBuffer{}, done: make(chan struct{})}
+	p := &Proc{Name: name, log: &SyncBuffer{}, done: make(chan struct{})}
 	p.cmd = exec.Command(path, args...)
 	p.cmd.Env = append(os.Environ(), env...)
 	p.cmd.Stdout, p.cmd.Stderr = p.log, p.log
@@ -278,18 +278,20 @@ func ProcessAlive(pid int) bool {
 	return i < 0 || i+2 >= len(s) || s[i+2] != 'Z'
 }
 
-type syncBuffer struct {
+// SyncBuffer is a bytes.Buffer that a process's output and a test may use
+// at once.
+type SyncBuffer struct {
 	mu sync.Mutex
 	b  bytes.Buffer
 }
 
-func (s *syncBuffer) Write(p []byte) (int, error) {
+func (s *SyncBuffer) Write(p []byte) (int, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.Write(p)
 }
 
-func (s *syncBuffer) String() string {
+func (s *SyncBuffer) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()
