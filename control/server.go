@@ -25,6 +25,7 @@ import (
 	"github.com/griddle-mesh/griddle/control/canary"
 	"github.com/griddle-mesh/griddle/control/rulestore"
 	"github.com/griddle-mesh/griddle/internal/discovery"
+	"github.com/griddle-mesh/griddle/internal/metrics"
 	"github.com/griddle-mesh/griddle/internal/routing"
 )
 
@@ -88,6 +89,8 @@ type Server struct {
 	ctrl     *canary.Controller
 	elector  *Elector
 	mux      *http.ServeMux
+	handler  http.Handler
+	stats    *stats
 }
 
 // New validates cfg and builds a Server; it does no I/O.
@@ -107,23 +110,26 @@ func New(cfg Config) (*Server, error) {
 	}
 	rules := rulestore.New(cfg.Etcd, cfg.Prefix, cfg.Now)
 	mgr := canary.NewManager(cfg.Etcd, rules, cfg.Now)
-	ctrl, err := canary.NewController(canary.ControllerConfig{Manager: mgr, Scrape: cfg.Scrape, Now: cfg.Now, Poll: cfg.Poll, Logger: cfg.Logger})
-	if err != nil {
-		return nil, err
-	}
 	s := &Server{
 		cli: cfg.Etcd, prefix: cfg.Prefix, token: sha256.Sum256([]byte(cfg.Token)), log: cfg.Logger,
-		rules: rules, canaries: mgr, ctrl: ctrl,
+		rules: rules, canaries: mgr,
 		elector: NewElector(cfg.Etcd, cfg.Prefix, cfg.ID, cfg.SessionTTL, cfg.Logger),
 		mux:     http.NewServeMux(),
 	}
+	s.stats = newStats(s.Leading)
+	ctrl, err := canary.NewController(canary.ControllerConfig{Manager: mgr, Scrape: cfg.Scrape, Now: cfg.Now, Poll: cfg.Poll, Logger: cfg.Logger, OnDecision: s.stats.decided})
+	if err != nil {
+		return nil, err
+	}
+	s.ctrl = ctrl
 	s.routes()
+	s.handler = s.stats.instrument(s.mux)
 	return s, nil
 }
 
 // Handler serves the API and the status page; it works without Run (then
 // no controller runs in this process).
-func (s *Server) Handler() http.Handler { return s.mux }
+func (s *Server) Handler() http.Handler { return s.handler }
 
 // Leading reports whether this replica leads (runs the controllers) now.
 func (s *Server) Leading() bool { return s.elector.Leading() }
@@ -132,7 +138,7 @@ func (s *Server) Leading() bool { return s.elector.Leading() }
 // ends; then it shuts the server down (waiting up to 5s for calls in
 // flight), stops the controller, resigns and returns. It closes ln.
 func (s *Server) Run(ctx context.Context, ln net.Listener) error {
-	srv := &http.Server{Handler: s.mux, ReadHeaderTimeout: 10 * time.Second}
+	srv := &http.Server{Handler: s.handler, ReadHeaderTimeout: 10 * time.Second}
 	var wg sync.WaitGroup
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -164,7 +170,10 @@ func (s *Server) Run(ctx context.Context, ln net.Listener) error {
 func (s *Server) routes() {
 	m := s.mux
 	m.HandleFunc("GET /{$}", s.page)
+	m.HandleFunc("GET /healthz", s.healthz)
+	m.Handle("GET /metrics", metrics.Handler(s.stats.reg))
 	m.HandleFunc("GET /v1/services", s.services)
+	m.HandleFunc("GET /v1/rules", s.listRules)
 	m.HandleFunc("GET /v1/rules/{service}", s.getRules)
 	m.HandleFunc("POST /v1/rules/{service}/validate", s.validate)
 	m.HandleFunc("PUT /v1/rules/{service}", s.write(s.putRules))
@@ -235,7 +244,7 @@ func (s *Server) fail(w http.ResponseWriter, r *http.Request, err error) {
 		writeJSON(w, http.StatusBadRequest, api.Error{Message: err.Error(), Code: api.CodeInvalid, Field: fieldOf(err)})
 	case errors.Is(err, rulestore.ErrNotFound), errors.Is(err, canary.ErrNotFound):
 		writeJSON(w, http.StatusNotFound, api.Error{Message: err.Error(), Code: api.CodeNotFound})
-	case errors.Is(err, canary.ErrRunning):
+	case errors.Is(err, canary.ErrRunning), errors.Is(err, errCanaryOwns):
 		writeJSON(w, http.StatusConflict, api.Error{Message: err.Error(), Code: api.CodeRunning})
 	case errors.Is(err, canary.ErrNotRunning):
 		writeJSON(w, http.StatusConflict, api.Error{Message: err.Error(), Code: api.CodeNotRunning})
@@ -280,20 +289,21 @@ func reqCtx(r *http.Request) (context.Context, context.CancelFunc) {
 }
 
 // document reads a YAML or JSON document from the body with routing.Parse
-// (which validates it) and checks it names the service of the URL.
-func document(r *http.Request) (*routing.Document, error) {
+// (which validates it) and checks it names the service of the URL. It
+// returns the body too: the document as authored.
+func document(r *http.Request) (*routing.Document, []byte, error) {
 	b, err := io.ReadAll(http.MaxBytesReader(nil, r.Body, maxBody))
 	if err != nil {
-		return nil, fmt.Errorf("%w: body: %w", errBadRequest, err)
+		return nil, nil, fmt.Errorf("%w: body: %w", errBadRequest, err)
 	}
 	doc, err := routing.Parse(b)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if svc := r.PathValue("service"); doc.Service != svc {
-		return nil, &routing.FieldError{Field: "service", Problem: fmt.Sprintf("%q, but the URL names %q", doc.Service, svc)}
+		return nil, nil, &routing.FieldError{Field: "service", Problem: fmt.Sprintf("%q, but the URL names %q", doc.Service, svc)}
 	}
-	return doc, nil
+	return doc, b, nil
 }
 
 // revisionOf reads the expected revision from If-Match or ?revision=
@@ -318,7 +328,7 @@ func rulesOf(service string, e rulestore.Entry) (api.Rules, error) {
 	if err != nil {
 		return api.Rules{}, err
 	}
-	return api.Rules{Service: service, Revision: e.Revision, Document: e.Document, YAML: string(y),
+	return api.Rules{Service: service, Revision: e.Revision, Document: e.Document, YAML: string(y), Source: e.Source,
 		AppliedAt: e.AppliedAt, Author: e.Author, Comment: e.Comment}, nil
 }
 
@@ -340,18 +350,61 @@ func (s *Server) getRules(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, out)
 }
 
-func (s *Server) validate(w http.ResponseWriter, r *http.Request) {
-	doc, err := document(r)
+func (s *Server) listRules(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel := reqCtx(r)
+	defer cancel()
+	all, err := s.rules.List(ctx)
 	if err != nil {
 		s.fail(w, r, err)
 		return
 	}
-	out, err := rulesOf(doc.Service, rulestore.Entry{Document: doc})
+	out := make([]api.RulesSummary, 0, len(all))
+	for _, e := range all {
+		sum := api.RulesSummary{Service: e.Document.Service, Revision: e.Revision, AppliedAt: e.AppliedAt, Author: e.Author, Rules: len(e.Document.Versions)}
+		if n := len(e.Document.Versions); n > 0 {
+			sum.Default = e.Document.Versions[n-1].To
+		}
+		out = append(out, sum)
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+func (s *Server) validate(w http.ResponseWriter, r *http.Request) {
+	doc, src, err := document(r)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	out, err := rulesOf(doc.Service, rulestore.Entry{Document: doc, Meta: rulestore.Meta{Source: string(src)}})
 	if err != nil {
 		s.fail(w, r, err)
 		return
 	}
 	writeJSON(w, http.StatusOK, out)
+}
+
+// errCanaryOwns marks a manual change refused because a canary steers the rules.
+var errCanaryOwns = errors.New("a canary is running")
+
+// canaryGuard refuses a manual change of service's rules while its canary
+// runs, and otherwise returns a guard that fails the write if a canary
+// starts meanwhile.
+func (s *Server) canaryGuard(ctx context.Context, service string) (rulestore.ApplyOption, error) {
+	resp, err := s.cli.Get(ctx, canary.Key(s.prefix, service))
+	if err != nil {
+		return nil, fmt.Errorf("control: canary of %s: %w", service, err)
+	}
+	var rev int64
+	if len(resp.Kvs) == 1 {
+		rev = resp.Kvs[0].ModRevision
+		var c canary.Canary
+		if json.Unmarshal(resp.Kvs[0].Value, &c) == nil && c.State == canary.Running {
+			return nil, fmt.Errorf("%w: the rules of %s are steered by its canary (%s → %s at %d%%, step %d of %d), so this change is refused; "+
+				"end the canary first with `griddle canary promote %s` or `griddle canary abort %s`",
+				errCanaryOwns, service, c.From, c.To, c.Weight(), c.Step+1, len(c.Steps), service, service)
+		}
+	}
+	return rulestore.WithGuard(clientv3.Compare(clientv3.ModRevision(canary.Key(s.prefix, service)), "=", rev)), nil
 }
 
 func (s *Server) putRules(w http.ResponseWriter, r *http.Request) {
@@ -362,23 +415,39 @@ func (s *Server) putRules(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
-	doc, err := document(r)
+	doc, src, err := document(r)
 	if err != nil {
 		s.fail(w, r, err)
 		return
 	}
-	rev, err := s.rules.Apply(ctx, doc, expect, author(r), rulestore.WithComment(r.URL.Query().Get("comment")))
+	cur, err := s.rules.Get(ctx, doc.Service)
+	switch {
+	case errors.Is(err, rulestore.ErrNotFound):
+	case err != nil:
+		s.fail(w, r, err)
+		return
+	case expect == cur.Revision && rulestore.Same(cur, doc, src):
+		writeJSON(w, http.StatusOK, api.Applied{Service: doc.Service, Revision: cur.Revision, Previous: cur.Revision, Unchanged: true})
+		return
+	}
+	guard, err := s.canaryGuard(ctx, doc.Service)
 	if err != nil {
 		s.fail(w, r, err)
 		return
 	}
+	rev, err := s.rules.Apply(ctx, doc, expect, author(r), rulestore.WithComment(r.URL.Query().Get("comment")), rulestore.WithSource(src), guard)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	s.stats.applied(doc.Service)
 	writeJSON(w, http.StatusOK, api.Applied{Service: doc.Service, Revision: rev, Previous: expect})
 }
 
 func (s *Server) diff(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := reqCtx(r)
 	defer cancel()
-	doc, err := document(r)
+	doc, src, err := document(r)
 	if err != nil {
 		s.fail(w, r, err)
 		return
@@ -388,12 +457,20 @@ func (s *Server) diff(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
-	d, err := rulestore.Diff(cur.Document, doc)
-	if err != nil {
-		s.fail(w, r, err)
-		return
+	out := api.Diff{Service: doc.Service, Revision: cur.Revision}
+	if !rulestore.Same(cur, doc, src) {
+		text, err := cur.Text()
+		if err != nil {
+			s.fail(w, r, err)
+			return
+		}
+		name := doc.Service + " (no rules)"
+		if cur.Revision > 0 {
+			name = fmt.Sprintf("%s@%d", doc.Service, cur.Revision)
+		}
+		out.Diff = rulestore.Unified(text, string(src), name, "proposed")
 	}
-	writeJSON(w, http.StatusOK, api.Diff{Service: doc.Service, Revision: cur.Revision, Diff: d})
+	writeJSON(w, http.StatusOK, out)
 }
 
 func (s *Server) history(w http.ResponseWriter, r *http.Request) {
@@ -431,11 +508,17 @@ func (s *Server) rollback(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	svc := r.PathValue("service")
-	rev, err := s.rules.Rollback(ctx, svc, to, expect, author(r))
+	guard, err := s.canaryGuard(ctx, svc)
 	if err != nil {
 		s.fail(w, r, err)
 		return
 	}
+	rev, err := s.rules.Rollback(ctx, svc, to, expect, author(r), guard)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	s.stats.applied(svc)
 	writeJSON(w, http.StatusOK, api.Applied{Service: svc, Revision: rev, Previous: expect})
 }
 

@@ -151,7 +151,7 @@ func TestRulesAPI(t *testing.T) {
 
 	// Diff, history, rollback.
 	d, err := c.Diff(ctx, "feed", []byte(feedV1))
-	if err != nil || !strings.Contains(d.Diff, "-    v2: 10") || d.Revision != cur.Revision {
+	if err != nil || !strings.Contains(d.Diff, "@@ -1,3 +1,3 @@\n service: feed\n versions:\n-  - to: {v1: 90, v2: 10}\n+  - to: {v1: 100}\n") || d.Revision != cur.Revision {
 		t.Fatalf("diff = %+v, %v", d, err)
 	}
 	h, err := c.History(ctx, "feed", 0)
@@ -315,6 +315,10 @@ func TestServerRunsCanary(t *testing.T) {
 	if _, err := c.Apply(ctx, "feed", []byte(feedV1), 0, ""); err != nil {
 		t.Fatal(err)
 	}
+	if _, err := c.StartCanary(ctx, canarySpec()); !errors.Is(err, client.ErrInvalid) || !strings.Contains(err.Error(), "no live instance") {
+		t.Fatalf("canary to a version with no instance: got %v, want refused", err)
+	}
+	register(t, cli, discovery.Instance{ID: "feed-v2-a", Service: "feed", Version: "v2", Address: "tcp://127.0.0.1:1"})
 	_, err = c.StartCanary(ctx, canarySpec())
 	if err != nil {
 		t.Fatal(err)
@@ -339,5 +343,14 @@ func TestServerRunsCanary(t *testing.T) {
 	}
 	if _, err := c.Abort(ctx, "feed"); !errors.Is(err, client.ErrCanary) {
 		t.Fatalf("second abort: got %v, want ErrCanary", err)
+	}
+}
+
+// register puts an instance record in etcd as a sidecar would (no lease).
+func register(t *testing.T, cli *clientv3.Client, in discovery.Instance) {
+	t.Helper()
+	b, _ := json.Marshal(in)
+	if _, err := cli.Put(context.Background(), discovery.InstanceKey(prefix, in), string(b)); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -171,7 +171,7 @@ func TestControlCLI(t *testing.T) {
 		t.Fatalf("apply without token: %v %s", err, out)
 	}
 
-	if out, code := cli(t, url, "routes", "diff", "-f", v1); code != 0 || !strings.Contains(out, "-    v2: 10") {
+	if out, code := cli(t, url, "routes", "diff", "-f", v1); code != 1 || !strings.Contains(out, "-  - to: {v1: 90, v2: 10}\n+  - to: {v1: 100}\n") {
 		t.Fatalf("diff: exit %d: %s", code, out)
 	}
 	if out, code := cli(t, url, "routes", "history", "hello"); code != 0 || strings.Count(out, "\n") != 3 {
@@ -185,6 +185,7 @@ func TestControlCLI(t *testing.T) {
 	}
 
 	// A canary through the CLI: the leader applies the first step.
+	m.Sidecar("hello", "v2")
 	if out, code := cli(t, url, "canary", "start", "hello", "--to", "v2", "--steps", "5,50,100", "--interval", "1h", "--max-error-rate", "1%"); code != 0 || !strings.Contains(out, "running") {
 		t.Fatalf("canary start: exit %d: %s", code, out)
 	}

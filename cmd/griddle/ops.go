@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"sigs.k8s.io/yaml"
 
 	"github.com/griddle-mesh/griddle/control"
 	"github.com/griddle-mesh/griddle/control/api"
@@ -29,10 +30,14 @@ import (
 
 // Exit codes of the operator's commands.
 const (
-	exitFailure  = 1 // anything else
-	exitInvalid  = 2 // the document or a flag is invalid; the message names the field
-	exitConflict = 3 // the revision is stale
+	exitFailure  = 1 // anything else; for routes diff: there are differences
+	exitInvalid  = 2 // usage error, or the document or a flag is invalid; the message names the field
+	exitConflict = 3 // the revision is stale, or a canary steers the rules
+	exitRollback = 4 // canary status --wait: the canary was rolled back or aborted
 )
+
+// usageError is a usage error: exit status 2.
+func usageError(err error) error { return &exitError{exitInvalid, err} }
 
 // exitError carries an exit code other than 1 to the top of the command.
 type exitError struct {
@@ -58,7 +63,7 @@ func withExitCodes(run func(*cobra.Command, []string) error) func(*cobra.Command
 			var ee *exitError
 			errors.As(err, &ee)
 			code = ee.code
-		case errors.Is(err, client.ErrConflict):
+		case errors.Is(err, client.ErrConflict), errors.Is(err, client.ErrCanary):
 			code = exitConflict
 			if errors.As(err, &ce) {
 				err = errors.New(ce.Message)
@@ -88,12 +93,21 @@ func (o *opsFlags) add(cmd *cobra.Command) {
 	f := cmd.PersistentFlags()
 	f.StringVar(&o.control, "control", def, "control plane URL (env GRIDDLE_CONTROL)")
 	f.StringVar(&o.token, "token", os.Getenv("GRIDDLE_TOKEN"), "bearer token for write calls (env GRIDDLE_TOKEN)")
-	f.StringVarP(&o.output, "output", "o", "text", "text or json")
+	f.StringVarP(&o.output, "output", "o", "text", "text, json or yaml")
+	_ = cmd.RegisterFlagCompletionFunc("output", cobra.FixedCompletions([]string{"text", "json", "yaml"}, cobra.ShellCompDirectiveNoFileComp))
+}
+
+func (o *opsFlags) checkOutput() error {
+	switch o.output {
+	case "text", "json", "yaml":
+		return nil
+	}
+	return usageError(fmt.Errorf("--output: %q is not text, json or yaml", o.output))
 }
 
 func (o *opsFlags) client() (*client.Client, error) {
-	if o.output != "text" && o.output != "json" {
-		return nil, &exitError{exitInvalid, fmt.Errorf("--output: %q is not text or json", o.output)}
+	if err := o.checkOutput(); err != nil {
+		return nil, err
 	}
 	author := "unknown"
 	if u, err := user.Current(); err == nil {
@@ -102,12 +116,25 @@ func (o *opsFlags) client() (*client.Client, error) {
 	return client.New(o.control, o.token, author, &http.Client{Timeout: 30 * time.Second}), nil
 }
 
-// print writes v as indented JSON with --output json, else calls text.
+// print writes v as indented JSON with --output json, as YAML with
+// --output yaml, else calls text.
 func (o *opsFlags) print(w io.Writer, v any, text func(io.Writer)) error {
-	if o.output == "json" {
+	switch o.output {
+	case "json":
 		enc := json.NewEncoder(w)
 		enc.SetIndent("", "  ")
 		return enc.Encode(v)
+	case "yaml":
+		j, err := json.Marshal(v)
+		if err != nil {
+			return err
+		}
+		y, err := yaml.JSONToYAML(j)
+		if err != nil {
+			return err
+		}
+		_, err = w.Write(y)
+		return err
 	}
 	text(w)
 	return nil
@@ -168,27 +195,60 @@ func controlCmd(g *globals) *cobra.Command {
 
 func routesCmd(g *globals) *cobra.Command {
 	var o opsFlags
-	cmd := &cobra.Command{Use: "routes", Short: "Get, validate, apply, diff and roll back a service's routing rules"}
+	cmd := &cobra.Command{Use: "routes", Short: "List, get, validate, apply, diff and roll back services' routing rules"}
 	o.add(cmd)
 
+	list := &cobra.Command{
+		Use: "list", Short: "List every service with rules: revision, author, default route", Args: cobra.NoArgs,
+		RunE: withExitCodes(func(cmd *cobra.Command, _ []string) error {
+			c, err := o.client()
+			if err != nil {
+				return err
+			}
+			return listRules(cmd, c, &o)
+		}),
+	}
+
 	get := &cobra.Command{
-		Use: "get SERVICE", Short: "Print the current rules of SERVICE", Args: cobra.ExactArgs(1),
+		Use:   "get [SERVICE]",
+		Short: "Print the rules of SERVICE as they were applied (all services' without SERVICE)",
+		Long: "Get prints the document exactly as it was applied: key order, comments, YAML or JSON.\n" +
+			"Its revision and author go to stderr, so `griddle routes get S | griddle routes apply -f -` is a no-op.\n" +
+			"-o yaml prints the document as YAML; -o json prints it with its revision, which apply reads back\n" +
+			"(so `routes get S -o json | routes apply -f -` is a compare-and-swap on that revision).",
+		Args:              cobra.MaximumNArgs(1),
+		ValidArgsFunction: completeServices(&o),
 		RunE: withExitCodes(func(cmd *cobra.Command, args []string) error {
 			c, err := o.client()
 			if err != nil {
 				return err
 			}
+			if len(args) == 0 {
+				return listRules(cmd, c, &o)
+			}
 			r, err := c.Rules(cmd.Context(), args[0])
 			if err != nil {
 				return err
 			}
-			return o.print(cmd.OutOrStdout(), r, func(w io.Writer) {
-				fmt.Fprintf(w, "# %s at revision %d, applied %s by %s", r.Service, r.Revision, r.AppliedAt.Format(time.RFC3339), r.Author)
-				if r.Comment != "" {
-					fmt.Fprintf(w, ": %s", r.Comment)
+			src := r.Source
+			if src == "" {
+				src = r.YAML
+			}
+			switch o.output {
+			case "json":
+				return o.print(cmd.OutOrStdout(), r, nil)
+			case "yaml":
+				if json.Valid([]byte(src)) {
+					src = r.YAML
 				}
-				fmt.Fprintf(w, "\n# apply changes with: griddle routes apply -f FILE --revision %d\n%s", r.Revision, r.YAML)
-			})
+			}
+			fmt.Fprintf(cmd.ErrOrStderr(), "# %s at revision %d, applied %s by %s", r.Service, r.Revision, r.AppliedAt.Format(time.RFC3339), r.Author)
+			if r.Comment != "" {
+				fmt.Fprintf(cmd.ErrOrStderr(), ": %s", r.Comment)
+			}
+			fmt.Fprintln(cmd.ErrOrStderr())
+			_, err = io.WriteString(cmd.OutOrStdout(), src)
+			return err
 		}),
 	}
 
@@ -198,12 +258,16 @@ func routesCmd(g *globals) *cobra.Command {
 	apply := &cobra.Command{
 		Use:   "apply -f FILE",
 		Short: "Make FILE (YAML or JSON) the rules of its service",
-		Long: "Apply validates FILE and stores it if the rules are still at --revision (the revision you read with get).\n" +
-			"Without --revision it is based on whatever revision is current now.\n" +
-			"Exit status: 2 invalid document, 3 stale revision, 1 any other error.",
+		Long: "Apply validates FILE and stores it, as written, if the rules are still at --revision (the revision you read with get).\n" +
+			"Without --revision it is based on the revision in FILE (the output of get -o json) or else on whatever is current.\n" +
+			"A document that changes nothing (same meaning, same comments) writes nothing and says so.\n" +
+			"Exit status: 2 invalid document or usage, 3 stale revision or a canary steers the rules, 1 any other error.",
 		Args: cobra.NoArgs,
 		RunE: withExitCodes(func(cmd *cobra.Command, _ []string) error {
-			b, doc, err := readDoc(file, cmd.InOrStdin())
+			if file == "" {
+				return usageError(errors.New("--file (-f) is required"))
+			}
+			in, err := readDoc(file, cmd.InOrStdin())
 			if err != nil {
 				return err
 			}
@@ -211,8 +275,12 @@ func routesCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if !cmd.Flags().Changed("revision") {
-				cur, err := c.Rules(cmd.Context(), doc.Service)
+			switch {
+			case cmd.Flags().Changed("revision"):
+			case in.revision != nil:
+				revision = *in.revision
+			default:
+				cur, err := c.Rules(cmd.Context(), in.doc.Service)
 				switch {
 				case err == nil:
 					revision = cur.Revision
@@ -222,25 +290,35 @@ func routesCmd(g *globals) *cobra.Command {
 					return err
 				}
 			}
-			a, err := c.Apply(cmd.Context(), doc.Service, b, revision, comment)
+			a, err := c.Apply(cmd.Context(), in.doc.Service, in.text, revision, comment)
 			if err != nil {
 				return err
 			}
 			return o.print(cmd.OutOrStdout(), a, func(w io.Writer) {
+				if a.Unchanged {
+					fmt.Fprintf(w, "%s: unchanged: the rules are already this document at revision %d; nothing written\n", a.Service, a.Revision)
+					return
+				}
 				fmt.Fprintf(w, "%s: applied revision %d (replacing %d)\n", a.Service, a.Revision, a.Previous)
 			})
 		}),
 	}
-	apply.Flags().StringVarP(&file, "file", "f", "", "the document, YAML or JSON (- for stdin)")
+	apply.Flags().StringVarP(&file, "file", "f", "", "the document, YAML or JSON, or the output of get -o json (- for stdin)")
 	apply.Flags().Int64Var(&revision, "revision", 0, "the revision your change is based on (0: the service has no rules yet)")
 	apply.Flags().StringVar(&comment, "comment", "", "why, for the history")
-	_ = apply.MarkFlagRequired("file")
 
 	var dfile string
 	diff := &cobra.Command{
-		Use: "diff -f FILE", Short: "Show how FILE differs from the current rules of its service", Args: cobra.NoArgs,
+		Use:   "diff -f FILE",
+		Short: "Show how FILE differs from the current rules of its service, as a unified diff",
+		Long: "Diff prints a unified diff from the text `routes get` prints to FILE; patch(1) applies it.\n" +
+			"Exit status: 0 no differences, 1 differences, 2 invalid document or usage, other errors 1 with a message.",
+		Args: cobra.NoArgs,
 		RunE: withExitCodes(func(cmd *cobra.Command, _ []string) error {
-			b, doc, err := readDoc(dfile, cmd.InOrStdin())
+			if dfile == "" {
+				return usageError(errors.New("--file (-f) is required"))
+			}
+			in, err := readDoc(dfile, cmd.InOrStdin())
 			if err != nil {
 				return err
 			}
@@ -248,21 +326,26 @@ func routesCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			d, err := c.Diff(cmd.Context(), doc.Service, b)
+			d, err := c.Diff(cmd.Context(), in.doc.Service, in.text)
 			if err != nil {
 				return err
 			}
-			return o.print(cmd.OutOrStdout(), d, func(w io.Writer) {
+			if err := o.print(cmd.OutOrStdout(), d, func(w io.Writer) {
 				if d.Diff == "" {
-					fmt.Fprintf(w, "%s: no changes from revision %d\n", d.Service, d.Revision)
+					fmt.Fprintf(cmd.ErrOrStderr(), "%s: no changes from revision %d\n", d.Service, d.Revision)
 					return
 				}
 				fmt.Fprint(w, d.Diff)
-			})
+			}); err != nil {
+				return err
+			}
+			if d.Diff != "" {
+				return &exitError{exitFailure, fmt.Errorf("%s: %s differs from revision %d", d.Service, dfile, d.Revision)}
+			}
+			return nil
 		}),
 	}
 	diff.Flags().StringVarP(&dfile, "file", "f", "", "the document, YAML or JSON (- for stdin)")
-	_ = diff.MarkFlagRequired("file")
 
 	var vfile string
 	validate := &cobra.Command{
@@ -270,28 +353,31 @@ func routesCmd(g *globals) *cobra.Command {
 		Short: "Check FILE locally with the same validation the control plane and the data plane run (no server needed)",
 		Args:  cobra.NoArgs,
 		RunE: withExitCodes(func(cmd *cobra.Command, _ []string) error {
-			if o.output != "text" && o.output != "json" {
-				return &exitError{exitInvalid, fmt.Errorf("--output: %q is not text or json", o.output)}
+			if err := o.checkOutput(); err != nil {
+				return err
 			}
-			_, doc, err := readDoc(vfile, cmd.InOrStdin())
+			if vfile == "" {
+				return usageError(errors.New("--file (-f) is required"))
+			}
+			in, err := readDoc(vfile, cmd.InOrStdin())
 			if err != nil {
 				return err
 			}
-			y, err := rulestore.Canonical(doc)
+			y, err := rulestore.Canonical(in.doc)
 			if err != nil {
 				return err
 			}
-			return o.print(cmd.OutOrStdout(), api.Rules{Service: doc.Service, Document: doc, YAML: string(y)}, func(w io.Writer) {
-				fmt.Fprintf(w, "%s: valid\n", doc.Service)
+			return o.print(cmd.OutOrStdout(), api.Rules{Service: in.doc.Service, Document: in.doc, YAML: string(y), Source: string(in.text)}, func(w io.Writer) {
+				fmt.Fprintf(w, "%s: valid\n", in.doc.Service)
 			})
 		}),
 	}
 	validate.Flags().StringVarP(&vfile, "file", "f", "", "the document, YAML or JSON (- for stdin)")
-	_ = validate.MarkFlagRequired("file")
 
 	var limit int
 	history := &cobra.Command{
 		Use: "history SERVICE", Short: "List the revisions of SERVICE's rules, newest first", Args: cobra.ExactArgs(1),
+		ValidArgsFunction: completeServices(&o),
 		RunE: withExitCodes(func(cmd *cobra.Command, args []string) error {
 			c, err := o.client()
 			if err != nil {
@@ -316,7 +402,11 @@ func routesCmd(g *globals) *cobra.Command {
 	var to, rbRevision int64
 	rollback := &cobra.Command{
 		Use: "rollback SERVICE --to REV", Short: "Apply an earlier revision of SERVICE's rules again", Args: cobra.ExactArgs(1),
+		ValidArgsFunction: completeServices(&o),
 		RunE: withExitCodes(func(cmd *cobra.Command, args []string) error {
+			if to <= 0 {
+				return usageError(errors.New("--to: the revision to return to is required (see routes history)"))
+			}
 			c, err := o.client()
 			if err != nil {
 				return err
@@ -339,15 +429,42 @@ func routesCmd(g *globals) *cobra.Command {
 	}
 	rollback.Flags().Int64Var(&to, "to", 0, "the revision to return to (see history)")
 	rollback.Flags().Int64Var(&rbRevision, "revision", 0, "the revision the rules must still be at (default: the current one)")
-	_ = rollback.MarkFlagRequired("to")
 
-	cmd.AddCommand(get, apply, diff, validate, history, rollback)
+	cmd.AddCommand(list, get, apply, diff, validate, history, rollback)
 	return cmd
 }
 
+func listRules(cmd *cobra.Command, c *client.Client, o *opsFlags) error {
+	all, err := c.RulesList(cmd.Context())
+	if err != nil {
+		return err
+	}
+	return o.print(cmd.OutOrStdout(), all, func(w io.Writer) {
+		if len(all) == 0 {
+			fmt.Fprintln(w, "no service has rules")
+			return
+		}
+		tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "SERVICE\tREVISION\tAPPLIED\tAUTHOR\tRULES\tDEFAULT ROUTE")
+		for _, r := range all {
+			fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%d\t%s\n", r.Service, r.Revision, r.AppliedAt.Format(time.RFC3339), r.Author, r.Rules, weights(r.Default))
+		}
+		tw.Flush()
+	})
+}
+
+// input is a document read by readDoc.
+type input struct {
+	text     []byte // the document as written: what is sent and stored
+	doc      *routing.Document
+	revision *int64 // the revision of get -o json's output, if that was the input
+}
+
 // readDoc reads and validates a document with routing.Parse: the same
-// validation the control plane runs.
-func readDoc(file string, stdin io.Reader) ([]byte, *routing.Document, error) {
+// validation the control plane runs. It also takes the output of
+// `routes get -o json` and then applies the document it holds (as authored)
+// at the revision it names.
+func readDoc(file string, stdin io.Reader) (input, error) {
 	var (
 		b   []byte
 		err error
@@ -358,13 +475,31 @@ func readDoc(file string, stdin io.Reader) ([]byte, *routing.Document, error) {
 		b, err = os.ReadFile(file)
 	}
 	if err != nil {
-		return nil, nil, fmt.Errorf("-f: %w", err)
+		return input{}, fmt.Errorf("-f: %w", err)
 	}
-	doc, err := routing.Parse(b)
+	in := input{text: b}
+	var env struct {
+		Revision *int64          `json:"revision"`
+		Document json.RawMessage `json:"document"`
+		Source   string          `json:"source"`
+		YAML     string          `json:"yaml"`
+	}
+	if json.Valid(b) && json.Unmarshal(b, &env) == nil && len(env.Document) > 0 && env.Revision != nil {
+		in.revision = env.Revision
+		switch {
+		case env.Source != "":
+			in.text = []byte(env.Source)
+		case env.YAML != "":
+			in.text = []byte(env.YAML)
+		default:
+			in.text = env.Document
+		}
+	}
+	in.doc, err = routing.Parse(in.text)
 	if err != nil {
-		return nil, nil, fmt.Errorf("%s: %w", file, err)
+		return input{}, fmt.Errorf("%s: %w", file, err)
 	}
-	return b, doc, nil
+	return in, nil
 }
 
 func defaultRoute(doc *routing.Document) string {
@@ -392,18 +527,31 @@ func canaryCmd(g *globals) *cobra.Command {
 		steps            []int
 		interval, maxP99 time.Duration
 		maxErrorRate     string
+		maxIncrease      string
 	)
 	start := &cobra.Command{
 		Use:     "start SERVICE --to VERSION",
 		Short:   "Start a canary; the control plane's leader steps it",
 		Example: "  griddle canary start feed --to v2 --steps 5,25,50,100 --interval 1m --max-error-rate 1% --max-p99 50ms",
-		Args:    cobra.ExactArgs(1),
+		Long: "Start moves every rule that sends traffic to the old version (a pin by header, cookie or query\n" +
+			"that sends everything to it is left, and the answer says so). Each step is judged on what the new\n" +
+			"version's sidecars, the edges and the calling sidecars saw, against absolute bounds and against the\n" +
+			"old version over the same step. A version with no live instance is refused.",
+		Args:              cobra.ExactArgs(1),
+		ValidArgsFunction: completeServices(&o),
 		RunE: withExitCodes(func(cmd *cobra.Command, args []string) error {
 			rate, err := parsePercent(maxErrorRate)
 			if err != nil {
-				return &exitError{exitInvalid, fmt.Errorf("--max-error-rate: %w", err)}
+				return usageError(fmt.Errorf("--max-error-rate: %w", err))
 			}
-			spec.Service, spec.Steps, spec.MaxErrorRate = args[0], steps, rate
+			inc, err := parsePercent(maxIncrease)
+			if err != nil {
+				return usageError(fmt.Errorf("--max-error-rate-increase: %w", err))
+			}
+			if spec.To == "" {
+				return usageError(errors.New("--to: the new version is required"))
+			}
+			spec.Service, spec.Steps, spec.MaxErrorRate, spec.MaxErrorRateIncrease = args[0], steps, rate, inc
 			spec.Interval, spec.MaxP99 = routing.Duration(interval), routing.Duration(maxP99)
 			if err := spec.Validate(); err != nil {
 				return err
@@ -427,14 +575,32 @@ func canaryCmd(g *globals) *cobra.Command {
 	f.StringVar(&maxErrorRate, "max-error-rate", "1%", "largest tolerated share of 5xx answers")
 	f.DurationVar(&maxP99, "max-p99", 0, "largest tolerated p99 latency (0: not checked)")
 	f.IntVar(&spec.MinRequests, "min-requests", canary.DefaultMinRequests, "fewest requests a step is judged on")
-	_ = start.MarkFlagRequired("to")
+	f.StringVar(&maxIncrease, "max-error-rate-increase", "1%", "how far the new version's error rate may exceed the old version's over the same step (100% turns the comparison off)")
+	f.Float64Var(&spec.MaxP99Ratio, "max-p99-ratio", 0, "how many times the old version's p99 the new version's may be, beyond 5ms (0: not compared)")
+	_ = start.RegisterFlagCompletionFunc("to", completeVersions(&o))
+	_ = start.RegisterFlagCompletionFunc("from", completeVersions(&o))
 
+	var (
+		wait        bool
+		waitTimeout time.Duration
+	)
 	status := &cobra.Command{
-		Use: "status [SERVICE]", Short: "Show a canary (all canaries without SERVICE)", Args: cobra.MaximumNArgs(1),
+		Use:   "status [SERVICE]",
+		Short: "Show a canary (all canaries without SERVICE); --wait waits for it to end",
+		Long: "With --wait, status follows SERVICE's canary until it ends, printing each new decision, and exits\n" +
+			"0 when it was promoted, 4 when it was rolled back or aborted, 1 if --timeout passes first.",
+		Args:              cobra.MaximumNArgs(1),
+		ValidArgsFunction: completeServices(&o),
 		RunE: withExitCodes(func(cmd *cobra.Command, args []string) error {
 			c, err := o.client()
 			if err != nil {
 				return err
+			}
+			if wait {
+				if len(args) == 0 {
+					return usageError(errors.New("--wait needs SERVICE"))
+				}
+				return waitCanary(cmd, c, &o, args[0], waitTimeout)
 			}
 			if len(args) == 0 {
 				all, err := c.Canaries(cmd.Context())
@@ -458,9 +624,12 @@ func canaryCmd(g *globals) *cobra.Command {
 		}),
 	}
 
+	status.Flags().BoolVar(&wait, "wait", false, "wait until the canary ends; the exit status says how")
+	status.Flags().DurationVar(&waitTimeout, "timeout", 0, "longest --wait (0: no limit)")
+
 	action := func(use, short string, do func(*client.Client, context.Context, string) (canary.Canary, error)) *cobra.Command {
 		return &cobra.Command{
-			Use: use + " SERVICE", Short: short, Args: cobra.ExactArgs(1),
+			Use: use + " SERVICE", Short: short, Args: cobra.ExactArgs(1), ValidArgsFunction: completeServices(&o),
 			RunE: withExitCodes(func(cmd *cobra.Command, args []string) error {
 				c, err := o.client()
 				if err != nil {
@@ -478,6 +647,55 @@ func canaryCmd(g *globals) *cobra.Command {
 		action("promote", "Send all traffic to the new version now", (*client.Client).Promote),
 		action("abort", "Send all traffic back to the old version and stop", (*client.Client).Abort))
 	return cmd
+}
+
+// waitCanary follows service's canary until it ends: exit 0 promoted,
+// exitRollback rolled back or aborted.
+func waitCanary(cmd *cobra.Command, c *client.Client, o *opsFlags, service string, timeout time.Duration) error {
+	ctx := cmd.Context()
+	if timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, timeout)
+		defer cancel()
+	}
+	seen := 0
+	for {
+		k, err := c.Canary(ctx, service)
+		if err != nil {
+			if ctx.Err() != nil {
+				return fmt.Errorf("%s: the canary did not end within --timeout %v", service, timeout)
+			}
+			return err
+		}
+		if o.output == "text" {
+			if seen == 0 {
+				fmt.Fprintf(cmd.OutOrStdout(), "%s: %s → %s, steps %v every %v\n", k.Service, k.From, k.To, k.Steps, time.Duration(k.Interval))
+			}
+			for _, e := range k.History[min(seen, len(k.History)):] {
+				fmt.Fprintf(cmd.OutOrStdout(), "  %s  %-8s %3d%%  %s\n", e.At.Format(time.RFC3339), e.Action, e.Weight, e.Reason)
+			}
+			seen = len(k.History)
+		}
+		if k.State != canary.Running {
+			if o.output != "text" {
+				if err := o.print(cmd.OutOrStdout(), k, nil); err != nil {
+					return err
+				}
+			}
+			if k.State == canary.Promoted {
+				if o.output == "text" {
+					fmt.Fprintf(cmd.OutOrStdout(), "%s: promoted: %s\n", k.Service, k.Reason)
+				}
+				return nil
+			}
+			return &exitError{exitRollback, fmt.Errorf("%s: the canary %s: %s", k.Service, k.State, k.Reason)}
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%s: the canary did not end within --timeout %v (still %s at %d%%)", service, timeout, k.State, k.Weight())
+		case <-time.After(500 * time.Millisecond):
+		}
+	}
 }
 
 // parsePercent reads "1%" or "0.01" as 0.01.
@@ -500,6 +718,9 @@ func printCanary(w io.Writer, k canary.Canary) {
 	}
 	if k.State == canary.Running {
 		fmt.Fprintf(w, "  next decision at %s\n", k.NextAt.Format(time.RFC3339))
+	}
+	if len(k.Kept) > 0 {
+		fmt.Fprintf(w, "  rules left as they are: %v (pins to %s)\n", k.Kept, k.From)
 	}
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "  AT\tACTION\tWEIGHT\tREQUESTS\tERRORS\tP99\tREVISION\tWHY")

@@ -4,10 +4,12 @@
 // Endpoints (write calls need "Authorization: Bearer <token>"):
 //
 //	GET  /v1/services                        Services
+//	GET  /v1/rules                           []RulesSummary: every service with rules
 //	GET  /v1/rules/{service}                 Rules
 //	POST /v1/rules/{service}/validate        body: YAML or JSON → Rules (Revision 0)
 //	PUT  /v1/rules/{service}                 body: YAML or JSON; If-Match or ?revision= → Applied   (write)
-//	POST /v1/rules/{service}/diff            body: YAML or JSON → Diff
+//	                                         refused (409 canary_running) while a canary runs
+//	POST /v1/rules/{service}/diff            body: YAML or JSON → Diff (of the texts, patch-ready)
 //	GET  /v1/rules/{service}/history?limit=  History
 //	POST /v1/rules/{service}/rollback?to=REV If-Match or ?revision= → Applied                     (write)
 //	GET  /v1/canaries                        []canary.Canary
@@ -64,7 +66,10 @@ type Rules struct {
 	Revision int64             `json:"revision"`
 	Document *routing.Document `json:"document"`
 	// YAML is Document in canonical YAML (sorted keys).
-	YAML      string    `json:"yaml"`
+	YAML string `json:"yaml"`
+	// Source is the document as it was applied (key order, comments); ""
+	// when the revision was written without one (then YAML stands for it).
+	Source    string    `json:"source,omitempty"`
 	AppliedAt time.Time `json:"appliedAt,omitzero"`
 	Author    string    `json:"author,omitempty"`
 	Comment   string    `json:"comment,omitempty"`
@@ -76,13 +81,31 @@ type Applied struct {
 	Revision int64  `json:"revision"`
 	// Previous is the revision that was replaced (0: none).
 	Previous int64 `json:"previous"`
+	// Unchanged is true when the document was the same as the current
+	// rules (comments included), so nothing was written: Revision is the
+	// current one.
+	Unchanged bool `json:"unchanged,omitempty"`
+}
+
+// RulesSummary is one service's current rules in a listing.
+type RulesSummary struct {
+	Service   string    `json:"service"`
+	Revision  int64     `json:"revision"`
+	AppliedAt time.Time `json:"appliedAt,omitzero"`
+	Author    string    `json:"author,omitempty"`
+	// Default is the catch-all rule's targets.
+	Default map[string]int `json:"default"`
+	// Rules is the number of version rules.
+	Rules int `json:"rules"`
 }
 
 // Diff answers a diff: current (at Revision; 0 if none) against the proposal.
 type Diff struct {
 	Service  string `json:"service"`
 	Revision int64  `json:"revision"`
-	// Diff is a unified-style line diff of the canonical YAML; "" when equal.
+	// Diff is a unified diff (hunks, patch-ready) from the current text
+	// (as `routes get` prints it) to the proposed one; "" when applying the
+	// proposal would change nothing.
 	Diff string `json:"diff"`
 }
 

@@ -3,6 +3,8 @@ package canary
 import (
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
 	"time"
 
 	"github.com/griddle-mesh/griddle/internal/routing"
@@ -58,7 +60,23 @@ type Spec struct {
 	MaxP99 routing.Duration `json:"maxP99,omitempty"`
 	// MinRequests is the fewest requests a step is judged on (0: DefaultMinRequests).
 	MinRequests int `json:"minRequests,omitempty"`
+	// MaxErrorRateIncrease is how far the new version's error rate may
+	// exceed the old version's over the same step (0.01 = one percentage
+	// point; 0: DefaultMaxErrorRateIncrease; 1 turns the comparison off).
+	// It is judged when the old version served at least MinRequests.
+	MaxErrorRateIncrease float64 `json:"maxErrorRateIncrease,omitempty"`
+	// MaxP99Ratio is how many times the old version's p99 the new
+	// version's may be, beyond a slack of P99Slack (0: not compared).
+	MaxP99Ratio float64 `json:"maxP99Ratio,omitempty"`
 }
+
+// DefaultMaxErrorRateIncrease is the error rate the new version may have
+// above the old one's when Spec.MaxErrorRateIncrease is 0.
+const DefaultMaxErrorRateIncrease = 0.01
+
+// P99Slack is the latency by which the new version's p99 may exceed
+// MaxP99Ratio times the old one's: below it, differences are noise.
+const P99Slack = 5 * time.Millisecond
 
 // Validate reports the first problem of s, naming the field as in JSON; the
 // error wraps ErrInvalid. From may be empty (it is then resolved by Start).
@@ -83,6 +101,10 @@ func (s Spec) Validate() error {
 		return bad("maxP99: %v must not be negative", time.Duration(s.MaxP99))
 	case s.MinRequests < 0:
 		return bad("minRequests: %d must not be negative", s.MinRequests)
+	case s.MaxErrorRateIncrease < 0 || s.MaxErrorRateIncrease > 1:
+		return bad("maxErrorRateIncrease: %v must be between 0 and 1 (0%%-100%%)", s.MaxErrorRateIncrease)
+	case s.MaxP99Ratio < 0 || (s.MaxP99Ratio > 0 && s.MaxP99Ratio < 1):
+		return bad("maxP99Ratio: %v must be 0 (not compared) or at least 1", s.MaxP99Ratio)
 	}
 	prev := 0
 	for i, w := range s.Steps {
@@ -95,6 +117,13 @@ func (s Spec) Validate() error {
 		return bad("steps: the last step is %d, want 100", prev)
 	}
 	return nil
+}
+
+func (s Spec) maxIncrease() float64 {
+	if s.MaxErrorRateIncrease == 0 {
+		return DefaultMaxErrorRateIncrease
+	}
+	return s.MaxErrorRateIncrease
 }
 
 func (s Spec) minRequests() float64 {
@@ -122,10 +151,19 @@ type Canary struct {
 	// as its rules, so RuleRevision and the last history entry's revision
 	// are the record's own mod revision; reads fill them in.
 	RevisionPending bool `json:"revisionPending,omitempty"`
+	// Origin is the targets of every version rule when the canary started;
+	// Moves are the indexes of the rules the canary steers (those that send
+	// traffic to From), Kept those it leaves alone (pins: a header, cookie
+	// or query match sending everything to From). Records without Origin
+	// steer only the last rule.
+	Origin []map[string]int `json:"origin,omitempty"`
+	Moves  []int            `json:"moves,omitempty"`
+	Kept   []int            `json:"kept,omitempty"`
 	// History has one entry per decision, oldest first.
 	History []Event `json:"history"`
-	// Baseline holds the new version's counters per instance at the start
-	// of the current step: the next judgement uses what happened since.
+	// Baseline holds the counters per source (see Source) at the start of
+	// the current step: the next judgement uses what happened since. A
+	// source that is gone (an instance that died) keeps its last figures.
 	Baseline map[string]Counters `json:"baseline,omitempty"`
 	Author   string              `json:"author,omitempty"`
 	Created  time.Time           `json:"created"`
@@ -148,6 +186,9 @@ func (c *Canary) Weight() int {
 // Weights are the targets of the catch-all rule that the canary's state
 // stands for.
 func (c *Canary) Weights() map[string]int {
+	if n := len(c.Origin); n > 0 && slices.Contains(c.Moves, n-1) {
+		return Move(c.Origin[n-1], c.From, c.To, c.Weight())
+	}
 	w := c.Weight()
 	out := map[string]int{}
 	if w < 100 {
@@ -155,6 +196,23 @@ func (c *Canary) Weights() map[string]int {
 	}
 	if w > 0 {
 		out[c.To] = w
+	}
+	return out
+}
+
+// Move returns the targets of a rule that had origin, with weight percent
+// of from's share moved to to (rounded; the weights still sum to 100).
+// origin is not modified.
+func Move(origin map[string]int, from, to string, weight int) map[string]int {
+	out := maps.Clone(origin)
+	share := out[from]
+	moved := (share*weight + 50) / 100
+	out[from] = share - moved
+	out[to] += moved
+	for k, v := range out {
+		if v == 0 {
+			delete(out, k)
+		}
 	}
 	return out
 }
@@ -173,13 +231,35 @@ type Event struct {
 	Reason       string   `json:"reason,omitempty"`
 }
 
-// Metrics are the new version's numbers over one step.
+// Metrics are the new version's numbers over one step: the top-level
+// figures are the worse of the two views (the version's own sidecars, and
+// its callers: edges and calling sidecars), which are given too, with the
+// old version's for comparison.
 type Metrics struct {
 	Requests  float64          `json:"requests"`
 	Errors    float64          `json:"errors"`
 	ErrorRate float64          `json:"errorRate"`
 	P99       routing.Duration `json:"p99"`
 	Instances int              `json:"instances"`
-	// ScrapeErrors counts instances whose metrics could not be read.
+	// ScrapeErrors counts sources whose metrics could not be read.
+	ScrapeErrors int `json:"scrapeErrors,omitempty"`
+	// Server is what the new version's sidecars saw (dropped work counts
+	// as errors); Callers what the edges and calling sidecars saw of it
+	// (502, 503, 504 included).
+	Server  *View `json:"server,omitempty"`
+	Callers *View `json:"callers,omitempty"`
+	// Baseline is the old version over the same step, the worse view.
+	Baseline *View `json:"baseline,omitempty"`
+}
+
+// View is one observer's figures of one version over a step.
+type View struct {
+	Requests  float64          `json:"requests"`
+	Errors    float64          `json:"errors"`
+	ErrorRate float64          `json:"errorRate"`
+	P99       routing.Duration `json:"p99"`
+	// Sources is how many sidecars or edges reported; ScrapeErrors how
+	// many could not be read (their last figures stand).
+	Sources      int `json:"sources"`
 	ScrapeErrors int `json:"scrapeErrors,omitempty"`
 }

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"strings"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -115,6 +116,17 @@ func (m *Manager) Start(ctx context.Context, spec Spec, author string) (Canary, 
 	if spec.From == spec.To {
 		return Canary{}, fmt.Errorf("%w: to: %q is also the version traffic moves from", ErrInvalid, spec.To)
 	}
+	live, err := m.instances(ctx, spec.Service, spec.To)
+	if err != nil {
+		return Canary{}, fmt.Errorf("canary: start %s: %w", spec.Service, err)
+	}
+	if len(live) == 0 {
+		return Canary{}, fmt.Errorf("%w: to: no live instance of %s %s is registered; start one before its canary", ErrInvalid, spec.Service, spec.To)
+	}
+	origin, moves, kept := plan(cur.Document, spec.From)
+	if len(moves) == 0 {
+		return Canary{}, fmt.Errorf("%w: from: no rule of %s sends traffic to %q", ErrInvalid, spec.Service, spec.From)
+	}
 	key := m.key(spec.Service)
 	prev, err := m.Get(ctx, spec.Service)
 	switch {
@@ -125,9 +137,14 @@ func (m *Manager) Start(ctx context.Context, spec Spec, author string) (Canary, 
 		return Canary{}, fmt.Errorf("%w: %s is moving to %s (step %d of %d)", ErrRunning, spec.Service, prev.To, prev.Step+1, len(prev.Steps))
 	}
 	now := m.now().UTC()
+	reason := fmt.Sprintf("%s → %s in steps %v every %v; moves %s", spec.From, spec.To, spec.Steps, time.Duration(spec.Interval), describe(cur.Document, moves))
+	if len(kept) > 0 {
+		reason += fmt.Sprintf("; leaves %s as they are (pins to %s: change them by hand after the canary)", describe(cur.Document, kept), spec.From)
+	}
 	c := Canary{
 		Spec: spec, Step: -1, State: Running, NextAt: now, Author: author, Created: now, Updated: now,
-		History: []Event{{At: now, Action: "start", Reason: fmt.Sprintf("%s → %s in steps %v every %v", spec.From, spec.To, spec.Steps, time.Duration(spec.Interval))}},
+		Origin: origin, Moves: moves, Kept: kept,
+		History: []Event{{At: now, Action: "start", Reason: reason}},
 	}
 	v, err := json.Marshal(c)
 	if err != nil {
@@ -219,10 +236,16 @@ func (m *Manager) commit(ctx context.Context, c Canary, withRules bool, author s
 	if err != nil {
 		return Canary{}, fmt.Errorf("canary: encode: %w", err)
 	}
-	rev, err := m.rules.Apply(ctx, doc, cur.Revision, author,
+	opts := []rulestore.ApplyOption{
 		rulestore.WithComment(fmt.Sprintf("canary %s → %s: %d%%", c.From, c.To, c.Weight())),
 		rulestore.WithGuard(guards...),
-		rulestore.WithOps(clientv3.OpPut(key, string(v))))
+		rulestore.WithOps(clientv3.OpPut(key, string(v))),
+	}
+	// Keep the operator's text (comments, order) with only the weights changed.
+	if src, ok := rulestore.Rewrite(cur.Source, doc); ok {
+		opts = append(opts, rulestore.WithSource([]byte(src)))
+	}
+	rev, err := m.rules.Apply(ctx, doc, cur.Revision, author, opts...)
 	if err != nil {
 		return Canary{}, err
 	}
@@ -245,14 +268,59 @@ func mainVersion(doc *routing.Document) string {
 	return best
 }
 
-// withWeights returns a copy of doc whose last rule has the targets of c's
-// state. doc is not modified.
+// withWeights returns a copy of doc whose steered rules have the targets
+// of c's state. doc is not modified.
 func withWeights(doc *routing.Document, c Canary) (*routing.Document, error) {
 	if doc == nil || len(doc.Versions) == 0 {
 		return nil, fmt.Errorf("%w: the rules of %s have no version rule to steer", ErrInvalid, c.Service)
 	}
 	d := *doc
 	d.Versions = slices.Clone(doc.Versions)
-	d.Versions[len(d.Versions)-1].To = c.Weights()
+	if len(c.Origin) == 0 { // a record from before Origin: the last rule only
+		d.Versions[len(d.Versions)-1].To = c.Weights()
+		return &d, nil
+	}
+	if len(c.Origin) != len(d.Versions) {
+		return nil, fmt.Errorf("%w: the rules of %s have %d version rules, %d when the canary started", ErrInvalid, c.Service, len(d.Versions), len(c.Origin))
+	}
+	for _, i := range c.Moves {
+		d.Versions[i].To = Move(c.Origin[i], c.From, c.To, c.Weight())
+	}
 	return &d, nil
+}
+
+// plan returns the targets of every rule of doc, the rules a canary from
+// from steers and those it leaves: pins, which match on a header, cookie or
+// query and send everything to from.
+func plan(doc *routing.Document, from string) (origin []map[string]int, moves, kept []int) {
+	for i, r := range doc.Versions {
+		origin = append(origin, maps.Clone(r.To))
+		if r.To[from] == 0 {
+			continue
+		}
+		pin := r.Match != nil && (len(r.Match.Header) > 0 || len(r.Match.Cookie) > 0 || len(r.Match.Query) > 0) && r.To[from] == 100
+		if pin {
+			kept = append(kept, i)
+		} else {
+			moves = append(moves, i)
+		}
+	}
+	return origin, moves, kept
+}
+
+// describe names rules for people: versions[1] (tone-test), versions[2] (catch-all).
+func describe(doc *routing.Document, idx []int) string {
+	var parts []string
+	for _, i := range idx {
+		r := doc.Versions[i]
+		name := fmt.Sprintf("versions[%d]", i)
+		switch {
+		case r.Name != "":
+			name += " (" + r.Name + ")"
+		case r.Match == nil:
+			name += " (catch-all)"
+		}
+		parts = append(parts, name)
+	}
+	return strings.Join(parts, ", ")
 }

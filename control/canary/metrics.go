@@ -16,17 +16,29 @@ import (
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 
-	"github.com/griddle-mesh/griddle/internal/discovery"
 	"github.com/griddle-mesh/griddle/internal/routing"
 )
 
-// The sidecar metrics a canary is judged on.
+// The series a canary is judged on. Requests counters carry the labels
+// service, version and code (an HTTP status such as "503", or a class such
+// as "5xx"); duration histograms (seconds) carry service and version.
 const (
-	// RequestsMetric is a counter with labels service, version and code
-	// (an HTTP status such as "503" or a class such as "5xx").
+	// RequestsMetric and DurationMetric are a sidecar's own view of the
+	// requests its handler served.
 	RequestsMetric = "griddle_sidecar_requests_total"
-	// DurationMetric is a histogram (seconds) with labels service and version.
 	DurationMetric = "griddle_sidecar_request_duration_seconds"
+	// DroppedMetric counts requests a sidecar dropped because their deadline
+	// had passed: they count as errors of its version.
+	DroppedMetric = "griddle_sidecar_dropped_total"
+	// EdgeRequestsMetric and EdgeDurationMetric are the edge's view: they
+	// include what never reached a sidecar (502 no instance, 503 shed,
+	// 504 deadline).
+	EdgeRequestsMetric = "griddle_edge_requests_total"
+	EdgeDurationMetric = "griddle_edge_request_duration_seconds"
+	// OutboundRequestsMetric and OutboundDurationMetric are a calling
+	// sidecar's view of the services it calls.
+	OutboundRequestsMetric = "griddle_outbound_requests_total"
+	OutboundDurationMetric = "griddle_outbound_request_duration_seconds"
 )
 
 // Counters are one instance's cumulative numbers for one service version.
@@ -69,46 +81,80 @@ func (b *Bucket) UnmarshalJSON(data []byte) error {
 	return nil
 }
 
-// ScrapeFunc reads the counters of inst's service and version from inst's
-// sidecar. It must honour ctx.
-type ScrapeFunc func(ctx context.Context, inst discovery.Instance) (Counters, error)
+// Kinds of Target.
+const (
+	KindSidecar = "sidecar"
+	KindEdge    = "edge"
+)
+
+// Target is one admin server the controller reads: a sidecar's (Service
+// and Version are its own) or an edge's.
+type Target struct {
+	Kind    string
+	ID      string
+	Admin   string // host:port serving /metrics
+	Service string
+	Version string
+}
+
+// Families are parsed Prometheus metric families by name.
+type Families map[string]*dto.MetricFamily
+
+// ScrapeFunc reads the metrics of t. It must honour ctx.
+type ScrapeFunc func(ctx context.Context, t Target) (Families, error)
 
 // HTTPScraper returns a ScrapeFunc that reads Prometheus text from
-// http://<inst.Admin>/metrics with client (nil: a client with a 5s timeout).
+// http://<t.Admin>/metrics with client (nil: a client with a 5s timeout).
 func HTTPScraper(client *http.Client) ScrapeFunc {
 	if client == nil {
 		client = &http.Client{Timeout: 5 * time.Second}
 	}
-	return func(ctx context.Context, inst discovery.Instance) (Counters, error) {
-		if inst.Admin == "" {
-			return Counters{}, fmt.Errorf("canary: instance %s has no admin address", inst.ID)
+	return func(ctx context.Context, t Target) (Families, error) {
+		if t.Admin == "" {
+			return nil, fmt.Errorf("canary: %s %s has no admin address", t.Kind, t.ID)
 		}
-		req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+inst.Admin+"/metrics", nil)
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+t.Admin+"/metrics", nil)
 		if err != nil {
-			return Counters{}, fmt.Errorf("canary: scrape %s: %w", inst.ID, err)
+			return nil, fmt.Errorf("canary: scrape %s: %w", t.ID, err)
 		}
 		req.Header.Set("Accept", "text/plain;version=0.0.4")
 		resp, err := client.Do(req)
 		if err != nil {
-			return Counters{}, fmt.Errorf("canary: scrape %s: %w", inst.ID, err)
+			return nil, fmt.Errorf("canary: scrape %s: %w", t.ID, err)
 		}
 		defer resp.Body.Close()
 		if resp.StatusCode != http.StatusOK {
 			_, _ = io.Copy(io.Discard, resp.Body)
-			return Counters{}, fmt.Errorf("canary: scrape %s: %s", inst.ID, resp.Status)
+			return nil, fmt.Errorf("canary: scrape %s: %s", t.ID, resp.Status)
 		}
-		return ParseMetrics(resp.Body, inst.Service, inst.Version)
+		return ParseText(resp.Body)
 	}
 }
 
-// ParseMetrics reads Prometheus text and sums the series of RequestsMetric
-// and DurationMetric labelled with service and version.
-func ParseMetrics(r io.Reader, service, version string) (Counters, error) {
+// ParseText reads Prometheus text.
+func ParseText(r io.Reader) (Families, error) {
 	p := expfmt.NewTextParser(model.UTF8Validation)
 	fams, err := p.TextToMetricFamilies(r)
 	if err != nil {
-		return Counters{}, fmt.Errorf("canary: parse metrics: %w", err)
+		return nil, fmt.Errorf("canary: parse metrics: %w", err)
 	}
+	return fams, nil
+}
+
+// ParseMetrics reads Prometheus text and sums a sidecar's series
+// (RequestsMetric and DurationMetric) of service and version.
+func ParseMetrics(r io.Reader, service, version string) (Counters, error) {
+	f, err := ParseText(r)
+	if err != nil {
+		return Counters{}, err
+	}
+	return f.Counters(RequestsMetric, DurationMetric, service, version), nil
+}
+
+// Counters sums the series of the requests counter and the duration
+// histogram named, labelled with service and version. 5xx codes count as
+// errors.
+func (f Families) Counters(requests, duration, service, version string) Counters {
 	var c Counters
 	ours := func(m *dto.Metric) (code string, ok bool) {
 		var svc, ver string
@@ -124,8 +170,8 @@ func ParseMetrics(r io.Reader, service, version string) (Counters, error) {
 		}
 		return code, svc == service && ver == version
 	}
-	if f := fams[RequestsMetric]; f != nil {
-		for _, m := range f.GetMetric() {
+	if fam := f[requests]; fam != nil {
+		for _, m := range fam.GetMetric() {
 			code, ok := ours(m)
 			if !ok {
 				continue
@@ -140,9 +186,9 @@ func ParseMetrics(r io.Reader, service, version string) (Counters, error) {
 			}
 		}
 	}
-	if f := fams[DurationMetric]; f != nil {
+	if fam := f[duration]; fam != nil {
 		sums := map[float64]float64{}
-		for _, m := range f.GetMetric() {
+		for _, m := range fam.GetMetric() {
 			if _, ok := ours(m); !ok || m.GetHistogram() == nil {
 				continue
 			}
@@ -159,17 +205,39 @@ func ParseMetrics(r io.Reader, service, version string) (Counters, error) {
 		for ub, n := range sums {
 			c.Buckets = append(c.Buckets, Bucket{UpperBound: ub, Count: n})
 		}
-		slices.SortFunc(c.Buckets, func(a, b Bucket) int {
-			switch {
-			case a.UpperBound < b.UpperBound:
-				return -1
-			case a.UpperBound > b.UpperBound:
-				return 1
-			}
-			return 0
-		})
+		sortBuckets(c.Buckets)
 	}
-	return c, nil
+	return c
+}
+
+// Value sums the counter or gauge series of name (any labels).
+func (f Families) Value(name string) float64 {
+	var v float64
+	if fam := f[name]; fam != nil {
+		for _, m := range fam.GetMetric() {
+			switch {
+			case m.GetCounter() != nil:
+				v += m.GetCounter().GetValue()
+			case m.GetGauge() != nil:
+				v += m.GetGauge().GetValue()
+			default:
+				v += m.GetUntyped().GetValue()
+			}
+		}
+	}
+	return v
+}
+
+func sortBuckets(b []Bucket) {
+	slices.SortFunc(b, func(x, y Bucket) int {
+		switch {
+		case x.UpperBound < y.UpperBound:
+			return -1
+		case x.UpperBound > y.UpperBound:
+			return 1
+		}
+		return 0
+	})
 }
 
 // sub returns c - base, treating a counter that went down (the sidecar
@@ -200,16 +268,15 @@ func (c *Counters) add(o Counters) {
 		}
 		c.Buckets[i].Count += b.Count
 	}
-	slices.SortFunc(c.Buckets, func(a, b Bucket) int {
-		if a.UpperBound < b.UpperBound {
-			return -1
-		}
-		if a.UpperBound > b.UpperBound {
-			return 1
-		}
-		return 0
-	})
+	sortBuckets(c.Buckets)
 }
+
+// Sub returns c - base, counting from zero where a counter went down (the
+// process restarted).
+func (c Counters) Sub(base Counters) Counters { return c.sub(base) }
+
+// Add adds o to c.
+func (c *Counters) Add(o Counters) { c.add(o) }
 
 // Quantile estimates the q-quantile (0-1) of the latency histogram in
 // seconds, interpolating linearly inside a bucket as Prometheus's
@@ -240,12 +307,12 @@ func (c Counters) Quantile(q float64) float64 {
 	return lower
 }
 
-// metricsOf summarizes the counters of one step.
-func metricsOf(d Counters, instances, scrapeErrors int) Metrics {
-	m := Metrics{Requests: d.Total, Errors: d.Errors, Instances: instances, ScrapeErrors: scrapeErrors}
+// viewOf summarizes the counters of one step as one observer saw them.
+func viewOf(d Counters, sources, scrapeErrors int) View {
+	v := View{Requests: d.Total, Errors: d.Errors, Sources: sources, ScrapeErrors: scrapeErrors}
 	if d.Total > 0 {
-		m.ErrorRate = d.Errors / d.Total
+		v.ErrorRate = d.Errors / d.Total
 	}
-	m.P99 = routing.Duration(time.Duration(d.Quantile(0.99) * float64(time.Second)))
-	return m
+	v.P99 = routing.Duration(time.Duration(d.Quantile(0.99) * float64(time.Second)))
+	return v
 }

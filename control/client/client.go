@@ -133,6 +133,12 @@ func (c *Client) Services(ctx context.Context) (api.Services, error) {
 	return out, c.do(ctx, http.MethodGet, "/v1/services", nil, nil, &out)
 }
 
+// RulesList returns every service that has rules, sorted by name.
+func (c *Client) RulesList(ctx context.Context) ([]api.RulesSummary, error) {
+	var out []api.RulesSummary
+	return out, c.do(ctx, http.MethodGet, "/v1/rules", nil, nil, &out)
+}
+
 // Rules returns the current rules of service.
 func (c *Client) Rules(ctx context.Context, service string) (api.Rules, error) {
 	var out api.Rules

@@ -16,6 +16,7 @@ func ExampleDiff() {
 	// Output:
 	// --- current
 	// +++ proposed
+	// @@ -1,4 +1,5 @@
 	//  service: feed
 	//  versions:
 	//  - to:

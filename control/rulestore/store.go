@@ -47,11 +47,15 @@ func (e *ConflictError) Error() string {
 // Is makes errors.Is(err, ErrConflict) hold.
 func (e *ConflictError) Is(target error) bool { return target == ErrConflict }
 
-// Meta says who applied a revision, when and why.
+// Meta says who applied a revision, when and why, and how it was written.
 type Meta struct {
 	AppliedAt time.Time `json:"appliedAt"`
 	Author    string    `json:"author,omitempty"`
 	Comment   string    `json:"comment,omitempty"`
+	// Source is the document as its author wrote it (key order, comments,
+	// YAML or JSON); "" when it was not given, and then Canonical(Document)
+	// stands for it. Text returns whichever applies.
+	Source string `json:"source,omitempty"`
 }
 
 // Entry is one revision of a service's rules.
@@ -59,6 +63,16 @@ type Entry struct {
 	Revision int64             `json:"revision"`
 	Document *routing.Document `json:"document"`
 	Meta
+}
+
+// Text is the entry's document as authored (Source), or its canonical YAML
+// when no source was kept.
+func (e Entry) Text() (string, error) {
+	if e.Source != "" {
+		return e.Source, nil
+	}
+	b, err := Canonical(e.Document)
+	return string(b), err
 }
 
 // Store reads and writes rules under a prefix. It is safe for concurrent
@@ -114,20 +128,37 @@ func (s *Store) Get(ctx context.Context, service string) (Entry, error) {
 	return e, nil
 }
 
-// List returns the current rules of every service, sorted by service.
+// List returns the current rules of every service, sorted by service, with
+// their Meta.
 func (s *Store) List(ctx context.Context) ([]Entry, error) {
-	resp, err := s.cli.Get(ctx, RulesPrefix(s.prefix), clientv3.WithPrefix(), clientv3.WithSort(clientv3.SortByKey, clientv3.SortAscend))
+	sorted := clientv3.WithSort(clientv3.SortByKey, clientv3.SortAscend)
+	resp, err := s.cli.Txn(ctx).Then(
+		clientv3.OpGet(RulesPrefix(s.prefix), clientv3.WithPrefix(), sorted),
+		clientv3.OpGet(s.prefix+"rules-meta/", clientv3.WithPrefix()),
+	).Commit()
 	if err != nil {
 		return nil, fmt.Errorf("rulestore: list: %w", err)
 	}
+	type meta struct {
+		value []byte
+		rev   int64
+	}
+	metas := map[string]meta{}
+	for _, kv := range resp.Responses[1].GetResponseRange().Kvs {
+		metas[string(kv.Key)] = meta{kv.Value, kv.ModRevision}
+	}
 	var out []Entry
-	for _, kv := range resp.Kvs {
-		if _, ok := ServiceOfKey(s.prefix, string(kv.Key)); !ok {
+	for _, kv := range resp.Responses[0].GetResponseRange().Kvs {
+		svc, ok := ServiceOfKey(s.prefix, string(kv.Key))
+		if !ok {
 			continue
 		}
 		e := Entry{Revision: kv.ModRevision}
 		if err := json.Unmarshal(kv.Value, &e.Document); err != nil || e.Document == nil {
 			continue // not ours to judge here; Get reports it
+		}
+		if m, ok := metas[MetaKey(s.prefix, svc)]; ok && m.rev == e.Revision {
+			_ = json.Unmarshal(m.value, &e.Meta) // informative, as in Get
 		}
 		out = append(out, e)
 	}
@@ -139,12 +170,17 @@ type ApplyOption func(*applyOptions)
 
 type applyOptions struct {
 	comment string
+	source  []byte
 	guards  []clientv3.Cmp
 	ops     []clientv3.Op
 }
 
 // WithComment records why the change was made in its history entry.
 func WithComment(c string) ApplyOption { return func(o *applyOptions) { o.comment = c } }
+
+// WithSource keeps src, the text doc was parsed from, as the revision's
+// Source. The caller vouches that routing.Parse(src) gives doc.
+func WithSource(src []byte) ApplyOption { return func(o *applyOptions) { o.source = src } }
 
 // WithGuard adds conditions to Apply's transaction: if one does not hold
 // (and the revision does), nothing is written and Apply returns ErrGuard.
@@ -197,7 +233,7 @@ func (s *Store) Apply(ctx context.Context, doc *routing.Document, expectRevision
 	if err != nil {
 		return 0, fmt.Errorf("rulestore: encode %s: %w", service, err)
 	}
-	meta := Meta{AppliedAt: s.now().UTC(), Author: author, Comment: o.comment}
+	meta := Meta{AppliedAt: s.now().UTC(), Author: author, Comment: o.comment, Source: string(o.source)}
 	metaJSON, err := json.Marshal(meta)
 	if err != nil {
 		return 0, fmt.Errorf("rulestore: encode meta: %w", err)
@@ -308,13 +344,15 @@ func (s *Store) Revision(ctx context.Context, service string, revision int64) (E
 	return e, nil
 }
 
-// Rollback applies the document of revision toRevision again, as a new
-// revision, if the rules are still at expectRevision. Errors are those of
+// Rollback applies the document of revision toRevision again (with its
+// source), as a new revision, if the rules are still at expectRevision.
+// opts are added to Apply's (guards, for instance). Errors are those of
 // Revision and Apply.
-func (s *Store) Rollback(ctx context.Context, service string, toRevision, expectRevision int64, author string) (int64, error) {
+func (s *Store) Rollback(ctx context.Context, service string, toRevision, expectRevision int64, author string, opts ...ApplyOption) (int64, error) {
 	e, err := s.Revision(ctx, service, toRevision)
 	if err != nil {
 		return 0, err
 	}
-	return s.Apply(ctx, e.Document, expectRevision, author, WithComment(fmt.Sprintf("rollback to revision %d", toRevision)))
+	opts = append([]ApplyOption{WithComment(fmt.Sprintf("rollback to revision %d", toRevision)), WithSource([]byte(e.Source))}, opts...)
+	return s.Apply(ctx, e.Document, expectRevision, author, opts...)
 }
