@@ -21,7 +21,9 @@
 # The CPUs are split in two: the targets run on TARGET_CPUS (taskset, applied
 # by griddle bench to every target process), the load generators on LOAD_CPUS.
 # Tunables (environment): TARGET_CPUS, LOAD_CPUS, RATES, DURATION,
-# INSTANCES, NGINX_WORKERS, SCENARIO, TARGETS.
+# INSTANCES, NGINX_WORKERS, SCENARIO, TARGETS, CPUPROFILES (set: save CPU
+# profiles of the components under $OUT/pprof; they cost the targets a
+# little CPU).
 set -euo pipefail
 
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -36,7 +38,7 @@ TARGET_CPUS=${TARGET_CPUS:-0-$((HALF - 1))}
 LOAD_CPUS=${LOAD_CPUS:-$HALF-$((NPROC - 1))}
 NLOAD=$((NPROC - HALF))
 SCENARIO=${SCENARIO:-profile}
-TARGETS=${TARGETS:-direct,nginx,mesh}
+TARGETS=${TARGETS:-direct,nginx,mesh,deployed}
 RATES=${RATES:-50000,100000,150000}
 DURATION=${DURATION:-8s}
 NGINX_WORKERS=${NGINX_WORKERS:-$((HALF / 2 > 0 ? HALF / 2 : 1))}
@@ -53,14 +55,19 @@ export LD_LIBRARY_PATH="$ROOT/usr/lib/x86_64-linux-gnu:$ROOT/lib/x86_64-linux-gn
 	uname -r
 } | tee "$OUT/machine.txt"
 
-# 1. griddle bench, open-loop (about 3 minutes): every target at every rate,
-#    interleaved. The Go load generator costs far more CPU per request than
-#    a C one; runs it could not drive at the full rate are flagged B.
-timeout 200 taskset -c "$LOAD_CPUS" griddle bench run --log-level warn \
+# 1. griddle bench, open-loop (about 3 minutes): the hops' floors (on the
+#    load generators' CPUs, before any target starts), then every target at
+#    every rate, interleaved, with CPU per request by component. The Go load
+#    generator costs far more CPU per request than a C one; runs it could
+#    not drive at the full rate are flagged B.
+profile_flags=()
+[ -n "${CPUPROFILES:-}" ] && profile_flags=(--cpuprofile-dir "$OUT/pprof")
+timeout 260 taskset -c "$LOAD_CPUS" griddle bench run --log-level warn \
 	--scenario "$SCENARIO" --targets "$TARGETS" --rates "$RATES" \
 	--duration "$DURATION" --warmup 2s --repeat 1 --noisy-cpu 1 \
 	--target-cpus "$TARGET_CPUS" --nginx-workers "$NGINX_WORKERS" \
-	--mesh-instances "$INSTANCES" \
+	--mesh-instances "$INSTANCES" --floors --floor-in-flight 1,16,64 --floor-duration 1s \
+	"${profile_flags[@]}" \
 	--handlers "$BIN" --nginx "$(command -v nginx || echo /nonexistent)" \
 	--max-in-flight 4096 --out "$OUT" | tee "$OUT/table.txt" || echo "scale.sh: griddle bench failed ($?)" | tee -a "$OUT/NOTE"
 

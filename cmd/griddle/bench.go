@@ -23,35 +23,58 @@ rate), on this machine. The bench builds the example handlers, starts each targe
 127.0.0.1 itself, runs the load, stops the targets and writes results.json and
 latency.svg into --out.
 
-Targets: direct (the handler alone under net/http), nginx (nginx as a reverse proxy in
-front of a direct server; skipped when nginx is not installed), mesh (griddle up: edge →
-sidecar → handler). Scenarios: static (hello's greeting), profile (a random profile of
-1..--profiles per request).`,
+Targets:
+  direct    the handler alone under net/http (profile scenario: griddle bench
+            serve-direct, the same store read in a plain server)
+  nginx     nginx as a reverse proxy in front of a direct server (skipped when
+            nginx is not installed)
+  mesh      griddle up: one process holding etcd, the store, the edge and the
+            sidecars, plus a handler process per service instance
+  deployed  the components as production runs them, each a process of its own:
+            griddle edge, griddle sidecar --store http://... (its handler a child
+            process), griddle store, and etcd (griddle bench serve-etcd: griddle
+            up's embedded etcd, alone); profiles seeded with griddle seed
+
+Scenarios: static (hello's greeting), profile (a random profile of 1..--profiles per
+request, an uncached store read).
+
+CPU is counted per request from /proc for each target as a whole and for each of its
+components, each from its own processes: direct: server; nginx: nginx, backend; mesh:
+up (the griddle up process), handlers (its children); deployed: edge, sidecar, handler,
+store, etcd. --cpuprofile-dir saves a CPU profile of every component that serves
+/debug/pprof/ (mesh: up; deployed: edge, each sidecar, etcd; direct: the server),
+fetched during each measured run. --floors measures the floor of each hop first, in
+the bench's own process: mangos REQ/REP over tcp, a frame echo on a unix socket (a
+connection per request, and one multiplexed connection), a Badger read bare and
+through the store package; ns, allocations and CPU µs per round trip.`,
 		Args: cobra.NoArgs,
 	}
-	cmd.AddCommand(benchRunCmd(g, false), benchRunCmd(g, true), benchServeDirectCmd(g))
+	cmd.AddCommand(benchRunCmd(g, false), benchRunCmd(g, true), benchServeDirectCmd(g), benchServeEtcdCmd(g))
 	return cmd
 }
 
 // benchRunCmd is `griddle bench run`, or with sweep `griddle bench sweep`.
 func benchRunCmd(g *globals, sweep bool) *cobra.Command {
 	var (
-		cfg     bench.Config
-		targets string
-		rates   string
-		p99     time.Duration
+		cfg      bench.Config
+		targets  string
+		rates    string
+		p99      time.Duration
+		floorsAt string
 	)
 	cmd := &cobra.Command{
 		Use:   "run",
 		Short: "Run every target at every rate, interleaved, and report latency, errors and CPU",
 		Example: `  griddle bench run --scenario static --targets direct,nginx,mesh --rates 1000,2000 --duration 10s --out bench-out
-  griddle bench run --scenario profile --rates 1000,2000,5000 --repeat 3 --out bench-out`,
+  griddle bench run --scenario profile --targets direct,nginx,mesh,deployed --rates 1000,4000 --repeat 3 --out bench-out
+  griddle bench run --scenario profile --targets mesh,deployed --rates 2000 --duration 5s --cpuprofile-dir bench-out/pprof
+  griddle bench run --scenario profile --targets direct --rates 1000 --floors --floor-in-flight 1,16 --out bench-out`,
 		Args: cobra.NoArgs,
 	}
 	if sweep {
 		cmd.Use = "sweep"
 		cmd.Short = "Find each target's sustainable rate (p99 and error bar), then optionally overload it"
-		cmd.Example = `  griddle bench sweep --scenario profile --targets direct,nginx,mesh --duration 5s --budget 60s --overload 2 --out bench-out`
+		cmd.Example = `  griddle bench sweep --scenario profile --targets direct,nginx,mesh,deployed --duration 5s --budget 60s --overload 2 --out bench-out`
 	}
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
 		log, err := g.logger()
@@ -68,13 +91,12 @@ func benchRunCmd(g *globals, sweep bool) *cobra.Command {
 			}
 		}
 		if !sweep {
-			for _, r := range strings.Split(rates, ",") {
-				n, err := strconv.Atoi(strings.TrimSpace(r))
-				if err != nil {
-					return fmt.Errorf("--rates %q: %w", rates, err)
-				}
-				cfg.Rates = append(cfg.Rates, n)
+			if cfg.Rates, err = intList(rates); err != nil {
+				return fmt.Errorf("--rates %q: %w", rates, err)
 			}
+		}
+		if cfg.FloorInFlight, err = intList(floorsAt); err != nil {
+			return fmt.Errorf("--floor-in-flight %q: %w", floorsAt, err)
 		}
 		if cfg.Griddle, err = os.Executable(); err != nil {
 			return fmt.Errorf("bench: the griddle binary: %w", err)
@@ -93,7 +115,7 @@ func benchRunCmd(g *globals, sweep bool) *cobra.Command {
 	}
 	f := cmd.Flags()
 	f.StringVar(&cfg.Scenario, "scenario", bench.ScenarioStatic, "static or profile")
-	f.StringVar(&targets, "targets", "direct,nginx,mesh", "comma-separated: direct, nginx, mesh")
+	f.StringVar(&targets, "targets", "direct,nginx,mesh,deployed", "comma-separated: direct, nginx, mesh, deployed")
 	f.DurationVar(&cfg.Duration, "duration", 10*time.Second, "length of each measured run")
 	f.DurationVar(&cfg.Warmup, "warmup", 2*time.Second, "warm-up per target at the lowest rate, not reported (0: none)")
 	f.IntVar(&cfg.Repeat, "repeat", 1, "runs per target and rate; the median by p99 of the quiet ones is kept")
@@ -106,7 +128,11 @@ func benchRunCmd(g *globals, sweep bool) *cobra.Command {
 	f.StringVar(&cfg.Nginx, "nginx", "", "nginx binary (default: nginx on PATH; without one the nginx target is skipped)")
 	f.IntVar(&cfg.NginxWorkers, "nginx-workers", 1, "nginx worker_processes")
 	f.StringVar(&cfg.TargetCPUs, "target-cpus", "", "run every target under taskset -c LIST (pin the bench itself with taskset)")
-	f.IntVar(&cfg.MeshInstances, "mesh-instances", 1, "sidecars per service griddle up runs (passed as --instances when > 1)")
+	f.IntVar(&cfg.MeshInstances, "mesh-instances", 1, "sidecars per service of the mesh (griddle up --instances) and deployed targets")
+	f.StringVar(&cfg.CPUProfileDir, "cpuprofile-dir", "", "save a CPU profile of each component with /debug/pprof/ for every measured run into this directory (<target>-<component>-<phase>-<rate>-r<repeat>.pprof)")
+	f.BoolVar(&cfg.Floors, "floors", false, "first measure each hop's floor in this process: mangos tcp, unix socket, Badger read")
+	f.StringVar(&floorsAt, "floor-in-flight", "1,16", "round trips in flight at which --floors measures, comma-separated")
+	f.DurationVar(&cfg.FloorDuration, "floor-duration", 2*time.Second, "measured time of each floor at each in-flight number")
 	if sweep {
 		f.DurationVar(&p99, "p99", 25*time.Millisecond, "a rate is sustainable with p99 at or below this")
 		f.Float64Var(&cfg.MaxErrorRate, "max-error-rate", 0.001, "... and a share of errors below this")
@@ -145,5 +171,47 @@ func benchServeDirectCmd(g *globals) *cobra.Command {
 	f.StringVar(&cfg.StoreDir, "store-dir", "", "the store's directory, seeded when empty (required)")
 	f.StringVar(&cfg.Listen, "listen", "127.0.0.1:8000", "address to serve on")
 	f.IntVar(&cfg.Profiles, "profiles", 1000, "seed ids 1..N")
+	f.StringVar(&cfg.Admin, "admin", "", "address serving /debug/pprof/ (empty: none)")
 	return cmd
+}
+
+// benchServeEtcdCmd is the deployed target's etcd: griddle up's embedded
+// etcd alone, run by the bench as a child process.
+func benchServeEtcdCmd(g *globals) *cobra.Command {
+	var cfg bench.EtcdConfig
+	cmd := &cobra.Command{
+		Use:    "serve-etcd",
+		Short:  "Serve the embedded etcd alone, configured as griddle up configures it (the deployed target's etcd)",
+		Hidden: true,
+		Args:   cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			log, err := g.logger()
+			if err != nil {
+				return err
+			}
+			cfg.Logger = log
+			return bench.ServeEtcd(cmd.Context(), cfg)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&cfg.Dir, "dir", "", "etcd's data directory (required)")
+	f.StringVar(&cfg.Listen, "listen", "127.0.0.1:2379", "client address")
+	f.StringVar(&cfg.Admin, "admin", "", "address serving /debug/pprof/ (empty: none)")
+	return cmd
+}
+
+// intList parses comma-separated integers; "" is none.
+func intList(s string) ([]int, error) {
+	var out []int
+	for _, part := range strings.Split(s, ",") {
+		if part = strings.TrimSpace(part); part == "" {
+			continue
+		}
+		n, err := strconv.Atoi(part)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, n)
+	}
+	return out, nil
 }

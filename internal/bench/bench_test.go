@@ -68,13 +68,13 @@ func containsAll(s []int, want ...int) bool {
 }
 
 func TestSampleCPUSelf(t *testing.T) {
-	a, err := sampleCPU([]int{os.Getpid()})
+	a, err := sampleCPU([]int{os.Getpid()}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	for end := time.Now().Add(50 * time.Millisecond); time.Now().Before(end); {
 	}
-	b, err := sampleCPU([]int{os.Getpid()})
+	b, err := sampleCPU([]int{os.Getpid()}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -138,6 +138,12 @@ func TestValidate(t *testing.T) {
 		{"max below start", true, func(c *Config) { c.SweepMax = 10 }, "--max-rate"},
 		{"budget below a run", true, func(c *Config) { c.SweepBudget = time.Millisecond }, "--budget"},
 		{"bad error rate", true, func(c *Config) { c.MaxErrorRate = 0 }, "--max-error-rate"},
+		{"valid deployed", false, func(c *Config) { c.Targets = []string{TargetDeployed} }, ""},
+		{"no griddle for deployed", false, func(c *Config) { c.Targets, c.Griddle = []string{TargetDeployed}, "" }, "deployed target"},
+		{"valid floors", false, func(c *Config) { c.Floors, c.FloorInFlight, c.FloorDuration = true, []int{1, 16}, time.Second }, ""},
+		{"floors without in-flight", false, func(c *Config) { c.Floors, c.FloorDuration = true, time.Second }, "--floor-in-flight"},
+		{"floors at 0 in flight", false, func(c *Config) { c.Floors, c.FloorInFlight, c.FloorDuration = true, []int{0}, time.Second }, "--floor-in-flight 0"},
+		{"short floors", false, func(c *Config) { c.Floors, c.FloorInFlight = true, []int{1} }, "--floor-duration"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := validConfig()

@@ -18,6 +18,10 @@ const (
 	TargetDirect = "direct" // the handler alone under net/http
 	TargetNginx  = "nginx"  // nginx as a reverse proxy in front of the direct server
 	TargetMesh   = "mesh"   // griddle up: edge → sidecar → handler
+	// TargetDeployed runs the mesh's components as production does, each
+	// a process of its own: griddle edge, griddle sidecar (its handler a
+	// child process), griddle store and etcd.
+	TargetDeployed = "deployed"
 )
 
 // Config configures Run and Sweep. Zero values are invalid unless a field
@@ -53,7 +57,19 @@ type Config struct {
 	Nginx         string // nginx binary ("": looked up on PATH; absent: the nginx target is skipped)
 	NginxWorkers  int
 	TargetCPUs    string // taskset CPU list every target runs on ("": no pinning)
-	MeshInstances int    // griddle up --instances, sidecars per service (0 or 1: one)
+	MeshInstances int    // sidecars per service of the mesh (griddle up --instances) and deployed targets (0 or 1: one)
+
+	// CPUProfileDir, when set, receives a CPU profile of each component
+	// that serves /debug/pprof/ (edge, sidecars, griddle up, etcd, the
+	// direct server) for every measured run, fetched during the run.
+	CPUProfileDir string
+
+	// Floors, when set, measures the floors of the hops (package floor)
+	// once, before the targets start, at each of FloorInFlight round trips
+	// in flight, for FloorDuration each.
+	Floors        bool
+	FloorInFlight []int
+	FloorDuration time.Duration
 
 	CommandLine []string     // recorded in results.json
 	Stdout      io.Writer    // the table; nil: io.Discard
@@ -72,13 +88,13 @@ func (c Config) Validate(sweep bool) error {
 		return bad("--scenario %q: want static or profile", c.Scenario)
 	}
 	if len(c.Targets) == 0 {
-		return bad("--targets: want at least one of direct, nginx, mesh")
+		return bad("--targets: want at least one of direct, nginx, mesh, deployed")
 	}
 	for i, t := range c.Targets {
 		switch t {
-		case TargetDirect, TargetNginx, TargetMesh:
+		case TargetDirect, TargetNginx, TargetMesh, TargetDeployed:
 		default:
-			return bad("--targets %q: want direct, nginx or mesh", t)
+			return bad("--targets %q: want direct, nginx, mesh or deployed", t)
 		}
 		if slices.Index(c.Targets, t) != i {
 			return bad("--targets: %q twice", t)
@@ -113,6 +129,8 @@ func (c Config) Validate(sweep bool) error {
 		return bad("--noisy-cpu %g: negative", c.NoisyCores)
 	case c.Griddle == "" && slices.Contains(c.Targets, TargetMesh):
 		return bad("Griddle: the griddle binary is required for the mesh target")
+	case c.Griddle == "" && slices.Contains(c.Targets, TargetDeployed):
+		return bad("Griddle: the griddle binary is required for the deployed target")
 	case c.Griddle == "" && c.Scenario == ScenarioProfile:
 		return bad("Griddle: the griddle binary is required for the profile scenario's direct server")
 	case c.Source == "" && c.Handlers == "":
@@ -121,6 +139,19 @@ func (c Config) Validate(sweep bool) error {
 		return bad("--nginx-workers %d: want 1 or more", c.NginxWorkers)
 	case c.MeshInstances < 0:
 		return bad("--mesh-instances: negative")
+	}
+	if c.Floors {
+		if len(c.FloorInFlight) == 0 {
+			return bad("--floor-in-flight: want at least one number")
+		}
+		for _, n := range c.FloorInFlight {
+			if n < 1 {
+				return bad("--floor-in-flight %d: want 1 or more", n)
+			}
+		}
+		if c.FloorDuration < 100*time.Millisecond {
+			return bad("--floor-duration %s: want 100ms or more", c.FloorDuration)
+		}
 	}
 	if sweep {
 		switch {

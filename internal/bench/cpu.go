@@ -18,10 +18,12 @@ const clockTicks = 100
 
 // cpuSample is the CPU time used so far, at one instant, by the load
 // generator (this process), the processes of one target (each root and its
-// descendants), and the whole machine (all CPUs, busy time only).
+// descendants), each of the target's components, and the whole machine
+// (all CPUs, busy time only).
 type cpuSample struct {
 	self    time.Duration
 	target  time.Duration
+	parts   []time.Duration // by component, in the target's order
 	machine time.Duration
 }
 
@@ -29,6 +31,7 @@ type cpuSample struct {
 type cpuUse struct {
 	Loadgen time.Duration
 	Target  time.Duration
+	Parts   []time.Duration // by component
 	// Others is the machine's busy time that was neither the load
 	// generator's nor the target's: other engineers, other targets idling,
 	// the kernel's own work.
@@ -38,14 +41,38 @@ type cpuUse struct {
 func (b cpuSample) since(a cpuSample) cpuUse {
 	u := cpuUse{Loadgen: b.self - a.self, Target: b.target - a.target}
 	u.Others = max(b.machine-a.machine-u.Loadgen-u.Target, 0)
+	for i := range b.parts {
+		if i < len(a.parts) {
+			u.Parts = append(u.Parts, max(b.parts[i]-a.parts[i], 0))
+		}
+	}
 	return u
 }
 
+// scope says which processes around a component's pids it counts.
+type scope int
+
+const (
+	scopeTree  scope = iota // each pid and every process below it
+	scopeSelf               // each pid alone
+	scopeBelow              // every process below each pid, not the pid itself
+)
+
+// component is one part of a target for CPU accounting: edge, sidecar,
+// handler, store, etcd, or in griddle up's single process all of them at
+// once. Its processes are found anew at each sample, so a restarted
+// handler is counted under its new pid.
+type component struct {
+	name  string
+	pids  []int
+	scope scope
+}
+
 // sampleCPU reads the CPU times of this process, of the process trees under
-// roots, and of the machine. roots' own times are read from
-// /proc/<pid>/stat; processes that exited since an earlier sample are no
-// longer counted, which is why targets are long-lived.
-func sampleCPU(roots []int) (cpuSample, error) {
+// roots, of each of comps, and of the machine. Processes' times are read
+// from /proc/<pid>/stat; processes that exited since an earlier sample are
+// no longer counted, which is why targets are long-lived.
+func sampleCPU(roots []int, comps []component) (cpuSample, error) {
 	var s cpuSample
 	var ru syscall.Rusage
 	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
@@ -56,11 +83,36 @@ func sampleCPU(roots []int) (cpuSample, error) {
 	if err != nil {
 		return s, err
 	}
-	for _, pid := range descendants(procs, roots) {
+	children := childrenOf(procs)
+	for _, pid := range walk(procs, children, roots) {
 		s.target += procs[pid].cpu
+	}
+	s.parts = make([]time.Duration, len(comps))
+	for i, c := range comps {
+		s.parts[i] = componentCPU(procs, children, c)
 	}
 	s.machine, err = machineBusy()
 	return s, err
+}
+
+// componentCPU is the CPU time used so far by c's processes.
+func componentCPU(procs map[int]proc, children map[int][]int, c component) time.Duration {
+	var d time.Duration
+	if c.scope == scopeSelf {
+		for _, pid := range c.pids {
+			d += procs[pid].cpu
+		}
+		return d
+	}
+	for _, pid := range walk(procs, children, c.pids) {
+		d += procs[pid].cpu
+	}
+	if c.scope == scopeBelow {
+		for _, pid := range c.pids {
+			d -= procs[pid].cpu
+		}
+	}
+	return d
 }
 
 // proc is what sampleCPU needs of one /proc/<pid>/stat.
@@ -116,10 +168,21 @@ func parseStat(b []byte) (proc, error) {
 
 // descendants returns roots and every process below them.
 func descendants(procs map[int]proc, roots []int) []int {
+	return walk(procs, childrenOf(procs), roots)
+}
+
+// childrenOf maps each pid to its children's.
+func childrenOf(procs map[int]proc) map[int][]int {
 	children := make(map[int][]int, len(procs))
 	for pid, p := range procs {
 		children[p.ppid] = append(children[p.ppid], pid)
 	}
+	return children
+}
+
+// walk returns roots and every process below them, each once; pids not in
+// procs (exited) are left out.
+func walk(procs map[int]proc, children map[int][]int, roots []int) []int {
 	seen := make(map[int]bool)
 	var out []int
 	stack := append([]int(nil), roots...)

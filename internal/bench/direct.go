@@ -25,6 +25,7 @@ type DirectConfig struct {
 	StoreDir string // the store's directory, created and seeded if empty (--store-dir)
 	Listen   string // host:port (--listen)
 	Profiles int    // ids 1..Profiles are seeded (--profiles)
+	Admin    string // address serving /debug/pprof/ ("": none) (--admin)
 	Logger   *slog.Logger
 }
 
@@ -38,6 +39,11 @@ func (c DirectConfig) Validate() error {
 	}
 	if c.Profiles < 1 {
 		return fmt.Errorf("%w: --profiles %d: want 1 or more", ErrConfig, c.Profiles)
+	}
+	if c.Admin != "" {
+		if _, _, err := net.SplitHostPort(c.Admin); err != nil {
+			return fmt.Errorf("%w: --admin: %w", ErrConfig, err)
+		}
 	}
 	return nil
 }
@@ -58,6 +64,11 @@ func ServeDirect(ctx context.Context, cfg DirectConfig) error {
 		return err
 	}
 	defer closeStore()
+	stopProfiler, err := serveProfiler(cfg.Admin)
+	if err != nil {
+		return err
+	}
+	defer stopProfiler()
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
 		return fmt.Errorf("bench: serve-direct: %w", err)

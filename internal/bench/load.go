@@ -38,6 +38,8 @@ type RunResult struct {
 	FirstError string    `json:"first_error,omitempty"`
 
 	CPU RunCPU `json:"cpu"`
+	// Profiles are the CPU profiles saved during the run (--cpuprofile-dir).
+	Profiles []string `json:"cpu_profiles,omitempty"`
 
 	// Behind: fewer than 97% of the offered requests went out; the load
 	// generator could not keep the rate (CPU or its in-flight bound).
@@ -56,6 +58,17 @@ type RunCPU struct {
 	TargetUSPerReq float64 `json:"target_us_per_req"`
 	LoadgenCores   float64 `json:"loadgen_cores"` // average cores busy
 	OthersCores    float64 `json:"others_cores"`
+	// Components splits TargetSec among the target's parts, each from
+	// its own processes (see the target's description in the report).
+	Components []ComponentCPU `json:"components,omitempty"`
+}
+
+// ComponentCPU is one component's CPU during a run.
+type ComponentCPU struct {
+	Name     string  `json:"name"`
+	Sec      float64 `json:"sec"`
+	USPerReq float64 `json:"us_per_req"`
+	Cores    float64 `json:"cores"` // average cores busy
 }
 
 // load is one open-loop run's parameters.
@@ -66,7 +79,8 @@ type load struct {
 	timeout     time.Duration
 	maxInFlight int
 	targeter    vegeta.Targeter
-	roots       []int // the target's processes, for CPU accounting
+	roots       []int       // the target's processes, for CPU accounting
+	components  []component // and its parts
 	noisyCores  float64
 }
 
@@ -93,7 +107,7 @@ func attack(ctx context.Context, l load) (RunResult, error) {
 		vegeta.MaxBody(0),
 		vegeta.Redirects(vegeta.NoFollow),
 	)
-	before, err := sampleCPU(l.roots)
+	before, err := sampleCPU(l.roots, l.components)
 	if err != nil {
 		return RunResult{}, err
 	}
@@ -142,7 +156,7 @@ func attack(ctx context.Context, l load) (RunResult, error) {
 		}
 	}
 	wall := time.Since(t0)
-	after, err := sampleCPU(l.roots)
+	after, err := sampleCPU(l.roots, l.components)
 	if err != nil {
 		return RunResult{}, err
 	}
@@ -174,6 +188,13 @@ func attack(ctx context.Context, l load) (RunResult, error) {
 	}
 	if r.Requests > 0 {
 		r.CPU.TargetUSPerReq = use.Target.Seconds() * 1e6 / float64(r.Requests)
+	}
+	for i, c := range l.components {
+		cc := ComponentCPU{Name: c.name, Sec: use.Parts[i].Seconds(), Cores: use.Parts[i].Seconds() / wall.Seconds()}
+		if r.Requests > 0 {
+			cc.USPerReq = cc.Sec * 1e6 / float64(r.Requests)
+		}
+		r.CPU.Components = append(r.CPU.Components, cc)
 	}
 	r.Noisy = l.noisyCores > 0 && r.CPU.OthersCores > l.noisyCores
 	return r, nil

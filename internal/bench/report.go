@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"text/tabwriter"
 )
 
@@ -46,6 +47,8 @@ func printTable(w io.Writer, r *Report) {
 	}
 	tw.Flush()
 	fmt.Fprintln(w, "flags: B = the load generator fell behind the offered rate, N = noisy (other processes busy)")
+	printComponents(w, r)
+	printFloors(w, r)
 	if len(r.Sustained) > 0 {
 		fmt.Fprintf(w, "sustainable rate (p99 ≤ %g ms, errors < %g%%):", r.Settings.P99TargetMS, 100*r.Settings.MaxErrorRate)
 		for _, t := range r.Targets {
@@ -56,6 +59,40 @@ func printTable(w io.Writer, r *Report) {
 	for _, n := range r.Notes {
 		fmt.Fprintln(w, "note:", n)
 	}
+}
+
+// printComponents writes the kept runs' CPU per request by component.
+func printComponents(w io.Writer, r *Report) {
+	runs := keptRuns(r)
+	if !slices.ContainsFunc(runs, func(x RunResult) bool { return len(x.CPU.Components) > 0 }) {
+		return
+	}
+	fmt.Fprintln(w, "\nCPU µs per request by component:")
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintf(tw, "target\tphase\toffered/s\ttotal\t  components\n")
+	for _, x := range runs {
+		parts := make([]string, len(x.CPU.Components))
+		for i, c := range x.CPU.Components {
+			parts[i] = fmt.Sprintf("%s %.0f", c.Name, c.USPerReq)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%.0f\t%.0f\t  %s\n", x.Target, x.Phase, x.Offered, x.CPU.TargetUSPerReq, strings.Join(parts, ", "))
+	}
+	tw.Flush()
+}
+
+// printFloors writes the floors of the hops.
+func printFloors(w io.Writer, r *Report) {
+	if len(r.Floors) == 0 {
+		return
+	}
+	fmt.Fprintln(w, "\nfloors (both ends in one process, closed loop):")
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintf(tw, "floor\tin flight\tround trips/s\tns/op\tallocs/op\tB/op\tCPU µs/op\t  hop\n")
+	for _, f := range r.Floors {
+		fmt.Fprintf(tw, "%s\t%d\t%.0f\t%.0f\t%.1f\t%.0f\t%.2f\t  %s\n",
+			f.Name, f.InFlight, f.PerSecond, f.NsPerOp, f.AllocsPerOp, f.BytesPerOp, f.CPUUSPerOp, f.Hop)
+	}
+	tw.Flush()
 }
 
 // keptRuns returns the kept runs ordered by phase, offered rate and the

@@ -13,6 +13,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/griddle-mesh/griddle/internal/bench/floor"
 )
 
 // Report is everything a bench command measured; it is written to
@@ -28,6 +30,9 @@ type Report struct {
 	Notes     []string           `json:"notes,omitempty"`
 	Runs      []RunResult        `json:"runs"` // every run, in the order run; Kept marks the reported ones
 	Sustained map[string]float64 `json:"sustainable_rps,omitempty"`
+	// Floors are the hops' floors (package floor), measured in this
+	// process before the targets started; with --floors only.
+	Floors []floor.Result `json:"floors,omitempty"`
 }
 
 // Settings are the parameters the numbers depend on.
@@ -41,6 +46,8 @@ type Settings struct {
 	NginxWorkers int     `json:"nginx_workers"`
 	TargetCPUs   string  `json:"target_cpus,omitempty"`
 	NoisyCores   float64 `json:"noisy_cores"`
+	Instances    int     `json:"instances,omitempty"` // sidecars per service, mesh and deployed
+	CPUProfiles  string  `json:"cpu_profile_dir,omitempty"`
 }
 
 // Machine describes where the numbers were measured.
@@ -112,6 +119,11 @@ func open(ctx context.Context, cfg Config, sweep bool) (*session, error) {
 	if err := os.MkdirAll(cfg.Out, 0o755); err != nil {
 		return nil, fmt.Errorf("bench: --out: %w", err)
 	}
+	if cfg.CPUProfileDir != "" {
+		if err := os.MkdirAll(cfg.CPUProfileDir, 0o755); err != nil {
+			return nil, fmt.Errorf("bench: --cpuprofile-dir: %w", err)
+		}
+	}
 	dir, err := os.MkdirTemp("", "griddle-bench-")
 	if err != nil {
 		return nil, fmt.Errorf("bench: %w", err)
@@ -123,6 +135,7 @@ func open(ctx context.Context, cfg Config, sweep bool) (*session, error) {
 			DurationSec: cfg.Duration.Seconds(), WarmupSec: cfg.Warmup.Seconds(), Repeat: cfg.Repeat,
 			P99TargetMS: float64(cfg.P99Target) / 1e6, MaxErrorRate: cfg.MaxErrorRate,
 			NginxWorkers: cfg.NginxWorkers, TargetCPUs: cfg.TargetCPUs, NoisyCores: cfg.NoisyCores,
+			Instances: max(cfg.MeshInstances, 1), CPUProfiles: cfg.CPUProfileDir,
 		},
 	}
 	if cfg.Scenario == ScenarioProfile {
@@ -156,6 +169,11 @@ func (s *session) start(ctx context.Context) error {
 	if err := s.st.buildHandlers(ctx); err != nil {
 		return err
 	}
+	if s.cfg.Floors {
+		if err := s.floors(ctx); err != nil {
+			return err
+		}
+	}
 	for _, name := range names {
 		s.log.Info("bench: starting target", "target", name)
 		t, err := s.st.start(ctx, name)
@@ -166,6 +184,9 @@ func (s *session) start(ctx context.Context) error {
 		s.report.Targets = append(s.report.Targets, name)
 		if t.note != "" {
 			s.notef("%s", t.note)
+		}
+		if s.cfg.CPUProfileDir != "" {
+			s.notef("%s: CPU profiles of %s in %s", t.name, profilerNames(t), s.cfg.CPUProfileDir)
 		}
 	}
 	if s.cfg.Warmup > 0 {
@@ -188,6 +209,36 @@ func (s *session) notef(format string, a ...any) {
 	s.log.Info("bench: " + n)
 }
 
+// floors measures every floor at each of cfg.FloorInFlight, in this
+// process, while no target runs yet.
+func (s *session) floors(ctx context.Context) error {
+	for _, f := range floor.All() {
+		for _, n := range s.cfg.FloorInFlight {
+			r, err := floor.Measure(ctx, f, floor.Config{
+				InFlight: n, Duration: s.cfg.FloorDuration, Warmup: s.cfg.FloorDuration / 5, Keys: s.cfg.Profiles,
+			})
+			if err != nil {
+				return fmt.Errorf("bench: %w", err)
+			}
+			s.log.Info("bench: floor", "floor", r.Name, "in_flight", n, "per_sec", int(r.PerSecond),
+				"cpu_us_per_op", fmt.Sprintf("%.2f", r.CPUUSPerOp), "allocs_per_op", fmt.Sprintf("%.1f", r.AllocsPerOp))
+			s.report.Floors = append(s.report.Floors, r)
+		}
+	}
+	return nil
+}
+
+func profilerNames(t *target) string {
+	if len(t.profilers) == 0 {
+		return "no component (none serves /debug/pprof/)"
+	}
+	names := make([]string, len(t.profilers))
+	for i, p := range t.profilers {
+		names[i] = p.name
+	}
+	return strings.Join(names, ", ")
+}
+
 // close stops every target, keeps their logs under Out/logs, writes
 // results.json and latency.svg when there is anything to write, and
 // removes the session's temporary directory.
@@ -208,7 +259,7 @@ func (s *session) close() error {
 			}
 		}
 	}
-	if len(s.report.Runs) > 0 {
+	if len(s.report.Runs) > 0 || len(s.report.Floors) > 0 {
 		s.report.Finished = time.Now().UTC()
 		if err := writeReport(s.cfg.Out, &s.report); err != nil {
 			errs = append(errs, err)
@@ -222,11 +273,16 @@ func (s *session) close() error {
 
 // measure runs one open-loop run against t and records it.
 func (s *session) measure(ctx context.Context, t *target, rate int, d time.Duration, phase string, repeat int) (RunResult, error) {
+	profiles := func() []string { return nil }
+	if phase != "warmup" {
+		profiles = s.startProfiles(ctx, t, fmt.Sprintf("%s-%d-r%d", phase, rate, repeat), d)
+	}
 	r, err := attack(ctx, load{
 		target: t.name, rate: rate, duration: d, timeout: s.cfg.Timeout,
 		maxInFlight: s.cfg.inFlight(rate), targeter: targeter(s.cfg.Scenario, t.base, s.cfg.Profiles),
-		roots: t.roots(), noisyCores: s.cfg.NoisyCores,
+		roots: t.roots(), components: t.components, noisyCores: s.cfg.NoisyCores,
 	})
+	r.Profiles = profiles()
 	if err != nil {
 		return r, err
 	}

@@ -40,6 +40,17 @@ type target struct {
 	base  string     // http://127.0.0.1:port
 	procs []*process // started in order, stopped in reverse
 	note  string     // what the report must say about how it ran
+	// components split the target's CPU among its parts, each counted
+	// from its own processes.
+	components []component
+	// profilers are the components that serve /debug/pprof/profile.
+	profilers []profiler
+}
+
+// profiler is a component whose CPU profile can be fetched during a run.
+type profiler struct {
+	name  string // in the profile's file name: edge, sidecar-profiles-1, ...
+	admin string // host:port serving /debug/pprof/
 }
 
 // roots are the pids whose process trees make up the target.
@@ -225,6 +236,8 @@ func (s *starter) start(ctx context.Context, name string) (*target, error) {
 		t, err = s.nginxProxy(ctx)
 	case TargetMesh:
 		t, err = s.mesh(ctx)
+	case TargetDeployed:
+		t, err = s.deployed(ctx)
 	default:
 		err = fmt.Errorf("%w: %q", ErrConfig, name)
 	}
@@ -250,9 +263,16 @@ func (s *starter) direct(_ context.Context, label string) (*target, error) {
 	svc := service(s.cfg.Scenario)
 	argv := []string{s.handlers[svc]}
 	env := []string{plugins.EnvStandalone + "=" + addr}
+	var admin string
 	if s.cfg.Scenario == ScenarioProfile {
 		argv = []string{s.cfg.Griddle, "bench", "serve-direct", "--listen", addr,
 			"--store-dir", filepath.Join(s.dir, label+"-store"), "--profiles", strconv.Itoa(s.cfg.Profiles)}
+		if s.profiling() {
+			if admin, err = freeAddr(); err != nil {
+				return nil, err
+			}
+			argv = append(argv, "--admin", admin)
+		}
 		env = nil
 		t.note = "direct server: griddle bench serve-direct, one uncached read of the embedded store (Badger) per request"
 	}
@@ -261,6 +281,10 @@ func (s *starter) direct(_ context.Context, label string) (*target, error) {
 		return nil, err
 	}
 	t.procs = append(t.procs, p)
+	t.components = []component{{name: "server", pids: []int{p.pid()}, scope: scopeTree}}
+	if admin != "" {
+		t.profilers = []profiler{{name: "server", admin: admin}}
+	}
 	return t, nil
 }
 
@@ -302,6 +326,13 @@ func (s *starter) nginxProxy(ctx context.Context) (*target, error) {
 	backend.name = TargetNginx
 	backend.base = "http://" + addr
 	backend.procs = append(backend.procs, p)
+	backend.components = []component{
+		{name: "nginx", pids: []int{p.pid()}, scope: scopeTree},
+		{name: "backend", pids: []int{backend.procs[0].pid()}, scope: scopeTree},
+	}
+	for i := range backend.profilers {
+		backend.profilers[i].name = "backend"
+	}
 	if backend.note != "" {
 		backend.note = "nginx's backend: " + backend.note[len("direct server: "):]
 	}
@@ -325,7 +356,13 @@ func (s *starter) mesh(_ context.Context) (*target, error) {
 	if err != nil {
 		return nil, err
 	}
-	argv := []string{s.cfg.Griddle, "up", "--dir", dir, "--listen", addr, "--admin", "-", "--control", "-",
+	admin := "-"
+	if s.profiling() {
+		if admin, err = freeAddr(); err != nil {
+			return nil, err
+		}
+	}
+	argv := []string{s.cfg.Griddle, "up", "--dir", dir, "--listen", addr, "--admin", admin, "--control", "-",
 		"--etcd-listen", "127.0.0.1:0", "--log-level", "warn"}
 	svcs := slices.Sorted(maps.Keys(s.handlers))
 	argv = append(argv, "--services", strings.Join(svcs, ","))
@@ -336,8 +373,22 @@ func (s *starter) mesh(_ context.Context) (*target, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &target{name: TargetMesh, base: "http://" + addr, procs: []*process{p}}, nil
+	t := &target{name: TargetMesh, base: "http://" + addr, procs: []*process{p},
+		note: "mesh: CPU by component: up is the griddle up process (edge, sidecars, store, etcd and control in one), " +
+			"handlers its children (a handler process per service instance)",
+		components: []component{
+			{name: "up", pids: []int{p.pid()}, scope: scopeSelf},
+			{name: "handlers", pids: []int{p.pid()}, scope: scopeBelow},
+		}}
+	if admin != "-" {
+		// pprof serves the whole process: edge, sidecars and store together.
+		t.profilers = []profiler{{name: "up", admin: admin}}
+	}
+	return t, nil
 }
+
+// profiling reports whether runs save CPU profiles.
+func (s *starter) profiling() bool { return s.cfg.CPUProfileDir != "" }
 
 func copyFile(from, to string) error {
 	in, err := os.Open(from)

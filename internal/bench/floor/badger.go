@@ -42,7 +42,9 @@ func profileValue(id int) []byte {
 		id, id, cities[id%len(cities)])
 }
 
-func profileKey(b []byte, id int) []byte { return strconv.AppendInt(append(b, "profile/"...), int64(id), 10) }
+func profileKey(b []byte, id int) []byte {
+	return strconv.AppendInt(append(b, "profile/"...), int64(id), 10)
+}
 
 // seedBatch is how many keys one seeding transaction writes.
 const seedBatch = 500

@@ -233,6 +233,11 @@ func Measure(ctx context.Context, f Floor, cfg Config) (Result, error) {
 	if err := finish(); err != nil {
 		return res, err
 	}
+	select {
+	case err := <-errc: // a round trip failed at the very end
+		return res, err
+	default:
+	}
 	res.Trips = b.trips - a.trips
 	res.Seconds = b.wall.Sub(a.wall).Seconds()
 	if res.Trips == 0 {
