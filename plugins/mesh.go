@@ -4,12 +4,15 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
-	"time"
+	"slices"
+	"sync"
+	"sync/atomic"
 
+	"github.com/griddle-mesh/griddle/internal/hop"
 	"github.com/griddle-mesh/griddle/internal/pluginproto"
+	"github.com/griddle-mesh/griddle/internal/wire"
 	"github.com/griddle-mesh/griddle/plugins/store"
 )
 
@@ -17,24 +20,20 @@ import (
 // of them; check with errors.Is.
 var (
 	// ErrNoMesh reports an outbound call from a process that has no sidecar
-	// to send it through: not started by a sidecar, or GRIDDLE_MESH_SOCKET
-	// unset.
-	ErrNoMesh = errors.New("plugins: no mesh: outbound calls need a sidecar (GRIDDLE_MESH_SOCKET is unset)")
+	// to send it through: run alone (GRIDDLE_STANDALONE) or outside Serve.
+	ErrNoMesh = errors.New("plugins: no mesh: outbound calls need a sidecar")
 	// ErrMeshURL reports an outbound URL that is not http://<service>/<path>.
 	ErrMeshURL = errors.New("plugins: mesh URL must be http://<service>/<path>")
 )
 
-// meshMaxConnsPerService bounds idle connections to the sidecar per target
-// service.
-const meshMaxConnsPerService = 64
-
-// MeshAPI is a handler's access to the mesh: calls to other services now;
-// the state store and event publishing belong here too. It is safe for
-// concurrent use and lives as long as the process.
+// MeshAPI is a handler's access to the mesh: calls to other services, the
+// state store and event publishing, all through its sidecar. It is safe
+// for concurrent use and lives as long as the process.
 type MeshAPI struct {
 	client  *http.Client
 	store   store.Store
-	service string // the service this handler serves, as events name their publisher
+	service string   // the service this handler serves, as events name their publisher
+	conns   *connSet // the connections from the sidecar; nil: no sidecar
 }
 
 // Mesh returns the mesh of the process serving the request that ctx belongs
@@ -45,7 +44,7 @@ func Mesh(ctx context.Context) *MeshAPI {
 	if in, ok := ctx.Value(inboundKey{}).(*inbound); ok {
 		return in.mesh
 	}
-	return newMesh("")
+	return newMesh(false)
 }
 
 // Client returns the *http.Client for calls to other services. A request to
@@ -57,25 +56,31 @@ func Mesh(ctx context.Context) *MeshAPI {
 // all of this is carried along. Callers own the response body as usual.
 func (m *MeshAPI) Client() *http.Client { return m.client }
 
-// newMesh returns the mesh of a process whose sidecar serves outbound calls
-// on the unix socket at path; "" means no sidecar.
-func newMesh(path string) *MeshAPI {
-	t := &meshTransport{}
-	if path != "" {
-		d := net.Dialer{Timeout: 5 * time.Second}
-		t.base = &http.Transport{
-			Proxy: nil,
-			DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-				return d.DialContext(ctx, "unix", path)
-			},
-			MaxIdleConns:        0,
-			MaxIdleConnsPerHost: meshMaxConnsPerService,
-			IdleConnTimeout:     90 * time.Second,
-			DisableCompression:  true,
-		}
+// newMesh returns the mesh of a process served by a sidecar (connected)
+// or of one without (standalone, tests): there every call fails with
+// ErrNoMesh.
+func newMesh(connected bool) *MeshAPI {
+	m := &MeshAPI{service: os.Getenv(pluginproto.EnvService)}
+	if connected {
+		m.conns = &connSet{}
 	}
-	c := &http.Client{Transport: t}
-	return &MeshAPI{client: c, store: store.New(c), service: os.Getenv(pluginproto.EnvService)}
+	m.client = &http.Client{Transport: &meshTransport{conns: m.conns}}
+	m.store = store.New(m.client)
+	return m
+}
+
+// inbound derives the context of a request the sidecar sent on s: what
+// outbound calls inherit from it, and the connection they go back on.
+func (m *MeshAPI) inbound(ctx context.Context, s *hop.Stream, env *wire.Request) context.Context {
+	in := &inbound{
+		mesh:        m,
+		conn:        s.Conn(),
+		requestID:   env.GetId(),
+		traceparent: env.GetTrace().GetTraceparent(),
+		tracestate:  env.GetTrace().GetTracestate(),
+		routing:     wire.EncodeRouting(env.GetRouting()),
+	}
+	return context.WithValue(ctx, inboundKey{}, in)
 }
 
 // Store returns the state store of this handler's service: serializable
@@ -83,14 +88,14 @@ func newMesh(path string) *MeshAPI {
 // plugins/store.
 func (m *MeshAPI) Store() store.Store { return m.store }
 
-// meshTransport sends requests to the sidecar's mesh socket, adding the
-// propagated headers. A nil base means no sidecar.
+// meshTransport sends requests to the sidecar, adding the propagated
+// headers. A nil conns means no sidecar.
 type meshTransport struct {
-	base *http.Transport
+	conns *connSet
 }
 
 func (t *meshTransport) RoundTrip(req *http.Request) (*http.Response, error) {
-	if t.base == nil {
+	if t.conns == nil {
 		closeBody(req)
 		return nil, fmt.Errorf("plugins: call to %q: %w", req.URL.Host, ErrNoMesh)
 	}
@@ -103,13 +108,62 @@ func (t *meshTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	if d, ok := ctx.Deadline(); ok {
 		out.Header.Set(HeaderDeadline, FormatDeadline(d))
 	}
+	var conn *hop.Conn
 	if in, ok := ctx.Value(inboundKey{}).(*inbound); ok {
 		setIf(out.Header, HeaderParentID, in.requestID)
 		setIf(out.Header, HeaderTraceparent, in.traceparent)
 		setIf(out.Header, HeaderTracestate, in.tracestate)
 		setIf(out.Header, HeaderRouting, in.routing)
+		if in.conn != nil && in.conn.Err() == nil {
+			conn = in.conn // back on the connection the request came on
+		}
 	}
-	return t.base.RoundTrip(out)
+	if conn == nil {
+		var err error
+		if conn, err = t.conns.pick(); err != nil {
+			closeBody(req)
+			return nil, fmt.Errorf("plugins: call to %q: %w", req.URL.Host, err)
+		}
+	}
+	return hop.RoundTrip(conn, out, "")
+}
+
+// connSet is the connections the sidecar opened to this handler.
+type connSet struct {
+	next  atomic.Uint32
+	mu    sync.Mutex
+	conns []*hop.Conn
+}
+
+// ErrNotConnected reports a call made while the sidecar has no connection
+// open to the handler (before the first, or after the last closed).
+var ErrNotConnected = errors.New("plugins: the sidecar is not connected")
+
+func (s *connSet) add(c *hop.Conn) {
+	s.mu.Lock()
+	s.conns = append(s.conns, c)
+	s.mu.Unlock()
+}
+
+// pick returns an open connection, dropping those that have closed.
+func (s *connSet) pick() (*hop.Conn, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.conns = slices.DeleteFunc(s.conns, func(c *hop.Conn) bool { return c.Err() != nil })
+	if len(s.conns) == 0 {
+		return nil, ErrNotConnected
+	}
+	return s.conns[int(s.next.Add(1))%len(s.conns)], nil
+}
+
+func (s *connSet) closeAll() {
+	s.mu.Lock()
+	conns := s.conns
+	s.conns = nil
+	s.mu.Unlock()
+	for _, c := range conns {
+		_ = c.Close()
+	}
 }
 
 func setIf(h http.Header, key, value string) {

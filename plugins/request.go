@@ -5,38 +5,49 @@ import (
 	"net/http"
 	"strconv"
 	"time"
+
+	"github.com/griddle-mesh/griddle/internal/hop"
+	"github.com/griddle-mesh/griddle/internal/wire"
 )
 
-// Headers of the request contract between the sidecar and the handler. Names
-// are in canonical form (http.CanonicalHeaderKey), so they index http.Header
-// directly.
+// Headers of the contract between the sidecar and the handler, in
+// canonical form (http.CanonicalHeaderKey) so that they index http.Header
+// directly. Their one definition is package internal/wire's.
 const (
 	// HeaderDeadline carries the absolute deadline of the whole request as
-	// Unix nanoseconds in decimal. Set by the sidecar on incoming requests and
-	// by the Mesh client on outbound ones.
-	HeaderDeadline = "X-Griddle-Deadline"
-	// HeaderRequestID identifies the incoming request; it also names the
-	// request in the sidecar's logs.
-	HeaderRequestID = "X-Griddle-Request-Id"
-	// HeaderParentID carries, on an outbound call, the HeaderRequestID of the
+	// Unix nanoseconds in decimal. The Mesh client sets it on outbound
+	// calls; a handler finds the deadline of its own request in
+	// r.Context().Deadline().
+	HeaderDeadline = wire.HeaderDeadline
+	// HeaderRequestID identifies a request; the edge returns it on every
+	// answer and it names the request in the sidecar's logs (RequestID
+	// gives a handler its own).
+	HeaderRequestID = wire.HeaderRequestID
+	// HeaderParentID carries, on an outbound call, the request id of the
 	// incoming request that caused it.
-	HeaderParentID = "X-Griddle-Parent-Id"
+	HeaderParentID = wire.HeaderParentID
 	// HeaderRouting is the routing context (sticky key, pins, experiment
 	// assignments). It is opaque to handlers and passed through unchanged.
-	HeaderRouting = "X-Griddle-Routing"
+	HeaderRouting = wire.HeaderRouting
 	// HeaderVersion is set by the sidecar on every answer: the version of
 	// the service that gave it. A handler reads it on the answers of its
 	// outbound calls.
-	HeaderVersion = "X-Griddle-Version"
+	HeaderVersion = wire.HeaderVersion
 	// HeaderTraceparent and HeaderTracestate are the W3C trace context.
-	HeaderTraceparent = "Traceparent"
-	HeaderTracestate  = "Tracestate"
+	HeaderTraceparent = wire.HeaderTraceparent
+	HeaderTracestate  = wire.HeaderTracestate
+	// Headers of an event delivered to a subscriber (see Subscribe).
+	HeaderEventID        = wire.HeaderEventID
+	HeaderEventSeq       = wire.HeaderEventSeq
+	HeaderEventTopic     = wire.HeaderEventTopic
+	HeaderEventPublisher = wire.HeaderEventPublisher
 )
 
 // inbound is what an outbound call inherits from the incoming request, and
 // the mesh it is served by: one context value for both.
 type inbound struct {
 	mesh        *MeshAPI
+	conn        *hop.Conn // the connection the request came on; nil: run alone
 	requestID   string
 	traceparent string
 	tracestate  string
@@ -45,7 +56,9 @@ type inbound struct {
 
 type inboundKey struct{}
 
-// contextHandler prepares each request's context before h sees it.
+// contextHandler serves h: requests from the sidecar arrive with their
+// context prepared (serveEnvelope); requests to a handler run alone carry
+// the mesh's headers, which ServeHTTP turns into the same context.
 type contextHandler struct {
 	h    http.Handler
 	mesh *MeshAPI
@@ -67,6 +80,12 @@ func (c *contextHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	ctx = context.WithValue(ctx, inboundKey{}, in)
 	c.h.ServeHTTP(w, r.WithContext(ctx))
+}
+
+// serveEnvelope serves a request from the sidecar, whose context already
+// carries the deadline and what outbound calls inherit.
+func (c *contextHandler) serveEnvelope(w http.ResponseWriter, r *http.Request, _ *wire.Request) {
+	c.h.ServeHTTP(w, r)
 }
 
 // parseDeadline decodes a HeaderDeadline value. ok is false for an empty or

@@ -12,7 +12,7 @@ import (
 // handler process before the team's handler runs: the context with the
 // mesh, the deadline and the inbound request's ids.
 func BenchmarkContextHandler(b *testing.B) {
-	h := &contextHandler{mesh: newMesh(""), h: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	h := &contextHandler{mesh: newMesh(false), h: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if Mesh(r.Context()) == nil || RequestID(r.Context()) == "" {
 			b.Fatal("no mesh or request id")
 		}

@@ -5,13 +5,17 @@ import (
 	"errors"
 	"net"
 	"net/http"
-	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strconv"
 	"sync"
 	"testing"
 	"time"
+
+	"google.golang.org/protobuf/proto"
+
+	"github.com/griddle-mesh/griddle/internal/hop"
+	"github.com/griddle-mesh/griddle/internal/wire"
 )
 
 func TestParseDeadline(t *testing.T) {
@@ -54,36 +58,26 @@ func FuzzParseDeadline(f *testing.F) {
 	})
 }
 
-// TestPropagation serves a handler the way Serve does, with its mesh on a
-// real unix socket, and checks what an outbound call carries.
+// TestPropagation serves a handler the way Serve does, over real hop
+// connections on a unix socket, with a sidecar stand-in at the other end,
+// and checks what an outbound call carries.
 func TestPropagation(t *testing.T) {
 	dir, err := os.MkdirTemp("", "plugins-test-")
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer os.RemoveAll(dir)
-	sock := filepath.Join(dir, "mesh.sock")
-	ln, err := net.Listen("unix", sock)
+	ln, err := net.Listen("unix", filepath.Join(dir, "handler.sock"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	var (
-		mu   sync.Mutex
-		seen *http.Request
+		mu              sync.Mutex
+		seen            *http.Request
+		handlerDeadline time.Time
+		callErr         error
 	)
-	meshSrv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		mu.Lock()
-		seen = r.Clone(context.Background())
-		mu.Unlock()
-	})}
-	var wg sync.WaitGroup
-	wg.Go(func() { _ = meshSrv.Serve(ln) })
-	defer func() { _ = meshSrv.Close(); wg.Wait() }()
-
-	mesh := newMesh(sock)
-	defer mesh.client.Transport.(*meshTransport).base.CloseIdleConnections()
-	var handlerDeadline time.Time
-	var callErr error
+	mesh := newMesh(true)
 	h := &contextHandler{mesh: mesh, h: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		d, _ := r.Context().Deadline()
 		req, err := http.NewRequestWithContext(r.Context(), http.MethodGet, "http://hello/hello/greet?name=x", nil)
@@ -97,21 +91,37 @@ func TestPropagation(t *testing.T) {
 		handlerDeadline, callErr = d, err
 		mu.Unlock()
 	})}
-	srv := httptest.NewServer(h)
-	defer srv.Close()
+	hs := &hopServer{mesh: mesh, ln: ln, srv: hop.Server{Handler: h.serveEnvelope, Context: mesh.inbound}}
+	var wg sync.WaitGroup
+	wg.Go(func() { _ = hs.accept() })
+	defer func() { hs.shutdown(time.Second); wg.Wait() }()
 
-	deadline := time.Now().Add(time.Minute).Truncate(time.Microsecond)
-	req, _ := http.NewRequest(http.MethodGet, srv.URL, nil)
-	req.Header.Set(HeaderDeadline, FormatDeadline(deadline))
-	req.Header.Set(HeaderRequestID, "rid")
-	req.Header.Set(HeaderTraceparent, "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
-	req.Header.Set(HeaderTracestate, "a=1")
-	req.Header.Set(HeaderRouting, "r")
-	resp, err := srv.Client().Do(req)
+	// The sidecar's side: it serves the handler's calls and sends it a request.
+	nc, err := net.Dial("unix", ln.Addr().String())
 	if err != nil {
 		t.Fatal(err)
 	}
-	resp.Body.Close()
+	meshSrv := hop.Server{Handler: func(w http.ResponseWriter, r *http.Request, _ *wire.Request) {
+		mu.Lock()
+		seen = r.Clone(context.Background())
+		mu.Unlock()
+	}}
+	sidecar := hop.New(nc, hop.Config{Serve: meshSrv.Serve})
+	defer sidecar.Close()
+
+	deadline := time.Now().Add(time.Minute).Truncate(time.Microsecond)
+	env := &wire.Request{
+		Id: "rid", Method: http.MethodGet, Path: "/", DeadlineUnixNano: deadline.UnixNano(),
+		Trace:   &wire.Trace{Traceparent: "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", Tracestate: "a=1"},
+		Routing: &wire.Routing{StickyKey: "u1"},
+	}
+	payload, err := proto.Marshal(env)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := hop.Call(sidecar, payload, time.Now().Add(10*time.Second), 1<<20); err != nil {
+		t.Fatal(err)
+	}
 	mu.Lock()
 	defer mu.Unlock()
 	if callErr != nil {
@@ -131,7 +141,7 @@ func TestPropagation(t *testing.T) {
 		{HeaderRequestID, seen.Header.Get(HeaderRequestID), ""},
 		{HeaderTraceparent, seen.Header.Get(HeaderTraceparent), "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"},
 		{HeaderTracestate, seen.Header.Get(HeaderTracestate), "a=1"},
-		{HeaderRouting, seen.Header.Get(HeaderRouting), "r"},
+		{HeaderRouting, seen.Header.Get(HeaderRouting), wire.EncodeRouting(env.Routing)},
 	} {
 		if c.got != c.want {
 			t.Errorf("%s: got %q, want %q", c.name, c.got, c.want)
@@ -140,7 +150,7 @@ func TestPropagation(t *testing.T) {
 }
 
 func TestMeshBadURL(t *testing.T) {
-	m := newMesh("/nonexistent/mesh.sock")
+	m := newMesh(true)
 	_, err := m.Client().Get("https://hello/x")
 	if !errors.Is(err, ErrMeshURL) {
 		t.Fatalf("got %v, want ErrMeshURL", err)

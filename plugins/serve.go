@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"os"
@@ -14,6 +15,7 @@ import (
 	"time"
 
 	"github.com/griddle-mesh/griddle/internal/events/eventlog"
+	"github.com/griddle-mesh/griddle/internal/hop"
 	"github.com/griddle-mesh/griddle/internal/pluginproto"
 	hclog "github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/go-plugin"
@@ -36,9 +38,13 @@ const (
 // when the sidecar stops it (status 0), when the sidecar dies (status 1), or
 // when it cannot serve (status 1, reason on stderr).
 //
-// h is served under a net/http Server on a unix socket; each request's
-// context carries the sidecar's deadline and what outbound calls through
-// Mesh must propagate. Run by hand rather than by a sidecar, the binary
+// h serves each request as a real *http.Request, answering through an
+// http.ResponseWriter that is also an http.Flusher; requests arrive from
+// the sidecar on a few long-lived unix-socket connections (package
+// internal/hop), and the handler's own calls through Mesh go back on the
+// same connections. Each request's context carries the sidecar's deadline,
+// is cancelled when the sidecar gives up on the request, and carries what
+// outbound calls through Mesh must propagate. Run by hand rather than by a sidecar, the binary
 // prints how to start it and exits with status 1.
 //
 // Options declare what the handler needs from its sidecar, such as the
@@ -85,7 +91,7 @@ func serve(h http.Handler, stderr io.Writer, opts ...Option) int {
 		}
 	}
 	if addr := os.Getenv(EnvStandalone); addr != "" {
-		srv := &http.Server{Addr: addr, Handler: &contextHandler{h: h, mesh: newMesh("")}, ReadHeaderTimeout: 10 * time.Second}
+		srv := &http.Server{Addr: addr, Handler: &contextHandler{h: h, mesh: newMesh(false)}, ReadHeaderTimeout: 10 * time.Second}
 		fmt.Fprintf(stderr, "serving alone on %s (%s is set): no sidecar, no mesh\n", addr, EnvStandalone)
 		err := srv.ListenAndServe()
 		fmt.Fprintf(stderr, "griddle handler: %v\n", err)
@@ -113,17 +119,22 @@ func serve(h http.Handler, stderr io.Writer, opts ...Option) int {
 		return 1
 	}
 
-	mesh := newMesh(os.Getenv(pluginproto.EnvMeshSocket))
-	srv := &http.Server{Handler: &contextHandler{h: h, mesh: mesh}}
+	mesh := newMesh(true)
+	hsrv := &hopServer{mesh: mesh, ln: ln, srv: hop.Server{
+		Handler:          (&contextHandler{h: h, mesh: mesh}).serveEnvelope,
+		Context:          mesh.inbound,
+		Logger:           slog.New(slog.NewJSONHandler(stderr, nil)),
+		StripMeshHeaders: true,
+	}}
 
 	// exit carries the reason the process must stop without the sidecar
-	// asking: its parent died or the HTTP server failed.
+	// asking: its parent died or the listener failed.
 	exit := make(chan error, 2)
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	wg.Go(func() {
-		if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
-			exit <- fmt.Errorf("http server: %w", err)
+		if err := hsrv.accept(); err != nil {
+			exit <- fmt.Errorf("listener: %w", err)
 		}
 	})
 	wg.Go(func() {
@@ -154,11 +165,8 @@ func serve(h http.Handler, stderr io.Writer, opts ...Option) int {
 		}),
 	})
 
-	shutdownCtx, cancelShutdown := context.WithTimeout(context.Background(), shutdownGrace)
-	defer cancelShutdown()
 	status := 0
-	if err := srv.Shutdown(shutdownCtx); err != nil {
-		_ = srv.Close()
+	if !hsrv.shutdown(shutdownGrace) {
 		status = 1
 	}
 	cancel()
@@ -212,4 +220,72 @@ type describer struct {
 
 func (d *describer) Describe(context.Context, *pluginproto.DescribeRequest) (*pluginproto.DescribeResponse, error) {
 	return &pluginproto.DescribeResponse{HttpSocket: d.socket, SdkVersion: SDKVersion, Subscriptions: d.subs}, nil
+}
+
+// hopServer accepts the sidecar's connections and serves the requests on
+// them until shutdown.
+type hopServer struct {
+	mesh *MeshAPI
+	ln   net.Listener
+	srv  hop.Server
+
+	mu       sync.Mutex
+	closing  bool
+	inflight sync.WaitGroup
+}
+
+// accept serves each connection the sidecar opens; it returns nil once
+// shutdown has closed the listener.
+func (s *hopServer) accept() error {
+	for {
+		nc, err := s.ln.Accept()
+		if err != nil {
+			s.mu.Lock()
+			closing := s.closing
+			s.mu.Unlock()
+			if closing {
+				return nil
+			}
+			return err
+		}
+		s.mesh.conns.add(hop.New(nc, hop.Config{Accepting: true, Serve: s.serve}))
+	}
+}
+
+// serve serves one request, counted for shutdown.
+func (s *hopServer) serve(st *hop.Stream) {
+	s.mu.Lock()
+	if s.closing {
+		s.mu.Unlock()
+		st.Close()
+		return
+	}
+	s.inflight.Add(1)
+	s.mu.Unlock()
+	defer s.inflight.Done()
+	s.srv.Serve(st)
+}
+
+// shutdown stops taking requests, waits up to grace for those in flight,
+// then closes the connections. It reports whether all of them finished.
+func (s *hopServer) shutdown(grace time.Duration) bool {
+	s.mu.Lock()
+	s.closing = true
+	s.mu.Unlock()
+	_ = s.ln.Close()
+	done := make(chan struct{})
+	go func() {
+		s.inflight.Wait()
+		close(done)
+	}()
+	t := time.NewTimer(grace)
+	defer t.Stop()
+	ok := true
+	select {
+	case <-done:
+	case <-t.C:
+		ok = false
+	}
+	s.mesh.conns.closeAll()
+	return ok
 }

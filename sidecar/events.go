@@ -14,8 +14,8 @@ import (
 	"go.etcd.io/etcd/client/v3/concurrency"
 
 	"github.com/griddle-mesh/griddle/internal/events"
-	"github.com/griddle-mesh/griddle/internal/gateway"
 	"github.com/griddle-mesh/griddle/internal/store"
+	"github.com/griddle-mesh/griddle/internal/wire"
 )
 
 // Subscription delivers the events of one publisher's topic to a path of
@@ -39,10 +39,10 @@ func ParseSubscription(s string) (Subscription, error) {
 
 // Headers of an event delivered to a handler.
 const (
-	HeaderEventID        = events.HeaderEventID
-	HeaderEventSeq       = "X-Griddle-Event-Seq"
-	HeaderEventTopic     = "X-Griddle-Event-Topic"
-	HeaderEventPublisher = "X-Griddle-Event-Publisher"
+	HeaderEventID        = wire.HeaderEventID
+	HeaderEventSeq       = wire.HeaderEventSeq
+	HeaderEventTopic     = wire.HeaderEventTopic
+	HeaderEventPublisher = wire.HeaderEventPublisher
 )
 
 // subscribe runs the service's subscriptions until ctx ends. Only one
@@ -162,9 +162,6 @@ func (s *Sidecar) deliver(ctx context.Context, path string, ev events.Event) err
 	req.Header.Set(HeaderEventSeq, strconv.FormatUint(ev.Seq, 10))
 	req.Header.Set(HeaderEventTopic, ev.Topic)
 	req.Header.Set(HeaderEventPublisher, ev.Publisher)
-	if d, ok := ctx.Deadline(); ok {
-		req.Header.Set(gateway.HeaderDeadline, strconv.FormatInt(d.UnixNano(), 10))
-	}
 	resp, err := s.host.Load().RoundTrip(req)
 	if err != nil {
 		return fmt.Errorf("delivering event %d of %s/%s: %w", ev.Seq, ev.Publisher, ev.Topic, err)

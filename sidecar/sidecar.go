@@ -5,19 +5,13 @@
 package sidecar
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"net/http"
-	"os"
-	"path/filepath"
 	"slices"
-	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -34,6 +28,7 @@ import (
 	"github.com/griddle-mesh/griddle/internal/discovery"
 	"github.com/griddle-mesh/griddle/internal/events"
 	"github.com/griddle-mesh/griddle/internal/gateway"
+	"github.com/griddle-mesh/griddle/internal/hop"
 	"github.com/griddle-mesh/griddle/internal/metrics"
 	"github.com/griddle-mesh/griddle/internal/pluginhost"
 	"github.com/griddle-mesh/griddle/internal/pluginproto"
@@ -60,12 +55,6 @@ type Sidecar struct {
 	inflight atomic.Int64
 	bound    atomic.Pointer[string]
 	ready    chan struct{}
-	// versionHeader is the value of the version header on every answer.
-	versionHeader []string
-	bufs          sync.Pool // *bytes.Buffer for reply bodies
-	// plainHost is true when http.NewRequest takes the service name over
-	// as the host of http://<service>/ unchanged (see newRequest).
-	plainHost bool
 }
 
 // Deps are the shared parts a sidecar uses; the caller owns them.
@@ -102,9 +91,6 @@ func New(cfg Config, deps Deps) (*Sidecar, error) {
 	// Service and version never change: bind them once, not per request.
 	s.requests = s.metrics.Requests.MustCurryWith(prometheus.Labels{"service": cfg.Service, "version": cfg.Version})
 	s.duration = s.metrics.Duration.WithLabelValues(cfg.Service, cfg.Version)
-	s.versionHeader = []string{cfg.Version}
-	s.plainHost = plainHost(cfg.Service)
-	s.bufs.New = func() any { return new(bytes.Buffer) }
 	return s, nil
 }
 
@@ -124,28 +110,21 @@ func (s *Sidecar) Address() string {
 // deregisters, lets edges notice, finishes in-flight work, and stops the
 // handler.
 func (s *Sidecar) Run(ctx context.Context) error {
-	dir, err := os.MkdirTemp("", "griddle-sidecar-")
-	if err != nil {
-		return fmt.Errorf("sidecar: %w", err)
-	}
-	defer os.RemoveAll(dir)
 	var wg sync.WaitGroup // the goroutines Run starts besides the workers
 	defer wg.Wait()
 
-	meshSocket := filepath.Join(dir, "mesh.sock")
-	pub, stopMesh, err := s.serveMesh(meshSocket, &wg)
+	mesh, pub, stopMesh, err := s.meshHandler()
 	if err != nil {
 		return err
 	}
 	defer stopMesh()
 
 	host, err := pluginhost.New(pluginhost.Config{
-		Path:       s.cfg.Plugin,
-		Args:       s.cfg.PluginArgs,
-		MeshSocket: meshSocket,
-		Env:        []string{pluginproto.EnvService + "=" + s.cfg.Service},
-		Logger:     s.log,
-		MaxConns:   s.cfg.Concurrency,
+		Path:   s.cfg.Plugin,
+		Args:   s.cfg.PluginArgs,
+		Mesh:   mesh,
+		Env:    []string{pluginproto.EnvService + "=" + s.cfg.Service},
+		Logger: s.log,
 	})
 	if err != nil {
 		return fmt.Errorf("sidecar: --plugin: %w", err)
@@ -212,10 +191,10 @@ func (s *Sidecar) subscriptions(host *pluginhost.Host) []Subscription {
 	return subs
 }
 
-// serveMesh serves the handler's side of the mesh on a unix socket at
-// path: its outbound calls, and, with a store, the store and publishing.
-// stop closes what it opened.
-func (s *Sidecar) serveMesh(path string, wg *sync.WaitGroup) (pub *events.Publisher, stop func(), err error) {
+// meshHandler is what serves the handler's own calls into the mesh, which
+// arrive on its connections: outbound calls, and, with a store, the store
+// and publishing. stop closes what it opened.
+func (s *Sidecar) meshHandler() (h http.Handler, pub *events.Publisher, stop func(), err error) {
 	gw, err := gateway.New(gateway.Config{
 		Resolve:          resolveHost,
 		Dispatcher:       s.deps.Dispatcher,
@@ -226,9 +205,9 @@ func (s *Sidecar) serveMesh(path string, wg *sync.WaitGroup) (pub *events.Publis
 		Rules:            s.rules(),
 	})
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
-	handler := http.Handler(gw)
+	h = gw
 	var closers []func() error
 	stop = func() {
 		for _, c := range slices.Backward(closers) {
@@ -238,30 +217,22 @@ func (s *Sidecar) serveMesh(path string, wg *sync.WaitGroup) (pub *events.Publis
 	if s.deps.Store != nil {
 		own, err := s.deps.Store.Space(s.cfg.Service)
 		if err != nil {
-			return nil, nil, fmt.Errorf("sidecar: store: %w", err)
+			return nil, nil, nil, fmt.Errorf("sidecar: store: %w", err)
 		}
 		storeSrv := storehttp.NewServer(s.deps.Store, storehttp.WithSpace(s.cfg.Service), storehttp.WithLogger(s.log))
 		closers = append(closers, storeSrv.Close)
 		pub, err = events.NewPublisher(events.PublisherConfig{Name: s.cfg.Service, Log: own, Listen: s.cfg.EventsListen, Logger: s.log})
 		if err != nil {
 			stop()
-			return nil, nil, fmt.Errorf("sidecar: --events-listen: %w", err)
+			return nil, nil, nil, fmt.Errorf("sidecar: --events-listen: %w", err)
 		}
 		closers = append(closers, pub.Close)
-		handler = byHost(map[string]http.Handler{
+		h = byHost(map[string]http.Handler{
 			pluginstore.Host:   storeSrv,
 			plugins.EventsHost: events.Handler(pub, s.log),
 		}, gw)
 	}
-	ln, err := net.Listen("unix", path)
-	if err != nil {
-		stop()
-		return nil, nil, fmt.Errorf("sidecar: mesh socket: %w", err)
-	}
-	srv := &http.Server{Handler: handler, ReadHeaderTimeout: 5 * time.Second}
-	wg.Go(func() { _ = srv.Serve(ln) })
-	closers = append(closers, srv.Close)
-	return pub, stop, nil
+	return h, pub, stop, nil
 }
 
 // listen opens the REP socket on --listen and records the bound address.
@@ -352,7 +323,9 @@ func (s *Sidecar) drain(ctx context.Context, reg *discovery.Registration, sock m
 	s.log.Info("stopped")
 }
 
-// serve is one worker: it owns mc and answers one request at a time.
+// serve is one worker: it owns mc and answers one request at a time. The
+// envelope goes to the handler as it came, the handler's answer back with
+// this instance's name and version added: neither is decoded whole.
 func (s *Sidecar) serve(mc mangos.Context) {
 	for {
 		msg, err := mc.RecvMsg()
@@ -365,27 +338,18 @@ func (s *Sidecar) serve(mc mangos.Context) {
 		s.inflight.Add(1)
 		s.metrics.InFlight.Inc()
 		start := time.Now()
-		// buf holds the handler's answer until it is marshalled into msg.
-		buf := s.bufs.Get().(*bytes.Buffer)
-		buf.Reset()
-		reply := s.handle(msg.Body, buf)
+		reply, status := s.handle(msg.Body, start)
 		s.metrics.InFlight.Dec()
 		if reply == nil { // past its deadline: nobody waits for the answer
-			s.putBuf(buf)
 			msg.Free()
 			s.inflight.Add(-1)
 			s.metrics.Dropped.Inc()
 			continue
 		}
-		s.requests.WithLabelValues(metrics.Code(replyStatus(reply))).Inc()
+		s.requests.WithLabelValues(metrics.Code(status)).Inc()
 		s.duration.Observe(time.Since(start).Seconds())
-		msg.Body = msg.Body[:0]
-		msg.Body, err = proto.MarshalOptions{}.MarshalAppend(msg.Body, reply)
-		s.putBuf(buf) // reply.Body is copied into msg: the buffer is free again
-		if err == nil {
-			err = mc.SendMsg(msg)
-		}
-		if err != nil {
+		msg.Body = append(msg.Body[:0], reply...)
+		if err := mc.SendMsg(msg); err != nil {
 			msg.Free()
 			s.log.Debug("sending reply failed", "err", err)
 		}
@@ -393,153 +357,50 @@ func (s *Sidecar) serve(mc mangos.Context) {
 	}
 }
 
-// putBuf returns a reply buffer to the pool, unless it grew so big that
-// keeping it would pin memory.
-func (s *Sidecar) putBuf(buf *bytes.Buffer) {
-	if buf.Cap() <= 1<<20 {
-		s.bufs.Put(buf)
-	}
-}
-
-// handle runs one envelope through the handler, reading its answer into
-// buf, which the returned reply's Body aliases: the caller owns buf and
-// must not reuse it before the reply is marshalled. It returns nil for
-// work whose deadline has already passed.
-func (s *Sidecar) handle(body []byte, buf *bytes.Buffer) *wire.Reply {
-	var req wire.Request
-	if err := proto.Unmarshal(body, &req); err != nil {
-		return &wire.Reply{Code: wire.Code_CODE_BAD_REQUEST, Message: "undecodable envelope", ServedBy: s.cfg.ID}
-	}
-	reply := &wire.Reply{Id: req.GetId(), ServedBy: s.cfg.ID}
-	deadline := time.Unix(0, req.GetDeadlineUnixNano())
-	if req.GetDeadlineUnixNano() == 0 {
-		deadline = time.Now().Add(s.cfg.OutboundTimeout)
-	} else if !time.Now().Before(deadline) {
-		return nil
-	}
-	ctx, cancel := context.WithDeadline(context.Background(), deadline)
-	defer cancel()
-
-	hreq, err := s.newRequest(ctx, &req)
+// handle runs one marshalled envelope through the handler and returns the
+// marshalled reply and the status it stands for. It returns nil for work
+// whose deadline has already passed.
+func (s *Sidecar) handle(body []byte, now time.Time) ([]byte, int) {
+	id, deadline, err := wire.PeekRequest(body)
 	if err != nil {
-		reply.Code, reply.Message = wire.Code_CODE_BAD_REQUEST, "invalid method or path"
-		return reply
+		return s.codeReply(nil, wire.Code_CODE_BAD_REQUEST, "undecodable envelope")
 	}
-	wire.DecodeHeader(hreq.Header, req.GetHeaders())
-	if req.GetHost() != "" {
-		hreq.Host = req.GetHost()
+	switch {
+	case deadline == 0:
+		deadline = now.Add(s.cfg.OutboundTimeout).UnixNano()
+		body = wire.AppendDeadline(body, deadline)
+	case deadline <= now.UnixNano():
+		return nil, 0
 	}
-	hreq.Header.Set(gateway.HeaderDeadline, strconv.FormatInt(deadline.UnixNano(), 10))
-	hreq.Header.Set(gateway.HeaderRequestID, req.GetId())
-	if rc := wire.EncodeRouting(req.GetRouting()); rc != "" {
-		hreq.Header.Set(gateway.HeaderRouting, rc)
-	}
-	if t := req.GetTrace(); t != nil && t.GetTraceparent() != "" {
-		hreq.Header.Set("Traceparent", t.GetTraceparent())
-		if t.GetTracestate() != "" {
-			hreq.Header.Set("Tracestate", t.GetTracestate())
-		}
-	}
-
-	resp, err := s.host.Load().RoundTrip(hreq)
+	reply, err := s.host.Load().Do(body, time.Unix(0, deadline), s.cfg.MaxBodyBytes)
 	if err != nil {
+		s.log.Debug("handler round trip failed", "request", string(id), "err", err)
 		switch {
 		case errors.Is(err, pluginhost.ErrUnavailable):
-			reply.Code, reply.Message = wire.Code_CODE_UNAVAILABLE, "handler unavailable"
-		case ctx.Err() != nil:
-			reply.Code, reply.Message = wire.Code_CODE_DEADLINE_EXCEEDED, "deadline exceeded in handler"
+			return s.codeReply(id, wire.Code_CODE_UNAVAILABLE, "handler unavailable")
+		case errors.Is(err, hop.ErrTimeout):
+			return s.codeReply(id, wire.Code_CODE_DEADLINE_EXCEEDED, "deadline exceeded in handler")
+		case errors.Is(err, hop.ErrTooLarge):
+			return s.codeReply(id, wire.Code_CODE_INTERNAL, "handler's answer exceeds the body limit")
 		default:
-			reply.Code, reply.Message = wire.Code_CODE_INTERNAL, "handler failed without an answer"
+			return s.codeReply(id, wire.Code_CODE_INTERNAL, "handler failed without an answer")
 		}
-		s.log.Debug("handler round trip failed", "request", req.GetId(), "err", err)
-		return reply
 	}
-	defer resp.Body.Close()
-	if _, err := buf.ReadFrom(io.LimitReader(resp.Body, int64(s.cfg.MaxBodyBytes)+1)); err != nil {
-		if ctx.Err() != nil {
-			reply.Code, reply.Message = wire.Code_CODE_DEADLINE_EXCEEDED, "deadline exceeded reading the handler's answer"
-		} else {
-			reply.Code, reply.Message = wire.Code_CODE_INTERNAL, "handler's answer broke off"
-			s.log.Debug("reading the handler's answer failed", "request", req.GetId(), "err", err)
-		}
-		return reply
-	}
-	if buf.Len() > s.cfg.MaxBodyBytes {
-		reply.Code, reply.Message = wire.Code_CODE_INTERNAL, "handler's answer exceeds the body limit"
-		return reply
-	}
-	reply.Status = int32(resp.StatusCode)
-	resp.Header[gateway.HeaderVersion] = s.versionHeader
-	reply.Headers = wire.EncodeHeader(resp.Header)
-	reply.Body = buf.Bytes()
-	return reply
-}
-
-// newRequest builds the handler's request for the envelope req: method,
-// http://<service> with req's path and query, and body (no headers yet).
-// It fails for an invalid method, path or query, just as
-// http.NewRequestWithContext of that URL does (which it calls when the
-// path or query holds anything it cannot take over verbatim), but it parses
-// nothing in the common case.
-func (s *Sidecar) newRequest(ctx context.Context, req *wire.Request) (*http.Request, error) {
-	path, query := req.GetPath(), req.GetRawQuery()
-	if path == "" {
-		path = "/"
-	}
-	var body io.Reader
-	if n := len(req.GetBody()); n > 0 {
-		body = bytes.NewReader(req.GetBody())
-	}
-	if !s.plainHost || !plainTarget(path, query) {
-		hreq, err := http.NewRequestWithContext(ctx, req.GetMethod(), "http://"+s.cfg.Service+req.RequestURI(), body)
-		if err != nil {
-			return nil, err
-		}
-		if body == nil {
-			hreq.Body = http.NoBody
-		}
-		return hreq, nil
-	}
-	// An empty URL, filled in below, is what NewRequestWithContext would
-	// parse out of http://<service><path>?<query> for such a target.
-	hreq, err := http.NewRequestWithContext(ctx, req.GetMethod(), "", body)
+	status, code, err := wire.PeekReply(reply)
 	if err != nil {
-		return nil, err
+		return s.codeReply(id, wire.Code_CODE_INTERNAL, "undecodable answer from the handler")
 	}
-	if body == nil {
-		hreq.Body = http.NoBody
+	reply = wire.AppendReplyFields(reply, id, s.cfg.ID, wire.HeaderVersion, s.cfg.Version)
+	if code != wire.Code_CODE_OK {
+		return reply, code.HTTPStatus()
 	}
-	hreq.URL.Scheme, hreq.URL.Host, hreq.URL.Path, hreq.URL.RawQuery = "http", s.cfg.Service, path, query
-	if hreq.URL.EscapedPath() != path { // as url.URL.setPath keeps it
-		hreq.URL.RawPath = path
-	}
-	hreq.Host = s.cfg.Service
-	return hreq, nil
+	return reply, int(status)
 }
 
-// plainHost reports whether http.NewRequest takes service over unchanged as
-// the host of http://<service>/.
-func plainHost(service string) bool {
-	r, err := http.NewRequest(http.MethodGet, "http://"+service+"/", nil)
-	return err == nil && r.URL.Host == service && r.Host == service && r.URL.Path == "/" && r.URL.User == nil
-}
-
-// plainTarget reports whether url.Parse would take the path and query of
-// http://host<path>?<query> over as they are: path starts with / and
-// neither holds a control byte, a '#' (a fragment) or, in the path, a '?'
-// or a '%' (an escape, which Parse decodes).
-func plainTarget(path, query string) bool {
-	if !strings.HasPrefix(path, "/") || strings.ContainsAny(path, "?%") {
-		return false
-	}
-	for _, p := range [...]string{path, query} {
-		for i := range len(p) {
-			if c := p[i]; c < 0x20 || c == 0x7f || c == '#' {
-				return false
-			}
-		}
-	}
-	return true
+// codeReply is a marshalled reply with a mesh error instead of an answer.
+func (s *Sidecar) codeReply(id []byte, code wire.Code, msg string) ([]byte, int) {
+	b, _ := proto.Marshal(&wire.Reply{Id: string(id), Code: code, Message: msg, ServedBy: s.cfg.ID})
+	return b, code.HTTPStatus()
 }
 
 // rules returns the catalog's rule accessor, or nil without a catalog.
@@ -548,23 +409,6 @@ func (s *Sidecar) rules() func() *routing.Table {
 		return nil
 	}
 	return s.deps.Catalog.Rules
-}
-
-// replyStatus is the HTTP status a reply stands for, for metrics: the
-// handler's, or the status the edge answers for a mesh error.
-func replyStatus(r *wire.Reply) int {
-	switch r.GetCode() {
-	case wire.Code_CODE_OK:
-		return int(r.GetStatus())
-	case wire.Code_CODE_DEADLINE_EXCEEDED:
-		return http.StatusGatewayTimeout
-	case wire.Code_CODE_UNAVAILABLE, wire.Code_CODE_OVERLOADED:
-		return http.StatusServiceUnavailable
-	case wire.Code_CODE_BAD_REQUEST:
-		return http.StatusBadRequest
-	default:
-		return http.StatusBadGateway
-	}
 }
 
 // byHost sends requests for the named hosts to their handlers, the rest to

@@ -4,13 +4,14 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"os"
 	"time"
 )
 
 // Defaults applied to zero Config fields.
 const (
-	DefaultMaxConns     = 64
+	DefaultConns        = 2
 	DefaultMinBackoff   = 100 * time.Millisecond
 	DefaultMaxBackoff   = 5 * time.Second
 	DefaultStartTimeout = 10 * time.Second
@@ -28,18 +29,16 @@ type Config struct {
 	// Env is added to the handler's environment (KEY=value), after the
 	// sidecar's own.
 	Env []string
-	// MeshSocket is the unix socket path where the sidecar serves the
-	// handler's outbound calls; the handler receives it as
-	// GRIDDLE_MESH_SOCKET. Empty: the handler's outbound calls fail.
-	MeshSocket string
+	// Mesh serves the handler's own calls into the mesh (other services,
+	// the store, events), which arrive on the same connections as its
+	// requests. Nil: they are answered 502.
+	Mesh http.Handler
 	// Logger receives the host's events and the handler's log output.
 	// Nil: slog.Default().
 	Logger *slog.Logger
-	// MaxConns bounds both idle and active connections to the handler,
-	// counted per request URL host (send every request with the same host,
-	// such as "handler"); requests beyond it wait for a connection.
-	// 0: DefaultMaxConns.
-	MaxConns int
+	// Conns is the number of connections to the handler process, each
+	// carrying any number of requests at once. 0: DefaultConns.
+	Conns int
 	// MinBackoff and MaxBackoff bound the delay before restarting a crashed
 	// handler; the delay doubles on each crash and resets once a handler
 	// has run for stableAfter. 0: DefaultMinBackoff, DefaultMaxBackoff.
@@ -65,8 +64,8 @@ func (c Config) Validate() error {
 	if fi.Mode().Perm()&0o111 == 0 {
 		return fmt.Errorf("%w: Path: %s is not executable", ErrConfig, c.Path)
 	}
-	if c.MaxConns < 0 {
-		return fmt.Errorf("%w: MaxConns: %d is negative", ErrConfig, c.MaxConns)
+	if c.Conns < 0 {
+		return fmt.Errorf("%w: Conns: %d is negative", ErrConfig, c.Conns)
 	}
 	if c.MinBackoff < 0 {
 		return fmt.Errorf("%w: MinBackoff: %v is negative", ErrConfig, c.MinBackoff)
@@ -88,8 +87,8 @@ func (c Config) withDefaults() Config {
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
-	if c.MaxConns == 0 {
-		c.MaxConns = DefaultMaxConns
+	if c.Conns == 0 {
+		c.Conns = DefaultConns
 	}
 	if c.MinBackoff == 0 {
 		c.MinBackoff = DefaultMinBackoff

@@ -14,7 +14,9 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/griddle-mesh/griddle/internal/hop"
 	"github.com/griddle-mesh/griddle/internal/pluginproto"
+	"github.com/griddle-mesh/griddle/internal/wire"
 	"github.com/hashicorp/go-plugin"
 	"google.golang.org/grpc/health/grpc_health_v1"
 )
@@ -55,7 +57,7 @@ const (
 type Host struct {
 	cfg  Config
 	log  *slog.Logger
-	tr   *http.Transport
+	mesh hop.Server
 	proc atomic.Pointer[proc] // the handler now up; nil when none
 
 	restarts atomic.Int64
@@ -81,6 +83,10 @@ type proc struct {
 	subs    []Subscription
 	started time.Time
 	healthy atomic.Bool
+
+	next  atomic.Uint32 // round robin over conns
+	mu    sync.Mutex    // guards conns
+	conns []*hop.Conn
 }
 
 var _ http.RoundTripper = (*Host)(nil)
@@ -99,26 +105,9 @@ func New(cfg Config) (*Host, error) {
 		cfg: cfg,
 		log: cfg.Logger.With("handler", filepath.Base(cfg.Path)),
 	}
-	d := net.Dialer{Timeout: dialTimeout}
-	h.tr = &http.Transport{
-		Proxy: nil,
-		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-			p := h.proc.Load()
-			if p == nil {
-				return nil, fmt.Errorf("dial: no handler process: %w", ErrUnavailable)
-			}
-			h.dials.Add(1)
-			c, err := d.DialContext(ctx, "unix", p.socket)
-			if err != nil {
-				return nil, fmt.Errorf("dial %s: %w: %w", p.socket, ErrUnavailable, err)
-			}
-			return c, nil
-		},
-		MaxIdleConns:        cfg.MaxConns,
-		MaxIdleConnsPerHost: cfg.MaxConns,
-		MaxConnsPerHost:     cfg.MaxConns,
-		IdleConnTimeout:     90 * time.Second,
-		DisableCompression:  true,
+	h.mesh = hop.Server{Handler: noMesh, Logger: h.log}
+	if cfg.Mesh != nil {
+		h.mesh.Handler = func(w http.ResponseWriter, r *http.Request, _ *wire.Request) { cfg.Mesh.ServeHTTP(w, r) }
 	}
 	return h, nil
 }
@@ -160,6 +149,7 @@ func (h *Host) Start(ctx context.Context) error {
 	if h.closed {
 		// Close ran while launching; it found no supervisor to stop.
 		h.proc.Store(nil)
+		p.closeConns()
 		p.client.Kill()
 		return ErrClosed
 	}
@@ -170,19 +160,84 @@ func (h *Host) Start(ctx context.Context) error {
 	return nil
 }
 
-// RoundTrip sends r to the current handler process. r.URL must be an
-// absolute http URL; its host becomes the Host header, while the connection
-// always goes to the handler's socket. When no process is up or connecting
-// fails, the error wraps ErrUnavailable: the handler never saw the request.
-// Any other error means the handler may have seen it.
+// RoundTrip sends r to the current handler process, its whole body read
+// first, and returns the answer. The request's deadline is its context's.
+// When no process is up or no connection to it works, the error wraps
+// ErrUnavailable: the handler never saw the request. Any other error means
+// the handler may have seen it.
 func (h *Host) RoundTrip(r *http.Request) (*http.Response, error) {
-	if h.proc.Load() == nil {
+	c, err := h.conn()
+	if err != nil {
 		if r.Body != nil {
 			_ = r.Body.Close()
 		}
+		return nil, err
+	}
+	return hop.RoundTrip(c, r, "")
+}
+
+// Do sends one envelope to the current handler process and returns its
+// answer: payload is a marshalled wire.Request with its whole body, the
+// answer a marshalled wire.Reply with its whole body (up to maxBody bytes).
+// It waits until deadline at most (zero: no bound) and then cancels the
+// request in the handler. Errors wrap ErrUnavailable when the handler never
+// saw the request, hop.ErrTimeout past the deadline.
+func (h *Host) Do(payload []byte, deadline time.Time, maxBody int) ([]byte, error) {
+	c, err := h.conn()
+	if err != nil {
+		return nil, err
+	}
+	reply, sent, err := hop.Call(c, payload, deadline, maxBody)
+	if err != nil && !sent {
+		return nil, fmt.Errorf("%w: %w", ErrUnavailable, err)
+	}
+	return reply, err
+}
+
+// conn picks a connection to the current handler, redialling one that
+// broke while the process lives on.
+func (h *Host) conn() (*hop.Conn, error) {
+	p := h.proc.Load()
+	if p == nil {
 		return nil, fmt.Errorf("no handler process: %w", ErrUnavailable)
 	}
-	return h.tr.RoundTrip(r)
+	i := int(p.next.Add(1)) % h.cfg.Conns
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.conns == nil {
+		return nil, fmt.Errorf("handler process stopping: %w", ErrUnavailable)
+	}
+	c := p.conns[i]
+	if c.Err() == nil {
+		return c, nil
+	}
+	c, err := h.dial(p)
+	if err != nil {
+		return nil, err
+	}
+	p.conns[i] = c
+	return c, nil
+}
+
+// dial opens one connection to p's socket.
+func (h *Host) dial(p *proc) (*hop.Conn, error) {
+	h.dials.Add(1)
+	nc, err := net.DialTimeout("unix", p.socket, dialTimeout)
+	if err != nil {
+		return nil, fmt.Errorf("dial %s: %w: %w", p.socket, ErrUnavailable, err)
+	}
+	return hop.New(nc, hop.Config{Serve: h.mesh.Serve}), nil
+}
+
+// closeConns closes p's connections; later picks find none.
+func (p *proc) closeConns() {
+	p.mu.Lock()
+	conns := p.conns
+	p.conns = nil
+	p.mu.Unlock()
+	for _, c := range conns {
+		_ = c.Close()
+	}
 }
 
 // Healthy reports whether a handler process is up and its last health
@@ -220,8 +275,8 @@ func (h *Host) Subscriptions() []Subscription {
 func (h *Host) Restarts() int { return int(h.restarts.Load()) }
 
 // Dials returns how many connections to handler processes the host has
-// tried to open. Requests reuse idle connections, so under a steady load it
-// stays at about the number of requests in flight at once.
+// tried to open: Config.Conns per start, and one for each connection that
+// broke while its process lived on. Requests never open one.
 func (h *Host) Dials() int64 { return h.dials.Load() }
 
 // Close stops the supervisor, stops the handler (gracefully, then by kill
@@ -241,7 +296,6 @@ func (h *Host) Close() error {
 		stop()
 		<-done
 	}
-	h.tr.CloseIdleConnections()
 	if dir != "" {
 		_ = os.RemoveAll(dir)
 	}
@@ -257,7 +311,7 @@ func (h *Host) supervise(ctx context.Context, p *proc, done chan<- struct{}) {
 	for {
 		h.watch(ctx, p)
 		h.proc.Store(nil)
-		h.tr.CloseIdleConnections()
+		p.closeConns()
 		if ctx.Err() != nil {
 			p.client.Kill()
 			return
@@ -355,7 +409,6 @@ func (h *Host) launch(ctx context.Context) (*proc, error) {
 	cmd := exec.Command(h.cfg.Path, h.cfg.Args...)
 	cmd.Env = append(os.Environ(),
 		pluginproto.EnvHandlerSocket+"="+sock,
-		pluginproto.EnvMeshSocket+"="+h.cfg.MeshSocket,
 		// go-plugin's own socket goes in the private directory too, so that
 		// Close removes it even after the handler was killed.
 		plugin.EnvUnixSocketDir+"="+dir,
@@ -418,6 +471,19 @@ func (h *Host) handshake(ctx context.Context, client *plugin.Client) (*proc, err
 	if rc := client.ReattachConfig(); rc != nil {
 		p.pid = rc.Pid
 	}
+	for range h.cfg.Conns {
+		c, err := h.dial(p)
+		if err != nil {
+			p.closeConns()
+			return nil, err
+		}
+		p.conns = append(p.conns, c)
+	}
 	p.healthy.Store(true)
 	return p, nil
+}
+
+// noMesh answers the handler's calls when the host serves no mesh.
+func noMesh(w http.ResponseWriter, _ *http.Request, _ *wire.Request) {
+	http.Error(w, "pluginhost: this host serves no mesh calls", http.StatusBadGateway)
 }

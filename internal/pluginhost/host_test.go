@@ -113,7 +113,7 @@ func TestValidate(t *testing.T) {
 		{"no such file", Config{Path: filepath.Join(dir, "nope")}, "Path: stat"},
 		{"directory", Config{Path: dir}, "Path: " + dir + " is not a regular file"},
 		{"not executable", Config{Path: notExec}, "is not executable"},
-		{"negative MaxConns", Config{Path: exe, MaxConns: -1}, "MaxConns: -1 is negative"},
+		{"negative Conns", Config{Path: exe, Conns: -1}, "Conns: -1 is negative"},
 		{"backoff order", Config{Path: exe, MinBackoff: time.Second, MaxBackoff: time.Millisecond}, "MinBackoff: 1s exceeds MaxBackoff 1ms"},
 		{"negative StartTimeout", Config{Path: exe, StartTimeout: -1}, "StartTimeout"},
 		{"valid", Config{Path: exe}, ""},
@@ -214,7 +214,13 @@ func TestHostUnavailable(t *testing.T) {
 		if err := os.Remove(h.proc.Load().socket); err != nil {
 			t.Fatal(err)
 		}
-		h.tr.CloseIdleConnections()
+		p := h.proc.Load()
+		p.mu.Lock()
+		conns := p.conns
+		p.mu.Unlock()
+		for _, c := range conns { // the next request must dial
+			_ = c.Close()
+		}
 		req, _ := http.NewRequest(http.MethodGet, "http://handler/hello/pid", nil)
 		if _, err := h.RoundTrip(req); !errors.Is(err, ErrUnavailable) {
 			t.Errorf("got %v, want ErrUnavailable", err)

@@ -138,3 +138,17 @@ func (x *Reply) WriteHTTP(w http.ResponseWriter) error {
 	_, err := w.Write(x.GetBody())
 	return err
 }
+
+// StripMeshHeaders removes from hs every X-Griddle-* header: those only the
+// mesh may set, which a client's request must not carry into it. It
+// reuses hs's array.
+func StripMeshHeaders(hs []*Header) []*Header {
+	out := hs[:0]
+	for _, h := range hs {
+		if !strings.HasPrefix(h.GetName(), meshHeaderPrefix) {
+			out = append(out, h)
+		}
+	}
+	clear(hs[len(out):])
+	return out
+}

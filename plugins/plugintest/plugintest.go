@@ -23,7 +23,6 @@
 package plugintest
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -32,9 +31,9 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
-	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -49,6 +48,7 @@ import (
 	"github.com/griddle-mesh/griddle/internal/wire"
 	"github.com/griddle-mesh/griddle/plugins"
 	"github.com/griddle-mesh/griddle/plugins/store"
+	"google.golang.org/protobuf/proto"
 )
 
 // Event is one event of a service's log, as Server.Events returns it.
@@ -147,13 +147,11 @@ func Start(t testing.TB, pkg string, opts ...Option) *Server {
 		services = maps.Clone(o.services)
 		s.space = startStore(t, o.name, o.logger, services)
 	}
-	mesh := startMesh(t, services)
-
 	host, err := pluginhost.New(pluginhost.Config{
 		Path:       bin,
 		Args:       o.args,
 		Env:        []string{pluginproto.EnvService + "=" + o.name},
-		MeshSocket: mesh,
+		Mesh:       meshHandler(services),
 		Logger:     o.logger,
 		MinBackoff: 20 * time.Millisecond,
 		MaxBackoff: 500 * time.Millisecond,
@@ -169,7 +167,7 @@ func Start(t testing.TB, pkg string, opts ...Option) *Server {
 	}
 	t.Cleanup(func() { _ = host.Close() })
 
-	proxy := forward(host, o.logger)
+	proxy := forward(host, o.name, o.logger)
 	srv := httptest.NewServer(proxy)
 	t.Cleanup(srv.Close)
 	s.host, s.http = host, srv
@@ -279,22 +277,10 @@ func binaryName(pkg string) string {
 	return name
 }
 
-// startMesh serves services on a unix socket, dispatching on the request's
-// host, and returns the socket path. t.Cleanup stops it.
-func startMesh(t testing.TB, services map[string]http.Handler) string {
-	t.Helper()
-	// t.TempDir paths can exceed the unix socket path limit.
-	dir, err := os.MkdirTemp("", "plugintest-")
-	if err != nil {
-		t.Fatalf("plugintest: %v", err)
-	}
-	t.Cleanup(func() { _ = os.RemoveAll(dir) })
-	sock := filepath.Join(dir, "mesh.sock")
-	ln, err := net.Listen("unix", sock)
-	if err != nil {
-		t.Fatalf("plugintest: mesh socket: %v", err)
-	}
-	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+// meshHandler answers the handler's calls into the mesh, dispatching on
+// the request's host.
+func meshHandler(services map[string]http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		name := r.Host
 		if h, _, err := net.SplitHostPort(name); err == nil {
 			name = h
@@ -309,48 +295,73 @@ func startMesh(t testing.TB, services map[string]http.Handler) string {
 			return
 		}
 		h.ServeHTTP(w, r)
-	})}
-	var wg sync.WaitGroup
-	wg.Go(func() { _ = srv.Serve(ln) })
-	t.Cleanup(func() {
-		_ = srv.Close()
-		wg.Wait()
 	})
-	return sock
 }
 
-// forward sends each request to the handler as its sidecar does: the
-// whole body first (a sidecar receives it whole, in its envelope), then
-// the answer back. Reading the body before sending it also keeps the
-// inbound request and the outbound one from racing over the body's close.
-func forward(host *pluginhost.Host, logger *slog.Logger) http.Handler {
+// maxBody bounds request and answer bodies, as a sidecar's default does.
+const maxBody = 8 << 20
+
+// forward sends each request to the handler as its sidecar does: in an
+// envelope with its whole body (wire.NewRequest), answered with the
+// handler's reply (wire.Reply.WriteHTTP). The test's client stands where
+// the mesh would: the deadline, request id and routing context it sends
+// as headers (plugins.HeaderDeadline and the rest) go into the envelope's
+// fields, and the other headers, event headers included, reach the handler.
+func forward(host *pluginhost.Host, service string, logger *slog.Logger) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		body, err := io.ReadAll(r.Body)
+		body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBody))
 		if err != nil {
 			http.Error(w, "plugintest: reading the request body failed", http.StatusBadRequest)
 			return
 		}
-		out := r.Clone(r.Context())
-		out.RequestURI = ""
-		out.URL.Scheme, out.URL.Host = "http", "handler"
-		out.Body, out.ContentLength = io.NopCloser(bytes.NewReader(body)), int64(len(body))
-		if len(body) == 0 {
-			out.Body = http.NoBody
+		h := r.Header
+		r.Header = h.Clone()
+		for _, name := range []string{wire.HeaderDeadline, wire.HeaderRequestID, wire.HeaderRouting} {
+			r.Header.Del(name) // they go into the envelope's fields
 		}
-		wire.RemoveHopHeaders(out.Header)
-		resp, err := host.RoundTrip(out)
+		env := wire.NewRequest(r, service, body)
+		env.Host = ""
+		// The handler answers at its deadline at the latest; the grace
+		// lets an answer given right at it through.
+		var wait time.Time
+		if d, err := strconv.ParseInt(h.Get(wire.HeaderDeadline), 10, 64); err == nil && d > 0 {
+			env.DeadlineUnixNano = d
+			wait = time.Unix(0, d).Add(5 * time.Second)
+		}
+		env.Id = h.Get(wire.HeaderRequestID)
+		if v := h.Get(wire.HeaderRouting); v != "" {
+			rc, err := wire.DecodeRouting(v)
+			if err != nil {
+				http.Error(w, "plugintest: "+wire.HeaderRouting+": not a routing context as the mesh encodes it", http.StatusBadRequest)
+				return
+			}
+			env.Routing = rc
+		}
+		if tp := r.Header.Get(wire.HeaderTraceparent); tp != "" {
+			env.Trace = &wire.Trace{Traceparent: tp, Tracestate: r.Header.Get(wire.HeaderTracestate)}
+		}
+		payload, err := proto.Marshal(env)
+		if err != nil {
+			http.Error(w, "plugintest: "+err.Error(), http.StatusInternalServerError)
+			return
+		}
+		b, err := host.Do(payload, wait, maxBody)
+		var reply wire.Reply
+		if err == nil {
+			err = proto.Unmarshal(b, &reply)
+		}
 		if err != nil {
 			logger.Warn("plugintest: the handler did not answer", "err", err)
 			http.Error(w, "plugintest: the handler did not answer", http.StatusBadGateway)
 			return
 		}
-		defer resp.Body.Close()
-		for k, vs := range resp.Header {
-			w.Header()[k] = vs
+		if reply.GetCode() != wire.Code_CODE_OK {
+			logger.Warn("plugintest: the handler failed", "code", reply.GetCode(), "message", reply.GetMessage())
+			http.Error(w, "plugintest: "+reply.GetCode().ErrorCode(), reply.GetCode().HTTPStatus())
+			return
 		}
-		w.WriteHeader(resp.StatusCode)
-		if _, err := io.Copy(w, resp.Body); err != nil {
-			logger.Warn("plugintest: copying the answer failed", "err", err)
+		if err := reply.WriteHTTP(w); err != nil {
+			logger.Warn("plugintest: writing the answer failed", "err", err)
 		}
 	})
 }

@@ -43,8 +43,8 @@ import (
 
 // Headers the sidecar sets on a delivered event.
 const (
-	headerEventID    = "X-Griddle-Event-Id"
-	headerEventTopic = "X-Griddle-Event-Topic"
+	headerEventID    = plugins.HeaderEventID
+	headerEventTopic = plugins.HeaderEventTopic
 )
 
 // topicSent is the topic of the events this service takes.

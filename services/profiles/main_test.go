@@ -21,7 +21,7 @@ import (
 const (
 	traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 	tracestate  = "griddle=1"
-	routing     = "sticky=u42;exp=ranking-test:b"
+	routing     = "CgN1NDI" // the routing context {sticky key u42}, as the mesh encodes it
 )
 
 func TestProfilesCRUD(t *testing.T) {

@@ -1,0 +1,457 @@
+// Package hop is the connection between a sidecar and its handler process:
+// a few long-lived unix-socket connections, each carrying many requests at
+// once as multiplexed, length-prefixed frames, written in batches and read
+// by one goroutine per connection.
+//
+// A frame is a 10-byte header (payload length, type, flags, stream id; big
+// endian) and its payload. A stream is one request and its answer:
+//
+//	Request  a wire.Request; with End, its body is whole
+//	Data     a chunk of the request's or the reply's body; End closes it
+//	Reply    a wire.Reply; with End, its body is whole
+//	Cancel   the stream's opener has given up on it
+//
+// Either side opens streams: the sidecar for the requests the handler
+// serves, the handler for its own calls into the mesh (other services, the
+// store, events). The ids of streams the accepting side opens have the high
+// bit set, so the two never collide. Small requests and answers are one
+// frame each way; a flushed or large answer is a Reply head followed by Data
+// frames.
+package hop
+
+import (
+	"bufio"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Errors of a Conn and its streams. Check with errors.Is.
+var (
+	// ErrClosed reports a stream on a connection that has closed or broken.
+	ErrClosed = errors.New("hop: connection closed")
+	// ErrCanceled reports a stream its peer gave up on.
+	ErrCanceled = errors.New("hop: stream canceled")
+	// ErrTimeout reports a wait for a frame that outlasted its deadline.
+	ErrTimeout = errors.New("hop: deadline exceeded")
+	// ErrProtocol reports a frame that breaks the protocol; the connection
+	// is closed.
+	ErrProtocol = errors.New("hop: protocol error")
+)
+
+// Frame types.
+const (
+	TypeRequest byte = 1
+	TypeData    byte = 2
+	TypeReply   byte = 3
+	TypeCancel  byte = 4
+)
+
+const (
+	flagEnd    byte   = 1
+	headerLen         = 10
+	acceptBit  uint32 = 1 << 31
+	readBuffer        = 64 << 10
+	// keepBuffer bounds the write buffer a connection keeps between
+	// batches; a larger one, grown for a big body, is let go.
+	keepBuffer = 1 << 20
+	// DefaultMaxFrame bounds a frame's payload unless Config says otherwise.
+	DefaultMaxFrame = 64 << 20
+)
+
+// Frame is one frame of a stream. Payload belongs to whoever received it.
+type Frame struct {
+	Type    byte
+	End     bool
+	Payload []byte
+}
+
+// Config configures a Conn.
+type Config struct {
+	// Accepting is true on the side that accepted the connection (the
+	// handler): its streams' ids have the high bit set.
+	Accepting bool
+	// Serve runs each stream the peer opens, on a goroutine of its own;
+	// it must end the stream (Stream.Send with end, or Stream.Close).
+	// Nil: streams the peer opens are cancelled at once.
+	Serve func(*Stream)
+	// MaxFrame bounds the payload of frames read (0: DefaultMaxFrame); a
+	// larger one closes the connection.
+	MaxFrame int
+}
+
+// Conn is one multiplexed connection. Its methods are safe for concurrent
+// use. It runs one goroutine, the reader, from New until the connection
+// closes; Close stops it and waits for it.
+type Conn struct {
+	c        net.Conn
+	cfg      Config
+	local    uint32 // acceptBit or 0: marks the ids of streams this side opens
+	next     atomic.Uint32
+	inflight atomic.Int64
+
+	wmu      sync.Mutex // guards the write state below
+	pending  []byte     // frames not yet written
+	spare    []byte
+	flushing bool // a writer is writing pending to c
+	werr     error
+
+	mu      sync.Mutex // guards streams and err
+	streams map[uint32]*Stream
+	err     error // set once the connection is done
+
+	done chan struct{} // closed when the reader has returned
+}
+
+// New starts serving c and returns its Conn; it takes c over.
+func New(c net.Conn, cfg Config) *Conn {
+	if cfg.MaxFrame <= 0 {
+		cfg.MaxFrame = DefaultMaxFrame
+	}
+	conn := &Conn{c: c, cfg: cfg, streams: map[uint32]*Stream{}, done: make(chan struct{})}
+	if cfg.Accepting {
+		conn.local = acceptBit
+	}
+	go conn.read()
+	return conn
+}
+
+// Done is closed once the connection has closed or broken.
+func (c *Conn) Done() <-chan struct{} { return c.done }
+
+// Err is why the connection closed, or nil while it is open.
+func (c *Conn) Err() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.err
+}
+
+// InFlight is the number of streams this side has opened that are not yet
+// answered.
+func (c *Conn) InFlight() int64 { return c.inflight.Load() }
+
+// Close closes the connection: every open stream fails with ErrClosed. It
+// waits for the reader to return.
+func (c *Conn) Close() error {
+	c.fail(ErrClosed)
+	<-c.done
+	return nil
+}
+
+// Open starts a stream of this side's; its first Send must be a Request.
+func (c *Conn) Open() (*Stream, error) {
+	s := newStream(c, (c.next.Add(1)&^acceptBit)|c.local, true)
+	c.mu.Lock()
+	if c.err != nil {
+		err := c.err
+		c.mu.Unlock()
+		return nil, err
+	}
+	c.streams[s.id] = s
+	c.mu.Unlock()
+	c.inflight.Add(1)
+	return s, nil
+}
+
+// fail closes the connection for err (the first reason sticks) and ends
+// every stream.
+func (c *Conn) fail(err error) {
+	if !errors.Is(err, ErrClosed) {
+		err = fmt.Errorf("%w: %w", ErrClosed, err)
+	}
+	c.mu.Lock()
+	if c.err != nil {
+		c.mu.Unlock()
+		return
+	}
+	c.err = err
+	streams := c.streams
+	c.streams = map[uint32]*Stream{}
+	c.mu.Unlock()
+	_ = c.c.Close()
+	for _, s := range streams {
+		s.finish(err)
+	}
+}
+
+func (c *Conn) remove(s *Stream) {
+	c.mu.Lock()
+	if c.streams[s.id] == s {
+		delete(c.streams, s.id)
+		if s.mine {
+			c.inflight.Add(-1)
+		}
+	}
+	c.mu.Unlock()
+}
+
+// read is the connection's reader: it hands each frame to its stream.
+func (c *Conn) read() {
+	defer close(c.done)
+	r := bufio.NewReaderSize(c.c, readBuffer)
+	var hdr [headerLen]byte
+	for {
+		if _, err := io.ReadFull(r, hdr[:]); err != nil {
+			c.fail(err)
+			return
+		}
+		n := binary.BigEndian.Uint32(hdr[0:4])
+		typ, flags, id := hdr[4], hdr[5], binary.BigEndian.Uint32(hdr[6:10])
+		if int64(n) > int64(c.cfg.MaxFrame) {
+			c.fail(fmt.Errorf("%w: frame of %d bytes exceeds %d", ErrProtocol, n, c.cfg.MaxFrame))
+			return
+		}
+		var payload []byte
+		if n > 0 {
+			payload = make([]byte, n)
+			if _, err := io.ReadFull(r, payload); err != nil {
+				c.fail(err)
+				return
+			}
+		}
+		if err := c.dispatch(Frame{Type: typ, End: flags&flagEnd != 0, Payload: payload}, id); err != nil {
+			c.fail(err)
+			return
+		}
+	}
+}
+
+// dispatch hands one frame to its stream, or starts a stream the peer opens.
+func (c *Conn) dispatch(f Frame, id uint32) error {
+	theirs := id&acceptBit != c.local
+	if f.Type == TypeRequest {
+		if !theirs {
+			return fmt.Errorf("%w: request on stream %#x of ours", ErrProtocol, id)
+		}
+		s := newStream(c, id, false)
+		s.push(f)
+		c.mu.Lock()
+		if _, dup := c.streams[id]; dup {
+			c.mu.Unlock()
+			return fmt.Errorf("%w: stream %#x opened twice", ErrProtocol, id)
+		}
+		c.streams[id] = s
+		c.mu.Unlock()
+		if c.cfg.Serve == nil {
+			s.Close()
+			return nil
+		}
+		go c.cfg.Serve(s)
+		return nil
+	}
+	c.mu.Lock()
+	s := c.streams[id]
+	c.mu.Unlock()
+	switch {
+	case s == nil: // a stream already given up on: its late frames are dropped
+		return nil
+	case f.Type == TypeCancel:
+		c.remove(s)
+		s.finish(ErrCanceled)
+	case f.Type == TypeData, f.Type == TypeReply && s.mine:
+		if f.End && s.mine {
+			c.remove(s) // answered: nothing more will come
+		}
+		s.push(f)
+	default:
+		return fmt.Errorf("%w: frame type %d on stream %#x", ErrProtocol, f.Type, id)
+	}
+	return nil
+}
+
+// write queues one frame and, unless another writer is already at it,
+// writes everything queued, frames that other writers add meanwhile
+// included: concurrent writers share system calls. p is copied before
+// write returns.
+func (c *Conn) write(typ, flags byte, id uint32, p []byte) error {
+	if len(p) > c.cfg.MaxFrame {
+		return fmt.Errorf("%w: frame of %d bytes exceeds %d", ErrProtocol, len(p), c.cfg.MaxFrame)
+	}
+	c.wmu.Lock()
+	if c.werr != nil {
+		err := c.werr
+		c.wmu.Unlock()
+		return err
+	}
+	var hdr [headerLen]byte
+	binary.BigEndian.PutUint32(hdr[0:4], uint32(len(p)))
+	hdr[4], hdr[5] = typ, flags
+	binary.BigEndian.PutUint32(hdr[6:10], id)
+	c.pending = append(append(c.pending, hdr[:]...), p...)
+	if c.flushing {
+		c.wmu.Unlock()
+		return nil
+	}
+	c.flushing = true
+	for len(c.pending) > 0 && c.werr == nil {
+		buf := c.pending
+		c.pending = c.spare[:0]
+		c.spare = nil
+		c.wmu.Unlock()
+		_, err := c.c.Write(buf)
+		c.wmu.Lock()
+		if cap(buf) <= keepBuffer {
+			c.spare = buf[:0]
+		}
+		if err != nil {
+			c.werr = fmt.Errorf("%w: %w", ErrClosed, err)
+		}
+	}
+	c.flushing = false
+	err := c.werr
+	c.wmu.Unlock()
+	if err != nil {
+		c.fail(err)
+	}
+	return err
+}
+
+// Stream is one request and its answer on a Conn.
+type Stream struct {
+	c    *Conn
+	id   uint32
+	mine bool // opened by this side
+
+	mu       sync.Mutex
+	queue    []Frame
+	err      error // set once nothing more will arrive
+	signal   chan struct{}
+	onCancel func() // run when the peer cancels (streams of theirs)
+	ended    bool   // this side has sent its last frame
+}
+
+// Conn is the connection s belongs to.
+func (s *Stream) Conn() *Conn { return s.c }
+
+func newStream(c *Conn, id uint32, mine bool) *Stream {
+	return &Stream{c: c, id: id, mine: mine, signal: make(chan struct{}, 1)}
+}
+
+func (s *Stream) push(f Frame) {
+	s.mu.Lock()
+	s.queue = append(s.queue, f)
+	if f.End && s.err == nil {
+		s.err = io.EOF
+	}
+	s.mu.Unlock()
+	select {
+	case s.signal <- struct{}{}:
+	default:
+	}
+}
+
+// finish records that nothing more will arrive on s, for err.
+func (s *Stream) finish(err error) {
+	s.mu.Lock()
+	if s.err == nil {
+		s.err = err
+	}
+	fn := s.onCancel
+	s.onCancel = nil
+	s.mu.Unlock()
+	select {
+	case s.signal <- struct{}{}:
+	default:
+	}
+	if fn != nil {
+		fn()
+	}
+}
+
+// OnCancel sets fn to run once when the peer cancels s or the connection
+// breaks; at once if that has already happened.
+func (s *Stream) OnCancel(fn func()) {
+	s.mu.Lock()
+	gone := s.err != nil && s.err != io.EOF
+	if !gone {
+		s.onCancel = fn
+	}
+	s.mu.Unlock()
+	if gone {
+		fn()
+	}
+}
+
+// Send writes one frame of s; end marks s's last frame from this side.
+func (s *Stream) Send(typ byte, end bool, payload []byte) error {
+	var flags byte
+	if end {
+		flags = flagEnd
+		s.mu.Lock()
+		s.ended = true
+		s.mu.Unlock()
+		if !s.mine {
+			s.c.remove(s) // answered
+		}
+	}
+	return s.c.write(typ, flags, s.id, payload)
+}
+
+// Recv returns the next frame that arrived on s, waiting for it until
+// deadline (zero: no deadline) or done (nil: never) is closed. After the
+// last frame (End) it returns io.EOF. It fails with ErrTimeout past the
+// deadline, with ErrCanceled on done or a peer's cancel, with ErrClosed when
+// the connection went away.
+func (s *Stream) Recv(deadline time.Time, done <-chan struct{}) (Frame, error) {
+	var timer *time.Timer
+	defer func() {
+		if timer != nil {
+			timer.Stop()
+		}
+	}()
+	for {
+		s.mu.Lock()
+		if len(s.queue) > 0 {
+			f := s.queue[0]
+			s.queue[0] = Frame{}
+			s.queue = s.queue[1:]
+			s.mu.Unlock()
+			return f, nil
+		}
+		err := s.err
+		s.mu.Unlock()
+		if err != nil {
+			return Frame{}, err
+		}
+		var expired <-chan time.Time
+		if !deadline.IsZero() {
+			if timer == nil {
+				d := time.Until(deadline)
+				if d <= 0 {
+					return Frame{}, ErrTimeout
+				}
+				timer = time.NewTimer(d)
+			}
+			expired = timer.C
+		}
+		select {
+		case <-s.signal:
+		case <-expired:
+			return Frame{}, ErrTimeout
+		case <-done:
+			return Frame{}, ErrCanceled
+		}
+	}
+}
+
+// Close ends s from this side. A stream of ours that is not answered
+// yet is cancelled, so that the peer stops working on it; one of theirs
+// that this side has not answered gets a cancel instead of an answer.
+// Frames still arriving for s are dropped. Close after the last frame each
+// way only lets s go.
+func (s *Stream) Close() {
+	s.mu.Lock()
+	cancel := !s.ended && !s.mine || s.mine && s.err == nil
+	s.ended = true
+	s.mu.Unlock()
+	s.c.remove(s)
+	if cancel {
+		_ = s.c.write(TypeCancel, flagEnd, s.id, nil)
+	}
+	s.finish(ErrCanceled)
+}

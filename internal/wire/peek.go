@@ -1,0 +1,118 @@
+package wire
+
+import (
+	"errors"
+
+	"google.golang.org/protobuf/encoding/protowire"
+)
+
+// Field numbers of the envelope that a relay reads or adds without
+// decoding the whole message (see envelope.proto).
+const (
+	fieldRequestID       = 1
+	fieldRequestDeadline = 10
+	fieldReplyID         = 1
+	fieldReplyStatus     = 2
+	fieldReplyHeaders    = 3
+	fieldReplyCode       = 5
+	fieldReplyServedBy   = 8
+	fieldHeaderName      = 1
+	fieldHeaderValues    = 2
+)
+
+// ErrMalformed reports bytes that are not a marshalled envelope.
+var ErrMalformed = errors.New("wire: malformed envelope")
+
+// PeekRequest reads the id and the deadline (Unix nanoseconds, 0: none) of
+// a marshalled Request without decoding the rest. id aliases b.
+func PeekRequest(b []byte) (id []byte, deadline int64, err error) {
+	for len(b) > 0 {
+		num, typ, n := protowire.ConsumeTag(b)
+		if n < 0 {
+			return nil, 0, ErrMalformed
+		}
+		b = b[n:]
+		switch {
+		case num == fieldRequestID && typ == protowire.BytesType:
+			v, m := protowire.ConsumeBytes(b)
+			if m < 0 {
+				return nil, 0, ErrMalformed
+			}
+			id, n = v, m
+		case num == fieldRequestDeadline && typ == protowire.VarintType:
+			v, m := protowire.ConsumeVarint(b)
+			if m < 0 {
+				return nil, 0, ErrMalformed
+			}
+			deadline, n = int64(v), m
+		default:
+			n = protowire.ConsumeFieldValue(num, typ, b)
+			if n < 0 {
+				return nil, 0, ErrMalformed
+			}
+		}
+		b = b[n:]
+	}
+	return id, deadline, nil
+}
+
+// AppendDeadline sets the deadline of the marshalled Request b: a field
+// appended to a message overrides an earlier one.
+func AppendDeadline(b []byte, deadline int64) []byte {
+	b = protowire.AppendTag(b, fieldRequestDeadline, protowire.VarintType)
+	return protowire.AppendVarint(b, uint64(deadline))
+}
+
+// PeekReply reads the status and code of a marshalled Reply without
+// decoding the rest.
+func PeekReply(b []byte) (status int32, code Code, err error) {
+	for len(b) > 0 {
+		num, typ, n := protowire.ConsumeTag(b)
+		if n < 0 {
+			return 0, 0, ErrMalformed
+		}
+		b = b[n:]
+		switch {
+		case (num == fieldReplyStatus || num == fieldReplyCode) && typ == protowire.VarintType:
+			v, m := protowire.ConsumeVarint(b)
+			if m < 0 {
+				return 0, 0, ErrMalformed
+			}
+			if num == fieldReplyStatus {
+				status = int32(v)
+			} else {
+				code = Code(v)
+			}
+			n = m
+		default:
+			n = protowire.ConsumeFieldValue(num, typ, b)
+			if n < 0 {
+				return 0, 0, ErrMalformed
+			}
+		}
+		b = b[n:]
+	}
+	return status, code, nil
+}
+
+// AppendReplyFields adds to the marshalled Reply b its id, the instance
+// that served it and one header: what a sidecar adds to its handler's
+// answer without decoding it. Appended scalar fields override earlier
+// ones; the header joins the others.
+func AppendReplyFields(b, id []byte, servedBy, header, value string) []byte {
+	b = protowire.AppendTag(b, fieldReplyID, protowire.BytesType)
+	b = protowire.AppendBytes(b, id)
+	b = protowire.AppendTag(b, fieldReplyServedBy, protowire.BytesType)
+	b = protowire.AppendString(b, servedBy)
+	if header != "" {
+		n := protowire.SizeTag(fieldHeaderName) + protowire.SizeBytes(len(header)) +
+			protowire.SizeTag(fieldHeaderValues) + protowire.SizeBytes(len(value))
+		b = protowire.AppendTag(b, fieldReplyHeaders, protowire.BytesType)
+		b = protowire.AppendVarint(b, uint64(n))
+		b = protowire.AppendTag(b, fieldHeaderName, protowire.BytesType)
+		b = protowire.AppendString(b, header)
+		b = protowire.AppendTag(b, fieldHeaderValues, protowire.BytesType)
+		b = protowire.AppendString(b, value)
+	}
+	return b
+}
