@@ -46,7 +46,8 @@ store, etcd. --cpuprofile-dir saves a CPU profile of every component that serves
 fetched during each measured run. --floors measures the floor of each hop first, in
 the bench's own process: mangos REQ/REP over tcp, a frame echo on a unix socket (a
 connection per request, and one multiplexed connection), a Badger read bare and
-through the store package; ns, allocations and CPU µs per round trip.`,
+through the store package; ns, allocations and CPU µs per round trip, closed loop at
+each --floor-in-flight and (run only) paced at each of --rates.`,
 		Args: cobra.NoArgs,
 	}
 	cmd.AddCommand(benchRunCmd(g, false), benchRunCmd(g, true), benchServeDirectCmd(g), benchServeEtcdCmd(g))
@@ -130,8 +131,8 @@ func benchRunCmd(g *globals, sweep bool) *cobra.Command {
 	f.StringVar(&cfg.TargetCPUs, "target-cpus", "", "run every target under taskset -c LIST (pin the bench itself with taskset)")
 	f.IntVar(&cfg.MeshInstances, "mesh-instances", 1, "sidecars per service of the mesh (griddle up --instances) and deployed targets")
 	f.StringVar(&cfg.CPUProfileDir, "cpuprofile-dir", "", "save a CPU profile of each component with /debug/pprof/ for every measured run into this directory (<target>-<component>-<phase>-<rate>-r<repeat>.pprof)")
-	f.BoolVar(&cfg.Floors, "floors", false, "first measure each hop's floor in this process: mangos tcp, unix socket, Badger read")
-	f.StringVar(&floorsAt, "floor-in-flight", "1,16", "round trips in flight at which --floors measures, comma-separated")
+	f.BoolVar(&cfg.Floors, "floors", false, "first measure each hop's floor in this process (mangos tcp, unix socket, Badger read), closed loop and paced at each rate")
+	f.StringVar(&floorsAt, "floor-in-flight", "1,16", "round trips in flight at which --floors measures closed loop, comma-separated")
 	f.DurationVar(&cfg.FloorDuration, "floor-duration", 2*time.Second, "measured time of each floor at each in-flight number")
 	if sweep {
 		f.DurationVar(&p99, "p99", 25*time.Millisecond, "a rate is sustainable with p99 at or below this")

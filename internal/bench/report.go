@@ -85,14 +85,19 @@ func printFloors(w io.Writer, r *Report) {
 	if len(r.Floors) == 0 {
 		return
 	}
-	fmt.Fprintln(w, "\nfloors (both ends in one process, closed loop):")
+	fmt.Fprintln(w, "\nfloors (both ends in one process; closed loop, or paced at a rate):")
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintf(tw, "floor\tin flight\tround trips/s\tns/op\tallocs/op\tB/op\tCPU µs/op\t  hop\n")
+	fmt.Fprintf(tw, "floor\tin flight\tpaced\tround trips/s\tns/op\tallocs/op\tB/op\tCPU µs/op\tidle µs/s\t  hop\n")
 	for _, f := range r.Floors {
-		fmt.Fprintf(tw, "%s\t%d\t%.0f\t%.0f\t%.1f\t%.0f\t%.2f\t  %s\n",
-			f.Name, f.InFlight, f.PerSecond, f.NsPerOp, f.AllocsPerOp, f.BytesPerOp, f.CPUUSPerOp, f.Hop)
+		paced, idle := "closed loop", "-"
+		if f.Rate > 0 {
+			paced, idle = fmt.Sprintf("%d/s", f.Rate), fmt.Sprintf("%.0f", f.IdleUSPerSec)
+		}
+		fmt.Fprintf(tw, "%s\t%d\t%s\t%.0f\t%.0f\t%.1f\t%.0f\t%.2f\t%s\t  %s\n",
+			f.Name, f.InFlight, paced, f.PerSecond, f.NsPerOp, f.AllocsPerOp, f.BytesPerOp, f.CPUUSPerOp, idle, f.Hop)
 	}
 	tw.Flush()
+	fmt.Fprintln(w, "idle µs/s: the floor's process with both ends open and nothing sent; paced, up to idle/rate of CPU µs/op is that")
 }
 
 // keptRuns returns the kept runs ordered by phase, offered rate and the

@@ -209,18 +209,28 @@ func (s *session) notef(format string, a ...any) {
 	s.log.Info("bench: " + n)
 }
 
-// floors measures every floor at each of cfg.FloorInFlight, in this
-// process, while no target runs yet.
+// floors measures every floor in this process, while no target runs yet:
+// closed loop at each of cfg.FloorInFlight, then paced at each of cfg.Rates
+// with one round trip in flight (at these rates they rarely overlap).
 func (s *session) floors(ctx context.Context) error {
+	type point struct{ inFlight, rate int }
+	var points []point
+	for _, n := range s.cfg.FloorInFlight {
+		points = append(points, point{n, 0})
+	}
+	for _, r := range s.cfg.Rates {
+		points = append(points, point{1, r})
+	}
 	for _, f := range floor.All() {
-		for _, n := range s.cfg.FloorInFlight {
+		for _, p := range points {
 			r, err := floor.Measure(ctx, f, floor.Config{
-				InFlight: n, Duration: s.cfg.FloorDuration, Warmup: s.cfg.FloorDuration / 5, Keys: s.cfg.Profiles,
+				InFlight: p.inFlight, Rate: p.rate, Duration: s.cfg.FloorDuration, Warmup: s.cfg.FloorDuration / 5,
+				Keys: s.cfg.Profiles,
 			})
 			if err != nil {
 				return fmt.Errorf("bench: %w", err)
 			}
-			s.log.Info("bench: floor", "floor", r.Name, "in_flight", n, "per_sec", int(r.PerSecond),
+			s.log.Info("bench: floor", "floor", r.Name, "in_flight", p.inFlight, "rate", p.rate, "per_sec", int(r.PerSecond),
 				"cpu_us_per_op", fmt.Sprintf("%.2f", r.CPUUSPerOp), "allocs_per_op", fmt.Sprintf("%.1f", r.AllocsPerOp))
 			s.report.Floors = append(s.report.Floors, r)
 		}

@@ -11,10 +11,12 @@
 //	badgerstore  store: the same read through the store package (what the servers do)
 //
 // Measure runs one floor for a fixed time, closed loop (each worker starts
-// its next round trip as soon as the last one ends), and reports round trips
-// per second, ns, allocations and CPU µs per round trip. Closed loop keeps
-// every goroutine busy, so a floor is a lower bound: at low rates, where
-// each request wakes idle threads, the same work costs more CPU.
+// its next round trip as soon as the last one ends) or paced at a rate, and
+// reports round trips per second, ns, allocations and CPU µs per round
+// trip. Closed loop keeps every goroutine busy, so it is the lower bound;
+// paced at a low rate, each round trip wakes sleeping goroutines and
+// threads, and the same work costs more CPU: that is the floor to hold a
+// hop against at the same rate.
 //
 // griddle bench run --floors measures them in the same run as the targets;
 // go test -bench . ./internal/bench/floor runs them as benchmarks.

@@ -33,6 +33,15 @@ type Config struct {
 	Duration time.Duration
 	// Warmup runs round trips before counting starts (0: none).
 	Warmup time.Duration
+	// Rate, when more than 0, paces the round trips: that many per second
+	// in all, each worker starting its next one at a fixed interval and
+	// sleeping in between, as requests arrive at a service at that rate.
+	// 0 runs closed loop: each worker starts its next round trip as soon as
+	// the last one ends. Paced, every round trip wakes sleeping goroutines
+	// and threads, which closed loop at full speed mostly avoids; the
+	// difference is what a hop costs at low rates beyond its closed-loop
+	// floor. At least InFlight when set.
+	Rate int
 	// Keys is how many keys the Badger floors seed and read at random
 	// (0: 1000, the profiles the bench seeds).
 	Keys int
@@ -52,6 +61,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("%w: Duration %s, Warmup %s: negative", ErrConfig, c.Duration, c.Warmup)
 	case c.Keys < 0:
 		return fmt.Errorf("%w: Keys %d: negative", ErrConfig, c.Keys)
+	case c.Rate < 0 || (c.Rate > 0 && c.Rate < c.InFlight):
+		return fmt.Errorf("%w: Rate %d: want 0 (closed loop) or at least InFlight (%d)", ErrConfig, c.Rate, c.InFlight)
 	}
 	return nil
 }
@@ -149,6 +160,7 @@ type Result struct {
 	Name      string  `json:"name"`
 	Hop       string  `json:"hop"`
 	InFlight  int     `json:"in_flight"`
+	Rate      int     `json:"rate,omitempty"` // paced at this many round trips/s; 0: closed loop
 	Size      int     `json:"size_bytes,omitempty"`
 	Trips     int64   `json:"round_trips"`
 	Seconds   float64 `json:"seconds"`
@@ -162,10 +174,19 @@ type Result struct {
 	// CPUUSPerOp is this process's CPU time (user and system, both ends)
 	// per round trip, in µs.
 	CPUUSPerOp float64 `json:"cpu_us_per_op"`
+	// IdleUSPerSec, measured for paced floors only, is the CPU the process
+	// used per second with both ends open and nothing sent (the runtime's
+	// and, for Badger, the database's background work). Paced at Rate, up
+	// to IdleUSPerSec/Rate of CPUUSPerOp is that background, not the trips.
+	IdleUSPerSec float64 `json:"idle_us_per_sec,omitempty"`
 }
 
-// Measure opens f, runs cfg.InFlight workers making round trips back to
-// back for cfg.Warmup and then cfg.Duration, and reports the counted part.
+// idleMin is the shortest idle measurement of a paced floor.
+const idleMin = 200 * time.Millisecond
+
+// Measure opens f, runs cfg.InFlight workers making round trips (back to
+// back, or paced at cfg.Rate) for cfg.Warmup and then cfg.Duration, and
+// reports the counted part.
 // The CPU and allocations are the whole process's: measure nothing else in
 // it at the same time. It returns early with ctx's error.
 func Measure(ctx context.Context, f Floor, cfg Config) (Result, error) {
@@ -177,7 +198,7 @@ func Measure(ctx context.Context, f Floor, cfg Config) (Result, error) {
 		return Result{}, err
 	}
 	cfg = cfg.withDefaults()
-	res := Result{Name: f.Name, Hop: f.Hop, InFlight: cfg.InFlight}
+	res := Result{Name: f.Name, Hop: f.Hop, InFlight: cfg.InFlight, Rate: cfg.Rate}
 	if f.Name != "badger" && f.Name != "badgerstore" {
 		res.Size = cfg.Size
 	}
@@ -186,9 +207,23 @@ func Measure(ctx context.Context, f Floor, cfg Config) (Result, error) {
 	var stop atomic.Bool
 	errc := make(chan error, cfg.InFlight)
 	var wg sync.WaitGroup
+	// period is each worker's interval between round trips when paced;
+	// workers are staggered across it.
+	var period time.Duration
+	if cfg.Rate > 0 {
+		period = time.Duration(float64(time.Second) * float64(cfg.InFlight) / float64(cfg.Rate))
+	}
+	start := time.Now()
 	for w := range cfg.InFlight {
 		wg.Go(func() {
+			next := start.Add(period * time.Duration(w) / time.Duration(cfg.InFlight))
 			for !stop.Load() {
+				if period > 0 {
+					if d := time.Until(next); d > 0 {
+						time.Sleep(d)
+					}
+					next = next.Add(period)
+				}
 				if err := rig.Trip(w); err != nil {
 					errc <- err
 					return
@@ -201,6 +236,15 @@ func Measure(ctx context.Context, f Floor, cfg Config) (Result, error) {
 		stop.Store(true)
 		wg.Wait()
 		return rig.Close()
+	}
+	// idle measures the process at rest, the workers stopped and the rig
+	// still open.
+	idle := func() error {
+		stop.Store(true)
+		wg.Wait()
+		var err error
+		res.IdleUSPerSec, err = idleCPU(ctx, max(cfg.Duration/4, idleMin))
+		return err
 	}
 	wait := func(d time.Duration) error {
 		t := time.NewTimer(d)
@@ -230,6 +274,11 @@ func Measure(ctx context.Context, f Floor, cfg Config) (Result, error) {
 	if err != nil {
 		return res, errors.Join(err, finish())
 	}
+	if cfg.Rate > 0 {
+		if err := idle(); err != nil {
+			return res, errors.Join(err, finish())
+		}
+	}
 	if err := finish(); err != nil {
 		return res, err
 	}
@@ -250,6 +299,27 @@ func Measure(ctx context.Context, f Floor, cfg Config) (Result, error) {
 	res.BytesPerOp = float64(b.bytes-a.bytes) / n
 	res.CPUUSPerOp = float64(b.cpu-a.cpu) / 1e3 / n
 	return res, nil
+}
+
+// idleCPU is the CPU µs per second this process uses over d.
+func idleCPU(ctx context.Context, d time.Duration) (float64, error) {
+	a, err := ProcessCPU()
+	if err != nil {
+		return 0, err
+	}
+	t0 := time.Now()
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return 0, ctx.Err()
+	case <-t.C:
+	}
+	b, err := ProcessCPU()
+	if err != nil {
+		return 0, err
+	}
+	return float64(b-a) / 1e3 / time.Since(t0).Seconds(), nil
 }
 
 // paddedCount keeps each worker's counter on a cache line of its own.

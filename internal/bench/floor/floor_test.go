@@ -49,6 +49,20 @@ func TestMeasure(t *testing.T) {
 	}
 }
 
+// TestMeasurePaced checks that a paced floor keeps its rate, neither more
+// nor much less.
+func TestMeasurePaced(t *testing.T) {
+	r, err := floor.Measure(t.Context(), floor.Unix(), floor.Config{
+		InFlight: 2, Rate: 1000, Duration: 300 * time.Millisecond, Dir: t.TempDir(),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.PerSecond > 1100 || r.PerSecond < 500 || r.Rate != 1000 {
+		t.Errorf("got %.0f round trips/s, rate %d; want about 1000", r.PerSecond, r.Rate)
+	}
+}
+
 func TestTripAfterClose(t *testing.T) {
 	for _, f := range floor.All() {
 		t.Run(f.Name, func(t *testing.T) {
@@ -73,10 +87,12 @@ func TestTripAfterClose(t *testing.T) {
 
 func TestConfigValidate(t *testing.T) {
 	for name, c := range map[string]floor.Config{
-		"no workers":    {InFlight: 0},
-		"negative size": {InFlight: 1, Size: -1},
-		"negative keys": {InFlight: 1, Keys: -1},
-		"negative time": {InFlight: 1, Duration: -time.Second},
+		"no workers":           {InFlight: 0},
+		"negative size":        {InFlight: 1, Size: -1},
+		"negative keys":        {InFlight: 1, Keys: -1},
+		"negative time":        {InFlight: 1, Duration: -time.Second},
+		"negative rate":        {InFlight: 1, Rate: -1},
+		"rate below in-flight": {InFlight: 4, Rate: 2},
 	} {
 		if err := c.Validate(); !errors.Is(err, floor.ErrConfig) {
 			t.Errorf("%s: got %v, want ErrConfig", name, err)
