@@ -60,6 +60,9 @@ type Config struct {
 	Scrape canary.ScrapeFunc
 	// Poll is how often the canary controller looks for due steps (0: canary.DefaultPoll).
 	Poll time.Duration
+	// SampleEvery is how often Run reads the sidecars' and edges' metrics
+	// for the page's live figures (0: DefaultSampleEvery).
+	SampleEvery time.Duration
 }
 
 // Validate reports the first problem of c; the error wraps ErrConfig.
@@ -71,8 +74,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("%w: a token is required (--token-file or GRIDDLE_TOKEN)", ErrConfig)
 	case c.Prefix != "" && !strings.HasSuffix(c.Prefix, "/"):
 		return fmt.Errorf("%w: prefix %q must end with /", ErrConfig, c.Prefix)
-	case c.SessionTTL < 0 || c.Poll < 0:
-		return fmt.Errorf("%w: session TTL and poll must not be negative", ErrConfig)
+	case c.SessionTTL < 0 || c.Poll < 0 || c.SampleEvery < 0:
+		return fmt.Errorf("%w: session TTL, poll and sample period must not be negative", ErrConfig)
 	}
 	return nil
 }
@@ -91,6 +94,8 @@ type Server struct {
 	mux      *http.ServeMux
 	handler  http.Handler
 	stats    *stats
+	live     *sampler
+	now      func() time.Time
 }
 
 // New validates cfg and builds a Server; it does no I/O.
@@ -117,6 +122,25 @@ func New(cfg Config) (*Server, error) {
 		mux:     http.NewServeMux(),
 	}
 	s.stats = newStats(s.Leading)
+	s.now = cfg.Now
+	if s.now == nil {
+		s.now = time.Now
+	}
+	scrape := cfg.Scrape
+	if scrape == nil {
+		scrape = canary.HTTPScraper(nil)
+	}
+	every := cfg.SampleEvery
+	if every == 0 {
+		every = DefaultSampleEvery
+	}
+	s.live = &sampler{targets: mgr.Targets, scrape: scrape, every: every, log: cfg.Logger, count: func(ok bool) {
+		if ok {
+			s.stats.scrapes.WithLabelValues("ok").Inc()
+		} else {
+			s.stats.scrapes.WithLabelValues("error").Inc()
+		}
+	}}
 	ctrl, err := canary.NewController(canary.ControllerConfig{Manager: mgr, Scrape: cfg.Scrape, Now: cfg.Now, Poll: cfg.Poll, Logger: cfg.Logger, OnDecision: s.stats.decided})
 	if err != nil {
 		return nil, err
@@ -134,14 +158,16 @@ func (s *Server) Handler() http.Handler { return s.handler }
 // Leading reports whether this replica leads (runs the controllers) now.
 func (s *Server) Leading() bool { return s.elector.Leading() }
 
-// Run serves HTTP on ln and takes part in the leader election until ctx
-// ends; then it shuts the server down (waiting up to 5s for calls in
+// Run serves HTTP on ln, samples the sidecars' and edges' metrics for the
+// page, and takes part in the leader election until ctx ends; then it
+// shuts the server down (waiting up to 5s for calls in
 // flight), stops the controller, resigns and returns. It closes ln.
 func (s *Server) Run(ctx context.Context, ln net.Listener) error {
 	srv := &http.Server{Handler: s.handler, ReadHeaderTimeout: 10 * time.Second}
 	var wg sync.WaitGroup
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	wg.Go(func() { s.live.run(ctx) })
 	wg.Go(func() {
 		_ = s.elector.Run(ctx, func(lctx context.Context, guard clientv3.Cmp) {
 			_ = s.ctrl.Run(lctx, guard)
@@ -170,7 +196,10 @@ func (s *Server) Run(ctx context.Context, ln net.Listener) error {
 func (s *Server) routes() {
 	m := s.mux
 	m.HandleFunc("GET /{$}", s.page)
+	m.HandleFunc("GET /services/{service}", s.servicePage)
+	m.HandleFunc("GET /static/{file}", s.staticFile)
 	m.HandleFunc("GET /healthz", s.healthz)
+	m.HandleFunc("GET /v1/live", func(w http.ResponseWriter, _ *http.Request) { writeJSON(w, http.StatusOK, s.live.Figures()) })
 	m.Handle("GET /metrics", metrics.Handler(s.stats.reg))
 	m.HandleFunc("GET /v1/services", s.services)
 	m.HandleFunc("GET /v1/rules", s.listRules)

@@ -221,9 +221,20 @@ func TestStatus(t *testing.T) {
 	}
 	page, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
-	for _, want := range []string{"<h2>feed</h2>", "tcp://x:2", "(behind)", "e1", "v1 100%"} {
+	for _, want := range []string{`<a href="/services/feed">feed</a>`, "(1 behind)", "e1", "100%"} {
 		if !strings.Contains(string(page), want) {
 			t.Errorf("status page lacks %q", want)
+		}
+	}
+	resp, err = http.Get(url + "/services/feed")
+	if err != nil {
+		t.Fatal(err)
+	}
+	page, _ = io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, want := range []string{"tcp://x:2", "(behind)", "catch-all", "v1 100%", `id="editor"`, "History"} {
+		if !strings.Contains(string(page), want) {
+			t.Errorf("service page lacks %q", want)
 		}
 	}
 }

@@ -5,12 +5,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"html/template"
-	"maps"
 	"net/http"
 	"slices"
-	"strings"
-	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
@@ -108,51 +104,3 @@ func (s *Server) services(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, st)
 }
 
-var pageTemplate = template.Must(template.New("page").Funcs(template.FuncMap{
-	"since": func(t time.Time) string {
-		if t.IsZero() {
-			return ""
-		}
-		return time.Since(t).Round(time.Second).String()
-	},
-	"weights": func(m map[string]int) string {
-		var parts []string
-		for _, k := range slices.Sorted(maps.Keys(m)) {
-			parts = append(parts, fmt.Sprintf("%s %d%%", k, m[k]))
-		}
-		return strings.Join(parts, ", ")
-	},
-}).Parse(`<!doctype html>
-<html><head><meta charset="utf-8"><title>Griddle control</title>
-<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse;margin-bottom:1.5em}td,th{border:1px solid #ccc;padding:.3em .6em;text-align:left}.behind{color:#b00}</style>
-</head><body>
-<h1>Griddle</h1>
-<p>Leader: {{if .Leader}}{{.Leader}}{{else}}none{{end}} · etcd revision {{.Revision}}</p>
-{{range .Services}}
-<h2>{{.Name}}</h2>
-<p>Rules revision: {{if .RuleRevision}}{{.RuleRevision}}{{else}}none{{end}}{{with .Weights}} · default route: {{weights .}}{{end}}
-{{with .Canary}} · canary {{.From}} → {{.To}}: {{.State}}, {{.Weight}}%{{if .Reason}} ({{.Reason}}){{end}}{{end}}</p>
-<table><tr><th>version</th><th>instance</th><th>address</th><th>up for</th><th>rules revision</th></tr>
-{{range $v := .Versions}}{{range .Instances}}<tr><td>{{$v.Name}}</td><td>{{.ID}}</td><td>{{.Address}}</td><td>{{since .Started}}</td><td{{if .Behind}} class="behind"{{end}}>{{.RuleRevision}}{{if .Behind}} (behind){{end}}</td></tr>
-{{end}}{{else}}<tr><td colspan="5">no instances</td></tr>{{end}}</table>
-{{else}}<p>No services.</p>{{end}}
-<h2>Edges</h2>
-<table><tr><th>edge</th><th>address</th><th>up for</th><th>rules revision</th></tr>
-{{range .Edges}}<tr><td>{{.ID}}</td><td>{{.Address}}</td><td>{{since .Started}}</td><td{{if .Behind}} class="behind"{{end}}>{{.RuleRevision}}{{if .Behind}} (behind){{end}}</td></tr>
-{{else}}<tr><td colspan="4">no edges registered</td></tr>{{end}}</table>
-</body></html>
-`))
-
-func (s *Server) page(w http.ResponseWriter, r *http.Request) {
-	ctx, cancel := reqCtx(r)
-	defer cancel()
-	st, err := s.Status(ctx)
-	if err != nil {
-		s.fail(w, r, err)
-		return
-	}
-	w.Header().Set("Content-Type", "text/html; charset=utf-8")
-	if err := pageTemplate.Execute(w, st); err != nil {
-		s.log.Warn("control: status page", "err", err)
-	}
-}

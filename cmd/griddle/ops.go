@@ -149,7 +149,7 @@ func controlCmd(g *globals) *cobra.Command {
 	)
 	cmd := &cobra.Command{
 		Use:   "control",
-		Short: "Run a control plane replica: the rules and canary API, the status page, the canary controller when elected",
+		Short: "Run a control plane replica: the rules and canary API, the web page, /metrics and /healthz, the canary controller when elected",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			log, err := g.logger()
@@ -189,6 +189,7 @@ func controlCmd(g *globals) *cobra.Command {
 	f.StringVar(&cfg.ID, "id", "", "name of this replica in the leader election (default: hostname-pid)")
 	f.DurationVar(&cfg.SessionTTL, "session-ttl", control.DefaultSessionTTL, "leader lease: a dead leader is replaced within it")
 	f.DurationVar(&cfg.Poll, "poll", canary.DefaultPoll, "how often the canary controller looks for due steps")
+	f.DurationVar(&cfg.SampleEvery, "sample-every", control.DefaultSampleEvery, "how often the page's live figures are read from the sidecars' and edges' /metrics")
 	etcd.add(cmd)
 	return cmd
 }

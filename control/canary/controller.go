@@ -416,8 +416,10 @@ func (c *Controller) scrapeAll(ctx context.Context, k Canary) (map[string]Counte
 	return out, res
 }
 
-// targets lists every registered sidecar and edge.
-func (m *Manager) targets(ctx context.Context) ([]Target, error) {
+func (m *Manager) targets(ctx context.Context) ([]Target, error) { return m.Targets(ctx) }
+
+// Targets lists every registered sidecar and edge.
+func (m *Manager) Targets(ctx context.Context) ([]Target, error) {
 	p := m.rules.Prefix()
 	resp, err := m.cli.Txn(ctx).Then(
 		clientv3.OpGet(discovery.InstancesPrefix(p), clientv3.WithPrefix()),
