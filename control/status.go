@@ -103,4 +103,3 @@ func (s *Server) services(w http.ResponseWriter, r *http.Request) {
 	}
 	writeJSON(w, http.StatusOK, st)
 }
-
