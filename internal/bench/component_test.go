@@ -156,7 +156,8 @@ func TestRunDeployed(t *testing.T) {
 			t.Errorf("profile %s: %v", p, err)
 		}
 	}
-	if want := len(floor.All()); len(rep.Floors) != want {
+	// Closed loop at one in flight, and paced at the one rate.
+	if want := 2 * len(floor.All()); len(rep.Floors) != want {
 		t.Errorf("got %d floors, want %d", len(rep.Floors), want)
 	}
 }
