@@ -27,7 +27,7 @@
     if (!r.body) return "HTTP " + r.status;
     return r.body.error + (r.body.code ? " [" + r.body.code + "]" : "");
   }
-  function show(el, ok, text) { el.className = "result " + (ok ? "ok" : "err"); el.textContent = text; }
+  function show(el, ok, text) { el.hidden = false; el.className = "result " + (ok ? "ok" : "err"); el.textContent = text; }
   // A message survives the reload that follows a write.
   var flash = $("#flash");
   if (flash && sessionStorage.getItem("griddle-flash")) {
