@@ -14,6 +14,7 @@ import (
 
 	"github.com/griddle-mesh/griddle/control/rulestore"
 	"github.com/griddle-mesh/griddle/internal/discovery"
+	"github.com/griddle-mesh/griddle/internal/routing"
 )
 
 // DefaultPoll is how often a Controller looks for canaries that are due.
@@ -246,9 +247,9 @@ func (c *Controller) decide(ctx context.Context, k Canary) (Canary, bool) {
 	}
 	k.Step++
 	k.Baseline, k.NextAt = current, now.Add(time.Duration(k.Interval))
-	reason := fmt.Sprintf("healthy: error rate %.2f%%, p99 %v over %v requests", 100*m.ErrorRate, time.Duration(m.P99), m.Requests)
+	reason := fmt.Sprintf("healthy: error rate %.2f%%, p99 %v over %v requests", 100*m.ErrorRate, short(m.P99), m.Requests)
 	if b := m.Baseline; b != nil && b.Requests > 0 {
-		reason += fmt.Sprintf("; %s: %.2f%%, p99 %v over %v", k.From, 100*b.ErrorRate, time.Duration(b.P99), b.Requests)
+		reason += fmt.Sprintf("; %s: %.2f%%, p99 %v over %v", k.From, 100*b.ErrorRate, short(b.P99), b.Requests)
 	}
 	k.History = append(k.History, Event{At: now, Action: "step", Weight: k.Steps[k.Step], Metrics: &m, Reason: reason})
 	c.finishIfFull(&k)
@@ -335,7 +336,7 @@ func breach(k Canary, m Metrics) string {
 		why = append(why, fmt.Sprintf("error rate %.2f%% > %.2f%%", 100*m.ErrorRate, 100*k.MaxErrorRate))
 	}
 	if k.MaxP99 > 0 && m.P99 > k.MaxP99 {
-		why = append(why, fmt.Sprintf("p99 %v > %v", time.Duration(m.P99), time.Duration(k.MaxP99)))
+		why = append(why, fmt.Sprintf("p99 %v > %v", short(m.P99), time.Duration(k.MaxP99)))
 	}
 	if b := m.Baseline; b != nil && b.Requests >= k.minRequests() {
 		if d := m.ErrorRate - b.ErrorRate; d > k.maxIncrease() {
@@ -343,13 +344,21 @@ func breach(k Canary, m Metrics) string {
 				100*m.ErrorRate, 100*d, k.From, 100*b.ErrorRate, 100*k.maxIncrease()))
 		}
 		if r := k.MaxP99Ratio; r > 0 && time.Duration(m.P99) > time.Duration(r*float64(b.P99))+P99Slack {
-			why = append(why, fmt.Sprintf("p99 %v > %v × %s's %v (+%v)", time.Duration(m.P99), r, k.From, time.Duration(b.P99), P99Slack))
+			why = append(why, fmt.Sprintf("p99 %v > %v × %s's %v (+%v)", short(m.P99), r, k.From, short(b.P99), P99Slack))
 		}
 	}
 	if len(why) == 0 {
 		return ""
 	}
 	return fmt.Sprintf("%s over %v requests to %s", strings.Join(why, ", "), m.Requests, k.To)
+}
+
+// short rounds a latency for people: 4.4ms, not 4.399999ms.
+func short(d routing.Duration) time.Duration {
+	if time.Duration(d) >= time.Millisecond {
+		return time.Duration(d).Round(10 * time.Microsecond)
+	}
+	return time.Duration(d).Round(time.Microsecond)
 }
 
 // scrapeResult says what a scrape could not read: errs by "sidecar/<version>"
