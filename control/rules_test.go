@@ -5,9 +5,11 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 
+	"github.com/griddle-mesh/griddle/control"
 	"github.com/griddle-mesh/griddle/control/api"
 	"github.com/griddle-mesh/griddle/control/client"
 	"github.com/griddle-mesh/griddle/internal/discovery"
@@ -121,4 +123,82 @@ func TestHealthzAndMetrics(t *testing.T) {
 			t.Errorf("/metrics (%d) lacks %q", code, want)
 		}
 	}
+}
+
+func TestRoles(t *testing.T) {
+	cli := etcdClient(t)
+	tokens, err := control.ParseTokens("# who may change what\nop-secret\ndeployer dep-secret\n")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := control.New(control.Config{Etcd: cli, Prefix: prefix, Tokens: tokens, Logger: quiet()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	hs := httptest.NewServer(s.Handler())
+	defer hs.Close()
+	ctx := context.Background()
+	op, dep := client.New(hs.URL, "op-secret", "alice", nil), client.New(hs.URL, "dep-secret", "ci", nil)
+	_, err = dep.Apply(ctx, "feed", []byte(feedV1), 0, "")
+	var ce *client.Error
+	if !errors.As(err, &ce) || ce.Status != http.StatusForbidden || !strings.Contains(ce.Message, "role deployer") {
+		t.Fatalf("a deployer applying rules: %v, want 403 naming the role", err)
+	}
+	if _, err := op.Apply(ctx, "feed", []byte(feedV1), 0, ""); err != nil {
+		t.Fatalf("an operator applying rules: %v", err)
+	}
+	register(t, cli, discovery.Instance{ID: "feed-v2-a", Service: "feed", Version: "v2", Address: "tcp://127.0.0.1:1"})
+	if _, err := dep.StartCanary(ctx, canarySpec()); err != nil {
+		t.Fatalf("a deployer starting a canary: %v", err)
+	}
+	if _, err := dep.Abort(ctx, "feed"); err != nil {
+		t.Fatalf("a deployer aborting a canary: %v", err)
+	}
+}
+
+func TestParseTokens(t *testing.T) {
+	for _, tc := range []struct {
+		name, text string
+		want       []control.Token
+		err        string
+	}{
+		{"bare token", "s3cret\n", []control.Token{{Secret: "s3cret", Role: control.RoleOperator}}, ""},
+		{"roles and comments", "# ops\noperator a\n\ndeployer b\n", []control.Token{{Secret: "a", Role: control.RoleOperator}, {Secret: "b", Role: control.RoleDeployer}}, ""},
+		{"unknown role", "admin x\n", nil, `line 1: control: invalid config: role "admin"`},
+		{"two words", "deployer a b\n", nil, "line 1: control: invalid config: a token must be one word"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := control.ParseTokens(tc.text)
+			if tc.err != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.err) || !errors.Is(err, control.ErrConfig) {
+					t.Fatalf("got %v, want an ErrConfig containing %q", err, tc.err)
+				}
+				return
+			}
+			if err != nil || len(got) != len(tc.want) {
+				t.Fatalf("got %v, %v; want %v", got, err, tc.want)
+			}
+			for i := range got {
+				if got[i] != tc.want[i] {
+					t.Errorf("token %d = %+v, want %+v", i, got[i], tc.want[i])
+				}
+			}
+		})
+	}
+}
+
+func FuzzParseTokens(f *testing.F) {
+	f.Add("s3cret\n")
+	f.Add("deployer x\n# c\noperator y")
+	f.Fuzz(func(t *testing.T, text string) {
+		ts, err := control.ParseTokens(text)
+		if err != nil {
+			return
+		}
+		for _, tok := range ts {
+			if tok.Secret == "" || strings.ContainsAny(tok.Secret, " \t\n") || (tok.Role != control.RoleOperator && tok.Role != control.RoleDeployer) {
+				t.Fatalf("accepted %+v from %q", tok, text)
+			}
+		}
+	})
 }

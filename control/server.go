@@ -3,8 +3,6 @@ package control
 import (
 	"context"
 	"crypto/rand"
-	"crypto/sha256"
-	"crypto/subtle"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -14,6 +12,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -45,8 +44,11 @@ type Config struct {
 	Etcd *clientv3.Client
 	// Prefix is the key prefix of everything in etcd ("": discovery.DefaultPrefix).
 	Prefix string
-	// Token is the bearer token write calls must carry (required).
+	// Token is an operator's bearer token, which write calls must carry
+	// ("": none; at least one of Token and Tokens is required).
 	Token string
+	// Tokens are bearer tokens with their roles (see ParseTokens).
+	Tokens []Token
 	// ID names this replica in the leader election ("": hostname-pid).
 	ID string
 	// SessionTTL is the leader's lease (0: DefaultSessionTTL).
@@ -70,12 +72,17 @@ func (c Config) Validate() error {
 	switch {
 	case c.Etcd == nil:
 		return fmt.Errorf("%w: an etcd client is required (--etcd)", ErrConfig)
-	case c.Token == "":
+	case c.Token == "" && len(c.Tokens) == 0:
 		return fmt.Errorf("%w: a token is required (--token-file or GRIDDLE_TOKEN)", ErrConfig)
 	case c.Prefix != "" && !strings.HasSuffix(c.Prefix, "/"):
 		return fmt.Errorf("%w: prefix %q must end with /", ErrConfig, c.Prefix)
 	case c.SessionTTL < 0 || c.Poll < 0 || c.SampleEvery < 0:
 		return fmt.Errorf("%w: session TTL, poll and sample period must not be negative", ErrConfig)
+	}
+	for i, t := range c.Tokens {
+		if err := t.validate(); err != nil {
+			return fmt.Errorf("tokens[%d]: %w", i, err)
+		}
 	}
 	return nil
 }
@@ -85,7 +92,7 @@ func (c Config) Validate() error {
 type Server struct {
 	cli      *clientv3.Client
 	prefix   string
-	token    [sha256.Size]byte
+	tokens   tokenSet
 	log      *slog.Logger
 	rules    *rulestore.Store
 	canaries *canary.Manager
@@ -116,7 +123,7 @@ func New(cfg Config) (*Server, error) {
 	rules := rulestore.New(cfg.Etcd, cfg.Prefix, cfg.Now)
 	mgr := canary.NewManager(cfg.Etcd, rules, cfg.Now)
 	s := &Server{
-		cli: cfg.Etcd, prefix: cfg.Prefix, token: sha256.Sum256([]byte(cfg.Token)), log: cfg.Logger,
+		cli: cfg.Etcd, prefix: cfg.Prefix, tokens: newTokenSet(tokensOf(cfg)), log: cfg.Logger,
 		rules: rules, canaries: mgr,
 		elector: NewElector(cfg.Etcd, cfg.Prefix, cfg.ID, cfg.SessionTTL, cfg.Logger),
 		mux:     http.NewServeMux(),
@@ -205,22 +212,23 @@ func (s *Server) routes() {
 	m.HandleFunc("GET /v1/rules", s.listRules)
 	m.HandleFunc("GET /v1/rules/{service}", s.getRules)
 	m.HandleFunc("POST /v1/rules/{service}/validate", s.validate)
-	m.HandleFunc("PUT /v1/rules/{service}", s.write(s.putRules))
+	m.HandleFunc("PUT /v1/rules/{service}", s.write(RoleOperator, s.putRules))
 	m.HandleFunc("POST /v1/rules/{service}/diff", s.diff)
 	m.HandleFunc("GET /v1/rules/{service}/history", s.history)
-	m.HandleFunc("POST /v1/rules/{service}/rollback", s.write(s.rollback))
+	m.HandleFunc("POST /v1/rules/{service}/rollback", s.write(RoleOperator, s.rollback))
 	m.HandleFunc("GET /v1/canaries", s.listCanaries)
-	m.HandleFunc("POST /v1/canaries/{service}", s.write(s.startCanary))
+	m.HandleFunc("POST /v1/canaries/{service}", s.write(RoleDeployer, s.startCanary))
 	m.HandleFunc("GET /v1/canaries/{service}", s.getCanary)
-	m.HandleFunc("POST /v1/canaries/{service}/promote", s.write(s.promote))
-	m.HandleFunc("POST /v1/canaries/{service}/abort", s.write(s.abort))
+	m.HandleFunc("POST /v1/canaries/{service}/promote", s.write(RoleDeployer, s.promote))
+	m.HandleFunc("POST /v1/canaries/{service}/abort", s.write(RoleDeployer, s.abort))
 	m.HandleFunc("/v1/", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusNotFound, api.Error{Message: "no such endpoint: " + r.Method + " " + r.URL.Path, Code: api.CodeNotFound})
 	})
 }
 
-// write wraps a handler of a write call: it needs the bearer token.
-func (s *Server) write(h http.HandlerFunc) http.HandlerFunc {
+// write wraps a handler of a write call: it needs a bearer token whose
+// role allows calls that need role.
+func (s *Server) write(role Role, h http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		tok, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
 		if !ok || tok == "" {
@@ -228,14 +236,26 @@ func (s *Server) write(h http.HandlerFunc) http.HandlerFunc {
 			writeJSON(w, http.StatusUnauthorized, api.Error{Message: "write calls need Authorization: Bearer <token>", Code: api.CodeUnauthorized})
 			return
 		}
-		// Comparing digests keeps the comparison constant-time whatever the length.
-		got := sha256.Sum256([]byte(tok))
-		if subtle.ConstantTimeCompare(got[:], s.token[:]) != 1 {
+		has, ok := s.tokens.role(tok)
+		switch {
+		case !ok:
 			writeJSON(w, http.StatusForbidden, api.Error{Message: "the token is not valid", Code: api.CodeForbidden})
+			return
+		case !has.allows(role):
+			writeJSON(w, http.StatusForbidden, api.Error{Message: fmt.Sprintf("the token's role %s may not do this; it needs the %s role", has, role), Code: api.CodeForbidden})
 			return
 		}
 		h(w, r)
 	}
+}
+
+// tokensOf joins Config.Token (an operator's) and Config.Tokens.
+func tokensOf(cfg Config) []Token {
+	ts := slices.Clone(cfg.Tokens)
+	if cfg.Token != "" {
+		ts = append(ts, Token{Secret: cfg.Token, Role: RoleOperator})
+	}
+	return ts
 }
 
 func author(r *http.Request) string {

@@ -163,7 +163,10 @@ func controlCmd(g *globals) *cobra.Command {
 				if err != nil {
 					return fmt.Errorf("--token-file: %w", err)
 				}
-				cfg.Token = strings.TrimSpace(string(b))
+				cfg.Token = ""
+				if cfg.Tokens, err = control.ParseTokens(string(b)); err != nil {
+					return usageError(fmt.Errorf("--token-file %s: %w", tokenFile, err))
+				}
 			}
 			m, err := etcd.connect(cmd.Context(), nil, log)
 			if err != nil {
@@ -185,7 +188,7 @@ func controlCmd(g *globals) *cobra.Command {
 	}
 	f := cmd.Flags()
 	f.StringVar(&listen, "listen", "127.0.0.1:9300", "address of the API and the status page")
-	f.StringVar(&tokenFile, "token-file", "", "file holding the bearer token of write calls (default: env GRIDDLE_TOKEN)")
+	f.StringVar(&tokenFile, "token-file", "", "file of bearer tokens for write calls, one per line: TOKEN (an operator's) or ROLE TOKEN, ROLE operator or deployer (canaries only) (default: env GRIDDLE_TOKEN, an operator's)")
 	f.StringVar(&cfg.ID, "id", "", "name of this replica in the leader election (default: hostname-pid)")
 	f.DurationVar(&cfg.SessionTTL, "session-ttl", control.DefaultSessionTTL, "leader lease: a dead leader is replaced within it")
 	f.DurationVar(&cfg.Poll, "poll", canary.DefaultPoll, "how often the canary controller looks for due steps")

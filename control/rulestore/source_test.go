@@ -4,6 +4,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -111,4 +113,112 @@ func TestUnifiedAppliesWithPatch(t *testing.T) {
 	if d := rulestore.Unified("x\n", "x\n", "a", "b"); d != "" {
 		t.Errorf("equal texts give %q, want \"\"", d)
 	}
+}
+
+var hunkHeader = regexp.MustCompile(`^@@ -(\d+)(?:,(\d+))? \+(\d+)(?:,(\d+))? @@\n$`)
+
+// applyUnified applies a unified diff as patch(1) would, strictly: context
+// and removed lines must match.
+func applyUnified(t *testing.T, a, d string) string {
+	t.Helper()
+	if d == "" {
+		return a
+	}
+	src := strings.SplitAfter(a, "\n")
+	if src[len(src)-1] == "" {
+		src = src[:len(src)-1]
+	}
+	lines := strings.SplitAfter(d, "\n")
+	var out []string
+	pos := 0
+	for i := 2; i < len(lines); {
+		h := lines[i]
+		if h == "" {
+			break
+		}
+		m := hunkHeader.FindStringSubmatch(h)
+		if m == nil {
+			t.Fatalf("bad hunk header %q", h)
+		}
+		as, _ := strconv.Atoi(m[1])
+		al := 1
+		if m[2] != "" {
+			al, _ = strconv.Atoi(m[2])
+		}
+		start := as - 1
+		if al == 0 {
+			start = as
+		}
+		if start < pos || start > len(src) {
+			t.Fatalf("hunk %q starts at line %d, outside %d..%d", h, start+1, pos+1, len(src))
+		}
+		out = append(out, src[pos:start]...)
+		pos = start
+		i++
+		for i < len(lines) && lines[i] != "" && !strings.HasPrefix(lines[i], "@@") {
+			l := lines[i]
+			body := l[1:]
+			if i+1 < len(lines) && strings.HasPrefix(lines[i+1], `\ No newline`) {
+				body = strings.TrimSuffix(body, "\n")
+				i++
+			}
+			switch l[0] {
+			case ' ', '-':
+				if pos >= len(src) || src[pos] != body {
+					t.Fatalf("hunk %q does not match line %d %q of the original", h, pos+1, src[min(pos, len(src)-1)])
+				}
+				pos++
+				if l[0] == ' ' {
+					out = append(out, body)
+				}
+			case '+':
+				out = append(out, body)
+			}
+			i++
+		}
+	}
+	out = append(out, src[pos:]...)
+	return strings.Join(out, "")
+}
+
+func FuzzUnified(f *testing.F) {
+	f.Add(authored, strings.Replace(authored, "v3: 50", "v3: 40\n      v2: 10", 1))
+	f.Add("a\nb\nc\nd\ne\nf\ng\nh\ni\nj\n", "a\nB\nc\nd\ne\nf\ng\nh\nI\nj")
+	f.Add("", "x\n")
+	f.Fuzz(func(t *testing.T, a, b string) {
+		if len(a) > 4096 || len(b) > 4096 {
+			return
+		}
+		d := rulestore.Unified(a, b, "a", "b")
+		if got := applyUnified(t, a, d); got != b {
+			t.Fatalf("applying the diff of %q to %q gives %q\n%s", a, b, got, d)
+		}
+	})
+}
+
+func FuzzRewrite(f *testing.F) {
+	f.Add(authored, 30)
+	f.Add("{\"service\":\"hello\",\"versions\":[{\"to\":{\"v1\":100}}]}", 5)
+	f.Fuzz(func(t *testing.T, src string, w int) {
+		d, err := routing.Parse([]byte(src))
+		if err != nil || w < 0 || w > 100 {
+			return
+		}
+		last := &d.Versions[len(d.Versions)-1]
+		last.To = map[string]int{"zz": w, "yy": 100 - w}
+		if w == 0 {
+			delete(last.To, "zz")
+		}
+		if w == 100 {
+			delete(last.To, "yy")
+		}
+		out, ok := rulestore.Rewrite(src, d)
+		if !ok {
+			return
+		}
+		got, err := routing.Parse([]byte(out))
+		if err != nil || !rulestore.Same(rulestore.Entry{Document: got, Meta: rulestore.Meta{Source: out}}, d, []byte(out)) {
+			t.Fatalf("Rewrite gave a text that does not parse to the document: %v\n%s", err, out)
+		}
+	})
 }
