@@ -7,6 +7,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -168,5 +169,99 @@ func TestCanarySeesWhatTheEdgeSees(t *testing.T) {
 	t.Logf("rolled back: %s", c.Reason)
 	if c.State != canary.RolledBack || last.Metrics == nil || last.Metrics.Callers == nil || last.Metrics.Callers.Errors == 0 {
 		t.Fatalf("canary %s (%s), last decision %+v: want rolled back on errors the edge saw", c.State, c.Reason, last.Metrics)
+	}
+}
+
+// TestCanaryInUp: in `griddle up`, whose own sidecars have no admin port, a
+// canary to a second version started beside it is judged on what up's edge
+// sees and promotes.
+func TestCanaryInUp(t *testing.T) {
+	root, err := meshtest.ModuleRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	listen, admin, etcd, ctl := meshtest.FreeAddr(t), meshtest.FreeAddr(t), meshtest.FreeAddr(t), meshtest.FreeAddr(t)
+	up := exec.Command(bin.Griddle, "up", "--dir", dir, "--listen", listen, "--admin", admin, "--etcd-listen", etcd,
+		"--control", ctl, "--services", "hello")
+	up.Dir = root
+	up.Env = append(os.Environ(), "GRIDDLE_TOKEN="+controlToken)
+	var upLog meshtest.SyncBuffer
+	up.Stdout, up.Stderr = &upLog, &upLog
+	if err := up.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- up.Wait() }()
+	defer func() {
+		up.Process.Signal(syscall.SIGINT)
+		select {
+		case <-exited:
+		case <-time.After(20 * time.Second):
+			up.Process.Kill()
+			<-exited
+		}
+		if t.Failed() {
+			t.Logf("griddle up said:\n%s", upLog.String())
+		}
+	}()
+	for deadline := time.Now().Add(90 * time.Second); !strings.Contains(upLog.String(), "the mesh is running"); time.Sleep(50 * time.Millisecond) {
+		select {
+		case err := <-exited:
+			t.Fatalf("griddle up exited: %v\n%s", err, upLog.String())
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("griddle up did not start in 90s")
+		}
+	}
+	url := "http://" + ctl
+	// A second version of hello beside up's first.
+	v2Admin := meshtest.FreeAddr(t)
+	v2 := exec.Command(bin.Griddle, "sidecar", "--service", "hello", "--version", "v2", "--id", "hello-v2-beside-up",
+		"--plugin", bin.Handlers["hello"], "--etcd", etcd, "--admin", v2Admin, "--ttl", "2s")
+	var v2Log meshtest.SyncBuffer
+	v2.Stdout, v2.Stderr = &v2Log, &v2Log
+	if err := v2.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		v2.Process.Signal(syscall.SIGTERM)
+		v2.Wait()
+		if t.Failed() {
+			t.Logf("the v2 sidecar said:\n%s", v2Log.String())
+		}
+	}()
+	rules := writeFile(t, "hello.yaml", "service: hello\nhttp: [{pathPrefix: /hello/}]\nversions:\n  - to: {v1: 100}\n")
+	if out, code := cli(t, url, "routes", "apply", "-f", rules); code != 0 {
+		t.Fatalf("routes apply: exit %d: %s", code, out)
+	}
+	load := startPaced("http://"+listen+"/hello/greet?name=up", 60)
+	defer load.finish()
+	var out string
+	var code int
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(200 * time.Millisecond) {
+		out, code = cli(t, url, "canary", "start", "hello", "--to", "v2", "--steps", "50,100", "--interval", "2s",
+			"--max-error-rate", "2%", "--min-requests", "5")
+		if code == 0 || time.Now().After(deadline) {
+			break
+		}
+	}
+	if code != 0 {
+		t.Fatalf("canary start: exit %d: %s", code, out)
+	}
+	wout, werr, code := cliIn(t, url, "", "canary", "status", "hello", "--wait", "--timeout", "60s")
+	if code != 0 {
+		t.Fatalf("canary status --wait: exit %d: %s%s; want 0, promoted", code, wout, werr)
+	}
+	c := canaryState(t, url)
+	var judged *canary.Metrics
+	for _, ev := range c.History {
+		if ev.Action == "step" && ev.Metrics != nil {
+			judged = ev.Metrics
+		}
+	}
+	if c.State != canary.Promoted || judged == nil || judged.Callers == nil || judged.Callers.Requests == 0 {
+		t.Fatalf("canary %s (%s); judged on %+v: want promoted on the edge's figures", c.State, c.Reason, judged)
 	}
 }
