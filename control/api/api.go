@@ -1,9 +1,15 @@
 // Package api holds the JSON types of the control plane's HTTP API, shared
 // by the server (package control) and its client (control/client).
 //
-// Endpoints (write calls need "Authorization: Bearer <token>"):
+// Endpoints (write calls need "Authorization: Bearer <token>"; rules
+// writes an operator's token, canary writes an operator's or a deployer's):
 //
-//	GET  /v1/services                        Services
+//	GET  /                                   the page: all services (HTML)
+//	GET  /services/{service}                 the page of one service (HTML)
+//	GET  /healthz                            200 "ok" when etcd answers, else 503
+//	GET  /metrics                            the control plane's own Prometheus metrics
+//	GET  /v1/live                            control.LiveFigures: recent rates and latencies
+	GET  /v1/services                        Services
 //	GET  /v1/rules                           []RulesSummary: every service with rules
 //	GET  /v1/rules/{service}                 Rules
 //	POST /v1/rules/{service}/validate        body: YAML or JSON → Rules (Revision 0)

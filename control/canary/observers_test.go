@@ -240,3 +240,27 @@ func equal(a, b map[string]int) bool {
 	}
 	return true
 }
+
+func TestCallingSidecarsCount(t *testing.T) {
+	e := newEnv(t)
+	sc := sidecarOf(t, e.cli, "v2", "v2-a")
+	// A sidecar of another service that calls feed: its outbound series.
+	caller := newAdmin(t, canary.OutboundRequestsMetric, canary.OutboundDurationMetric, "experiment", "variant")
+	put(t, e.cli, discovery.InstanceKey(prefix, discovery.Instance{ID: "web-1", Service: "web", Version: "v1"}),
+		discovery.Instance{ID: "web-1", Service: "web", Version: "v1", Address: "tcp://127.0.0.1:1", Admin: caller.addr()})
+	m, c := e.controller(t)
+	ctx := context.Background()
+	if _, err := m.Start(ctx, spec(), "alice"); err != nil {
+		t.Fatal(err)
+	}
+	tick(t, c)
+	sc.record("v2", 50, "200", time.Millisecond)
+	caller.record("v2", 50, "200", time.Millisecond)
+	caller.record("v2", 10, "503", time.Millisecond)
+	e.clock.Add(time.Minute)
+	tick(t, c)
+	k, _ := m.Get(ctx, "feed")
+	if k.State != canary.RolledBack || !strings.Contains(k.Reason, "error rate 16.67%") {
+		t.Fatalf("state %s (%q), want rolled back on the callers' 10 of 60 failures", k.State, k.Reason)
+	}
+}
