@@ -9,7 +9,7 @@
 //	GET  /healthz                            200 "ok" when etcd answers, else 503
 //	GET  /metrics                            the control plane's own Prometheus metrics
 //	GET  /v1/live                            control.LiveFigures: recent rates and latencies
-	GET  /v1/services                        Services
+//	GET  /v1/services                        Services
 //	GET  /v1/rules                           []RulesSummary: every service with rules
 //	GET  /v1/rules/{service}                 Rules
 //	POST /v1/rules/{service}/validate        body: YAML or JSON → Rules (Revision 0)
