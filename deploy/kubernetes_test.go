@@ -169,16 +169,7 @@ func render(t *testing.T, dir string) [][]byte {
 }
 
 func TestKustomizeBaseRenders(t *testing.T) {
-	docs := render(t, kustomizeBase)
-	objs := map[string]object{}
-	for i, doc := range docs {
-		o, err := decodeStrict(doc)
-		if err != nil {
-			t.Errorf("rendered object %d: %v", i, err)
-			continue
-		}
-		objs[o.kind+"/"+o.name] = o
-	}
+	objs := renderObjects(t, kustomizeBase)
 	for _, want := range []string{
 		"Namespace/griddle", "StatefulSet/etcd", "Service/etcd", "PodDisruptionBudget/etcd",
 		"FoundationDBCluster/griddle-fdb",
@@ -195,6 +186,46 @@ func TestKustomizeBaseRenders(t *testing.T) {
 		t.Errorf("etcd replicas = %v, want 3", ss.Spec.Replicas)
 	}
 	checkWorkloads(t, objs)
+}
+
+// TestKustomizeOverlaysRender renders every overlay and checks it as the
+// base; the seed-target overlay must scale edges and profiles.
+func TestKustomizeOverlaysRender(t *testing.T) {
+	dirs, err := filepath.Glob("kubernetes/overlays/*/kustomization.yaml")
+	if err != nil || len(dirs) == 0 {
+		t.Fatalf("no overlays found (%v)", err)
+	}
+	for _, k := range dirs {
+		dir := filepath.Dir(k)
+		t.Run(dir, func(t *testing.T) {
+			objs := renderObjects(t, dir)
+			checkWorkloads(t, objs)
+			if filepath.Base(dir) != "seed-target" {
+				return
+			}
+			for name, want := range map[string]int32{"edge": 10, "profiles": 25} {
+				d, ok := objs["Deployment/"+name].value.(*appsv1.Deployment)
+				if !ok || d.Spec.Replicas == nil || *d.Spec.Replicas != want {
+					t.Errorf("Deployment %s: replicas %v, want %d", name, d.Spec.Replicas, want)
+				}
+			}
+		})
+	}
+}
+
+// renderObjects renders dir and decodes each object strictly, by kind/name.
+func renderObjects(t *testing.T, dir string) map[string]object {
+	t.Helper()
+	objs := map[string]object{}
+	for i, doc := range render(t, dir) {
+		o, err := decodeStrict(doc)
+		if err != nil {
+			t.Errorf("rendered object %d: %v", i, err)
+			continue
+		}
+		objs[o.kind+"/"+o.name] = o
+	}
+	return objs
 }
 
 // workload is what checkWorkloads needs of a Deployment or StatefulSet.
