@@ -131,6 +131,7 @@ func TestPageInChromium(t *testing.T) {
 		f.maxErrorRate.value='5'; f.minRequests.value='5'; f.requestSubmit();})()`)
 	b.waitFor(t, "the canary to start", `document.querySelector('#flash').textContent.includes('canary started')`, 15*time.Second)
 	b.waitFor(t, "the canary to step to 20%", `parseInt(document.querySelector('#canary-weight').textContent) >= 20 && document.querySelector('#canary-state').textContent === 'running'`, 30*time.Second)
+	b.waitFor(t, "the editor to say its text is stale", `!document.querySelector('#stale').hidden`, 10*time.Second)
 	b.screenshot(t, shots, "4-canary")
 	b.do(t, `document.querySelector('#canary-abort').click()`)
 	b.waitFor(t, "the canary to be aborted", `document.querySelector('#canary-state') && document.querySelector('#canary-state').textContent === 'aborted'`, 15*time.Second)

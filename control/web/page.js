@@ -41,11 +41,21 @@
     location.reload();
   }
 
+  // The editor applies only on the revision it was loaded at; say so when
+  // the rules moved on (a canary step, another operator).
+  function staleCheck() {
+    var ed = $("#editor"), cur = $("#live-revision"), note = $("#stale");
+    if (!ed || !cur || !note) return;
+    var stale = cur.dataset.revision !== ed.dataset.revision;
+    note.hidden = !stale;
+    if (stale) note.textContent = "The rules are now at revision " + cur.dataset.revision + "; you are editing revision " +
+      ed.dataset.revision + ". Apply would be refused as stale: reload to edit the current text.";
+  }
   var live = $("#live");
   if (live) {
     setInterval(function () {
       fetch(live.dataset.src).then(function (r) { return r.ok ? r.text() : null; })
-        .then(function (h) { if (h !== null) live.innerHTML = h; }).catch(function () { });
+        .then(function (h) { if (h !== null) { live.innerHTML = h; staleCheck(); } }).catch(function () { });
     }, +live.dataset.every || 2000);
   }
 
