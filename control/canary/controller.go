@@ -20,8 +20,12 @@ import (
 // DefaultPoll is how often a Controller looks for canaries that are due.
 const DefaultPoll = time.Second
 
-// scrapeTimeout bounds the scrape of one instance.
-const scrapeTimeout = 5 * time.Second
+// scrapeTimeout bounds the scrape of one instance; scrapeConcurrency the
+// scrapes in flight.
+const (
+	scrapeTimeout     = 5 * time.Second
+	scrapeConcurrency = 8
+)
 
 // ControllerConfig configures a Controller.
 type ControllerConfig struct {
@@ -379,6 +383,11 @@ func (c *Controller) scrapeAll(ctx context.Context, k Canary) (map[string]Counte
 		c.log.Warn("canary: listing sidecars and edges failed", "service", k.Service, "err", err)
 	}
 	out := map[string]Counters{}
+	var (
+		mu  sync.Mutex
+		wg  sync.WaitGroup
+		sem = make(chan struct{}, scrapeConcurrency)
+	)
 	for _, t := range targets {
 		own := t.Kind == KindSidecar && t.Service == k.Service && (t.Version == k.To || t.Version == k.From)
 		if own && t.Version == k.To {
@@ -394,34 +403,41 @@ func (c *Controller) scrapeAll(ctx context.Context, k Canary) (map[string]Counte
 			}
 			continue
 		}
-		sctx, cancel := context.WithTimeout(ctx, scrapeTimeout)
-		fams, err := c.scrape(sctx, t)
-		cancel()
-		if err != nil {
-			res.errs[errKey]++
-			c.log.Debug("canary: scrape failed", "service", k.Service, t.Kind, t.ID, "err", err)
-			continue
-		}
-		for _, ver := range []string{k.From, k.To} {
-			switch {
-			case t.Kind == KindEdge:
-				if cnt := fams.Counters(EdgeRequestsMetric, EdgeDurationMetric, k.Service, ver); cnt.Total > 0 {
-					out[sourceKey(roleEdge, ver, t.ID)] = cnt
-				}
-			default:
-				if own && t.Version == ver {
-					cnt := fams.Counters(RequestsMetric, DurationMetric, k.Service, ver)
-					dropped := fams.Value(DroppedMetric)
-					cnt.Total += dropped
-					cnt.Errors += dropped
-					out[sourceKey(roleSidecar, ver, t.ID)] = cnt
-				}
-				if cnt := fams.Counters(OutboundRequestsMetric, OutboundDurationMetric, k.Service, ver); cnt.Total > 0 {
-					out[sourceKey(roleOutbound, ver, t.ID)] = cnt
+		wg.Go(func() {
+			sem <- struct{}{}
+			sctx, cancel := context.WithTimeout(ctx, scrapeTimeout)
+			fams, err := c.scrape(sctx, t)
+			cancel()
+			<-sem
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil {
+				res.errs[errKey]++
+				c.log.Debug("canary: scrape failed", "service", k.Service, t.Kind, t.ID, "err", err)
+				return
+			}
+			for _, ver := range []string{k.From, k.To} {
+				switch {
+				case t.Kind == KindEdge:
+					if cnt := fams.Counters(EdgeRequestsMetric, EdgeDurationMetric, k.Service, ver); cnt.Total > 0 {
+						out[sourceKey(roleEdge, ver, t.ID)] = cnt
+					}
+				default:
+					if own && t.Version == ver {
+						cnt := fams.Counters(RequestsMetric, DurationMetric, k.Service, ver)
+						dropped := fams.Value(DroppedMetric)
+						cnt.Total += dropped
+						cnt.Errors += dropped
+						out[sourceKey(roleSidecar, ver, t.ID)] = cnt
+					}
+					if cnt := fams.Counters(OutboundRequestsMetric, OutboundDurationMetric, k.Service, ver); cnt.Total > 0 {
+						out[sourceKey(roleOutbound, ver, t.ID)] = cnt
+					}
 				}
 			}
-		}
+		})
 	}
+	wg.Wait()
 	return out, res
 }
 
