@@ -12,6 +12,8 @@ import (
 
 	"github.com/griddle-mesh/griddle/internal/hop"
 	"github.com/griddle-mesh/griddle/internal/pluginproto"
+	istore "github.com/griddle-mesh/griddle/internal/store"
+	"github.com/griddle-mesh/griddle/internal/store/storehttp"
 	"github.com/griddle-mesh/griddle/internal/wire"
 	"github.com/griddle-mesh/griddle/plugins/store"
 )
@@ -64,9 +66,49 @@ func newMesh(connected bool) *MeshAPI {
 	if connected {
 		m.conns = &connSet{}
 	}
-	m.client = &http.Client{Transport: &meshTransport{conns: m.conns}}
-	m.store = store.New(m.client)
+	m.client = &http.Client{Transport: &meshTransport{m: m}}
+	m.store = &meshStore{Store: store.New(m.client), m: m}
 	return m
+}
+
+// meshStore is the handler's store: transactions over HTTP through the
+// sidecar, one-key reads as one unary call each way.
+type meshStore struct {
+	store.Store
+	m *MeshAPI
+}
+
+var _ istore.Getter = (*meshStore)(nil)
+
+// Get implements istore.Getter, which store.Get uses.
+func (s *meshStore) Get(ctx context.Context, key []byte) ([]byte, error) {
+	if err := istore.CheckKey(key); err != nil {
+		return nil, err
+	}
+	c, err := s.m.conn(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("plugins: store: %w", err)
+	}
+	b, err := hop.Unary(c, storehttp.AppendGet(nil, key), ctx.Done())
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		return nil, fmt.Errorf("plugins: store: %w", err)
+	}
+	return storehttp.DecodeGet(b)
+}
+
+// conn is the connection a call made under ctx goes on: back on the one
+// its request came on, or any open one.
+func (m *MeshAPI) conn(ctx context.Context) (*hop.Conn, error) {
+	if m.conns == nil {
+		return nil, ErrNoMesh
+	}
+	if in, ok := ctx.Value(inboundKey{}).(*inbound); ok && in.conn != nil && in.conn.Err() == nil {
+		return in.conn, nil
+	}
+	return m.conns.pick()
 }
 
 // inbound derives the context of a request the sidecar sent on s: what
@@ -89,13 +131,13 @@ func (m *MeshAPI) inbound(ctx context.Context, s *hop.Stream, env *wire.Request)
 func (m *MeshAPI) Store() store.Store { return m.store }
 
 // meshTransport sends requests to the sidecar, adding the propagated
-// headers. A nil conns means no sidecar.
+// headers.
 type meshTransport struct {
-	conns *connSet
+	m *MeshAPI
 }
 
 func (t *meshTransport) RoundTrip(req *http.Request) (*http.Response, error) {
-	if t.conns == nil {
+	if t.m.conns == nil {
 		closeBody(req)
 		return nil, fmt.Errorf("plugins: call to %q: %w", req.URL.Host, ErrNoMesh)
 	}
@@ -108,22 +150,16 @@ func (t *meshTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	if d, ok := ctx.Deadline(); ok {
 		out.Header.Set(HeaderDeadline, FormatDeadline(d))
 	}
-	var conn *hop.Conn
 	if in, ok := ctx.Value(inboundKey{}).(*inbound); ok {
 		setIf(out.Header, HeaderParentID, in.requestID)
 		setIf(out.Header, HeaderTraceparent, in.traceparent)
 		setIf(out.Header, HeaderTracestate, in.tracestate)
 		setIf(out.Header, HeaderRouting, in.routing)
-		if in.conn != nil && in.conn.Err() == nil {
-			conn = in.conn // back on the connection the request came on
-		}
 	}
-	if conn == nil {
-		var err error
-		if conn, err = t.conns.pick(); err != nil {
-			closeBody(req)
-			return nil, fmt.Errorf("plugins: call to %q: %w", req.URL.Host, err)
-		}
+	conn, err := t.m.conn(ctx)
+	if err != nil {
+		closeBody(req)
+		return nil, fmt.Errorf("plugins: call to %q: %w", req.URL.Host, err)
 	}
 	return hop.RoundTrip(conn, out, "")
 }

@@ -248,7 +248,7 @@ func (s *hopServer) accept() error {
 			}
 			return err
 		}
-		s.mesh.conns.add(hop.New(nc, hop.Config{Accepting: true, Serve: s.serve}))
+		s.mesh.conns.add(hop.New(nc, hop.Config{Accepting: true, Serve: s.serve, Unary: unary}))
 	}
 }
 

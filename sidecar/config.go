@@ -68,15 +68,15 @@ func (c Config) Validate() error {
 		return errors.New("sidecar: --listen: required")
 	}
 	u, err := url.Parse(c.Listen)
-	if err != nil || (u.Scheme != "tcp" && u.Scheme != "tls+tcp" && u.Scheme != "ipc") {
-		return fmt.Errorf("sidecar: --listen: %q is not a tcp://, tls+tcp:// or ipc:// URL", c.Listen)
+	if err != nil || !listenSchemes[u.Scheme] {
+		return fmt.Errorf("sidecar: --listen: %q is not a tcp://, tls+tcp://, ipc:// or inproc:// URL", c.Listen)
 	}
 	if (u.Scheme == "tls+tcp") != (c.TLS != nil) {
 		return fmt.Errorf("sidecar: --listen: a tls+tcp:// address needs --tls-cert, --tls-key and --tls-ca, and they need one")
 	}
 	if c.Advertise != "" {
-		if u, err := url.Parse(c.Advertise); err != nil || (u.Scheme != "tcp" && u.Scheme != "tls+tcp" && u.Scheme != "ipc") || (u.Scheme != "ipc" && (u.Port() == "" || u.Port() == "0")) {
-			return fmt.Errorf("sidecar: --advertise: %q is not a tcp://, tls+tcp:// or ipc:// URL with a port", c.Advertise)
+		if u, err := url.Parse(c.Advertise); err != nil || !listenSchemes[u.Scheme] || (u.Scheme != "ipc" && u.Scheme != "inproc" && (u.Port() == "" || u.Port() == "0")) {
+			return fmt.Errorf("sidecar: --advertise: %q is not a tcp://, tls+tcp://, ipc:// or inproc:// URL with a port", c.Advertise)
 		}
 	}
 	if st, err := os.Stat(c.Plugin); err != nil {
@@ -130,7 +130,7 @@ func (c *Config) setDefaults() {
 	def(&c.OutboundTimeout, 10*time.Second)
 	if c.EventsListen == "" {
 		c.EventsListen = "tcp://127.0.0.1:0"
-		if u, err := url.Parse(c.Listen); err == nil && u.Scheme != "ipc" && u.Hostname() != "" {
+		if u, err := url.Parse(c.Listen); err == nil && (u.Scheme == "tcp" || u.Scheme == "tls+tcp") && u.Hostname() != "" {
 			c.EventsListen = "tcp://" + net.JoinHostPort(u.Hostname(), "0")
 		}
 	}
@@ -142,3 +142,8 @@ func (c *Config) setDefaults() {
 	}
 	c.Logger = c.Logger.With("service", c.Service, "version", c.Version, "instance", c.ID)
 }
+
+// listenSchemes are the mangos transports a sidecar's REP socket may use:
+// tcp and tls+tcp between machines, ipc on one, inproc for an edge in the
+// same process (griddle up).
+var listenSchemes = map[string]bool{"tcp": true, "tls+tcp": true, "ipc": true, "inproc": true}

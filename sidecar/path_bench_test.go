@@ -1,13 +1,16 @@
 package sidecar
 
 import (
+	"bufio"
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -21,13 +24,13 @@ import (
 	"github.com/griddle-mesh/griddle/plugins/plugintest"
 )
 
-// BenchmarkPath runs the whole request path but the handler in this
-// process: a keep-alive client → the edge (gateway with admission and
-// metrics, on a real net/http server) → mangos REQ/REP over tcp on
-// 127.0.0.1 → this sidecar → the hello handler process over its unix
-// socket. allocs/op therefore count client, edge and sidecar together per
-// request. Connections opened during the timed part are reported as
-// client-dials and handler-dials: both should stay 0 (no churn).
+// BenchmarkPath runs the whole request path: raw keep-alive HTTP/1.1
+// clients that allocate nothing → the edge (gateway and metrics, on a real
+// net/http server) → mangos REQ/REP over tcp on 127.0.0.1 → this sidecar →
+// the hello handler process over its hop connections. allocs/op count the
+// edge and the sidecar, which run in this process; handler-allocs/op the
+// handler process's own (from its runtime metrics). handler-dials, the
+// connections opened to the handler during the timed part, must stay 0.
 // startPath runs the whole request path but the client in this process:
 // an embedded etcd, a catalog and a dispatcher, a real sidecar with the
 // hello handler plugin, and an edge. It returns the edge's address and the
@@ -99,68 +102,104 @@ func startPath(tb testing.TB) (string, *Sidecar) {
 
 func BenchmarkPath(b *testing.B) {
 	addr, s := startPath(b)
-	var clientDials atomic.Int64
-	dialer := &net.Dialer{}
-	tr := &http.Transport{
-		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
-			clientDials.Add(1)
-			return dialer.DialContext(ctx, network, addr)
-		},
-		MaxIdleConnsPerHost: 256,
-		DisableCompression:  true,
-	}
-	defer tr.CloseIdleConnections()
-	client := &http.Client{Transport: tr}
-	url := "http://" + addr + "/hello/greet?name=x"
-	get := func() error {
-		resp, err := client.Get(url)
-		if err != nil {
-			return err
-		}
-		_, _ = io.Copy(io.Discard, resp.Body)
-		_ = resp.Body.Close()
-		if resp.StatusCode != http.StatusOK {
-			return &statusError{resp.StatusCode}
-		}
-		return nil
-	}
-	// Open the connections the timed part needs, so that any dial in it
-	// is churn.
 	const inFlight = 8 // per GOMAXPROCS: 16 requests in flight on 2 cores
-	warm := make(chan error, inFlight*2)
-	for range cap(warm) {
-		go func() {
-			var err error
-			for range 50 {
-				if err = get(); err != nil {
-					break
-				}
-			}
-			warm <- err
-		}()
-	}
-	for range cap(warm) {
-		if err := <-warm; err != nil {
+	var clients []*rawClient
+	for range inFlight * runtime.GOMAXPROCS(0) {
+		c, err := dialRaw(addr, "/hello/greet?name=x")
+		if err != nil {
 			b.Fatal(err)
 		}
+		defer c.close()
+		for range 50 { // warm up the connections and the handler
+			if err := c.get(); err != nil {
+				b.Fatal(err)
+			}
+		}
+		clients = append(clients, c)
 	}
-
-	b.SetParallelism(inFlight)
+	var next atomic.Int64
 	host := s.host.Load()
-	clientBefore, handlerBefore := clientDials.Load(), host.Dials()
+	ctx := context.Background()
+	before, err := host.Stats(ctx)
+	if err != nil {
+		b.Fatal(err)
+	}
+	handlerDials := host.Dials()
+	b.SetParallelism(inFlight)
 	b.ReportAllocs()
 	b.ResetTimer()
 	b.RunParallel(func(pb *testing.PB) {
+		c := clients[next.Add(1)-1]
 		for pb.Next() {
-			if err := get(); err != nil {
+			if err := c.get(); err != nil {
 				b.Error(err)
 				return
 			}
 		}
 	})
 	b.StopTimer()
-	b.ReportMetric(float64(clientDials.Load()-clientBefore), "client-dials")
-	b.ReportMetric(float64(host.Dials()-handlerBefore), "handler-dials")
+	after, err := host.Stats(ctx)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ReportMetric(float64(after.Allocs-before.Allocs)/float64(b.N), "handler-allocs/op")
+	b.ReportMetric(float64(host.Dials()-handlerDials), "handler-dials")
+}
+
+// rawClient sends one fixed GET at a time on a keep-alive connection and
+// reads the answer without allocating, so that a benchmark's allocations
+// are the server side's.
+type rawClient struct {
+	c   net.Conn
+	r   *bufio.Reader
+	req []byte
+}
+
+func dialRaw(addr, target string) (*rawClient, error) {
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	return &rawClient{c: c, r: bufio.NewReaderSize(c, 16<<10),
+		req: []byte("GET " + target + " HTTP/1.1\r\nHost: bench\r\nUser-Agent: bench\r\n\r\n")}, nil
+}
+
+func (c *rawClient) close() { _ = c.c.Close() }
+
+// get sends the request and reads the answer, which must be a 200 with a
+// Content-Length.
+func (c *rawClient) get() error {
+	if _, err := c.c.Write(c.req); err != nil {
+		return err
+	}
+	status, err := c.r.ReadSlice('\n')
+	if err != nil {
+		return err
+	}
+	if !bytes.HasPrefix(status, []byte("HTTP/1.1 200 ")) {
+		return fmt.Errorf("status line %q", status)
+	}
+	n := -1
+	for {
+		line, err := c.r.ReadSlice('\n')
+		if err != nil {
+			return err
+		}
+		if len(line) <= 2 {
+			break
+		}
+		if v, ok := bytes.CutPrefix(line, []byte("Content-Length: ")); ok {
+			n = 0
+			for _, d := range bytes.TrimSpace(v) {
+				n = n*10 + int(d-'0')
+			}
+		}
+	}
+	if n < 0 {
+		return errors.New("answer without Content-Length")
+	}
+	_, err = c.r.Discard(n)
+	return err
 }
 
 type statusError struct{ code int }

@@ -20,6 +20,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.nanomsg.org/mangos/v3"
 	"go.nanomsg.org/mangos/v3/protocol/rep"
+	_ "go.nanomsg.org/mangos/v3/transport/inproc" // registers inproc://
 	_ "go.nanomsg.org/mangos/v3/transport/ipc"    // registers ipc://
 	_ "go.nanomsg.org/mangos/v3/transport/tcp"    // registers tcp://
 	_ "go.nanomsg.org/mangos/v3/transport/tlstcp" // registers tls+tcp://
@@ -113,7 +114,7 @@ func (s *Sidecar) Run(ctx context.Context) error {
 	var wg sync.WaitGroup // the goroutines Run starts besides the workers
 	defer wg.Wait()
 
-	mesh, pub, stopMesh, err := s.meshHandler()
+	mesh, unary, pub, stopMesh, err := s.meshHandler()
 	if err != nil {
 		return err
 	}
@@ -123,6 +124,7 @@ func (s *Sidecar) Run(ctx context.Context) error {
 		Path:   s.cfg.Plugin,
 		Args:   s.cfg.PluginArgs,
 		Mesh:   mesh,
+		Unary:  unary,
 		Env:    []string{pluginproto.EnvService + "=" + s.cfg.Service},
 		Logger: s.log,
 	})
@@ -193,8 +195,8 @@ func (s *Sidecar) subscriptions(host *pluginhost.Host) []Subscription {
 
 // meshHandler is what serves the handler's own calls into the mesh, which
 // arrive on its connections: outbound calls, and, with a store, the store
-// and publishing. stop closes what it opened.
-func (s *Sidecar) meshHandler() (h http.Handler, pub *events.Publisher, stop func(), err error) {
+// (unary: its one-key reads) and publishing. stop closes what it opened.
+func (s *Sidecar) meshHandler() (h http.Handler, unary func(context.Context, []byte) []byte, pub *events.Publisher, stop func(), err error) {
 	gw, err := gateway.New(gateway.Config{
 		Resolve:          resolveHost,
 		Dispatcher:       s.deps.Dispatcher,
@@ -205,7 +207,7 @@ func (s *Sidecar) meshHandler() (h http.Handler, pub *events.Publisher, stop fun
 		Rules:            s.rules(),
 	})
 	if err != nil {
-		return nil, nil, nil, err
+		return nil, nil, nil, nil, err
 	}
 	h = gw
 	var closers []func() error
@@ -217,14 +219,15 @@ func (s *Sidecar) meshHandler() (h http.Handler, pub *events.Publisher, stop fun
 	if s.deps.Store != nil {
 		own, err := s.deps.Store.Space(s.cfg.Service)
 		if err != nil {
-			return nil, nil, nil, fmt.Errorf("sidecar: store: %w", err)
+			return nil, nil, nil, nil, fmt.Errorf("sidecar: store: %w", err)
 		}
 		storeSrv := storehttp.NewServer(s.deps.Store, storehttp.WithSpace(s.cfg.Service), storehttp.WithLogger(s.log))
 		closers = append(closers, storeSrv.Close)
+		unary = storeSrv.Op
 		pub, err = events.NewPublisher(events.PublisherConfig{Name: s.cfg.Service, Log: own, Listen: s.cfg.EventsListen, Logger: s.log})
 		if err != nil {
 			stop()
-			return nil, nil, nil, fmt.Errorf("sidecar: --events-listen: %w", err)
+			return nil, nil, nil, nil, fmt.Errorf("sidecar: --events-listen: %w", err)
 		}
 		closers = append(closers, pub.Close)
 		h = byHost(map[string]http.Handler{
@@ -232,7 +235,7 @@ func (s *Sidecar) meshHandler() (h http.Handler, pub *events.Publisher, stop fun
 			plugins.EventsHost: events.Handler(pub, s.log),
 		}, gw)
 	}
-	return h, pub, stop, nil
+	return h, unary, pub, stop, nil
 }
 
 // listen opens the REP socket on --listen and records the bound address.

@@ -11,6 +11,7 @@ import (
 	"go.nanomsg.org/mangos/v3"
 	"go.nanomsg.org/mangos/v3/protocol/req"
 	// The transports a Dispatcher can dial (mangos registers them on import).
+	_ "go.nanomsg.org/mangos/v3/transport/inproc" // registers inproc://
 	_ "go.nanomsg.org/mangos/v3/transport/ipc"
 	_ "go.nanomsg.org/mangos/v3/transport/tcp"
 	_ "go.nanomsg.org/mangos/v3/transport/tlstcp"
@@ -209,11 +210,11 @@ func encode(r *wire.Request) (*mangos.Message, error) {
 	return m, nil
 }
 
-// decode unmarshals a reply and frees m.
+// decode unmarshals a reply without copying: the reply keeps m's body,
+// so m is not freed for reuse.
 func decode(m *mangos.Message) (*wire.Reply, error) {
-	defer m.Free()
 	r := new(wire.Reply)
-	if err := proto.Unmarshal(m.Body, r); err != nil {
+	if err := r.UnmarshalShared(m.Body); err != nil {
 		return nil, err
 	}
 	return r, nil

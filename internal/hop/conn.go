@@ -10,6 +10,7 @@
 //	Data     a chunk of the request's or the reply's body; End closes it
 //	Reply    a wire.Reply; with End, its body is whole
 //	Cancel   the stream's opener has given up on it
+//	Unary    an opaque call, answered by one UnaryReply (a store read)
 //
 // Either side opens streams: the sidecar for the requests the handler
 // serves, the handler for its own calls into the mesh (other services, the
@@ -21,6 +22,7 @@ package hop
 
 import (
 	"bufio"
+	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -50,6 +52,9 @@ const (
 	TypeData    byte = 2
 	TypeReply   byte = 3
 	TypeCancel  byte = 4
+	TypeUnary   byte = 5
+	// TypeUnaryReply answers a TypeUnary frame.
+	TypeUnaryReply byte = 6
 )
 
 const (
@@ -80,6 +85,10 @@ type Config struct {
 	// it must end the stream (Stream.Send with end, or Stream.Close).
 	// Nil: streams the peer opens are cancelled at once.
 	Serve func(*Stream)
+	// Unary answers each unary call the peer makes, on a goroutine of its
+	// own; ctx is cancelled when the peer gives up. Nil: unary calls are
+	// cancelled at once.
+	Unary func(ctx context.Context, payload []byte) []byte
 	// MaxFrame bounds the payload of frames read (0: DefaultMaxFrame); a
 	// larger one closes the connection.
 	MaxFrame int
@@ -224,7 +233,7 @@ func (c *Conn) read() {
 // dispatch hands one frame to its stream, or starts a stream the peer opens.
 func (c *Conn) dispatch(f Frame, id uint32) error {
 	theirs := id&acceptBit != c.local
-	if f.Type == TypeRequest {
+	if f.Type == TypeRequest || f.Type == TypeUnary {
 		if !theirs {
 			return fmt.Errorf("%w: request on stream %#x of ours", ErrProtocol, id)
 		}
@@ -237,11 +246,14 @@ func (c *Conn) dispatch(f Frame, id uint32) error {
 		}
 		c.streams[id] = s
 		c.mu.Unlock()
-		if c.cfg.Serve == nil {
+		switch {
+		case f.Type == TypeUnary && c.cfg.Unary != nil:
+			go s.serveUnary(c.cfg.Unary, f.Payload)
+		case f.Type == TypeRequest && c.cfg.Serve != nil:
+			go c.cfg.Serve(s)
+		default:
 			s.Close()
-			return nil
 		}
-		go c.cfg.Serve(s)
 		return nil
 	}
 	c.mu.Lock()
@@ -253,7 +265,7 @@ func (c *Conn) dispatch(f Frame, id uint32) error {
 	case f.Type == TypeCancel:
 		c.remove(s)
 		s.finish(ErrCanceled)
-	case f.Type == TypeData, f.Type == TypeReply && s.mine:
+	case f.Type == TypeData, (f.Type == TypeReply || f.Type == TypeUnaryReply) && s.mine:
 		if f.End && s.mine {
 			c.remove(s) // answered: nothing more will come
 		}
@@ -454,4 +466,36 @@ func (s *Stream) Close() {
 		_ = s.c.write(TypeCancel, flagEnd, s.id, nil)
 	}
 	s.finish(ErrCanceled)
+}
+
+// serveUnary answers one unary call of the peer's.
+func (s *Stream) serveUnary(fn func(context.Context, []byte) []byte, payload []byte) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	s.OnCancel(cancel)
+	_ = s.Send(TypeUnaryReply, true, fn(ctx, payload))
+}
+
+// Unary makes one unary call on c and returns the answer, waiting until
+// done is closed at most (nil: no bound; then the call is cancelled and
+// Unary fails with ErrCanceled).
+func Unary(c *Conn, payload []byte, done <-chan struct{}) ([]byte, error) {
+	s, err := c.Open()
+	if err != nil {
+		return nil, err
+	}
+	if err := s.Send(TypeUnary, true, payload); err != nil {
+		s.Close()
+		return nil, err
+	}
+	f, err := s.Recv(time.Time{}, done)
+	if err != nil {
+		s.Close()
+		return nil, err
+	}
+	if f.Type != TypeUnaryReply {
+		s.Close()
+		return nil, fmt.Errorf("%w: frame type %d answering a unary call", ErrProtocol, f.Type)
+	}
+	return f.Payload, nil
 }

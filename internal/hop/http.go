@@ -70,7 +70,7 @@ func (srv *Server) Serve(s *Stream) {
 		return
 	}
 	var env wire.Request
-	if err := proto.Unmarshal(f.Payload, &env); err != nil {
+	if err := env.UnmarshalShared(f.Payload); err != nil { // the frame is this stream's alone
 		sendCode(s, wire.Code_CODE_BAD_REQUEST, "undecodable envelope")
 		return
 	}
@@ -390,7 +390,7 @@ func RoundTrip(c *Conn, r *http.Request, service string) (*http.Response, error)
 		s.Close()
 		return nil, fmt.Errorf("%w: frame type %d before the reply", ErrProtocol, f.Type)
 	}
-	if err := proto.Unmarshal(f.Payload, &reply); err != nil {
+	if err := reply.UnmarshalShared(f.Payload); err != nil {
 		s.Close()
 		return nil, fmt.Errorf("%w: reply: %w", ErrProtocol, err)
 	}

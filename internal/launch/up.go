@@ -186,7 +186,8 @@ func Up(ctx context.Context, cfg UpConfig) error {
 		for n := range cfg.Instances {
 			s, err := sidecar.New(sidecar.Config{
 				Service: svc.Name, Version: svc.Version, ID: fmt.Sprintf("%s-%d", svc.Name, n+1),
-				Listen: "tcp://127.0.0.1:0", Plugin: bins[i], HTTPPrefixes: svc.Prefixes,
+				// The edge is in this process: no socket between them.
+				Listen: fmt.Sprintf("inproc://griddle-up/%s-%d", svc.Name, n+1), Plugin: bins[i], HTTPPrefixes: svc.Prefixes,
 				Prefix: m.Prefix, Logger: log,
 			}, sidecar.Deps{Etcd: m.Etcd, Dispatcher: m.Dispatcher, Catalog: m.Catalog, Store: st})
 			if err != nil {

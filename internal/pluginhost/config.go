@@ -1,6 +1,7 @@
 package pluginhost
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -33,6 +34,9 @@ type Config struct {
 	// the store, events), which arrive on the same connections as its
 	// requests. Nil: they are answered 502.
 	Mesh http.Handler
+	// Unary answers the handler's unary calls (store reads: see
+	// storehttp.Server.Op). Nil: they are cancelled.
+	Unary func(ctx context.Context, op []byte) []byte
 	// Logger receives the host's events and the handler's log output.
 	// Nil: slog.Default().
 	Logger *slog.Logger

@@ -2,6 +2,7 @@ package pluginhost
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -194,6 +195,23 @@ func (h *Host) Do(payload []byte, deadline time.Time, maxBody int) ([]byte, erro
 	return reply, err
 }
 
+// Stats asks the current handler process for its runtime figures.
+func (h *Host) Stats(ctx context.Context) (pluginproto.Stats, error) {
+	var st pluginproto.Stats
+	c, err := h.conn()
+	if err != nil {
+		return st, err
+	}
+	b, err := hop.Unary(c, []byte{pluginproto.OpStats}, ctx.Done())
+	if err != nil {
+		return st, fmt.Errorf("pluginhost: stats: %w", err)
+	}
+	if err := json.Unmarshal(b, &st); err != nil {
+		return st, fmt.Errorf("pluginhost: stats: %w", err)
+	}
+	return st, nil
+}
+
 // conn picks a connection to the current handler, redialling one that
 // broke while the process lives on.
 func (h *Host) conn() (*hop.Conn, error) {
@@ -226,7 +244,7 @@ func (h *Host) dial(p *proc) (*hop.Conn, error) {
 	if err != nil {
 		return nil, fmt.Errorf("dial %s: %w: %w", p.socket, ErrUnavailable, err)
 	}
-	return hop.New(nc, hop.Config{Serve: h.mesh.Serve}), nil
+	return hop.New(nc, hop.Config{Serve: h.mesh.Serve, Unary: h.cfg.Unary}), nil
 }
 
 // closeConns closes p's connections; later picks find none.

@@ -419,3 +419,27 @@ func TestDeclaredSubscriptions(t *testing.T) {
 		t.Errorf("hello declares no subscriptions, got %v", got)
 	}
 }
+
+// TestStats: the handler reports its runtime figures over its connection,
+// and they move as it serves.
+func TestStats(t *testing.T) {
+	h := startHost(t, Config{Path: buildHello(t)})
+	before, err := h.Stats(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if before.Goroutines == 0 || before.Allocs == 0 || before.HeapBytes == 0 {
+		t.Fatalf("got %+v, want non-zero figures", before)
+	}
+	for range 10 {
+		req, _ := http.NewRequest(http.MethodGet, "http://handler/hello/greet?name=x", nil)
+		roundTrip(t, h, req)
+	}
+	after, err := h.Stats(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if after.Allocs <= before.Allocs {
+		t.Errorf("allocations did not grow over 10 requests: %d then %d", before.Allocs, after.Allocs)
+	}
+}

@@ -80,3 +80,17 @@ func (c *Client) Exited() <-chan struct{} { return c.exited }
 func Plugins(impl HandlerServer) plugin.PluginSet {
 	return plugin.PluginSet{PluginName: &Plugin{Impl: impl}}
 }
+
+// OpStats is the unary call (package hop) a sidecar makes to its handler
+// for the handler process's runtime figures; the answer is Stats as JSON.
+const OpStats byte = 0x80
+
+// Stats are a handler process's runtime figures.
+type Stats struct {
+	// Allocs counts the heap objects allocated since the process started.
+	Allocs uint64 `json:"allocs"`
+	// HeapBytes is the memory held by live and not yet swept heap objects.
+	HeapBytes uint64 `json:"heap_bytes"`
+	// Goroutines is the number of goroutines now.
+	Goroutines uint64 `json:"goroutines"`
+}

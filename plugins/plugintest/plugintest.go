@@ -143,15 +143,17 @@ func Start(t testing.TB, pkg string, opts ...Option) *Server {
 	bin := Build(t, pkg)
 	s := &Server{t: t, bin: bin, service: o.name}
 	services := o.services
+	var unary func(context.Context, []byte) []byte
 	if o.store {
 		services = maps.Clone(o.services)
-		s.space = startStore(t, o.name, o.logger, services)
+		s.space, unary = startStore(t, o.name, o.logger, services)
 	}
 	host, err := pluginhost.New(pluginhost.Config{
 		Path:       bin,
 		Args:       o.args,
 		Env:        []string{pluginproto.EnvService + "=" + o.name},
 		Mesh:       meshHandler(services),
+		Unary:      unary,
 		Logger:     o.logger,
 		MinBackoff: 20 * time.Millisecond,
 		MaxBackoff: 500 * time.Millisecond,
@@ -177,9 +179,9 @@ func Start(t testing.TB, pkg string, opts ...Option) *Server {
 // startStore opens an in-memory store and adds to services what a sidecar
 // serves a handler of service name on its mesh socket: the store, confined
 // to name's key space, and name's event publisher. It returns name's key
-// space. t.Cleanup closes everything, after the mesh socket's server (so
-// it must run before startMesh).
-func startStore(t testing.TB, name string, logger *slog.Logger, services map[string]http.Handler) istore.Store {
+// space and what answers the handler's one-key reads. t.Cleanup closes
+// everything.
+func startStore(t testing.TB, name string, logger *slog.Logger, services map[string]http.Handler) (istore.Store, func(context.Context, []byte) []byte) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -201,7 +203,7 @@ func startStore(t testing.TB, name string, logger *slog.Logger, services map[str
 	t.Cleanup(func() { _ = pub.Close() })
 	services[store.Host] = storeSrv
 	services[plugins.EventsHost] = events.Handler(pub, logger)
-	return own
+	return own, storeSrv.Op
 }
 
 // Service returns the name of the service the handler serves (see

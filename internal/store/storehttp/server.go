@@ -408,7 +408,17 @@ func codeOf(err error) (storepb.Code, int, error) {
 // fail answers err as a code. The message is the sentinel's text, never
 // err's: internal errors are logged under an id the message carries.
 func (s *Server) fail(w http.ResponseWriter, err error) {
-	code, status, sentinel := codeOf(err)
+	_, status, _ := codeOf(err)
+	b, _ := proto.Marshal(s.wireError(err))
+	w.Header().Set("Content-Type", ContentType)
+	w.WriteHeader(status)
+	w.Write(b)
+}
+
+// wireError is err as the client sees it: the sentinel's code and text,
+// never err's; an internal error is logged under an id its message names.
+func (s *Server) wireError(err error) *storepb.Error {
+	code, _, sentinel := codeOf(err)
 	e := &storepb.Error{Code: code}
 	if sentinel != nil {
 		e.Message = sentinel.Error()
@@ -417,10 +427,7 @@ func (s *Server) fail(w http.ResponseWriter, err error) {
 		e.Message = "storehttp: internal error " + id
 		s.log.Error("storehttp: internal error", "id", id, "err", err)
 	}
-	b, _ := proto.Marshal(e)
-	w.Header().Set("Content-Type", ContentType)
-	w.WriteHeader(status)
-	w.Write(b)
+	return e
 }
 
 func newID() string {

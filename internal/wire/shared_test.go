@@ -1,0 +1,137 @@
+package wire_test
+
+import (
+	"testing"
+
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
+
+	"github.com/griddle-mesh/griddle/internal/wire"
+)
+
+func sampleRequest() *wire.Request {
+	return &wire.Request{
+		Id: "0af7", Service: "profiles", Version: "v2", Method: "POST", Path: "/a%2Fb", RawQuery: "x=1&x=2",
+		Host: "api.example", Body: []byte("body"), DeadlineUnixNano: 1700000000123456789, Attempt: 2,
+		RemoteAddr: "10.0.0.1:5000",
+		Headers: []*wire.Header{
+			{Name: "Accept", Values: []string{"*/*"}},
+			{Name: "X-Multi", Values: []string{"1", "2", ""}},
+			{Name: "Empty"},
+		},
+		Routing: &wire.Routing{StickyKey: "u1", Pins: map[string]string{"feed": "v2"}, Experiments: map[string]string{"e": "b"}},
+		Trace:   &wire.Trace{Traceparent: "00-ab-cd-01", Tracestate: "a=1"},
+	}
+}
+
+func sampleReply() *wire.Reply {
+	return &wire.Reply{
+		Id: "0af7", Status: 201, Body: []byte("hello"), Code: wire.Code_CODE_INTERNAL, Message: "m", ErrorId: "e", ServedBy: "s-1",
+		Headers: []*wire.Header{{Name: "Content-Type", Values: []string{"text/plain"}}, {Name: "Set-Cookie", Values: []string{"a=1", "b=2"}}},
+	}
+}
+
+// The shared decoders give what proto.Unmarshal gives.
+func TestUnmarshalShared(t *testing.T) {
+	for _, m := range []proto.Message{sampleRequest(), &wire.Request{}, sampleReply(), &wire.Reply{}} {
+		b, err := proto.Marshal(m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := m.ProtoReflect().New().Interface()
+		if err := proto.Unmarshal(b, want); err != nil {
+			t.Fatal(err)
+		}
+		got, err := unmarshalShared(m, b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !proto.Equal(got, want) {
+			t.Errorf("got %v\nwant %v", got, want)
+		}
+	}
+}
+
+func unmarshalShared(kind proto.Message, b []byte) (proto.Message, error) {
+	switch kind.(type) {
+	case *wire.Request:
+		var x wire.Request
+		return &x, x.UnmarshalShared(b)
+	default:
+		var x wire.Reply
+		return &x, x.UnmarshalShared(b)
+	}
+}
+
+// FuzzUnmarshalShared: on any input the shared decoders fail where
+// proto.Unmarshal fails for structure (not for UTF-8), never panic, and
+// agree with it where it succeeds.
+func FuzzUnmarshalShared(f *testing.F) {
+	for _, m := range []proto.Message{sampleRequest(), sampleReply()} {
+		b, _ := proto.Marshal(m)
+		f.Add(b, m == proto.Message(nil))
+		f.Add(b[:len(b)/2], false)
+	}
+	f.Add([]byte{0xff, 0x01}, true)
+	f.Fuzz(func(t *testing.T, b []byte, reply bool) {
+		var kind proto.Message = &wire.Request{}
+		if reply {
+			kind = &wire.Reply{}
+		}
+		want := kind.ProtoReflect().New().Interface()
+		wantErr := proto.Unmarshal(b, want)
+		got, err := unmarshalShared(kind, b)
+		if wantErr == nil {
+			dropUnknown(want.ProtoReflect()) // fields of the wrong wire type, which the shared decoders skip
+			if got != nil {
+				dropUnknown(got.ProtoReflect())
+			}
+			if err != nil {
+				t.Fatalf("proto.Unmarshal accepts %x, UnmarshalShared: %v", b, err)
+			}
+			if !proto.Equal(got, want) {
+				t.Fatalf("%x:\ngot  %v\nwant %v", b, got, want)
+			}
+		}
+	})
+}
+
+func BenchmarkUnmarshal(b *testing.B) {
+	req := sampleRequest()
+	req.Routing = nil // rare: most requests carry none
+	data, _ := proto.Marshal(req)
+	b.Run("proto", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			var x wire.Request
+			if err := proto.Unmarshal(data, &x); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("shared", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			var x wire.Request
+			if err := x.UnmarshalShared(data); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}
+
+// dropUnknown clears the unknown fields of m and of the messages in it.
+func dropUnknown(m protoreflect.Message) {
+	m.SetUnknown(nil)
+	m.Range(func(fd protoreflect.FieldDescriptor, v protoreflect.Value) bool {
+		switch {
+		case fd.IsList() && fd.Message() != nil:
+			for i := range v.List().Len() {
+				dropUnknown(v.List().Get(i).Message())
+			}
+		case fd.Message() != nil && !fd.IsMap():
+			dropUnknown(v.Message())
+		}
+		return true
+	})
+}
