@@ -187,7 +187,7 @@ func rows(sv api.Service, f LiveFigures) []versionRow {
 	}
 	for v, l := range f.Services[sv.Name] {
 		if v == "" {
-			continue
+			v = "(any version)" // the edge chose no version: the service has no rules
 		}
 		r := get(v)
 		r.Edge, r.Sidecar = l.Edge, l.Sidecar

@@ -47,7 +47,7 @@ const diffContext = 3
 
 // maxDiffCells bounds the work of the line diff; past it, the files are
 // shown as one replaced hunk.
-const maxDiffCells = 16 << 20
+const maxDiffCells = 4 << 20
 
 // Unified returns the unified diff of text a (named nameA) against b, with
 // three lines of context, in the format patch(1) applies: "--- nameA",
