@@ -31,5 +31,16 @@
 //
 // A throw-away local cluster: install foundationdb-server (or run the
 // foundationdb/foundationdb:7.3.x container and `fdbcli --exec "configure
-// new single memory"`), then point the variable at its fdb.cluster.
+// new single memory"`), then point the variable at its fdb.cluster. The
+// same variable runs internal/launch's test of --store fdb:CLUSTER_FILE.
+//
+// # What has been checked without a cluster
+//
+// Where libfdb_c cannot be installed, the tagged build cannot link, but it
+// can be type-checked against the FoundationDB 7.3 C headers that match the
+// pinned bindings (CI does this for the whole module):
+//
+//	CGO_ENABLED=1 CGO_CFLAGS="-I$PWD/../shared/fdb/include" go vet -tags foundationdb ./...
+//
+// The conformance suite itself has not yet run against a real cluster.
 package fdbstore
