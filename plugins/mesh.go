@@ -114,7 +114,8 @@ func (m *MeshAPI) conn(ctx context.Context) (*hop.Conn, error) {
 // inbound derives the context of a request the sidecar sent on s: what
 // outbound calls inherit from it, and the connection they go back on.
 func (m *MeshAPI) inbound(ctx context.Context, s *hop.Stream, env *wire.Request) context.Context {
-	in := &inbound{
+	return &inbound{
+		Context:     ctx,
 		mesh:        m,
 		conn:        s.Conn(),
 		requestID:   env.GetId(),
@@ -122,7 +123,6 @@ func (m *MeshAPI) inbound(ctx context.Context, s *hop.Stream, env *wire.Request)
 		tracestate:  env.GetTrace().GetTracestate(),
 		routing:     wire.EncodeRouting(env.GetRouting()),
 	}
-	return context.WithValue(ctx, inboundKey{}, in)
 }
 
 // Store returns the state store of this handler's service: serializable

@@ -35,7 +35,11 @@ import (
 // an embedded etcd, a catalog and a dispatcher, a real sidecar with the
 // hello handler plugin, and an edge. It returns the edge's address and the
 // sidecar; everything stops at the end of the test.
-func startPath(tb testing.TB) (string, *Sidecar) {
+func startPath(tb testing.TB) (string, *Sidecar) { return startPathOn(tb, "tcp://127.0.0.1:0") }
+
+// startPathOn is startPath with the sidecar listening on listen: tcp as
+// deployed, inproc as in griddle up.
+func startPathOn(tb testing.TB, listen string) (string, *Sidecar) {
 	tb.Helper()
 	quiet := slog.New(slog.DiscardHandler)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -54,7 +58,7 @@ func startPath(tb testing.TB) (string, *Sidecar) {
 	}
 
 	s, err := New(Config{
-		Service: "hello", Version: "v1", Listen: "tcp://127.0.0.1:0",
+		Service: "hello", Version: "v1", Listen: listen,
 		Plugin: plugintest.Build(tb, "../services/hello"), HTTPPrefixes: []string{"/hello/"},
 		DrainGrace: time.Millisecond, Logger: quiet,
 	}, Deps{Etcd: cli, Dispatcher: d, Catalog: cat})
@@ -101,7 +105,16 @@ func startPath(tb testing.TB) (string, *Sidecar) {
 }
 
 func BenchmarkPath(b *testing.B) {
-	addr, s := startPath(b)
+	for _, c := range []struct{ name, listen string }{
+		{"tcp", "tcp://127.0.0.1:0"},      // edge and sidecar apart, as deployed
+		{"inproc", "inproc://bench-path"}, // one process, as griddle up runs them
+	} {
+		b.Run(c.name, func(b *testing.B) { benchmarkPath(b, c.listen) })
+	}
+}
+
+func benchmarkPath(b *testing.B, listen string) {
+	addr, s := startPathOn(b, listen)
 	const inFlight = 8 // per GOMAXPROCS: 16 requests in flight on 2 cores
 	var clients []*rawClient
 	for range inFlight * runtime.GOMAXPROCS(0) {

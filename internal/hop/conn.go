@@ -81,8 +81,9 @@ type Config struct {
 	// Accepting is true on the side that accepted the connection (the
 	// handler): its streams' ids have the high bit set.
 	Accepting bool
-	// Serve runs each stream the peer opens, on a goroutine of its own;
-	// it must end the stream (Stream.Send with end, or Stream.Close).
+	// Serve runs each stream the peer opens, on a goroutine of its own
+	// (one kept from an earlier stream where one is idle); it must end the
+	// stream (Stream.Send with end, or Stream.Close).
 	// Nil: streams the peer opens are cancelled at once.
 	Serve func(*Stream)
 	// Unary answers each unary call the peer makes, on a goroutine of its
@@ -114,6 +115,8 @@ type Conn struct {
 	streams map[uint32]*Stream
 	err     error // set once the connection is done
 
+	workers workers // run the streams the peer opens
+
 	done chan struct{} // closed when the reader has returned
 }
 
@@ -122,7 +125,7 @@ func New(c net.Conn, cfg Config) *Conn {
 	if cfg.MaxFrame <= 0 {
 		cfg.MaxFrame = DefaultMaxFrame
 	}
-	conn := &Conn{c: c, cfg: cfg, streams: map[uint32]*Stream{}, done: make(chan struct{})}
+	conn := &Conn{c: c, cfg: cfg, streams: map[uint32]*Stream{}, done: make(chan struct{}), workers: newWorkers()}
 	if cfg.Accepting {
 		conn.local = acceptBit
 	}
@@ -183,6 +186,7 @@ func (c *Conn) fail(err error) {
 	c.streams = map[uint32]*Stream{}
 	c.mu.Unlock()
 	_ = c.c.Close()
+	c.workers.stop()
 	for _, s := range streams {
 		s.finish(err)
 	}
@@ -248,9 +252,9 @@ func (c *Conn) dispatch(f Frame, id uint32) error {
 		c.mu.Unlock()
 		switch {
 		case f.Type == TypeUnary && c.cfg.Unary != nil:
-			go s.serveUnary(c.cfg.Unary, f.Payload)
+			c.workers.run(func() { s.serveUnary(c.cfg.Unary, f.Payload) })
 		case f.Type == TypeRequest && c.cfg.Serve != nil:
-			go c.cfg.Serve(s)
+			c.workers.run(func() { c.cfg.Serve(s) })
 		default:
 			s.Close()
 		}
@@ -331,7 +335,8 @@ type Stream struct {
 
 	mu       sync.Mutex
 	queue    []Frame
-	err      error // set once nothing more will arrive
+	first    [1]Frame // the queue's first backing array: most streams see one frame
+	err      error    // set once nothing more will arrive
 	signal   chan struct{}
 	onCancel func() // run when the peer cancels (streams of theirs)
 	ended    bool   // this side has sent its last frame
@@ -341,7 +346,9 @@ type Stream struct {
 func (s *Stream) Conn() *Conn { return s.c }
 
 func newStream(c *Conn, id uint32, mine bool) *Stream {
-	return &Stream{c: c, id: id, mine: mine, signal: make(chan struct{}, 1)}
+	s := &Stream{c: c, id: id, mine: mine, signal: make(chan struct{}, 1)}
+	s.queue = s.first[:0]
+	return s
 }
 
 func (s *Stream) push(f Frame) {

@@ -69,7 +69,12 @@ func (srv *Server) Serve(s *Stream) {
 		s.Close()
 		return
 	}
-	var env wire.Request
+	// One allocation for the envelope and the answer's writer.
+	x := &struct {
+		env wire.Request
+		w   ResponseWriter
+	}{}
+	env := &x.env
 	if err := env.UnmarshalShared(f.Payload); err != nil { // the frame is this stream's alone
 		sendCode(s, wire.Code_CODE_BAD_REQUEST, "undecodable envelope")
 		return
@@ -84,7 +89,7 @@ func (srv *Server) Serve(s *Stream) {
 	defer cancel()
 	s.OnCancel(cancel)
 	if srv.Context != nil {
-		ctx = srv.Context(ctx, s, &env)
+		ctx = srv.Context(ctx, s, env)
 	}
 	var body io.Reader
 	if !f.End {
@@ -95,7 +100,8 @@ func (srv *Server) Serve(s *Stream) {
 		sendCode(s, wire.Code_CODE_BAD_REQUEST, "invalid method or path")
 		return
 	}
-	w := &ResponseWriter{s: s, header: make(http.Header), head: r.Method == http.MethodHead, stripMesh: srv.StripMeshHeaders}
+	w := &x.w
+	*w = ResponseWriter{s: s, header: make(http.Header), head: r.Method == http.MethodHead, stripMesh: srv.StripMeshHeaders}
 	w.buf = getBuf()
 	defer putBuf(w.buf)
 	defer func() {
@@ -114,7 +120,7 @@ func (srv *Server) Serve(s *Stream) {
 			}
 		}
 	}()
-	srv.Handler(w, r, &env)
+	srv.Handler(w, r, env)
 	if err := w.finish(); err != nil {
 		s.Close()
 	}
@@ -256,17 +262,9 @@ func (w *ResponseWriter) sendReply(body []byte, end bool) error {
 	if _, ok := w.header["Content-Type"]; !ok && len(body) > 0 && bodyAllowed(w.status) {
 		w.header["Content-Type"] = []string{http.DetectContentType(body)}
 	}
-	reply := wire.Reply{Status: int32(w.status), Headers: wire.EncodeHeader(w.header), Body: body}
-	if w.stripMesh {
-		reply.Headers = wire.StripMeshHeaders(reply.Headers)
-	}
 	b := getBuf()
 	defer putBuf(b)
-	var err error
-	*b, err = proto.MarshalOptions{}.MarshalAppend(*b, &reply)
-	if err != nil {
-		return err
-	}
+	*b = wire.AppendReply(*b, w.status, w.header, body, w.stripMesh)
 	return w.s.Send(TypeReply, end, *b)
 }
 
@@ -303,13 +301,14 @@ func Call(c *Conn, payload []byte, deadline time.Time, maxBody int) (reply []byt
 	if f.End {
 		return f.Payload, true, nil
 	}
+	// The head and then the body in parts: the body is put together and
+	// appended to the head as its body field, which overrides any earlier.
 	var head wire.Reply
-	if err := proto.Unmarshal(f.Payload, &head); err != nil {
+	if err := head.UnmarshalShared(f.Payload); err != nil {
 		s.Close()
 		return nil, true, fmt.Errorf("%w: reply: %w", ErrProtocol, err)
 	}
-	var body bytes.Buffer
-	body.Write(head.Body)
+	body := append([]byte(nil), head.Body...)
 	for {
 		f, err := s.Recv(deadline, nil)
 		if err == io.EOF {
@@ -319,18 +318,16 @@ func Call(c *Conn, payload []byte, deadline time.Time, maxBody int) (reply []byt
 			s.Close()
 			return nil, true, err
 		}
-		if body.Len()+len(f.Payload) > maxBody {
+		if len(body)+len(f.Payload) > maxBody {
 			s.Close()
 			return nil, true, fmt.Errorf("%w: answer body exceeds %d bytes", ErrTooLarge, maxBody)
 		}
-		body.Write(f.Payload)
+		body = append(body, f.Payload...)
 		if f.End {
 			break
 		}
 	}
-	head.Body = body.Bytes()
-	b, err := proto.Marshal(&head)
-	return b, true, err
+	return wire.AppendBody(f.Payload, body), true, nil
 }
 
 // ErrTooLarge reports an answer over the caller's limit.

@@ -2,6 +2,8 @@ package wire
 
 import (
 	"errors"
+	"net/http"
+	"strings"
 
 	"google.golang.org/protobuf/encoding/protowire"
 )
@@ -115,4 +117,45 @@ func AppendReplyFields(b, id []byte, servedBy, header, value string) []byte {
 		b = protowire.AppendString(b, value)
 	}
 	return b
+}
+
+// AppendReply appends to b the marshalled Reply of an HTTP answer: status,
+// h without its hop-by-hop fields (and, with stripMesh, without X-Griddle-*
+// fields), body. It is proto.Marshal of the Reply EncodeHeader would give,
+// without building one.
+func AppendReply(b []byte, status int, h http.Header, body []byte, stripMesh bool) []byte {
+	if status != 0 {
+		b = protowire.AppendTag(b, fieldReplyStatus, protowire.VarintType)
+		b = protowire.AppendVarint(b, uint64(int64(status)))
+	}
+	conn := h["Connection"]
+	for name, values := range h {
+		if hopByHop(name, conn) || stripMesh && strings.HasPrefix(name, meshHeaderPrefix) {
+			continue
+		}
+		n := protowire.SizeTag(fieldHeaderName) + protowire.SizeBytes(len(name))
+		for _, v := range values {
+			n += protowire.SizeTag(fieldHeaderValues) + protowire.SizeBytes(len(v))
+		}
+		b = protowire.AppendTag(b, fieldReplyHeaders, protowire.BytesType)
+		b = protowire.AppendVarint(b, uint64(n))
+		b = protowire.AppendTag(b, fieldHeaderName, protowire.BytesType)
+		b = protowire.AppendString(b, name)
+		for _, v := range values {
+			b = protowire.AppendTag(b, fieldHeaderValues, protowire.BytesType)
+			b = protowire.AppendString(b, v)
+		}
+	}
+	if len(body) > 0 {
+		b = protowire.AppendTag(b, repBody, protowire.BytesType)
+		b = protowire.AppendBytes(b, body)
+	}
+	return b
+}
+
+// AppendBody sets the body of the marshalled Reply b: a field appended to
+// a message overrides an earlier one.
+func AppendBody(b, body []byte) []byte {
+	b = protowire.AppendTag(b, repBody, protowire.BytesType)
+	return protowire.AppendBytes(b, body)
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"io"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 	"time"
@@ -11,12 +12,12 @@ import (
 
 // HTTPRequest builds the *http.Request a handler serves for the envelope x,
 // as a net/http server would have parsed it: method, URL (path and query,
-// host), headers (without hop-by-hop fields), Host, RemoteAddr, and body.
+// parsed as a request line is), Host, headers (without hop-by-hop fields), Host, RemoteAddr, and body.
 // Host defaults to host when the envelope names none. body is the request
 // body (nil: the envelope's own). The request shares x's header values.
 //
-// It fails for an invalid method, path or query, as http.NewRequest of
-// that target does; it parses nothing in the common case.
+// It fails for an invalid method or request target, as a server refuses
+// them; it parses nothing in the common case.
 func (x *Request) HTTPRequest(ctx context.Context, host string, body io.Reader) (*http.Request, error) {
 	if x.GetHost() != "" {
 		host = x.GetHost()
@@ -31,30 +32,27 @@ func (x *Request) HTTPRequest(ctx context.Context, host string, body io.Reader) 
 	} else if body != nil {
 		n = -1
 	}
-	var r *http.Request
-	var err error
-	if plainHost(host) && plainTarget(path, query) {
-		// An empty URL, filled in below, is what NewRequestWithContext
-		// would parse out of http://<host><path>?<query> for such a target.
-		r, err = http.NewRequestWithContext(ctx, x.GetMethod(), "", nil)
-		if err != nil {
-			return nil, err
+	// The URL as a server parses the request line (url.ParseRequestURI),
+	// without parsing where there is nothing to decode.
+	uri := x.RequestURI()
+	var u *url.URL
+	if plainTarget(path, query) {
+		u = &url.URL{Path: path, RawQuery: query}
+		if u.EscapedPath() != path { // as url.URL.setPath keeps it
+			u.RawPath = path
 		}
-		r.URL.Scheme, r.URL.Host, r.URL.Path, r.URL.RawQuery = "http", host, path, query
-		if r.URL.EscapedPath() != path { // as url.URL.setPath keeps it
-			r.URL.RawPath = path
-		}
-		r.Host = host
 	} else {
-		r, err = http.NewRequestWithContext(ctx, x.GetMethod(), "http://"+host+x.RequestURI(), nil)
-		if err != nil {
+		var err error
+		if u, err = url.ParseRequestURI(uri); err != nil {
 			return nil, err
 		}
 	}
-	// As a server sees it: the target as on the request line, no URL
-	// scheme or host.
-	r.RequestURI = x.RequestURI()
-	r.URL.Scheme, r.URL.Host = "", ""
+	r, err := http.NewRequestWithContext(ctx, x.GetMethod(), "", nil)
+	if err != nil {
+		return nil, err
+	}
+	r.URL, r.Host = u, host
+	r.RequestURI = uri
 	r.Body, r.ContentLength = http.NoBody, 0
 	if body != nil {
 		r.Body, r.ContentLength = io.NopCloser(body), n
@@ -101,33 +99,17 @@ func (r *bodyReader) WriteTo(w io.Writer) (int64, error) {
 
 func (r *bodyReader) Close() error { return nil }
 
-// plainHost reports whether http.NewRequest takes host over unchanged as
-// the host of http://<host>/: a name of letters, digits, '-' and '.' (a
-// port or anything else takes the slow path).
-func plainHost(host string) bool {
-	if host == "" {
-		return false
-	}
-	for i := range len(host) {
-		c := host[i]
-		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '.') {
-			return false
-		}
-	}
-	return true
-}
-
-// plainTarget reports whether url.Parse would take the path and query of
-// http://host<path>?<query> over as they are: path starts with / and
-// neither holds a control byte, a '#' (a fragment) or, in the path, a '?'
-// or a '%' (an escape, which Parse decodes).
+// plainTarget reports whether url.ParseRequestURI would take the path and
+// query of <path>?<query> over as they are: path starts with / and neither
+// holds a control byte, a space, a byte beyond ASCII, a '#' or, in the
+// path, a '?' or a '%' (an escape, which it decodes).
 func plainTarget(path, query string) bool {
 	if !strings.HasPrefix(path, "/") || strings.ContainsAny(path, "?%") {
 		return false
 	}
 	for _, p := range [...]string{path, query} {
 		for i := range len(p) {
-			if c := p[i]; c < 0x20 || c == 0x7f || c == '#' {
+			if c := p[i]; c <= 0x20 || c >= 0x7f || c == '#' {
 				return false
 			}
 		}

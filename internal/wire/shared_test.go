@@ -1,6 +1,9 @@
 package wire_test
 
 import (
+	"net/http"
+	"slices"
+	"strings"
 	"testing"
 
 	"google.golang.org/protobuf/proto"
@@ -134,4 +137,30 @@ func dropUnknown(m protoreflect.Message) {
 		}
 		return true
 	})
+}
+
+// AppendReply marshals what proto.Marshal of the equivalent Reply does.
+func TestAppendReply(t *testing.T) {
+	h := http.Header{"Content-Type": {"text/plain"}, "Set-Cookie": {"a=1", "b=2"}, "Connection": {"close"},
+		"X-Griddle-Version": {"forged"}, "Empty": {}}
+	for _, strip := range []bool{false, true} {
+		var got wire.Reply
+		if err := proto.Unmarshal(wire.AppendReply(nil, 201, h, []byte("body"), strip), &got); err != nil {
+			t.Fatal(err)
+		}
+		hs := wire.EncodeHeader(h)
+		if strip {
+			hs = wire.StripMeshHeaders(hs)
+		}
+		want := &wire.Reply{Status: 201, Headers: hs, Body: []byte("body")}
+		sortHeaders(got.Headers)
+		sortHeaders(want.Headers)
+		if !proto.Equal(&got, want) {
+			t.Errorf("strip %v:\ngot  %v\nwant %v", strip, &got, want)
+		}
+	}
+}
+
+func sortHeaders(hs []*wire.Header) {
+	slices.SortFunc(hs, func(a, b *wire.Header) int { return strings.Compare(a.Name, b.Name) })
 }

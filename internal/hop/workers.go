@@ -1,0 +1,94 @@
+package hop
+
+import (
+	"sync"
+	"time"
+)
+
+// Bounds of a connection's workers.
+const (
+	// maxIdleWorkers bounds the workers kept waiting for the next stream.
+	maxIdleWorkers = 128
+	// workerIdle is how long a worker waits for a stream before it exits.
+	workerIdle = 10 * time.Second
+)
+
+// workers runs the streams the peer opens on goroutines that are kept for
+// the next one: their stacks are already grown, and no goroutine is made
+// per request while the rate holds.
+type workers struct {
+	mu     sync.Mutex
+	idle   []*worker     // most recently idle last
+	closed bool          // stop: no worker waits any more
+	quit   chan struct{} // closed by stop
+}
+
+type worker struct {
+	work chan func() // one at a time
+}
+
+func newWorkers() workers { return workers{quit: make(chan struct{})} }
+
+// stop lets idle workers go and keeps the busy ones from waiting again;
+// it does not wait for the work under way.
+func (ws *workers) stop() {
+	ws.mu.Lock()
+	defer ws.mu.Unlock()
+	if !ws.closed {
+		ws.closed = true
+		close(ws.quit)
+	}
+}
+
+// run runs fn on an idle worker, or on a new one.
+func (ws *workers) run(fn func()) {
+	ws.mu.Lock()
+	if n := len(ws.idle); n > 0 {
+		w := ws.idle[n-1]
+		ws.idle[n-1] = nil
+		ws.idle = ws.idle[:n-1]
+		ws.mu.Unlock()
+		w.work <- fn
+		return
+	}
+	ws.mu.Unlock()
+	w := &worker{work: make(chan func(), 1)}
+	go ws.loop(w, fn)
+}
+
+// loop runs fn, then whatever it is given, until it has waited workerIdle
+// for work or there are enough idle workers.
+func (ws *workers) loop(w *worker, fn func()) {
+	var t *time.Timer
+	for {
+		fn()
+		ws.mu.Lock()
+		if ws.closed || len(ws.idle) >= maxIdleWorkers {
+			ws.mu.Unlock()
+			return
+		}
+		ws.idle = append(ws.idle, w)
+		ws.mu.Unlock()
+		if t == nil {
+			t = time.NewTimer(workerIdle)
+		} else {
+			t.Reset(workerIdle)
+		}
+		select {
+		case fn = <-w.work:
+			continue
+		case <-t.C:
+		case <-ws.quit:
+		}
+		ws.mu.Lock()
+		for i, x := range ws.idle {
+			if x == w { // still idle: leave
+				ws.idle = append(ws.idle[:i], ws.idle[i+1:]...)
+				ws.mu.Unlock()
+				return
+			}
+		}
+		ws.mu.Unlock()
+		fn = <-w.work // taken just as the timer fired: the work is on its way
+	}
+}
