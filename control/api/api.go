@@ -29,6 +29,7 @@
 package api
 
 import (
+	"github.com/griddle-mesh/griddle/internal/wire"
 	"time"
 
 	"github.com/griddle-mesh/griddle/control/canary"
@@ -52,7 +53,7 @@ const (
 )
 
 // AuthorHeader carries who makes a write call; it is recorded in history.
-const AuthorHeader = "X-Griddle-Author"
+const AuthorHeader = wire.HeaderAuthor
 
 // Error is the body of every non-2xx answer.
 type Error struct {

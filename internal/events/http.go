@@ -3,6 +3,7 @@ package events
 import (
 	"encoding/json"
 	"errors"
+	"github.com/griddle-mesh/griddle/internal/wire"
 	"io"
 	"log/slog"
 	"net/http"
@@ -12,7 +13,7 @@ import (
 )
 
 // HeaderEventID names an event's id, on publishing calls and on deliveries.
-const HeaderEventID = "X-Griddle-Event-Id"
+const HeaderEventID = wire.HeaderEventID
 
 // Handler serves a handler's publishing calls through pub, as a sidecar
 // does on its mesh socket (host plugins.EventsHost):

@@ -23,17 +23,15 @@ import (
 	"github.com/griddle-mesh/griddle/internal/metrics"
 	"github.com/griddle-mesh/griddle/internal/routing"
 	"github.com/griddle-mesh/griddle/internal/wire"
-	"github.com/griddle-mesh/griddle/plugins"
 )
 
-// Headers that Griddle sets or reads. The contract with handlers is the
-// SDK's; HeaderErrorID is the edge's own.
+// Headers that Griddle sets or reads (their one definition is wire's).
 const (
-	HeaderRequestID = plugins.HeaderRequestID
-	HeaderDeadline  = plugins.HeaderDeadline // absolute, Unix nanoseconds
-	HeaderRouting   = plugins.HeaderRouting
-	HeaderVersion   = plugins.HeaderVersion
-	HeaderErrorID   = "X-Griddle-Error-Id"
+	HeaderRequestID = wire.HeaderRequestID
+	HeaderDeadline  = wire.HeaderDeadline // absolute, Unix nanoseconds
+	HeaderRouting   = wire.HeaderRouting
+	HeaderVersion   = wire.HeaderVersion
+	HeaderErrorID   = wire.HeaderErrorID
 )
 
 // Dispatcher sends one envelope to some instance of its service. The
@@ -189,7 +187,7 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, service string
 		req.Id = r.Header.Get(HeaderRequestID)
 		rc, _ = wire.DecodeRouting(r.Header.Get(HeaderRouting)) // a garbled context routes as a fresh one
 	} else {
-		req.Headers = stripMeshHeaders(req.Headers)
+		req.Headers = wire.StripMeshHeaders(req.Headers)
 		if pins := r.Header.Get(routing.HeaderPin); pins != "" {
 			rc = &wire.Routing{Pins: routing.ParsePins(pins)}
 		}
@@ -308,32 +306,35 @@ func (g *Gateway) putBuf(b *bytes.Buffer) {
 }
 
 func (g *Gateway) failDispatch(w http.ResponseWriter, r *http.Request, err error) int {
+	var code wire.Code
 	switch {
-	case errors.Is(err, dispatch.ErrNoInstance):
-		return g.fail(w, r, http.StatusBadGateway, "no_instance", "no healthy instance", err)
-	case errors.Is(err, dispatch.ErrDeadline), errors.Is(err, context.DeadlineExceeded):
-		return g.fail(w, r, http.StatusGatewayTimeout, "deadline_exceeded", "deadline exceeded", err)
-	case errors.Is(err, dispatch.ErrBadRequest):
-		return g.fail(w, r, http.StatusBadRequest, "bad_request", "the request cannot be forwarded", err)
 	case errors.Is(err, context.Canceled):
 		return g.fail(w, r, 499, "canceled", "client went away", err)
+	case errors.Is(err, dispatch.ErrNoInstance):
+		code = wire.Code_CODE_NO_INSTANCE
+	case errors.Is(err, dispatch.ErrDeadline), errors.Is(err, context.DeadlineExceeded):
+		code = wire.Code_CODE_DEADLINE_EXCEEDED
+	case errors.Is(err, dispatch.ErrBadRequest):
+		code = wire.Code_CODE_BAD_REQUEST
 	default:
-		return g.fail(w, r, http.StatusServiceUnavailable, "unavailable", "service unavailable", err)
+		code = wire.Code_CODE_UNAVAILABLE
 	}
+	return g.fail(w, r, code.HTTPStatus(), code.ErrorCode(), errorText[code.ErrorCode()], err)
 }
 
 func (g *Gateway) failCode(w http.ResponseWriter, r *http.Request, reply *wire.Reply) int {
 	err := fmt.Errorf("%s from %s: %s", reply.GetCode(), reply.GetServedBy(), reply.GetMessage())
-	switch reply.GetCode() {
-	case wire.Code_CODE_DEADLINE_EXCEEDED:
-		return g.fail(w, r, http.StatusGatewayTimeout, "deadline_exceeded", "deadline exceeded", err)
-	case wire.Code_CODE_UNAVAILABLE, wire.Code_CODE_OVERLOADED:
-		return g.fail(w, r, http.StatusServiceUnavailable, "unavailable", "service unavailable", err)
-	case wire.Code_CODE_NO_INSTANCE:
-		return g.fail(w, r, http.StatusBadGateway, "no_instance", "no healthy instance", err)
-	default:
-		return g.fail(w, r, http.StatusBadGateway, "bad_gateway", "the service failed to answer", err)
-	}
+	code := reply.GetCode()
+	return g.fail(w, r, code.HTTPStatus(), code.ErrorCode(), errorText[code.ErrorCode()], err)
+}
+
+// errorText is what clients read for each error code.
+var errorText = map[string]string{
+	"deadline_exceeded": "deadline exceeded",
+	"unavailable":       "service unavailable",
+	"no_instance":       "no healthy instance",
+	"bad_request":       "the request cannot be forwarded",
+	"bad_gateway":       "the service failed to answer",
 }
 
 // errorBody is what clients see of a Griddle error: never Go error text.
@@ -364,25 +365,12 @@ func (g *Gateway) fail(w http.ResponseWriter, r *http.Request, status int, code,
 	return status
 }
 
-// stripMeshHeaders removes the X-Griddle-* headers that only the mesh may set.
-func stripMeshHeaders(hs []*wire.Header) []*wire.Header {
-	out := hs[:0]
-	for _, h := range hs {
-		switch h.GetName() {
-		case HeaderDeadline, HeaderRequestID, HeaderRouting:
-			continue
-		}
-		out = append(out, h)
-	}
-	return out
-}
-
 func traceOf(r *http.Request) *wire.Trace {
-	tp := r.Header.Get("Traceparent")
+	tp := r.Header.Get(wire.HeaderTraceparent)
 	if tp == "" {
 		return nil
 	}
-	return &wire.Trace{Traceparent: tp, Tracestate: r.Header.Get("Tracestate")}
+	return &wire.Trace{Traceparent: tp, Tracestate: r.Header.Get(wire.HeaderTracestate)}
 }
 
 // idSource hands out ids for requests and errors: 16 hex digits, unique

@@ -22,7 +22,7 @@ const Buckets = 10000
 // "x-griddle-pin: feed=v2, profiles=v3". The edge parses it with ParsePins
 // into wire.Routing.Pins; whether to honour it from a given client is the
 // edge's decision.
-const HeaderPin = "X-Griddle-Pin"
+const HeaderPin = wire.HeaderPin
 
 // Table is the compiled rules of all services at one revision. It is
 // immutable once built and safe for concurrent use without locks; a new
