@@ -65,6 +65,8 @@ const (
 	// keepBuffer bounds the write buffer a connection keeps between
 	// batches; a larger one, grown for a big body, is let go.
 	keepBuffer = 1 << 20
+	// appendRoom is the spare capacity of a received payload.
+	appendRoom = 64
 	// DefaultMaxFrame bounds a frame's payload unless Config says otherwise.
 	DefaultMaxFrame = 64 << 20
 )
@@ -221,7 +223,9 @@ func (c *Conn) read() {
 		}
 		var payload []byte
 		if n > 0 {
-			payload = make([]byte, n)
+			// Room beyond the frame for what a relay appends to it (a
+			// sidecar adds its instance and version to a reply).
+			payload = make([]byte, n, int(n)+appendRoom)
 			if _, err := io.ReadFull(r, payload); err != nil {
 				c.fail(err)
 				return
