@@ -203,7 +203,7 @@ func TestKustomizeOverlaysRender(t *testing.T) {
 			if filepath.Base(dir) != "seed-target" {
 				return
 			}
-			for name, want := range map[string]int32{"edge": 10, "profiles": 25} {
+			for name, want := range map[string]int32{"edge": 12, "profiles": 27} {
 				d, ok := objs["Deployment/"+name].value.(*appsv1.Deployment)
 				if !ok || d.Spec.Replicas == nil || *d.Spec.Replicas != want {
 					t.Errorf("Deployment %s: replicas %v, want %d", name, d.Spec.Replicas, want)

@@ -137,6 +137,7 @@ type phase struct {
 	Host     string        `json:"host,omitempty"`
 	WaitHost bool          `json:"-"` // measure when Host serves again
 	PID      int           `json:"-"` // Host's handler once the fault is done
+	Faulty   bool          `json:"-"` // something was done at Fault
 	Sent     int           `json:"sent"`
 	Answered int           `json:"answered"`
 	OK       int           `json:"ok"`
@@ -181,7 +182,7 @@ func (p *phase) measure(rs []result, hostOf func(pid int) string) {
 				p.Slow++
 			}
 		}
-		if r.status != http.StatusOK || r.latency > slow {
+		if p.Faulty && (r.status != http.StatusOK || r.latency > slow) {
 			if d := r.at + r.latency - p.Fault; d > p.Disruption {
 				p.Disruption = d
 			}
@@ -191,7 +192,7 @@ func (p *phase) measure(rs []result, hostOf func(pid int) string) {
 		if p.WaitHost && p.Back == 0 && r.at >= p.Fault && r.status == http.StatusOK && r.pid == p.PID {
 			p.Back = r.at + r.latency - p.Fault
 		}
-		if r.at >= p.From && r.at < p.To && r.status == 0 {
+		if p.Faulty && r.at >= p.From && r.at < p.To && r.status == 0 {
 			if d := r.at + r.latency - p.Fault; d > p.Disruption {
 				p.Disruption = d
 			}
@@ -220,6 +221,7 @@ type cluster struct {
 	mu       sync.Mutex
 	pids     map[int]string // handler pid → host name
 	latest   map[string]int // host name → its newest handler pid
+	retired  time.Duration  // CPU of the sidecars and handlers stopped so far
 }
 
 func TestMultihost(t *testing.T) {
@@ -347,7 +349,7 @@ func TestMultihost(t *testing.T) {
 	var phases []*phase
 	mark := func(name, host string, waitHost bool, fault func() error, hold time.Duration) {
 		t.Helper()
-		p := &phase{Name: name, Host: host, WaitHost: waitHost, From: l.now()}
+		p := &phase{Name: name, Host: host, WaitHost: waitHost, From: l.now(), Faulty: fault != nil}
 		p.Fault = p.From
 		if fault != nil {
 			if err := fault(); err != nil {
@@ -366,9 +368,10 @@ func TestMultihost(t *testing.T) {
 	mark("steady", "", false, nil, 10*time.Second)
 	mark("cut svc1's link", "svc1", false, func() error { return c.lab.cut(svc1, true) }, 10*time.Second)
 	mark("svc1's link back", "svc1", true, func() error { return c.lab.cut(svc1, false) }, 10*time.Second)
-	mark("kill -9 svc2's sidecar", "svc2", false, func() error { c.sidecars["svc2"].kill(); return nil }, 6*time.Second)
+	mark("kill -9 svc2's sidecar", "svc2", false, func() error { c.retire("svc2"); c.sidecars["svc2"].kill(); return nil }, 6*time.Second)
 	mark("start svc2 again", "svc2", true, func() error { c.startSidecar(svc2); return nil }, 8*time.Second)
 	mark("restart svc3 (SIGTERM, start)", "svc3", true, func() error {
+		c.retire("svc3")
 		if err := c.sidecars["svc3"].stop(20 * time.Second); err != nil {
 			return err
 		}
@@ -489,6 +492,19 @@ func (c *cluster) startSidecar(h *host) {
 	})
 }
 
+// retire adds the CPU the sidecar on host and its handler have used to
+// c.retired, before the test stops them (what they use while draining is
+// not counted).
+func (c *cluster) retire(host string) {
+	for _, pid := range []int{c.sidecars[host].pid(), c.handlerPID(host)} {
+		if d, err := cpuTime(pid); err == nil {
+			c.mu.Lock()
+			c.retired += d
+			c.mu.Unlock()
+		}
+	}
+}
+
 // ours is the CPU used so far by the test process and every process it
 // runs now.
 func (c *cluster) ours(t *testing.T) time.Duration {
@@ -500,7 +516,9 @@ func (c *cluster) ours(t *testing.T) time.Duration {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return sum + self
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return sum + self + c.retired
 }
 
 // handlerPID is the newest handler process of host's sidecar.
