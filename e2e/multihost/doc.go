@@ -11,5 +11,7 @@
 //
 // Everything it creates (namespaces named gmh-*, their links, processes) it
 // removes itself, also what a killed earlier run left behind. It writes its
-// figures to $GRIDDLE_MULTIHOST_OUT (JSON) when that is set.
+// figures to $GRIDDLE_MULTIHOST_OUT (JSON) when that is set. TestLab, which
+// checks the namespaces, links and faults themselves in about a second, runs
+// in the ordinary suite wherever it is root.
 package multihost

@@ -253,7 +253,7 @@ func TestMultihost(t *testing.T) {
 		t.Fatalf("go build etcdnode: %v\n%s", err, out)
 	}
 
-	c.lab = newLab(t, "10.77.0")
+	c.lab = newLab(t, "gmh-", "10.77.0")
 	var etcdHosts, edgeHosts, svcHosts []*host
 	for i := range 3 {
 		etcdHosts = append(etcdHosts, c.lab.add(fmt.Sprintf("etcd%d", i+1), 11+i))

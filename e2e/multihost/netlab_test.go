@@ -15,15 +15,12 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// nsPrefix starts the name of every namespace the test makes; stale ones
-// from a killed run are removed at the start.
-const nsPrefix = "gmh-"
-
 // lab is a set of hosts (network namespaces) on one bridge, which lives in a
 // namespace of its own (the switch), so nothing is added to the machine's
 // own network namespace.
 type lab struct {
 	t      *testing.T
+	prefix string // starts the name of each of the lab's namespaces
 	sw     string
 	subnet string // first three octets, e.g. "10.77.0"
 	hosts  map[string]*host
@@ -43,14 +40,14 @@ func ipCmd(ctx context.Context, args ...string) error {
 	return nil
 }
 
-// removeStale deletes namespaces named nsPrefix* (left by a killed run).
-func removeStale(ctx context.Context) error {
+// removeStale deletes namespaces named prefix* (left by a killed run).
+func removeStale(ctx context.Context, prefix string) error {
 	out, err := exec.CommandContext(ctx, "ip", "netns", "list").Output()
 	if err != nil {
 		return fmt.Errorf("ip netns list: %w", err)
 	}
 	for _, line := range strings.Split(string(out), "\n") {
-		if f := strings.Fields(line); len(f) > 0 && strings.HasPrefix(f[0], nsPrefix) {
+		if f := strings.Fields(line); len(f) > 0 && strings.HasPrefix(f[0], prefix) {
 			if err := ipCmd(ctx, "netns", "del", f[0]); err != nil {
 				return err
 			}
@@ -60,13 +57,14 @@ func removeStale(ctx context.Context) error {
 }
 
 // newLab makes the switch namespace and its bridge; t.Cleanup removes
-// every namespace of the lab.
-func newLab(t *testing.T, subnet string) *lab {
+// every namespace of the lab. Each namespace's name starts with prefix;
+// those a killed run left behind are removed first.
+func newLab(t *testing.T, prefix, subnet string) *lab {
 	ctx := t.Context()
-	if err := removeStale(ctx); err != nil {
+	if err := removeStale(ctx, prefix); err != nil {
 		t.Fatal(err)
 	}
-	l := &lab{t: t, sw: nsPrefix + "sw", subnet: subnet, hosts: map[string]*host{}}
+	l := &lab{t: t, prefix: prefix, sw: prefix + "sw", subnet: subnet, hosts: map[string]*host{}}
 	t.Cleanup(func() {
 		for _, h := range l.hosts {
 			if err := ipCmd(context.Background(), "netns", "del", h.ns); err != nil {
@@ -93,7 +91,7 @@ func newLab(t *testing.T, subnet string) *lab {
 // add makes host name with address subnet.octet, linked to the switch.
 func (l *lab) add(name string, octet int) *host {
 	ctx := l.t.Context()
-	h := &host{name: name, ns: nsPrefix + name, ip: fmt.Sprintf("%s.%d", l.subnet, octet), port: "p-" + name}
+	h := &host{name: name, ns: l.prefix + name, ip: fmt.Sprintf("%s.%d", l.subnet, octet), port: "p-" + name}
 	if err := ipCmd(ctx, "netns", "add", h.ns); err != nil {
 		l.t.Fatal(err)
 	}
@@ -237,4 +235,30 @@ func (d *nsDialer) DialContext(ctx context.Context, network, addr string) (net.C
 		}()
 		return nil, ctx.Err()
 	}
+}
+
+// listenIn opens a TCP listener inside namespace ns (the socket is made on
+// a thread that entered it; the thread ends with its goroutine).
+func listenIn(ns, addr string) (net.Listener, error) {
+	type res struct {
+		ln  net.Listener
+		err error
+	}
+	c := make(chan res, 1)
+	go func() {
+		runtime.LockOSThread() // never unlocked: see newNSDialer
+		f, err := os.Open("/run/netns/" + ns)
+		if err == nil {
+			err = unix.Setns(int(f.Fd()), unix.CLONE_NEWNET)
+			f.Close()
+		}
+		if err != nil {
+			c <- res{nil, fmt.Errorf("entering namespace %s: %w", ns, err)}
+			return
+		}
+		ln, err := net.Listen("tcp", addr)
+		c <- res{ln, err}
+	}()
+	r := <-c
+	return r.ln, r.err
 }
