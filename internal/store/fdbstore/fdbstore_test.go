@@ -3,11 +3,13 @@
 package fdbstore_test
 
 import (
-	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"os"
 	"testing"
+
+	"github.com/apple/foundationdb/bindings/go/src/fdb"
+	"github.com/apple/foundationdb/bindings/go/src/fdb/subspace"
 
 	"github.com/griddle-mesh/griddle/internal/store"
 	"github.com/griddle-mesh/griddle/internal/store/fdbstore"
@@ -34,26 +36,19 @@ func TestConformance(t *testing.T) {
 	})
 }
 
-// clearRoot removes everything a subtest wrote under its root: the spaces
-// the suite uses.
+// clearRoot removes everything a subtest wrote: the whole subspace of its
+// root, whichever spaces the suite used.
 func clearRoot(t *testing.T, cfg fdbstore.Config) {
-	b, err := fdbstore.Open(context.Background(), cfg)
+	db, err := fdb.OpenDatabase(cfg.ClusterFile) // the API version is selected by Open
 	if err != nil {
 		t.Errorf("cleanup: %v", err)
 		return
 	}
-	defer b.Close()
-	for _, name := range []string{"svc", "a", "ab", "a-b", "a.b", "b"} {
-		s, err := b.Space(name)
-		if err != nil {
-			t.Errorf("cleanup: %v", err)
-			continue
-		}
-		if err := s.Transact(context.Background(), func(tx store.Tx) error {
-			return tx.ClearRange(nil, nil)
-		}); err != nil {
-			t.Errorf("cleanup of space %s: %v", name, err)
-		}
+	if _, err := db.Transact(func(tr fdb.Transaction) (any, error) {
+		tr.ClearRange(subspace.Sub(cfg.Root))
+		return nil, nil
+	}); err != nil {
+		t.Errorf("cleanup of %s: %v", cfg.Root, err)
 	}
 }
 
