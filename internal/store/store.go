@@ -62,6 +62,48 @@ type Tx interface {
 	// ClearRange clears the keys begin <= key < end, with Range's meaning
 	// of an empty end.
 	ClearRange(begin, end []byte) error
+	// SetStamped sets the key prefix+stamp to value, where stamp is
+	// StampBytes that the store completes when the transaction commits
+	// (FoundationDB's versionstamped keys): the stamps of a later commit
+	// compare greater than those of an earlier one, and the stamps of
+	// one transaction follow the order of its SetStamped calls. Nothing
+	// is read, so concurrent transactions that only append this way never
+	// conflict with each other. The transaction must not read a range
+	// that holds the key: its name is not known before commit (the
+	// embedded store does not see it, FoundationDB fails the read). The
+	// size limits count prefix plus StampBytes as the key.
+	SetStamped(prefix, value []byte) error
+}
+
+// StampBytes is the length of the stamp SetStamped appends to its prefix:
+// 10 bytes that order commits (FoundationDB: the 8-byte commit version and
+// the 2-byte order within its batch, big-endian) and 2 that order the
+// stamped keys of one transaction (big-endian, from 0). The embedded store
+// writes 0, 0, then a counter of its commits that stamped keys (8 bytes
+// big-endian, kept across restarts), then the 2 bytes.
+const StampBytes = 12
+
+// MaxStampedPerTx is how many SetStamped calls one transaction may make.
+const MaxStampedPerTx = 1 << 16
+
+// ErrTooManyStamped reports a transaction's SetStamped call beyond
+// MaxStampedPerTx.
+var ErrTooManyStamped = errors.New("store: too many stamped keys in one transaction")
+
+// CheckStamped returns the error every backend reports for a SetStamped
+// of prefix and value beyond the limits, or nil; n is how many SetStamped
+// calls the transaction made before this one.
+func CheckStamped(prefix, value []byte, n int) error {
+	if n >= MaxStampedPerTx {
+		return fmt.Errorf("%w: limit %d", ErrTooManyStamped, MaxStampedPerTx)
+	}
+	if len(prefix)+StampBytes > MaxKeyBytes {
+		return fmt.Errorf("%w: %d bytes with the stamp, limit %d", ErrKeyTooLarge, len(prefix)+StampBytes, MaxKeyBytes)
+	}
+	if len(value) > MaxValueBytes {
+		return fmt.Errorf("%w: %d bytes, limit %d", ErrValueTooLarge, len(value), MaxValueBytes)
+	}
+	return nil
 }
 
 // Store runs transactions over one key space. Implementations are safe for

@@ -6,6 +6,7 @@ package badgerstore
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -56,6 +57,16 @@ type Config struct {
 	// ValueLogFileSize is the size of one value log file; 0 means
 	// DefaultValueLogFileSize. Unused InMemory.
 	ValueLogFileSize int64
+	// NoSync trades durability for speed. By default a commit that writes
+	// returns only once its writes are synced to disk (fsync), as a
+	// FoundationDB commit returns only once its logs have made it
+	// durable: what Transact acknowledged survives a crash of the process
+	// and a power loss. With NoSync, commits return once Badger has
+	// written them to its files, before they are synced: they survive a
+	// crash of the process (kill -9), since the operating system holds the
+	// written pages, but a power loss or a kernel crash may lose the last
+	// ones. Unused InMemory.
+	NoSync bool
 	// GCInterval is how often the value log is garbage-collected; 0 means
 	// DefaultGCInterval, negative never. Unused InMemory.
 	GCInterval time.Duration
@@ -144,7 +155,8 @@ func Open(ctx context.Context, cfg Config) (*Backend, error) {
 		WithIndexCacheSize(16 << 20).
 		WithValueLogFileSize(vlog).
 		WithValueThreshold(valueThreshold).
-		WithDetectConflicts(true)
+		WithDetectConflicts(true).
+		WithSyncWrites(!cfg.NoSync && !cfg.InMemory)
 	if cfg.InMemory {
 		opts = opts.WithValueThreshold(inMemoryValueThreshold)
 	}
@@ -159,6 +171,10 @@ func Open(ctx context.Context, cfg Config) (*Backend, error) {
 		gcDone: make(chan struct{}),
 	}
 	b.idle = sync.NewCond(&b.mu)
+	if err := b.loadStamp(); err != nil {
+		_ = db.Close()
+		return nil, err
+	}
 	interval := cfg.GCInterval
 	if interval == 0 {
 		interval = DefaultGCInterval
@@ -203,6 +219,27 @@ func (b *Backend) Space(name string) (store.Store, error) {
 	end := bytes.Clone(prefix)
 	end[len(end)-1]++ // a name byte, never 0xff
 	return &space{b: b, prefix: prefix, end: end}, nil
+}
+
+// loadStamp reads the stamp counter that the last commit that stamped
+// keys left.
+func (b *Backend) loadStamp() error {
+	return b.db.View(func(txn *badger.Txn) error {
+		item, err := txn.Get(stampKey)
+		if errors.Is(err, badger.ErrKeyNotFound) {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("badgerstore: reading the stamp counter: %w", err)
+		}
+		return item.Value(func(v []byte) error {
+			if len(v) != 8 {
+				return fmt.Errorf("badgerstore: stamp counter of %d bytes", len(v))
+			}
+			b.commits.stamp = binary.BigEndian.Uint64(v)
+			return nil
+		})
+	})
 }
 
 // enter registers a transaction attempt; leave must follow.

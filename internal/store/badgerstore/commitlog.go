@@ -2,6 +2,7 @@ package badgerstore
 
 import (
 	"bytes"
+	"encoding/binary"
 	"fmt"
 	"sync"
 	"sync/atomic"
@@ -31,6 +32,19 @@ type commitLog struct {
 
 	mu      sync.Mutex
 	entries []commitEntry // ascending seq; none older than keep
+	stamp   uint64        // the last stamp counter value committed (stampKey)
+}
+
+// stampKey holds the stamp counter, written by every commit that stamps
+// keys, in the same Badger transaction. It is outside every key space.
+var stampKey = []byte("\x00stamp")
+
+// stampOf is the store.StampBytes stamp of counter value c, the i-th
+// stamped key of its transaction.
+func stampOf(c uint64, i int) []byte {
+	b := make([]byte, 2, store.StampBytes)
+	b = binary.BigEndian.AppendUint64(b, c)
+	return binary.BigEndian.AppendUint16(b, uint16(i))
 }
 
 type commitEntry struct {
@@ -47,8 +61,11 @@ func (l *commitLog) position() uint64 { return l.pos.Load() }
 // commit checks t's ranges against the commits after t.start, commits t's
 // Badger transaction, and records its writes. A transaction that wrote
 // nothing commits trivially.
+//
+// Stamped keys take the counter value after l.stamp, one per commit; the
+// new counter is written with them, so it never goes back across restarts.
 func (l *commitLog) commit(t *tx) error {
-	if len(t.writes) == 0 {
+	if len(t.writes) == 0 && len(t.stamped) == 0 {
 		return nil
 	}
 	l.mu.Lock()
@@ -58,9 +75,26 @@ func (l *commitLog) commit(t *tx) error {
 			return err
 		}
 	}
+	next := l.stamp
+	if len(t.stamped) > 0 {
+		next++
+	}
+	for i, w := range t.stamped {
+		k := append(w.prefix, stampOf(next, i)...)
+		if err := t.txn.Set(k, w.value); err != nil {
+			return mapErr("commit", err)
+		}
+		t.writes = append(t.writes, k)
+	}
+	if next != l.stamp {
+		if err := t.txn.Set(stampKey, binary.BigEndian.AppendUint64(nil, next)); err != nil {
+			return mapErr("commit", err)
+		}
+	}
 	if err := t.txn.Commit(); err != nil {
 		return mapErr("commit", err)
 	}
+	l.stamp = next
 	now := time.Now()
 	drop := 0
 	for drop < len(l.entries) && now.Sub(l.entries[drop].at) > keep {

@@ -86,11 +86,16 @@ type tx struct {
 	deadline time.Time
 	update   bool
 
-	start  uint64     // commitLog position before the snapshot
-	bytes  int        // key and value bytes written, as FoundationDB counts them
-	writes [][]byte   // full keys written or cleared
-	ranges []keyRange // full-key ranges read or cleared
+	start   uint64     // commitLog position before the snapshot
+	bytes   int        // key and value bytes written, as FoundationDB counts them
+	writes  [][]byte   // full keys written or cleared
+	ranges  []keyRange // full-key ranges read or cleared
+	stamped []stampedWrite
 }
+
+// stampedWrite is a SetStamped call, written at commit once the stamp is
+// known.
+type stampedWrite struct{ prefix, value []byte } // prefix is a full key
 
 var _ store.Tx = (*tx)(nil)
 
@@ -284,6 +289,22 @@ func (t *tx) Clear(key []byte) error {
 		return mapErr("clear", err)
 	}
 	t.writes = append(t.writes, k)
+	return nil
+}
+
+// SetStamped implements store.Tx. The key is written under the commit
+// lock, with the next values of the Backend's stamp counter.
+func (t *tx) SetStamped(prefix, value []byte) error {
+	if err := t.writable(); err != nil {
+		return err
+	}
+	if err := store.CheckStamped(prefix, value, len(t.stamped)); err != nil {
+		return err
+	}
+	if err := t.grow(len(prefix) + store.StampBytes + len(value)); err != nil {
+		return err
+	}
+	t.stamped = append(t.stamped, stampedWrite{t.full(prefix), bytes.Clone(value)})
 	return nil
 }
 

@@ -220,6 +220,14 @@ func (t *remoteTx) Clear(key []byte) error {
 	return t.c.call(t.ctx, t.path+"clear", &storepb.ClearRequest{Key: key}, nil)
 }
 
+// SetStamped implements store.Tx.
+func (t *remoteTx) SetStamped(prefix, value []byte) error {
+	if err := store.CheckStamped(prefix, value, 0); err != nil {
+		return err
+	}
+	return t.c.call(t.ctx, t.path+"setStamped", &storepb.SetRequest{Key: prefix, Value: value}, nil)
+}
+
 // ClearRange implements store.Tx.
 func (t *remoteTx) ClearRange(begin, end []byte) error {
 	if err := errors.Join(store.CheckKey(begin), store.CheckKey(end)); err != nil {

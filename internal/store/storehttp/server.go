@@ -256,9 +256,13 @@ var errAbort = errors.New("storehttp: aborted")
 func do(rtx store.ReadTx, tx store.Tx, o *op) (proto.Message, error) {
 	if tx == nil {
 		switch o.name {
-		case "set", "clear", "clearRange":
+		case "set", "clear", "clearRange", "setStamped":
 			return nil, store.ErrReadOnly
 		}
+	}
+	if o.name == "setStamped" {
+		req := o.req.(*storepb.SetRequest)
+		return nil, tx.SetStamped(req.Key, req.Value)
 	}
 	switch req := o.req.(type) {
 	case *storepb.GetRequest:
@@ -297,7 +301,7 @@ func newRequest(name string) (proto.Message, bool) {
 		return &storepb.GetRequest{}, true
 	case "range":
 		return &storepb.RangeRequest{}, true
-	case "set":
+	case "set", "setStamped":
 		return &storepb.SetRequest{}, true
 	case "clear":
 		return &storepb.ClearRequest{}, true

@@ -17,6 +17,7 @@ package storetest
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"strings"
@@ -54,6 +55,9 @@ func Run(t *testing.T, open func(t *testing.T) store.Backend) {
 		{"ContextCancel", testContextCancel},
 		{"TooOld", testTooOld},
 		{"Closed", testClosed},
+		{"Stamped", testStamped},
+		{"StampedConcurrent", testStampedConcurrent},
+		{"StampedLimits", testStampedLimits},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -732,5 +736,155 @@ func testSingleGet(t *testing.T, b store.Backend) {
 	}
 	if _, err := store.Get(ctx, a, make([]byte, store.MaxKeyBytes+1)); !errors.Is(err, store.ErrKeyTooLarge) {
 		t.Errorf("Get of an oversized key: %v, want ErrKeyTooLarge", err)
+	}
+}
+
+// stampedRange reads the keys under prefix, checking that each is prefix
+// and a stamp.
+func stampedRange(t *testing.T, s store.Store, prefix string) []store.KeyValue {
+	t.Helper()
+	var kvs []store.KeyValue
+	err := s.ReadTransact(t.Context(), func(tx store.ReadTx) error {
+		var err error
+		kvs, err = tx.Range([]byte(prefix), []byte(prefix+"\xff"), store.RangeOptions{})
+		return err
+	})
+	if err != nil {
+		t.Fatalf("Range(%q): %v", prefix, err)
+	}
+	for _, kv := range kvs {
+		if len(kv.Key) != len(prefix)+store.StampBytes || !bytes.HasPrefix(kv.Key, []byte(prefix)) {
+			t.Fatalf("stamped key %x: want %q and %d bytes of stamp", kv.Key, prefix, store.StampBytes)
+		}
+	}
+	return kvs
+}
+
+// testStamped: SetStamped keys are completed at commit, later commits'
+// stamps sort after earlier ones, one transaction's in call order; a
+// transaction that fails writes none.
+func testStamped(t *testing.T, b store.Backend) {
+	s := space(t, b, "svc")
+	for _, vals := range [][]string{{"a1", "a2", "a3"}, {"b1"}, {"c1", "c2"}} {
+		err := s.Transact(t.Context(), func(tx store.Tx) error {
+			for _, v := range vals {
+				if err := tx.SetStamped([]byte("log/"), []byte(v)); err != nil {
+					return err
+				}
+			}
+			return tx.Set([]byte("other"), []byte(vals[0]))
+		})
+		if err != nil {
+			t.Fatalf("Transact(SetStamped %q): %v", vals, err)
+		}
+	}
+	errBoom := errors.New("boom")
+	err := s.Transact(t.Context(), func(tx store.Tx) error {
+		if err := tx.SetStamped([]byte("log/"), []byte("never")); err != nil {
+			return err
+		}
+		return errBoom
+	})
+	if !errors.Is(err, errBoom) {
+		t.Fatalf("Transact = %v, want %v", err, errBoom)
+	}
+	kvs := stampedRange(t, s, "log/")
+	var got []string
+	for _, kv := range kvs {
+		got = append(got, string(kv.Value))
+	}
+	if want := "a1 a2 a3 b1 c1 c2"; strings.Join(got, " ") != want {
+		t.Fatalf("stamped values in key order = %q, want %q", strings.Join(got, " "), want)
+	}
+	stamp := func(i int) []byte { return kvs[i].Key[len("log/"):] }
+	for i, tc := range []struct {
+		a, b    int
+		sameTxn bool
+	}{{0, 1, true}, {1, 2, true}, {2, 3, false}, {3, 4, false}, {4, 5, true}} {
+		commitA, commitB := stamp(tc.a)[:10], stamp(tc.b)[:10]
+		if got := bytes.Equal(commitA, commitB); got != tc.sameTxn {
+			t.Errorf("row %d: commit part of stamps %x and %x equal = %v, want %v", i, stamp(tc.a), stamp(tc.b), got, tc.sameTxn)
+		}
+	}
+	for i, want := range []uint16{0, 1, 2, 0, 0, 1} {
+		if got := binary.BigEndian.Uint16(stamp(i)[10:]); got != want {
+			t.Errorf("stamp %x: order in its transaction %d, want %d", stamp(i), got, want)
+		}
+	}
+	if got := string(get(t, s, "other")); got != "c1" {
+		t.Errorf("other = %q, want c1 (written with the stamped keys)", got)
+	}
+	// Another space's stamped keys stay in it.
+	o := space(t, b, "other")
+	if got := stampedRange(t, o, "log/"); len(got) != 0 {
+		t.Errorf("other space holds %d stamped keys, want 0", len(got))
+	}
+}
+
+// testStampedConcurrent: transactions that only append stamped keys under
+// one prefix never conflict, and every append is kept, each writer's in
+// its order.
+func testStampedConcurrent(t *testing.T, b store.Backend) {
+	const writers, appends = 16, 25
+	s := space(t, b, "svc")
+	var calls atomic.Int64
+	var wg sync.WaitGroup
+	errs := make(chan error, writers)
+	for w := range writers {
+		wg.Go(func() {
+			for i := range appends {
+				err := s.Transact(t.Context(), func(tx store.Tx) error {
+					calls.Add(1)
+					return tx.SetStamped([]byte("log/"), fmt.Appendf(nil, "%02d/%02d", w, i))
+				})
+				if err != nil {
+					errs <- err
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatalf("Transact: %v", err)
+	}
+	if got := calls.Load(); got != writers*appends {
+		t.Errorf("fn ran %d times for %d commits: want no conflict retries", got, writers*appends)
+	}
+	kvs := stampedRange(t, s, "log/")
+	if len(kvs) != writers*appends {
+		t.Fatalf("%d stamped keys, want %d", len(kvs), writers*appends)
+	}
+	next := make([]int, writers)
+	for _, kv := range kvs {
+		var w, i int
+		if _, err := fmt.Sscanf(string(kv.Value), "%d/%d", &w, &i); err != nil {
+			t.Fatalf("value %q: %v", kv.Value, err)
+		}
+		if i != next[w] {
+			t.Fatalf("writer %d: append %d found where %d was next: out of commit order", w, i, next[w])
+		}
+		next[w]++
+	}
+}
+
+func testStampedLimits(t *testing.T, b store.Backend) {
+	s := space(t, b, "svc")
+	for _, tc := range []struct {
+		name          string
+		prefix, value int
+		want          error
+	}{
+		{"longest prefix", store.MaxKeyBytes - store.StampBytes, 1, nil},
+		{"prefix too long", store.MaxKeyBytes - store.StampBytes + 1, 1, store.ErrKeyTooLarge},
+		{"value too large", 1, store.MaxValueBytes + 1, store.ErrValueTooLarge},
+	} {
+		err := s.Transact(t.Context(), func(tx store.Tx) error {
+			return tx.SetStamped(bytes.Repeat([]byte("p"), tc.prefix), make([]byte, tc.value))
+		})
+		if tc.want == nil && err != nil || tc.want != nil && !errors.Is(err, tc.want) {
+			t.Errorf("%s: Transact = %v, want %v", tc.name, err, tc.want)
+		}
 	}
 }
