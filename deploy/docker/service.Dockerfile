@@ -30,18 +30,21 @@ RUN test -n "${SERVICE}" && CGO_ENABLED=0 go build -trimpath -ldflags=-s -o /out
 FROM src AS griddle-static
 RUN CGO_ENABLED=0 go build -trimpath -ldflags=-s -o /out/griddle ./cmd/griddle
 
-FROM foundationdb/foundationdb:${FDB_VERSION} AS fdb
-
 FROM src AS griddle-fdb
-COPY --from=fdb /usr/lib/libfdb_c.so /usr/lib/libfdb_c.so
-COPY --from=fdb /usr/include/foundationdb /usr/include/foundationdb
+# The FoundationDB client (libfdb_c and its headers) from its release
+# package; FoundationDB's own image has the library but not the headers.
+ARG FDB_VERSION
+ARG TARGETARCH
+RUN arch=amd64; if [ "$TARGETARCH" = arm64 ]; then arch=aarch64; fi; \
+    curl -fsSLo /tmp/fdb-clients.deb "https://github.com/apple/foundationdb/releases/download/${FDB_VERSION}/foundationdb-clients_${FDB_VERSION}-1_${arch}.deb" && \
+    dpkg -x /tmp/fdb-clients.deb / && rm /tmp/fdb-clients.deb && test -f /usr/include/foundationdb/fdb_c.h
 RUN CGO_ENABLED=1 go build -trimpath -ldflags=-s -tags foundationdb -o /out/griddle ./cmd/griddle
 
 FROM gcr.io/distroless/static-debian12:nonroot AS runtime-static
 COPY --from=griddle-static /out/griddle /usr/local/bin/griddle
 
 FROM gcr.io/distroless/cc-debian12:nonroot AS runtime-fdb
-COPY --from=fdb /usr/lib/libfdb_c.so /usr/lib/libfdb_c.so
+COPY --from=griddle-fdb /usr/lib/libfdb_c.so /usr/lib/libfdb_c.so
 COPY --from=griddle-fdb /out/griddle /usr/local/bin/griddle
 
 FROM runtime-${GRIDDLE_BUILD}
