@@ -21,7 +21,7 @@ func BenchmarkPublish(b *testing.B) {
 	ev := events.Event{ContentType: "application/json", Body: make([]byte, 200)}
 	b.ResetTimer()
 	for b.Loop() {
-		if _, err := p.Publish(context.Background(), "t", ev); err != nil {
+		if err := p.Publish(context.Background(), "t", ev); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -36,7 +36,7 @@ func BenchmarkCatchUp(b *testing.B) {
 	for i := 0; i < b.N; i += 100 {
 		if err := pubSpace.Transact(context.Background(), func(tx store.Tx) error {
 			for j := i; j < min(i+100, b.N); j++ {
-				if _, err := events.AppendTx(tx, "messages", "t", ev); err != nil {
+				if err := events.AppendTx(tx, "messages", "t", ev); err != nil {
 					return err
 				}
 			}
@@ -113,7 +113,7 @@ func BenchmarkLive(b *testing.B) {
 	for w := range 4 {
 		wg.Go(func() {
 			for i := w; i < b.N; i += 4 {
-				if _, err := p.Publish(context.Background(), "t", ev); err != nil {
+				if err := p.Publish(context.Background(), "t", ev); err != nil {
 					b.Error(err)
 					return
 				}

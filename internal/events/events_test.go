@@ -46,7 +46,7 @@ func TestOrderAndCompleteness(t *testing.T) {
 	for _, p := range pubs {
 		wg.Go(func() {
 			for i := range each {
-				if _, err := p.Publish(ctx, "message.sent", body(i)); err != nil {
+				if err := p.Publish(ctx, "message.sent", body(i)); err != nil {
 					t.Errorf("Publish: %v", err)
 					return
 				}
@@ -124,7 +124,7 @@ func TestKilledAndRestartedTwice(t *testing.T) {
 				<-gate2
 			}
 			t0 := time.Now()
-			if _, err := p.Publish(context.Background(), "message.sent", body(i)); err != nil {
+			if err := p.Publish(context.Background(), "message.sent", body(i)); err != nil {
 				t.Errorf("Publish: %v", err)
 				return
 			}

@@ -59,21 +59,18 @@ func Example() {
 	}
 
 	// The handler's transaction: state and event commit together.
-	var seq uint64
 	err = messages.Transact(ctx, func(tx store.Tx) error {
 		if err := tx.Set([]byte("inbox/ann/1"), []byte("hi Ann")); err != nil {
 			return err
 		}
-		s, err := events.AppendTx(tx, "messages", "message.sent", events.Event{
+		return events.AppendTx(tx, "messages", "message.sent", events.Event{
 			ContentType: "application/json", Body: []byte(`{"to":"ann"}`),
 		})
-		seq = s // the committed run's value is the last one assigned
-		return err
 	})
 	if err != nil {
 		panic(err)
 	}
-	pub.Announce("message.sent", seq)
+	pub.Announce("message.sent")
 
 	ev := <-got
 	fmt.Println(ev.Publisher, ev.Topic, ev.Seq, string(ev.Body))

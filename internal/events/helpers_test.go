@@ -63,7 +63,10 @@ func openSpaces(t testing.TB, cfg badgerstore.Config) (pubSpace, subSpace store.
 
 // recorder is a Deliver func that checks the delivery contract as it goes:
 // within one Subscriber (a "run") seqs are consecutive; across runs no seq is
-// ever skipped (a run starts at most one past the highest seq seen).
+// ever skipped (a run starts at most one past the highest seq seen). Seqs
+// have gaps in general; the tests that use a recorder publish one event per
+// transaction on one topic of an embedded store, whose commit counter then
+// numbers them 1, 2, 3...
 type recorder struct {
 	want uint64 // distinct seqs expected; done closes when all are seen
 

@@ -1,15 +1,13 @@
 package events
 
 import (
-	"encoding/json"
 	"errors"
-	"github.com/griddle-mesh/griddle/internal/wire"
 	"io"
 	"log/slog"
 	"net/http"
-	"strconv"
 
 	"github.com/griddle-mesh/griddle/internal/store"
+	"github.com/griddle-mesh/griddle/internal/wire"
 )
 
 // HeaderEventID names an event's id, on publishing calls and on deliveries.
@@ -18,8 +16,11 @@ const HeaderEventID = wire.HeaderEventID
 // Handler serves a handler's publishing calls through pub, as a sidecar
 // does on its mesh socket (host plugins.EventsHost):
 //
-//	POST /v1/topics/{topic}                 publish the body in its own transaction → {"seq": N}
-//	POST /v1/topics/{topic}/announce?seq=N  announce an event the handler appended in its own transaction
+//	POST /v1/topics/{topic}           publish the body in its own transaction → 204
+//	POST /v1/topics/{topic}/announce  announce events the handler appended in its own transaction → 204
+//
+// (An announce's seq query parameter, which earlier handlers send, is
+// ignored.)
 func Handler(pub *Publisher, logger *slog.Logger) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /v1/topics/{topic}", func(w http.ResponseWriter, r *http.Request) {
@@ -28,7 +29,7 @@ func Handler(pub *Publisher, logger *slog.Logger) http.Handler {
 			http.Error(w, "event body too large or unreadable", http.StatusRequestEntityTooLarge)
 			return
 		}
-		seq, err := pub.Publish(r.Context(), r.PathValue("topic"), Event{
+		err = pub.Publish(r.Context(), r.PathValue("topic"), Event{
 			ID: r.Header.Get(HeaderEventID), ContentType: r.Header.Get("Content-Type"), Body: body,
 		})
 		switch {
@@ -40,18 +41,14 @@ func Handler(pub *Publisher, logger *slog.Logger) http.Handler {
 			http.Error(w, "publishing failed", http.StatusServiceUnavailable)
 			return
 		}
-		w.Header().Set("Content-Type", "application/json")
-		_ = json.NewEncoder(w).Encode(struct {
-			Seq uint64 `json:"seq"`
-		}{seq})
+		w.WriteHeader(http.StatusNoContent)
 	})
 	mux.HandleFunc("POST /v1/topics/{topic}/announce", func(w http.ResponseWriter, r *http.Request) {
-		seq, err := strconv.ParseUint(r.URL.Query().Get("seq"), 10, 64)
-		if err != nil || !ValidTopic(r.PathValue("topic")) {
-			http.Error(w, "want /v1/topics/{topic}/announce?seq=N", http.StatusBadRequest)
+		if !ValidTopic(r.PathValue("topic")) {
+			http.Error(w, "want /v1/topics/{topic}/announce with a valid topic", http.StatusBadRequest)
 			return
 		}
-		pub.Announce(r.PathValue("topic"), seq)
+		pub.Announce(r.PathValue("topic"))
 		w.WriteHeader(http.StatusNoContent)
 	})
 	return mux

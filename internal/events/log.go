@@ -17,6 +17,9 @@ const MaxTopicLen = eventlog.MaxTopicLen
 // Event is one published event; see eventlog.Event.
 type Event = eventlog.Event
 
+// Pos is an event's position in its log; see eventlog.Pos.
+type Pos = eventlog.Pos
+
 // ValidName reports whether s can name a publisher or subscriber.
 func ValidName(s string) bool { return eventlog.ValidName(s) }
 
@@ -24,12 +27,12 @@ func ValidName(s string) bool { return eventlog.ValidName(s) }
 func ValidTopic(s string) bool { return eventlog.ValidTopic(s) }
 
 // AppendTx appends ev to publisher's log of topic inside tx; see eventlog.AppendTx.
-func AppendTx(tx store.Tx, publisher, topic string, ev Event) (uint64, error) {
+func AppendTx(tx store.Tx, publisher, topic string, ev Event) error {
 	return eventlog.AppendTx(tx, publisher, topic, ev)
 }
 
-// HeadTx returns the last sequence number of a log; see eventlog.HeadTx.
-func HeadTx(tx store.ReadTx, publisher, topic string) (uint64, error) {
+// HeadTx returns the position of the last event of a log; see eventlog.HeadTx.
+func HeadTx(tx store.ReadTx, publisher, topic string) (Pos, error) {
 	return eventlog.HeadTx(tx, publisher, topic)
 }
 
@@ -38,8 +41,13 @@ func ScanTx(tx store.ReadTx, publisher, topic string, after uint64, limit int) (
 	return eventlog.ScanTx(tx, publisher, topic, after, limit)
 }
 
+// ScanAfterTx reads events after a position; see eventlog.ScanAfterTx.
+func ScanAfterTx(tx store.ReadTx, publisher, topic string, after Pos, limit int) ([]Event, error) {
+	return eventlog.ScanAfterTx(tx, publisher, topic, after, limit)
+}
+
 // CursorTx returns a subscriber's cursor; see eventlog.CursorTx.
-func CursorTx(tx store.ReadTx, subscriber, publisher, topic string) (uint64, error) {
+func CursorTx(tx store.ReadTx, subscriber, publisher, topic string) (Pos, error) {
 	return eventlog.CursorTx(tx, subscriber, publisher, topic)
 }
 
@@ -47,5 +55,5 @@ func checkNames(publisher, topic string) error { return eventlog.CheckNames(publ
 func cursorKey(subscriber, publisher, topic string) []byte {
 	return eventlog.CursorKey(subscriber, publisher, topic)
 }
-func encodeSeq(seq uint64) []byte        { return eventlog.EncodeSeq(seq) }
-func decodeSeq(v []byte) (uint64, error) { return eventlog.DecodeSeq(v) }
+func encodePos(p Pos) []byte          { return eventlog.EncodePos(p) }
+func decodePos(v []byte) (Pos, error) { return eventlog.DecodePos(v) }

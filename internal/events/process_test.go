@@ -171,7 +171,7 @@ func TestSubscriberProcessKilled(t *testing.T) {
 			case 7000:
 				<-gate2
 			}
-			if _, err := p.Publish(context.Background(), "message.sent", body(i)); err != nil {
+			if err := p.Publish(context.Background(), "message.sent", body(i)); err != nil {
 				t.Errorf("Publish: %v", err)
 				return
 			}

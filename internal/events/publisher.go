@@ -55,7 +55,8 @@ type Publisher struct {
 	log    store.Store
 	logger *slog.Logger
 
-	peers atomic.Int32 // subscriber connections attached now
+	peers   atomic.Int32  // subscriber connections attached now
+	retries atomic.Uint64 // see Retries
 
 	mu     sync.Mutex // guards sock and closed; held while sending
 	sock   mangos.Socket
@@ -113,40 +114,49 @@ func (p *Publisher) Peers() int { return int(p.peers.Load()) }
 func (p *Publisher) Name() string { return p.name }
 
 // Publish appends ev to topic in its own transaction on the log store and,
-// once committed, announces it. It returns the event's sequence number.
-// Errors from the store are returned wrapped; nothing is published then.
-func (p *Publisher) Publish(ctx context.Context, topic string, ev Event) (uint64, error) {
+// once committed, announces it. Errors from the store are returned
+// wrapped; nothing is published then.
+func (p *Publisher) Publish(ctx context.Context, topic string, ev Event) error {
 	p.mu.Lock()
 	closed := p.closed
 	p.mu.Unlock()
 	if closed {
-		return 0, ErrClosed
+		return ErrClosed
 	}
-	var seq uint64
+	runs := 0
 	err := p.log.Transact(ctx, func(tx store.Tx) error {
-		s, err := AppendTx(tx, p.name, topic, ev)
-		seq = s
-		return err
+		if runs++; runs > 1 {
+			p.retries.Add(1)
+		}
+		return AppendTx(tx, p.name, topic, ev)
 	})
 	if err != nil {
-		return 0, fmt.Errorf("events: publish %s/%s: %w", p.name, topic, err)
+		return fmt.Errorf("events: publish %s/%s: %w", p.name, topic, err)
 	}
-	p.Announce(topic, seq)
-	return seq, nil
+	p.Announce(topic)
+	return nil
 }
 
-// Announce tells subscribers that topic's log has grown to seq. Call it after
-// the transaction holding AppendTx has committed. It never blocks on slow
+// Retries counts the times a Publish transaction ran again after a
+// conflict, since the Publisher was made. A Publish transaction does
+// nothing but append, and appends read nothing, so it stays 0 however many
+// publish at once; anything else is a regression of the log.
+func (p *Publisher) Retries() uint64 { return p.retries.Load() }
+
+// Announce tells subscribers that topic's log has grown. Call it after the
+// transaction holding AppendTx has committed. It never blocks on slow
 // subscribers and does nothing without a socket or after Close; a lost
 // announcement only delays delivery until the subscriber's next poll.
-func (p *Publisher) Announce(topic string, seq uint64) {
+func (p *Publisher) Announce(topic string) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.sock == nil || p.closed {
 		return
 	}
-	if err := p.sock.Send(hint(p.name, topic, seq)); err != nil {
-		p.logger.Warn("events: announce failed", "publisher", p.name, "topic", topic, "seq", seq, "err", err)
+	// The hint's seq is 0: the new event's is known only to readers of
+	// the log.
+	if err := p.sock.Send(hint(p.name, topic, 0)); err != nil {
+		p.logger.Warn("events: announce failed", "publisher", p.name, "topic", topic, "err", err)
 	}
 }
 

@@ -1,6 +1,7 @@
 package events
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"log/slog"
@@ -320,18 +321,21 @@ func (s *Subscriber) wakeAll() {
 // TopicStatus is the delivery state of one topic.
 type TopicStatus struct {
 	Publisher, Topic string
-	// Cursor is the last Seq delivered (acknowledged by Deliver).
+	// Cursor is the Seq of the last event delivered (acknowledged by
+	// Deliver).
 	Cursor uint64
 	// Head is the highest Seq known to exist: from the last log read or
 	// announcement.
 	Head uint64
-	// Lag is Head - Cursor: events known and not yet delivered.
+	// Lag is Head - Cursor: 0 when every event known is delivered. Seqs
+	// have gaps, so it is an upper bound of the events not yet delivered,
+	// not their number.
 	Lag uint64
 	// Delivered counts acknowledged deliveries since the Subscriber was made.
 	Delivered uint64
 	// Failures counts failed Deliver calls (each was retried).
 	Failures uint64
-	// Blocked is true while event Cursor+1 is failing: the topic waits for it.
+	// Blocked is true while the event after Cursor is failing: the topic waits for it.
 	Blocked bool
 	// LastError is the last delivery or store error, "" if none; it stays
 	// after recovery, with its time.
@@ -396,7 +400,7 @@ func (t *topicRun) noteError(err error) {
 func (t *topicRun) run(ctx context.Context) {
 	cfg := &t.s.cfg
 	b := backoff.New(cfg.RetryMin, cfg.RetryMax)
-	var cursor uint64
+	var cursor Pos
 	for {
 		c, err := t.loadCursor(ctx)
 		if err == nil {
@@ -413,7 +417,7 @@ func (t *topicRun) run(ctx context.Context) {
 	}
 	b.Reset()
 	t.mu.Lock()
-	t.st.Cursor = cursor
+	t.st.Cursor = cursor.Seq()
 	t.mu.Unlock()
 
 	saved := cursor
@@ -456,9 +460,9 @@ func (t *topicRun) run(ctx context.Context) {
 			if ctx.Err() != nil || !t.deliver(ctx, ev, save) {
 				return
 			}
-			cursor = ev.Seq
+			cursor = ev.Pos
 			t.mu.Lock()
-			t.st.Cursor = cursor
+			t.st.Cursor = cursor.Seq()
 			t.st.Delivered++
 			t.mu.Unlock()
 		}
@@ -521,55 +525,55 @@ func (t *topicRun) deliver(ctx context.Context, ev Event, save func(context.Cont
 
 // read returns the next batch after cursor and the log's head, from one
 // snapshot of the log.
-func (t *topicRun) read(ctx context.Context, cursor uint64) ([]Event, uint64, error) {
+func (t *topicRun) read(ctx context.Context, cursor Pos) ([]Event, uint64, error) {
 	var evs []Event
-	var head uint64
+	var head Pos
 	err := t.ref.Log.ReadTransact(ctx, func(tx store.ReadTx) error {
 		var err error
 		if head, err = HeadTx(tx, t.ref.Publisher, t.ref.Topic); err != nil {
 			return err
 		}
-		evs, err = ScanTx(tx, t.ref.Publisher, t.ref.Topic, cursor, t.s.cfg.BatchSize)
+		evs, err = ScanAfterTx(tx, t.ref.Publisher, t.ref.Topic, cursor, t.s.cfg.BatchSize)
 		return err
 	})
 	if err != nil {
 		return nil, 0, fmt.Errorf("events: subscriber %s: read %s/%s: %w", t.s.cfg.Name, t.ref.Publisher, t.ref.Topic, err)
 	}
-	return evs, head, nil
+	return evs, head.Seq(), nil
 }
 
-func (t *topicRun) loadCursor(ctx context.Context) (uint64, error) {
-	var cursor uint64
+func (t *topicRun) loadCursor(ctx context.Context) (Pos, error) {
+	var cursor Pos
 	err := t.s.cfg.Cursors.ReadTransact(ctx, func(tx store.ReadTx) error {
 		v, err := tx.Get(t.key)
 		if err != nil {
 			return err
 		}
-		cursor, err = decodeSeq(v)
+		cursor, err = decodePos(v)
 		return err
 	})
 	if err != nil {
-		return 0, fmt.Errorf("events: subscriber %s: load cursor %s/%s: %w", t.s.cfg.Name, t.ref.Publisher, t.ref.Topic, err)
+		return Pos{}, fmt.Errorf("events: subscriber %s: load cursor %s/%s: %w", t.s.cfg.Name, t.ref.Publisher, t.ref.Topic, err)
 	}
 	return cursor, nil
 }
 
 // saveCursor stores cursor unless the stored one is already further (cursors
 // never move back).
-func (t *topicRun) saveCursor(ctx context.Context, cursor uint64) error {
+func (t *topicRun) saveCursor(ctx context.Context, cursor Pos) error {
 	err := t.s.cfg.Cursors.Transact(ctx, func(tx store.Tx) error {
 		v, err := tx.Get(t.key)
 		if err != nil {
 			return err
 		}
-		old, err := decodeSeq(v)
+		old, err := decodePos(v)
 		if err != nil {
 			return err
 		}
-		if old >= cursor {
+		if bytes.Compare(old[:], cursor[:]) >= 0 {
 			return nil
 		}
-		return tx.Set(t.key, encodeSeq(cursor))
+		return tx.Set(t.key, encodePos(cursor))
 	})
 	if err != nil {
 		return fmt.Errorf("events: subscriber %s: save cursor %s/%s: %w", t.s.cfg.Name, t.ref.Publisher, t.ref.Topic, err)

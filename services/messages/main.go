@@ -143,14 +143,11 @@ func send(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	mesh := plugins.Mesh(ctx)
-	var seq uint64
 	err = mesh.Store().Transact(ctx, func(tx store.Tx) error {
 		if err := tx.Set(append(inbox(to), m.ID...), body); err != nil {
 			return err
 		}
-		var err error
-		seq, err = mesh.PublishTx(tx, TopicSent, "application/json", body)
-		return err
+		return mesh.PublishTx(tx, TopicSent, "application/json", body)
 	})
 	if err != nil {
 		slog.ErrorContext(ctx, "messages: store and publish", "to", to, "error", err, "request_id", plugins.RequestID(ctx))
@@ -159,8 +156,8 @@ func send(w http.ResponseWriter, r *http.Request) {
 	}
 	// Subscribers find the event within their poll interval anyway; the
 	// announcement only makes it sooner.
-	if err := mesh.Announce(ctx, TopicSent, seq); err != nil {
-		slog.WarnContext(ctx, "messages: announce", "seq", seq, "error", err, "request_id", plugins.RequestID(ctx))
+	if err := mesh.Announce(ctx, TopicSent); err != nil {
+		slog.WarnContext(ctx, "messages: announce", "error", err, "request_id", plugins.RequestID(ctx))
 	}
 	writeJSON(w, http.StatusCreated, map[string]string{"id": m.ID})
 }

@@ -1,6 +1,7 @@
 package eventlog
 
 import (
+	"bytes"
 	"crypto/rand"
 	"encoding/binary"
 	"encoding/hex"
@@ -20,21 +21,40 @@ import (
 //
 // Layout below the prefix (names never contain '/', see ValidTopic):
 //
-//	h/<publisher>/<topic>                  → head: last seq, 8 bytes big-endian
-//	l/<publisher>/<topic>/<seq, 8 bytes BE> → one encoded Event
-//	c/<subscriber>/<publisher>/<topic>     → cursor: last delivered seq, 8 bytes BE
+//	l/<publisher>/<topic>/<stamp, store.StampBytes> → one encoded Event
+//	c/<subscriber>/<publisher>/<topic>              → cursor: the Pos last delivered
+//
+// A log entry's key is completed by the store when the appending
+// transaction commits (store.Tx.SetStamped), so appends read nothing and
+// concurrent publishers never conflict on the log.
 const KeyPrefix = "\xffevents/"
 
 // MaxTopicLen is the longest topic name accepted.
 const MaxTopicLen = 128
 
+// Pos is an event's position in its log: the stamp the store gave its key
+// at commit. Positions of one log only grow in commit order; the zero Pos
+// is before every event.
+type Pos [store.StampBytes]byte
+
+// Seq is the sequence number of an event at p: bytes 2 to 9 of the stamp,
+// big-endian (the embedded store's commit counter; FoundationDB's commit
+// version, less its top 2 bytes, and order in its batch). Seqs grow with
+// commits, with gaps; events that one transaction appends to one topic
+// share theirs, and are told apart by Pos.
+func (p Pos) Seq() uint64 { return binary.BigEndian.Uint64(p[2:10]) }
+
+// String is p in hexadecimal.
+func (p Pos) String() string { return hex.EncodeToString(p[:]) }
+
 // Event is one published event. The zero Time and empty ID are filled in by
-// AppendTx; Publisher, Topic and Seq are always set by AppendTx and ignored
-// on input.
+// AppendTx; Publisher, Topic, Pos and Seq are set when the log is read and
+// ignored on input.
 type Event struct {
 	Publisher   string    // the service whose log holds the event
 	Topic       string    // the topic within Publisher's log
-	Seq         uint64    // position in (Publisher, Topic), from 1, without gaps
+	Pos         Pos       // position in (Publisher, Topic)
+	Seq         uint64    // Pos.Seq(): growing with commits, with gaps
 	ID          string    // unique id, stable across redeliveries; random 32 hex digits when empty
 	Time        time.Time // when it was published; time.Now() when zero
 	ContentType string    // media type of Body; may be empty
@@ -70,10 +90,6 @@ func checkNames(publisher, topic string) error {
 	return nil
 }
 
-func headKey(publisher, topic string) []byte {
-	return []byte(KeyPrefix + "h/" + publisher + "/" + topic)
-}
-
 // logPrefix is l/<publisher>/<topic>/; logEnd is the first key after every
 // entry of that log ('0' follows '/').
 func logPrefix(publisher, topic string) []byte {
@@ -84,49 +100,48 @@ func logEnd(publisher, topic string) []byte {
 	return []byte(KeyPrefix + "l/" + publisher + "/" + topic + "0")
 }
 
-func logKey(publisher, topic string, seq uint64) []byte {
-	return binary.BigEndian.AppendUint64(logPrefix(publisher, topic), seq)
+// logKeyAfter is the first key of the log after the entry at p.
+func logKeyAfter(publisher, topic string, p Pos) []byte {
+	return append(append(logPrefix(publisher, topic), p[:]...), 0)
 }
 
 func cursorKey(subscriber, publisher, topic string) []byte {
 	return []byte(KeyPrefix + "c/" + subscriber + "/" + publisher + "/" + topic)
 }
 
-func encodeSeq(seq uint64) []byte { return binary.BigEndian.AppendUint64(nil, seq) }
+// encodePos is a cursor's stored form.
+func encodePos(p Pos) []byte { return bytes.Clone(p[:]) }
 
-// decodeSeq reads a head or cursor value; nil (no key) is 0.
-func decodeSeq(v []byte) (uint64, error) {
-	if v == nil {
-		return 0, nil
+// decodePos reads a cursor; nil (no key) is the zero Pos. An 8-byte value
+// is a cursor of the log's earlier layout (sequence numbers): it reads as
+// the zero Pos, so the subscriber starts at the log's beginning.
+func decodePos(v []byte) (Pos, error) {
+	var p Pos
+	switch len(v) {
+	case 0, 8:
+		return p, nil
+	case len(p):
+		copy(p[:], v)
+		return p, nil
 	}
-	if len(v) != 8 {
-		return 0, fmt.Errorf("%w: sequence value of %d bytes", ErrCorrupt, len(v))
-	}
-	return binary.BigEndian.Uint64(v), nil
+	return p, fmt.Errorf("%w: cursor value of %d bytes", ErrCorrupt, len(v))
 }
 
-// AppendTx appends ev to the log of (publisher, topic) inside tx and returns
-// its sequence number: the head read in tx plus one. The log lives in the key
-// space tx writes to, under KeyPrefix; to publish atomically with a state
-// change, run AppendTx in the same transaction, which means the publisher's
-// log lives in the publisher's own key space.
+// AppendTx appends ev to the log of (publisher, topic) inside tx. The log
+// lives in the key space tx writes to, under KeyPrefix; to publish
+// atomically with a state change, run AppendTx in the same transaction,
+// which means the publisher's log lives in the publisher's own key space.
 //
-// Concurrent appends to one topic conflict on its head key, so the store's
-// serializable transactions retry them: sequence numbers are gap-free and
-// never reused. If tx does not commit (fn returns an error, or ctx ends),
-// nothing is published. Like every transaction body, AppendTx may run more
-// than once: only the seq returned by the run that committed is real, so
-// keep the last value (assign it to a variable outside the closure), and
-// call Publisher.Announce with it after Transact returns nil.
-func AppendTx(tx store.Tx, publisher, topic string, ev Event) (uint64, error) {
+// The event's key is completed when tx commits (store.Tx.SetStamped):
+// AppendTx reads nothing, so appends to one topic do not conflict, and the
+// log is in commit order. Its Pos and Seq are known only once the log is
+// read. If tx does not commit (fn returns an error, or ctx ends), nothing
+// is published. tx must not read the log it appends to (see SetStamped).
+// After Transact returns nil, call Publisher.Announce to wake subscribers.
+func AppendTx(tx store.Tx, publisher, topic string, ev Event) error {
 	if err := checkNames(publisher, topic); err != nil {
-		return 0, err
+		return err
 	}
-	head, err := HeadTx(tx, publisher, topic)
-	if err != nil {
-		return 0, err
-	}
-	ev.Publisher, ev.Topic, ev.Seq = publisher, topic, head+1
 	if ev.ID == "" {
 		var b [16]byte
 		_, _ = rand.Read(b[:]) // never fails (crypto/rand contract)
@@ -135,56 +150,80 @@ func AppendTx(tx store.Tx, publisher, topic string, ev Event) (uint64, error) {
 	if ev.Time.IsZero() {
 		ev.Time = time.Now()
 	}
+	ev.Publisher, ev.Topic, ev.Seq = publisher, topic, 0
 	val := encodeEvent(ev)
 	if len(val) > store.MaxValueBytes {
-		return 0, fmt.Errorf("%w: %d bytes encoded, limit %d", ErrTooLarge, len(val), store.MaxValueBytes)
+		return fmt.Errorf("%w: %d bytes encoded, limit %d", ErrTooLarge, len(val), store.MaxValueBytes)
 	}
-	if err := tx.Set(logKey(publisher, topic, ev.Seq), val); err != nil {
-		return 0, fmt.Errorf("events: append %s/%s: %w", publisher, topic, err)
+	if err := tx.SetStamped(logPrefix(publisher, topic), val); err != nil {
+		return fmt.Errorf("events: append %s/%s: %w", publisher, topic, err)
 	}
-	if err := tx.Set(headKey(publisher, topic), encodeSeq(ev.Seq)); err != nil {
-		return 0, fmt.Errorf("events: append %s/%s: %w", publisher, topic, err)
-	}
-	return ev.Seq, nil
+	return nil
 }
 
-// HeadTx returns the last sequence number appended to (publisher, topic), 0
-// when nothing was.
-func HeadTx(tx store.ReadTx, publisher, topic string) (uint64, error) {
+// HeadTx returns the position of the last event of (publisher, topic),
+// the zero Pos when there is none.
+func HeadTx(tx store.ReadTx, publisher, topic string) (Pos, error) {
 	if err := checkNames(publisher, topic); err != nil {
-		return 0, err
+		return Pos{}, err
 	}
-	v, err := tx.Get(headKey(publisher, topic))
+	kvs, err := tx.Range(logPrefix(publisher, topic), logEnd(publisher, topic), store.RangeOptions{Limit: 1, Reverse: true})
 	if err != nil {
-		return 0, fmt.Errorf("events: head %s/%s: %w", publisher, topic, err)
+		return Pos{}, fmt.Errorf("events: head %s/%s: %w", publisher, topic, err)
 	}
-	head, err := decodeSeq(v)
-	if err != nil {
-		return 0, fmt.Errorf("events: head %s/%s: %w", publisher, topic, err)
+	if len(kvs) == 0 {
+		return Pos{}, nil
 	}
-	return head, nil
+	return posOf(publisher, topic, kvs[0].Key)
+}
+
+func posOf(publisher, topic string, key []byte) (Pos, error) {
+	var p Pos
+	n := len(logPrefix(publisher, topic))
+	if len(key) != n+len(p) {
+		return p, fmt.Errorf("%w: log key %q of %s/%s", ErrCorrupt, key, publisher, topic)
+	}
+	copy(p[:], key[n:])
+	return p, nil
 }
 
 // ScanTx returns up to limit events of (publisher, topic) with Seq > after,
-// in Seq order. limit <= 0 means no limit (mind the 5 s and 10 MB limits of
-// a transaction).
+// in log order. limit <= 0 means no limit (mind the 5 s and 10 MB limits
+// of a transaction). Subscribers resume with ScanAfterTx, which tells
+// apart events that share a Seq.
 func ScanTx(tx store.ReadTx, publisher, topic string, after uint64, limit int) ([]Event, error) {
-	if err := checkNames(publisher, topic); err != nil {
-		return nil, err
-	}
 	if after == ^uint64(0) {
 		return nil, nil
 	}
-	kvs, err := tx.Range(logKey(publisher, topic, after+1), logEnd(publisher, topic), store.RangeOptions{Limit: max(limit, 0)})
+	var p Pos
+	binary.BigEndian.PutUint64(p[2:10], after)
+	for i := 10; i < len(p); i++ {
+		p[i] = 0xff
+	}
+	return ScanAfterTx(tx, publisher, topic, p, limit)
+}
+
+// ScanAfterTx returns up to limit events of (publisher, topic) after the
+// position after, in log order; limit as ScanTx's.
+func ScanAfterTx(tx store.ReadTx, publisher, topic string, after Pos, limit int) ([]Event, error) {
+	if err := checkNames(publisher, topic); err != nil {
+		return nil, err
+	}
+	kvs, err := tx.Range(logKeyAfter(publisher, topic, after), logEnd(publisher, topic), store.RangeOptions{Limit: max(limit, 0)})
 	if err != nil {
 		return nil, fmt.Errorf("events: scan %s/%s: %w", publisher, topic, err)
 	}
 	evs := make([]Event, 0, len(kvs))
 	for _, kv := range kvs {
+		p, err := posOf(publisher, topic, kv.Key)
+		if err != nil {
+			return nil, fmt.Errorf("events: scan %s/%s: %w", publisher, topic, err)
+		}
 		ev, err := decodeEvent(kv.Value)
 		if err != nil {
 			return nil, fmt.Errorf("events: scan %s/%s at key %q: %w", publisher, topic, kv.Key, err)
 		}
+		ev.Publisher, ev.Topic, ev.Pos, ev.Seq = publisher, topic, p, p.Seq()
 		evs = append(evs, ev)
 	}
 	return evs, nil
@@ -213,8 +252,10 @@ func encodeEvent(ev Event) []byte {
 	}
 	str(fieldTopic, ev.Topic)
 	str(fieldPublisher, ev.Publisher)
-	b = protowire.AppendTag(b, fieldSeq, protowire.VarintType)
-	b = protowire.AppendVarint(b, ev.Seq)
+	if ev.Seq != 0 {
+		b = protowire.AppendTag(b, fieldSeq, protowire.VarintType)
+		b = protowire.AppendVarint(b, ev.Seq)
+	}
 	str(fieldID, ev.ID)
 	if !ev.Time.IsZero() {
 		b = protowire.AppendTag(b, fieldTimeNanos, protowire.VarintType)
@@ -275,9 +316,6 @@ func decodeEvent(b []byte) (Event, error) {
 			b = b[n:]
 		}
 	}
-	if ev.Seq == 0 {
-		return Event{}, fmt.Errorf("%w: event without seq", ErrCorrupt)
-	}
 	return ev, nil
 }
 
@@ -289,29 +327,30 @@ func CursorKey(subscriber, publisher, topic string) []byte {
 	return cursorKey(subscriber, publisher, topic)
 }
 
-// EncodeSeq and DecodeSeq convert heads and cursors to and from their
-// stored form (8 bytes big-endian; a missing value decodes as 0).
-func EncodeSeq(seq uint64) []byte { return encodeSeq(seq) }
+// EncodePos and DecodePos convert cursors to and from their stored form
+// (the Pos's bytes; a missing value decodes as the zero Pos).
+func EncodePos(p Pos) []byte { return encodePos(p) }
 
-// DecodeSeq reads a value written by EncodeSeq.
-func DecodeSeq(v []byte) (uint64, error) { return decodeSeq(v) }
+// DecodePos reads a value written by EncodePos.
+func DecodePos(v []byte) (Pos, error) { return decodePos(v) }
 
 // CursorTx returns the cursor of subscriber on (publisher, topic) as stored
-// in tx's key space: the last Seq it delivered and saved, 0 if none.
-func CursorTx(tx store.ReadTx, subscriber, publisher, topic string) (uint64, error) {
+// in tx's key space: the Pos of the last event it delivered and saved, the
+// zero Pos if none.
+func CursorTx(tx store.ReadTx, subscriber, publisher, topic string) (Pos, error) {
 	if !ValidName(subscriber) {
-		return 0, fmt.Errorf("%w: subscriber %q", ErrInvalid, subscriber)
+		return Pos{}, fmt.Errorf("%w: subscriber %q", ErrInvalid, subscriber)
 	}
 	if err := checkNames(publisher, topic); err != nil {
-		return 0, err
+		return Pos{}, err
 	}
 	v, err := tx.Get(cursorKey(subscriber, publisher, topic))
 	if err != nil {
-		return 0, fmt.Errorf("events: cursor %s %s/%s: %w", subscriber, publisher, topic, err)
+		return Pos{}, fmt.Errorf("events: cursor %s %s/%s: %w", subscriber, publisher, topic, err)
 	}
-	c, err := decodeSeq(v)
+	c, err := decodePos(v)
 	if err != nil {
-		return 0, fmt.Errorf("events: cursor %s %s/%s: %w", subscriber, publisher, topic, err)
+		return Pos{}, fmt.Errorf("events: cursor %s %s/%s: %w", subscriber, publisher, topic, err)
 	}
 	return c, nil
 }
