@@ -389,9 +389,9 @@ func TestMultihost(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// What other processes used while the faults ran (our own killed
-	// processes count here too, a little): over half a core, and the
-	// figures say more about the machine than about the mesh.
+	// What other processes used while the faults ran (what our stopped
+	// sidecars used while draining counts here too, a little): over half a
+	// core, and the figures say more about the machine than about the mesh.
 	others := float64(machine1-machine0-(c.ours(t)-ours0)) / float64(time.Since(began))
 	noisy := others > 0.5
 	for _, p := range phases {
@@ -409,7 +409,7 @@ func TestMultihost(t *testing.T) {
 	peak := &phase{Name: fmt.Sprintf("capacity run at %d/s", peakRate), To: time.Hour}
 	peak.measure(rsPeak, c.hostOf)
 	phases = append(phases, peak)
-	steadyServed := peak.OK
+	peakServed := peak.OK
 	report := struct {
 		Rate     int                `json:"rate_per_s"`
 		Impaired string             `json:"impaired_link"`
@@ -425,8 +425,8 @@ func TestMultihost(t *testing.T) {
 		t.Logf("%-38s %6d %8d %6d %6d %5d %9.1f %9.1f %9.0f %9.0f  %v %v", p.Name, p.Sent, p.Answered, p.OK, p.Failed, p.Slow, p.P50ms, p.P99ms, ms(p.Disruption), ms(p.Back), p.Share, p.Codes)
 	}
 	for k, d := range cpu1 {
-		if steadyServed > 0 {
-			report.CPU[k] = float64((d - cpu0[k]).Microseconds()) / float64(steadyServed)
+		if peakServed > 0 {
+			report.CPU[k] = float64((d - cpu0[k]).Microseconds()) / float64(peakServed)
 		}
 	}
 	t.Logf("CPU µs per request at %d/s, by component (all instances together): %v", peakRate, report.CPU)
