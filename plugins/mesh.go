@@ -67,36 +67,42 @@ func newMesh(connected bool) *MeshAPI {
 		m.conns = &connSet{}
 	}
 	m.client = &http.Client{Transport: &meshTransport{m: m}}
-	m.store = &meshStore{Store: store.New(m.client), m: m}
+	m.store = newMeshStore(m)
 	return m
 }
 
-// meshStore is the handler's store: transactions over HTTP through the
-// sidecar, one-key reads as one unary call each way.
+// meshStore is the handler's store: one-key reads, range reads and
+// commits as unary calls on the connection to the sidecar (one call each
+// way; a transaction that only writes is one call, see storehttp.OneTrip),
+// the rare transaction that reads a range after writing over HTTP through
+// the sidecar, an operation per request.
 type meshStore struct {
-	store.Store
+	*storehttp.OneTrip
 	m *MeshAPI
 }
 
 var _ istore.Getter = (*meshStore)(nil)
 
-// Get implements istore.Getter, which store.Get uses.
-func (s *meshStore) Get(ctx context.Context, key []byte) ([]byte, error) {
-	if err := istore.CheckKey(key); err != nil {
-		return nil, err
-	}
+func newMeshStore(m *MeshAPI) *meshStore {
+	s := &meshStore{m: m}
+	s.OneTrip = storehttp.NewOneTrip(s.call, store.New(m.client))
+	return s
+}
+
+// call sends one store operation to the sidecar.
+func (s *meshStore) call(ctx context.Context, op []byte) ([]byte, error) {
 	c, err := s.m.conn(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("plugins: store: %w", err)
 	}
-	b, err := hop.Unary(c, storehttp.AppendGet(nil, key), ctx.Done())
+	b, err := hop.Unary(c, op, ctx.Done())
 	if err != nil {
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
 		}
 		return nil, fmt.Errorf("plugins: store: %w", err)
 	}
-	return storehttp.DecodeGet(b)
+	return b, nil
 }
 
 // conn is the connection a call made under ctx goes on: back on the one

@@ -18,8 +18,10 @@ import (
 	"github.com/griddle-mesh/griddle/internal/store/storehttp/storepb"
 )
 
-// Client is a store.Backend whose transactions run on a Server: every
-// operation is one HTTP request. It is safe for concurrent use.
+// Client is a store.Backend whose transactions run on a Server, in as few
+// HTTP requests as their shape allows (see OneTrip: a transaction that
+// only writes is one request; each read adds one). It is safe for
+// concurrent use.
 type Client struct {
 	hc     *http.Client
 	base   string
@@ -62,16 +64,59 @@ type remoteSpace struct {
 	c     *Client
 	begin string // the begin URL path
 	get   string // the one-step read's URL path
+	op    string // the operations' URL path (Server.Op)
+	one   *OneTrip
 }
 
 func newRemoteSpace(c *Client, name string) *remoteSpace {
-	return &remoteSpace{c: c, begin: "/v1/spaces/" + name + "/txns", get: "/v1/spaces/" + name + "/get"}
+	base := "/v1/spaces/" + name
+	s := &remoteSpace{c: c, begin: base + "/txns", get: base + "/get", op: base + "/op"}
+	s.one = NewOneTrip(s.forward, interactive{s})
+	return s
 }
 
 var (
 	_ store.Store  = (*remoteSpace)(nil)
 	_ store.Getter = (*remoteSpace)(nil)
+	_ opForwarder  = (*remoteSpace)(nil)
 )
+
+// forward sends one operation (op.go) in one HTTP request.
+func (s *remoteSpace) forward(ctx context.Context, op []byte) ([]byte, error) {
+	if s.c.closed.Load() {
+		return nil, store.ErrClosed
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, s.c.base+s.op, bytes.NewReader(op))
+	if err != nil {
+		return nil, fmt.Errorf("storehttp: %w", err)
+	}
+	req.Header.Set("Content-Type", ContentTypeOp)
+	resp, err := s.c.hc.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("storehttp: %w", err)
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return nil, fmt.Errorf("storehttp: reading the answer: %w", err)
+	}
+	if resp.StatusCode != http.StatusOK || resp.Header.Get("Content-Type") != ContentTypeOp {
+		return nil, fmt.Errorf("storehttp: %s: unexpected answer %s", s.op, resp.Status)
+	}
+	return data, nil
+}
+
+// interactive runs transactions with one request per operation, the
+// function's reads in one server transaction: OneTrip's fallback.
+type interactive struct{ s *remoteSpace }
+
+func (i interactive) Transact(ctx context.Context, fn func(tx store.Tx) error) error {
+	return i.s.retry(ctx, false, func(t *remoteTx) error { return fn(t) })
+}
+
+func (i interactive) ReadTransact(ctx context.Context, fn func(tx store.ReadTx) error) error {
+	return i.s.retry(ctx, true, func(t *remoteTx) error { return fn(readTx{t}) })
+}
 
 // Get implements store.Getter: one round trip.
 func (s *remoteSpace) Get(ctx context.Context, key []byte) ([]byte, error) {
@@ -91,15 +136,21 @@ func (s *remoteSpace) Get(ctx context.Context, key []byte) ([]byte, error) {
 	return resp.Value, nil
 }
 
-// Transact implements store.Store: fn runs here, its operations on the
-// server; a conflict at commit runs fn again in a new transaction.
+// Transact implements store.Store: fn runs here, as OneTrip runs it; a
+// conflict runs fn again.
 func (s *remoteSpace) Transact(ctx context.Context, fn func(tx store.Tx) error) error {
-	return s.retry(ctx, false, func(t *remoteTx) error { return fn(t) })
+	if s.c.closed.Load() {
+		return store.ErrClosed
+	}
+	return s.one.Transact(ctx, fn)
 }
 
 // ReadTransact implements store.Store.
 func (s *remoteSpace) ReadTransact(ctx context.Context, fn func(tx store.ReadTx) error) error {
-	return s.retry(ctx, true, func(t *remoteTx) error { return fn(readTx{t}) })
+	if s.c.closed.Load() {
+		return store.ErrClosed
+	}
+	return s.one.ReadTransact(ctx, fn)
 }
 
 func (s *remoteSpace) retry(ctx context.Context, readOnly bool, fn func(*remoteTx) error) error {

@@ -2,6 +2,7 @@ package storehttp
 
 import (
 	"context"
+	"errors"
 	"fmt"
 
 	"google.golang.org/protobuf/proto"
@@ -17,7 +18,22 @@ const (
 	// OpGet is a one-key read (GetRequest → GetResponse), as POST
 	// /v1/spaces/own/get answers it.
 	OpGet byte = 1
+	// OpRange is a range read in a read-only transaction of its own
+	// (RangeRequest → RangeResponse).
+	OpRange byte = 2
+	// OpCommit commits a transaction run on the caller's side: what it
+	// read, as digests, and its writes (see batch) → an empty answer, or
+	// CODE_CONFLICT when what it read has changed since. The server
+	// retries its own conflicts.
+	OpCommit byte = 3
 )
+
+// opForwarder is a Store that answers operations itself, in one round
+// trip to where its data is (a Client's space): a Server whose backend is
+// one passes operations on rather than running them here.
+type opForwarder interface {
+	forward(ctx context.Context, op []byte) ([]byte, error)
+}
 
 // Answers of an operation start with one of these bytes.
 const (
@@ -26,26 +42,98 @@ const (
 )
 
 // Op answers one operation in the Server's own space (WithSpace): op is
-// its first byte and request message. The answer is for DecodeGet.
+// its first byte and request message. The answer is for DecodeGet (OpGet)
+// or Decode (every operation).
 func (s *Server) Op(ctx context.Context, op []byte) []byte {
-	if len(op) == 0 || op[0] != OpGet {
-		return s.opError(fmt.Errorf("%w: unknown operation", errBadRequest))
-	}
 	st, err := s.b.Space(s.space)
 	if err != nil {
 		return s.opError(err)
 	}
-	var req storepb.GetRequest
-	if err := proto.Unmarshal(op[1:], &req); err != nil {
-		return s.opError(fmt.Errorf("%w: %w", errBadRequest, err))
-	}
-	v, err := store.Get(ctx, st, req.Key)
-	if err != nil {
-		return s.opError(err)
-	}
-	b, _ := proto.MarshalOptions{}.MarshalAppend([]byte{opOK}, &storepb.GetResponse{Found: v != nil, Value: v})
-	return b
+	return s.opIn(ctx, st, op)
 }
+
+// opIn answers op in the key space st.
+func (s *Server) opIn(ctx context.Context, st store.Store, in []byte) []byte {
+	s.mu.Lock()
+	closed := s.closed
+	s.mu.Unlock()
+	if closed {
+		return s.opError(store.ErrClosed)
+	}
+	if len(in) == 0 {
+		return s.opError(fmt.Errorf("%w: empty operation", errBadRequest))
+	}
+	if f, ok := st.(opForwarder); ok && (in[0] == OpRange || in[0] == OpCommit) {
+		b, err := f.forward(ctx, in)
+		if err != nil {
+			return s.opError(err)
+		}
+		return b
+	}
+	switch in[0] {
+	case OpGet:
+		var req storepb.GetRequest
+		if err := proto.Unmarshal(in[1:], &req); err != nil {
+			return s.opError(fmt.Errorf("%w: %w", errBadRequest, err))
+		}
+		v, err := store.Get(ctx, st, req.Key)
+		if err != nil {
+			return s.opError(err)
+		}
+		b, _ := proto.MarshalOptions{}.MarshalAppend([]byte{opOK}, &storepb.GetResponse{Found: v != nil, Value: v})
+		return b
+	case OpRange:
+		var req storepb.RangeRequest
+		if err := proto.Unmarshal(in[1:], &req); err != nil {
+			return s.opError(fmt.Errorf("%w: %w", errBadRequest, err))
+		}
+		var resp proto.Message
+		err := st.ReadTransact(ctx, func(tx store.ReadTx) error {
+			var err error
+			resp, err = do(tx, nil, &op{name: "range", req: &req})
+			return err
+		})
+		if err != nil {
+			return s.opError(err)
+		}
+		b, _ := proto.MarshalOptions{}.MarshalAppend([]byte{opOK}, resp)
+		return b
+	case OpCommit:
+		bt, err := decodeBatch(in[1:])
+		if err != nil {
+			return s.opError(err)
+		}
+		if err := commitBatch(ctx, st, bt); err != nil {
+			return s.opError(err)
+		}
+		return []byte{opOK}
+	}
+	return s.opError(fmt.Errorf("%w: unknown operation %d", errBadRequest, in[0]))
+}
+
+// commitBatch commits bt in st (see batch): a read-only transaction when
+// it writes nothing.
+func commitBatch(ctx context.Context, st store.Store, bt *batch) error {
+	var err error
+	if len(bt.writes) == 0 {
+		err = st.ReadTransact(ctx, func(tx store.ReadTx) error { return bt.apply(readOnly{tx}) })
+	} else {
+		err = st.Transact(ctx, bt.apply)
+	}
+	if errors.Is(err, errStale) {
+		return fmt.Errorf("%w: %w", store.ErrConflict, err)
+	}
+	return err
+}
+
+// readOnly is a ReadTx as a Tx whose writes fail; a batch without writes
+// makes none.
+type readOnly struct{ store.ReadTx }
+
+func (readOnly) Set(_, _ []byte) error        { return store.ErrReadOnly }
+func (readOnly) Clear([]byte) error           { return store.ErrReadOnly }
+func (readOnly) ClearRange(_, _ []byte) error { return store.ErrReadOnly }
+func (readOnly) SetStamped(_, _ []byte) error { return store.ErrReadOnly }
 
 func (s *Server) opError(err error) []byte {
 	b, _ := proto.MarshalOptions{}.MarshalAppend([]byte{opError}, s.wireError(err))
@@ -87,4 +175,23 @@ func DecodeGet(b []byte) ([]byte, error) {
 	default:
 		return nil, fmt.Errorf("storehttp: unknown answer %d", b[0])
 	}
+}
+
+// Decode reads the answer to any operation: the answer's message, for the
+// caller to unmarshal (empty for OpCommit), or the store's error.
+func Decode(b []byte) ([]byte, error) {
+	if len(b) == 0 {
+		return nil, fmt.Errorf("storehttp: empty answer")
+	}
+	switch b[0] {
+	case opOK:
+		return b[1:], nil
+	case opError:
+		var e storepb.Error
+		if err := proto.Unmarshal(b[1:], &e); err != nil {
+			return nil, fmt.Errorf("storehttp: decoding the answer: %w", err)
+		}
+		return nil, errorOf(&e)
+	}
+	return nil, fmt.Errorf("storehttp: unknown answer %d", b[0])
 }

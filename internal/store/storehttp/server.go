@@ -18,8 +18,17 @@ import (
 	"github.com/griddle-mesh/griddle/internal/store/storehttp/storepb"
 )
 
-// ContentType is the media type of every request and response body.
+// ContentType is the media type of every request and response body but
+// those of POST /v1/spaces/{space}/op.
 const ContentType = "application/x-protobuf"
+
+// ContentTypeOp is the media type of an operation (op.go) and its answer,
+// the bodies of POST /v1/spaces/{space}/op.
+const ContentTypeOp = "application/x-griddle-store-op"
+
+// maxOpBytes bounds an operation's body: a batch of the largest
+// transaction's writes, and its reads.
+const maxOpBytes = 2*store.MaxTransactionBytes + 1<<20
 
 // OwnSpace is the {space} with which a Client asks for the key space the
 // server imposes (WithSpace). It is not a valid space name, so a server
@@ -76,6 +85,7 @@ func NewServer(b store.Backend, opts ...Option) *Server {
 	s.mux.HandleFunc("POST /v1/spaces/{space}/txns", s.begin)
 	s.mux.HandleFunc("POST /v1/txns/{txn}/{op}", s.op)
 	s.mux.HandleFunc("POST /v1/spaces/{space}/get", s.get)
+	s.mux.HandleFunc("POST /v1/spaces/{space}/op", s.serveOp)
 	return s
 }
 
@@ -189,6 +199,27 @@ func (s *Server) get(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.reply(w, &storepb.GetResponse{Found: v != nil, Value: v})
+}
+
+// serveOp answers one operation (op.go): always 200, the answer saying
+// whether it failed.
+func (s *Server) serveOp(w http.ResponseWriter, r *http.Request) {
+	var ans []byte
+	st, err := s.spaceOf(r)
+	if err == nil {
+		var body []byte
+		body, err = io.ReadAll(http.MaxBytesReader(w, r.Body, maxOpBytes))
+		if err != nil {
+			err = fmt.Errorf("%w: reading the body: %w", errBadRequest, err)
+		} else {
+			ans = s.opIn(r.Context(), st, body)
+		}
+	}
+	if err != nil {
+		ans = s.opError(err)
+	}
+	w.Header().Set("Content-Type", ContentTypeOp)
+	w.Write(ans)
 }
 
 // run runs t through st until the client commits or aborts it, it grows

@@ -85,7 +85,7 @@ func TestWithSpaceConfines(t *testing.T) {
 
 func TestOwnNeedsWithSpace(t *testing.T) {
 	c, _ := serve(t)
-	err := c.Own().Transact(t.Context(), func(store.Tx) error { return nil })
+	err := c.Own().Transact(t.Context(), func(tx store.Tx) error { return tx.Set([]byte("k"), []byte("v")) })
 	if !errors.Is(err, store.ErrSpace) {
 		t.Errorf("Own() without WithSpace: Transact = %v, want %v", err, store.ErrSpace)
 	}
