@@ -114,6 +114,7 @@ type Backend struct {
 	active int // transaction attempts running
 
 	commits commitLog
+	sync    *groupSync // nil: commits are not synced (NoSync, InMemory)
 
 	stopGC chan struct{}
 	gcDone chan struct{}
@@ -156,7 +157,7 @@ func Open(ctx context.Context, cfg Config) (*Backend, error) {
 		WithValueLogFileSize(vlog).
 		WithValueThreshold(valueThreshold).
 		WithDetectConflicts(true).
-		WithSyncWrites(!cfg.NoSync && !cfg.InMemory)
+		WithSyncWrites(false) // synced by groupSync instead
 	if cfg.InMemory {
 		opts = opts.WithValueThreshold(inMemoryValueThreshold)
 	}
@@ -171,6 +172,9 @@ func Open(ctx context.Context, cfg Config) (*Backend, error) {
 		gcDone: make(chan struct{}),
 	}
 	b.idle = sync.NewCond(&b.mu)
+	if !cfg.NoSync && !cfg.InMemory {
+		b.sync = newGroupSync(db.Sync)
+	}
 	if err := b.loadStamp(); err != nil {
 		_ = db.Close()
 		return nil, err
@@ -219,6 +223,17 @@ func (b *Backend) Space(name string) (store.Store, error) {
 	end := bytes.Clone(prefix)
 	end[len(end)-1]++ // a name byte, never 0xff
 	return &space{b: b, prefix: prefix, end: end}, nil
+}
+
+// durable returns once what Badger has written so far is synced to disk.
+func (b *Backend) durable() error {
+	if b.sync == nil {
+		return nil
+	}
+	if err := b.sync.wait(); err != nil {
+		return fmt.Errorf("badgerstore: sync: %w", err)
+	}
+	return nil
 }
 
 // loadStamp reads the stamp counter that the last commit that stamped

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -16,7 +17,12 @@ import (
 	"github.com/griddle-mesh/griddle/internal/store/storetest"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) {
+	if dir := os.Getenv(writerEnv); dir != "" {
+		os.Exit(writer(dir)) // the test binary re-executed as a writer process
+	}
+	goleak.VerifyTestMain(m)
+}
 
 func openMem(t *testing.T) store.Backend {
 	b, err := badgerstore.Open(t.Context(), badgerstore.Config{InMemory: true})
@@ -196,5 +202,41 @@ func TestStampsAfterReopen(t *testing.T) {
 	}
 	if want := "0/0 0/1 0/2 1/0 1/1 1/2"; strings.Join(got, " ") != want {
 		t.Errorf("values in stamp order = %q, want %q", strings.Join(got, " "), want)
+	}
+}
+
+// BenchmarkCommit: concurrent small write transactions (a Set and a
+// SetStamped, as a message and its event) on disk, synced and not.
+func BenchmarkCommit(b *testing.B) {
+	for _, noSync := range []bool{false, true} {
+		b.Run(fmt.Sprintf("NoSync=%v", noSync), func(b *testing.B) {
+			bk, err := badgerstore.Open(b.Context(), badgerstore.Config{Dir: b.TempDir(), NoSync: noSync})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer bk.Close()
+			s, err := bk.Space("messages")
+			if err != nil {
+				b.Fatal(err)
+			}
+			value := bytes.Repeat([]byte("m"), 200)
+			b.SetParallelism(8)
+			b.RunParallel(func(pb *testing.PB) {
+				i := 0
+				for pb.Next() {
+					i++
+					err := s.Transact(context.Background(), func(tx store.Tx) error {
+						if err := tx.Set(fmt.Appendf(nil, "m/%p/%d", pb, i), value); err != nil {
+							return err
+						}
+						return tx.SetStamped([]byte("log/"), value)
+					})
+					if err != nil {
+						b.Error(err)
+						return
+					}
+				}
+			})
+		})
 	}
 }

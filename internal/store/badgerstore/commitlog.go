@@ -58,9 +58,11 @@ const keep = time.Duration(store.MaxTransactionTime) + time.Second
 
 func (l *commitLog) position() uint64 { return l.pos.Load() }
 
-// commit checks t's ranges against the commits after t.start, commits t's
-// Badger transaction, and records its writes. A transaction that wrote
-// nothing commits trivially.
+// commit checks t's ranges against the commits after t.start, sends t's
+// Badger transaction to be committed (t.committed answers whether it was),
+// and records its writes: if Badger then finds a conflict, the record only
+// makes others retry needlessly. A transaction that wrote nothing commits
+// trivially (t.committed stays nil).
 //
 // Stamped keys take the counter value after l.stamp, one per commit; the
 // new counter is written with them, so it never goes back across restarts.
@@ -91,9 +93,13 @@ func (l *commitLog) commit(t *tx) error {
 			return mapErr("commit", err)
 		}
 	}
-	if err := t.txn.Commit(); err != nil {
-		return mapErr("commit", err)
-	}
+	// Badger applies commits in the order they are sent, under its own
+	// lock, here under mu: the stamps' order. The commit is waited for
+	// after mu is released, so that commits pipeline into Badger's writer,
+	// which writes them in batches (and the Backend syncs them so).
+	done := make(chan error, 1)
+	t.txn.CommitWith(func(err error) { done <- err })
+	t.committed = done
 	l.stamp = next
 	now := time.Now()
 	drop := 0

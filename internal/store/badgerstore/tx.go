@@ -75,7 +75,16 @@ func (s *space) attempt(ctx context.Context, update bool, fn func(*tx) error) er
 	if err := t.live(); err != nil {
 		return err
 	}
-	return s.b.commits.commit(t)
+	if err := s.b.commits.commit(t); err != nil {
+		return err
+	}
+	if t.committed == nil {
+		return nil
+	}
+	if err := <-t.committed; err != nil {
+		return mapErr("commit", err)
+	}
+	return s.b.durable()
 }
 
 // tx is one attempt's transaction. Writes are refused when !update.
@@ -91,6 +100,8 @@ type tx struct {
 	writes  [][]byte   // full keys written or cleared
 	ranges  []keyRange // full-key ranges read or cleared
 	stamped []stampedWrite
+
+	committed chan error // the commit's outcome, once commitLog.commit sent it
 }
 
 // stampedWrite is a SetStamped call, written at commit once the stamp is
