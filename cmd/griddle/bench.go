@@ -115,7 +115,7 @@ func benchRunCmd(g *globals, sweep bool) *cobra.Command {
 		return err
 	}
 	f := cmd.Flags()
-	f.StringVar(&cfg.Scenario, "scenario", bench.ScenarioStatic, "static or profile")
+	f.StringVar(&cfg.Scenario, "scenario", bench.ScenarioStatic, "static, profile, messages (POST /messages/{id}: a store transaction and an event) or mixed (90% profile reads, 10% messages)")
 	f.StringVar(&targets, "targets", "direct,nginx,mesh,deployed", "comma-separated: direct, nginx, mesh, deployed")
 	f.DurationVar(&cfg.Duration, "duration", 10*time.Second, "length of each measured run")
 	f.DurationVar(&cfg.Warmup, "warmup", 2*time.Second, "warm-up per target at the lowest rate, not reported (0: none)")

@@ -27,7 +27,7 @@ const (
 // Config configures Run and Sweep. Zero values are invalid unless a field
 // says otherwise; the CLI fills in the defaults.
 type Config struct {
-	Scenario string   // static or profile (--scenario)
+	Scenario string   // static, profile, messages or mixed (--scenario)
 	Targets  []string // started in this order, run interleaved (--targets)
 	Rates    []int    // offered rates of Run, requests/s (--rates)
 	Duration time.Duration
@@ -83,9 +83,9 @@ func (c Config) Validate(sweep bool) error {
 		return fmt.Errorf("%w: "+format, append([]any{ErrConfig}, a...)...)
 	}
 	switch c.Scenario {
-	case ScenarioStatic, ScenarioProfile:
+	case ScenarioStatic, ScenarioProfile, ScenarioMessages, ScenarioMixed:
 	default:
-		return bad("--scenario %q: want static or profile", c.Scenario)
+		return bad("--scenario %q: want static, profile, messages or mixed", c.Scenario)
 	}
 	if len(c.Targets) == 0 {
 		return bad("--targets: want at least one of direct, nginx, mesh, deployed")
@@ -131,8 +131,8 @@ func (c Config) Validate(sweep bool) error {
 		return bad("Griddle: the griddle binary is required for the mesh target")
 	case c.Griddle == "" && slices.Contains(c.Targets, TargetDeployed):
 		return bad("Griddle: the griddle binary is required for the deployed target")
-	case c.Griddle == "" && c.Scenario == ScenarioProfile:
-		return bad("Griddle: the griddle binary is required for the profile scenario's direct server")
+	case c.Griddle == "" && needsProfiles(c.Scenario):
+		return bad("Griddle: the griddle binary is required for the %s scenario's direct server", c.Scenario)
 	case c.Source == "" && c.Handlers == "":
 		return bad("--handlers: required where the module's source is not at hand")
 	case c.NginxWorkers < 1:

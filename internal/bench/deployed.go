@@ -128,7 +128,7 @@ func (s *starter) deployed(ctx context.Context) (*target, error) {
 		"griddle store (the sidecars' --store http://%s) and etcd (griddle bench serve-etcd), each a process of its own; "+
 		"CPU by component from each one's processes", instances, storeAddr)
 
-	if s.cfg.Scenario == ScenarioProfile {
+	if needsProfiles(s.cfg.Scenario) {
 		if err := waitReady(ctx, t, t.base+probePath(ScenarioStatic)); err != nil {
 			return fail(err)
 		}

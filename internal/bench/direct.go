@@ -48,10 +48,12 @@ func (c DirectConfig) Validate() error {
 	return nil
 }
 
-// ServeDirect is the profile scenario's direct baseline: a plain net/http
-// server that answers GET /profiles/{id} with one uncached read of the
-// embedded store, seeded like the profiles service. It serves until ctx is
-// done, then shuts down.
+// ServeDirect is the direct baseline of the store scenarios: a plain
+// net/http server that answers GET /profiles/{id} with one uncached read
+// of the embedded store, seeded like the profiles service, and POST and GET
+// /messages/{user} as the messages service does, its transaction
+// in-process (see directMessages). It serves until ctx is done, then shuts
+// down.
 func ServeDirect(ctx context.Context, cfg DirectConfig) error {
 	if err := cfg.Validate(); err != nil {
 		return err
@@ -59,11 +61,15 @@ func ServeDirect(ctx context.Context, cfg DirectConfig) error {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	r, closeStore, err := openProfiles(ctx, cfg.StoreDir, cfg.Profiles, cfg.Logger)
+	r, backend, err := openProfiles(ctx, cfg.StoreDir, cfg.Profiles, cfg.Logger)
 	if err != nil {
 		return err
 	}
-	defer closeStore()
+	defer backend.Close()
+	msgs, err := directMessagesOf(ctx, backend, r)
+	if err != nil {
+		return err
+	}
 	stopProfiler, err := serveProfiler(cfg.Admin)
 	if err != nil {
 		return err
@@ -92,6 +98,8 @@ func ServeDirect(ctx context.Context, cfg DirectConfig) error {
 			_, _ = w.Write(b)
 		}
 	})
+	mux.HandleFunc("POST /messages/{to}", msgs.send)
+	mux.HandleFunc("GET /messages/{user}", msgs.list)
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	errc := make(chan error, 1)
 	var wg sync.WaitGroup

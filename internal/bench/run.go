@@ -138,7 +138,7 @@ func open(ctx context.Context, cfg Config, sweep bool) (*session, error) {
 			Instances: max(cfg.MeshInstances, 1), CPUProfiles: cfg.CPUProfileDir,
 		},
 	}
-	if cfg.Scenario == ScenarioProfile {
+	if needsProfiles(cfg.Scenario) {
 		s.report.Settings.Profiles = cfg.Profiles
 	}
 	if err := s.start(ctx); err != nil {

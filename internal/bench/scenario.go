@@ -23,10 +23,19 @@ const (
 // service is the example service a scenario exercises: its handler binary's
 // name under services/.
 func service(scenario string) string {
-	if scenario == ScenarioProfile {
+	if needsProfiles(scenario) {
 		return "profiles"
 	}
 	return "hello"
+}
+
+// probePaths are the requests of the scenario that must answer 200 once a
+// target is ready.
+func probePaths(scenario string) []string {
+	if writes(scenario) {
+		return []string{probePath(ScenarioProfile), "/messages/1"}
+	}
+	return []string{probePath(scenario)}
 }
 
 // probePath is a request of the scenario that must answer 200 once a
@@ -42,6 +51,9 @@ func probePath(scenario string) string {
 // ("http://127.0.0.1:port"). It is safe for concurrent use, as vegeta's
 // workers call it at once.
 func targeter(scenario, base string, profiles int) vegeta.Targeter {
+	if writes(scenario) {
+		return writeTargeter(scenario, base, profiles)
+	}
 	if scenario == ScenarioProfile {
 		prefix := base + "/profiles/"
 		return func(t *vegeta.Target) error {

@@ -12,7 +12,9 @@ import (
 // seedBatch is how many profiles one seeding transaction writes.
 const seedBatch = 500
 
-func openProfiles(ctx context.Context, dir string, n int, log *slog.Logger) (profileReader, func() error, error) {
+// openProfiles opens the direct baseline's store and seeds the profiles;
+// the backend serves the messages key space too.
+func openProfiles(ctx context.Context, dir string, n int, log *slog.Logger) (profileReader, store.Backend, error) {
 	b, err := badgerstore.Open(ctx, badgerstore.Config{Dir: dir, Logger: log})
 	if err != nil {
 		return nil, nil, fmt.Errorf("bench: open store: %w", err)
@@ -37,7 +39,7 @@ func openProfiles(ctx context.Context, dir string, n int, log *slog.Logger) (pro
 			return nil, nil, fmt.Errorf("bench: seed store: %w", err)
 		}
 	}
-	return storeReader{s}, b.Close, nil
+	return storeReader{s}, b, nil
 }
 
 // storeReader reads profiles with one read-only transaction each.

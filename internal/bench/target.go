@@ -202,7 +202,11 @@ type starter struct {
 // buildHandlers finds or builds the hello and profiles handler binaries.
 func (s *starter) buildHandlers(ctx context.Context) error {
 	s.handlers = map[string]string{}
-	for _, svc := range []string{"hello", "profiles"} {
+	svcs := []string{"hello", "profiles"}
+	if writes(s.cfg.Scenario) {
+		svcs = append(svcs, "messages")
+	}
+	for _, svc := range svcs {
 		if s.cfg.Handlers != "" {
 			bin := filepath.Join(s.cfg.Handlers, svc)
 			if _, err := os.Stat(bin); err != nil {
@@ -244,9 +248,11 @@ func (s *starter) start(ctx context.Context, name string) (*target, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := waitReady(ctx, t, t.base+probePath(s.cfg.Scenario)); err != nil {
-		_ = t.stop()
-		return nil, err
+	for _, p := range probePaths(s.cfg.Scenario) {
+		if err := waitReady(ctx, t, t.base+p); err != nil {
+			_ = t.stop()
+			return nil, err
+		}
 	}
 	return t, nil
 }
@@ -264,7 +270,7 @@ func (s *starter) direct(_ context.Context, label string) (*target, error) {
 	argv := []string{s.handlers[svc]}
 	env := []string{plugins.EnvStandalone + "=" + addr}
 	var admin string
-	if s.cfg.Scenario == ScenarioProfile {
+	if needsProfiles(s.cfg.Scenario) {
 		argv = []string{s.cfg.Griddle, "bench", "serve-direct", "--listen", addr,
 			"--store-dir", filepath.Join(s.dir, label+"-store"), "--profiles", strconv.Itoa(s.cfg.Profiles)}
 		if s.profiling() {
@@ -275,6 +281,10 @@ func (s *starter) direct(_ context.Context, label string) (*target, error) {
 		}
 		env = nil
 		t.note = "direct server: griddle bench serve-direct, one uncached read of the embedded store (Badger) per request"
+		if writes(s.cfg.Scenario) {
+			t.note = "direct server: griddle bench serve-direct, the messages service's work in-process: " +
+				"a read of the recipient's profile, then the message and its event in one transaction of the embedded store (Badger, synced)"
+		}
 	}
 	p, err := startProcess(label, argv, env, s.dir, filepath.Join(s.dir, label+".log"), s.cfg.TargetCPUs)
 	if err != nil {
