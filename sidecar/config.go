@@ -42,6 +42,10 @@ type Config struct {
 	DrainGrace      time.Duration // after deregistering, time for edges to notice (500ms)
 	DrainTimeout    time.Duration // for in-flight work to finish (10s)
 	OutboundTimeout time.Duration // default deadline of outbound calls without one (10s)
+	// ClockOffset is added to the clock the sidecar reads for deadlines:
+	// a test hook that stands for a machine whose clock is off. Deadlines
+	// travel as budgets, so it must change nothing.
+	ClockOffset time.Duration
 
 	// Subscriptions deliver other services' events to the handler (they
 	// need a store).

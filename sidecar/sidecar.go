@@ -341,7 +341,7 @@ func (s *Sidecar) serve(mc mangos.Context) {
 		s.inflight.Add(1)
 		s.metrics.InFlight.Inc()
 		start := time.Now()
-		reply, status := s.handle(msg.Body, start)
+		reply, status := s.handle(msg.Body, start.Add(s.cfg.ClockOffset))
 		s.metrics.InFlight.Dec()
 		if reply == nil { // past its deadline: nobody waits for the answer
 			msg.Free()
@@ -360,22 +360,26 @@ func (s *Sidecar) serve(mc mangos.Context) {
 	}
 }
 
-// handle runs one marshalled envelope through the handler and returns the
-// marshalled reply and the status it stands for. It returns nil for work
-// whose deadline has already passed.
+// handle runs one marshalled envelope, received at now, through the handler
+// and returns the marshalled reply and the status it stands for. It
+// returns nil for work whose deadline has already passed.
 func (s *Sidecar) handle(body []byte, now time.Time) ([]byte, int) {
-	id, deadline, err := wire.PeekRequest(body)
+	id, abs, budget, err := wire.PeekRequest(body)
 	if err != nil {
 		return s.codeReply(nil, wire.Code_CODE_BAD_REQUEST, "undecodable envelope")
 	}
-	switch {
-	case deadline == 0:
-		deadline = now.Add(s.cfg.OutboundTimeout).UnixNano()
-		body = wire.AppendDeadline(body, deadline)
-	case deadline <= now.UnixNano():
+	// The budget left when the edge sent it counts from now, on this
+	// machine's clock (wire.ReceivedDeadline).
+	deadline, ok := wire.ReceivedDeadline(abs, budget, now)
+	if !ok {
+		deadline = now.Add(s.cfg.OutboundTimeout)
+	}
+	if !deadline.After(now) {
 		return nil, 0
 	}
-	reply, err := s.host.Load().Do(body, time.Unix(0, deadline), s.cfg.MaxBodyBytes)
+	body = wire.AppendDeadline(body, deadline, now)
+	// The wait is timed on the process's own clock, whatever now says.
+	reply, err := s.host.Load().Do(body, time.Now().Add(deadline.Sub(now)), s.cfg.MaxBodyBytes)
 	if err != nil {
 		s.log.Debug("handler round trip failed", "request", string(id), "err", err)
 		switch {

@@ -208,6 +208,8 @@ func sidecarCmd(g *globals) *cobra.Command {
 	f.StringVar(&storeSpec, "store", "", "the service's state: badger:DIR (this process only), http://HOST:PORT (griddle store) or fdb:CLUSTER_FILE")
 	f.StringArrayVar(&subs, "subscribe", nil, "deliver another service's events to the handler: PUBLISHER/TOPIC=/PATH (repeatable)")
 	f.StringVar(&cfg.EventsListen, "events-listen", "", "mangos URL announcing this service's events (default: --listen's host, any port)")
+	f.DurationVar(&cfg.ClockOffset, "clock-offset", 0, "for fault tests: add this to the clock the sidecar reads for deadlines")
+	_ = f.MarkHidden("clock-offset")
 	addTLSFlags(cmd, &mtls)
 	etcd.add(cmd)
 	return cmd

@@ -74,6 +74,18 @@ const (
 	sweepEvery = 10 * time.Second
 	// contextPoolSize bounds the idle mangos contexts kept per socket.
 	contextPoolSize = 128
+	// An instance with requests outstanding that has answered nothing for
+	// hungFactor times its moving average answer time, and at least
+	// minHung (noAnswerHung before its first answer), is hung: it is
+	// ejected when next picked, so that only the requests already inside
+	// it wait for their deadline.
+	hungFactor = 16
+	// trialEvery is how often an ejected instance is sent one request
+	// (idempotent requests only) to show it is back before its ejection
+	// ends; an answer from its handler ends the ejection.
+	trialEvery   = 500 * time.Millisecond
+	minHung      = 500 * time.Millisecond
+	noAnswerHung = time.Second
 )
 
 // Config configures a Dispatcher. Zero values of optional fields select the
@@ -88,10 +100,17 @@ type Config struct {
 	// handler, or when it may have and its method is idempotent.
 	// 0: DefaultMaxAttempts.
 	MaxAttempts int
-	// EjectAfter is the number of consecutive transport failures after
-	// which an instance is ejected. Replies from a handler, whatever their
-	// status, are not transport failures. 0: DefaultEjectAfter.
+	// EjectAfter is the number of consecutive failures after which an
+	// instance is ejected. Failures are: a connection that breaks, a try
+	// that times out, an answer that says the handler was unavailable,
+	// died or ran out of time, and, with Eject5xx, a 5xx from the handler.
+	// A try that times out on an instance that answered nothing since it
+	// was sent ejects it at once, and so does picking an instance that is
+	// hung (requests outstanding, nothing answered for many times its
+	// usual answer time). 0: DefaultEjectAfter.
 	EjectAfter int
+	// Eject5xx counts a handler's 5xx answers as failures.
+	Eject5xx bool
 	// EjectFor is the first ejection period; it doubles on each repeated
 	// ejection up to 8 times this value, and resets on a success.
 	// 0: DefaultEjectFor.
@@ -271,11 +290,12 @@ func (d *Dispatcher) DoPolicy(ctx context.Context, req *wire.Request, pol Policy
 			break
 		}
 		req.Attempt = uint32(attempt)
+		req.TimeoutNanos = max(int64(time.Until(deadline)), 1) // the receiver's clock need not agree with ours
 		msg, err := encode(req)
 		if err != nil {
 			return nil, err
 		}
-		p, err := d.pick(req.Service, req.Version, tried)
+		p, err := d.pick(req.Service, req.Version, tried, pol.mayRepeat(req.Method))
 		if err != nil {
 			msg.Free()
 			if lastReply != nil || lastErr != nil {
@@ -361,7 +381,10 @@ func ctxError(ctx context.Context) error {
 // in-flight counter; the caller decrements it when the attempt ends.
 // Preference: healthy and untried, then healthy, then untried, then any
 // (ejected instances are used when nothing else is left).
-func (d *Dispatcher) pick(service, version string, tried []*peer) (*peer, error) {
+//
+// A request that may be repeated (trial) may go to an ejected instance whose
+// trial is due, as a healthy one would.
+func (d *Dispatcher) pick(service, version string, tried []*peer, trial bool) (*peer, error) {
 	insts := d.cfg.Endpoints.Instances(service)
 	now := time.Now().UnixNano()
 	var buf [32]*peer
@@ -386,7 +409,10 @@ func (d *Dispatcher) pick(service, version string, tried []*peer) (*peer, error)
 					missing = true
 					continue
 				}
-				if wantHealthy && p.ejectedUntil.Load() > now {
+				if s := in.Started.UnixNano(); s != p.started.Load() {
+					p.restarted(s)
+				}
+				if wantHealthy && (p.ejectedUntil.Load() > now && !(trial && p.onTrial(now)) || p.hung(now) && d.ejectHung(p)) {
 					continue
 				}
 				if wantUntried && slices.Contains(tried, p) {
@@ -629,6 +655,7 @@ func (d *Dispatcher) try(ctx context.Context, p *peer, msg *mangos.Message, dead
 		return nil, fatal, fmt.Errorf("%w: before sending to %s", ErrDeadline, p.addr)
 	}
 	_ = mc.SetOption(mangos.OptionSendDeadline, min(remaining, maxSendWait))
+	start := time.Now()
 	if err := mc.SendMsg(msg); err != nil {
 		switch {
 		case errors.Is(err, mangos.ErrClosed):
@@ -644,6 +671,7 @@ func (d *Dispatcher) try(ctx context.Context, p *peer, msg *mangos.Message, dead
 	}
 
 	sent = true // the socket owns msg now
+	p.sent(start)
 	remaining = time.Until(deadline)
 	if remaining <= 0 {
 		remaining = time.Nanosecond // zero would mean no timeout at all
@@ -656,8 +684,10 @@ func (d *Dispatcher) try(ctx context.Context, p *peer, msg *mangos.Message, dead
 			reusable = false
 			return d.closedResult(ctx, p)
 		case errors.Is(err, mangos.ErrRecvTimeout) && deadline.Before(final):
+			d.timedOut(p, start)
 			return nil, tryTimedOut, fmt.Errorf("%w: try timed out waiting for %s", ErrDeadline, p.addr)
 		case errors.Is(err, mangos.ErrRecvTimeout):
+			d.timedOut(p, start)
 			return nil, fatal, fmt.Errorf("%w: waiting for %s", ErrDeadline, p.addr)
 		}
 		// ErrCanceled or ErrNoPeers: the connection closed while the
@@ -670,6 +700,7 @@ func (d *Dispatcher) try(ctx context.Context, p *peer, msg *mangos.Message, dead
 		d.failure(p)
 		return nil, fatal, fmt.Errorf("%w: reply from %s: %w", ErrUnavailable, p.addr, err)
 	}
+	p.answered(time.Since(start))
 	switch reply.Code {
 	case wire.Code_CODE_UNAVAILABLE:
 		d.failure(p)
@@ -677,6 +708,14 @@ func (d *Dispatcher) try(ctx context.Context, p *peer, msg *mangos.Message, dead
 	case wire.Code_CODE_OVERLOADED:
 		// The instance is alive, only busy: neither a failure nor a success.
 		return reply, retryReply, nil
+	case wire.Code_CODE_INTERNAL, wire.Code_CODE_DEADLINE_EXCEEDED:
+		// The handler died with the request inside, or ran out of time.
+		d.failure(p)
+		return reply, done, nil
+	}
+	if d.cfg.Eject5xx && reply.Status >= 500 {
+		d.failure(p)
+		return reply, done, nil
 	}
 	p.success()
 	return reply, done, nil
@@ -716,8 +755,32 @@ func (d *Dispatcher) awaitConnect(ctx context.Context, l *link, deadline time.Ti
 	return 0, nil
 }
 
-// failure records a transport failure of p and ejects it when it reaches
-// the threshold.
+// timedOut records a try on p that ran out of time; start is when it was
+// sent. When p has answered nothing since, p is hung: it is ejected at
+// once.
+func (d *Dispatcher) timedOut(p *peer, start time.Time) {
+	if p.progress.Load() <= start.UnixNano() {
+		d.ejectHung(p)
+		return
+	}
+	d.failure(p)
+}
+
+// ejectHung ejects p, which holds requests it does not answer. It reports
+// true (for use in conditions).
+func (d *Dispatcher) ejectHung(p *peer) bool {
+	if until, ok := p.eject(d.cfg.EjectFor); ok {
+		p.silent.Store(true)
+		d.cfg.Logger.Warn("dispatch: instance ejected: it answers nothing",
+			slog.String("address", p.addr),
+			slog.Int64("in_flight", p.inflight.Load()),
+			slog.Duration("for", time.Until(until).Round(time.Millisecond)))
+	}
+	return true
+}
+
+// failure records a failure of p and ejects it when it reaches the
+// threshold.
 func (d *Dispatcher) failure(p *peer) {
 	if until, ok := p.failure(d.cfg.EjectAfter, d.cfg.EjectFor); ok {
 		d.cfg.Logger.Warn("dispatch: instance ejected",

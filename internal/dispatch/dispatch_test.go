@@ -631,3 +631,69 @@ func BenchmarkDo(b *testing.B) {
 		}
 	})
 }
+
+// TestHungPeer: an instance with requests outstanding and no answer for
+// many times its usual answer time is hung; one that answers, or has
+// nothing outstanding, is not.
+func TestHungPeer(t *testing.T) {
+	p := newPeer("tcp://127.0.0.1:1", 1<<20, nil)
+	now := time.Now()
+	if p.hung(now.UnixNano()) {
+		t.Fatal("idle peer is hung")
+	}
+	p.inflight.Add(1)
+	p.sent(now)
+	if p.hung(now.Add(900 * time.Millisecond).UnixNano()) {
+		t.Error("hung before noAnswerHung without any answer yet")
+	}
+	if !p.hung(now.Add(1100 * time.Millisecond).UnixNano()) {
+		t.Error("not hung after noAnswerHung without an answer")
+	}
+	p.answered(10 * time.Millisecond) // usual answers take 10ms: the limit is minHung
+	at := time.Now()
+	if p.hung(at.Add(400 * time.Millisecond).UnixNano()) {
+		t.Error("hung 400ms after its last answer")
+	}
+	if !p.hung(at.Add(600 * time.Millisecond).UnixNano()) {
+		t.Error("not hung 600ms after its last answer with requests outstanding")
+	}
+	p.inflight.Add(-1)
+	if p.hung(at.Add(time.Hour).UnixNano()) {
+		t.Error("hung with nothing outstanding")
+	}
+}
+
+// TestPeerComesBack: an ejected instance gets one trial request at a time
+// unless it was ejected for answering nothing; an answer ends the
+// ejection; a new instance at the same address starts afresh.
+func TestPeerComesBack(t *testing.T) {
+	p := newPeer("tcp://127.0.0.1:1", 1<<20, nil)
+	p.restarted(1)
+	for range DefaultEjectAfter {
+		p.failure(DefaultEjectAfter, time.Minute)
+	}
+	now := time.Now().UnixNano()
+	if p.ejectedUntil.Load() <= now {
+		t.Fatal("not ejected after EjectAfter failures")
+	}
+	if !p.onTrial(now) {
+		t.Error("no trial for an instance ejected for failures")
+	}
+	if p.onTrial(now + int64(trialEvery/2)) {
+		t.Error("a second trial within trialEvery")
+	}
+	p.success()
+	if p.ejectedUntil.Load() != 0 {
+		t.Error("still ejected after an answer")
+	}
+
+	d := &Dispatcher{cfg: Config{EjectFor: time.Minute}.withDefaults()}
+	d.ejectHung(p)
+	if p.onTrial(time.Now().Add(time.Hour).UnixNano()) {
+		t.Error("a trial for an instance ejected for answering nothing")
+	}
+	p.restarted(2) // a new instance registered at the address
+	if p.ejectedUntil.Load() != 0 || p.silent.Load() {
+		t.Error("a restarted instance inherits the old one's ejection")
+	}
+}

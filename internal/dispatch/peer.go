@@ -30,6 +30,22 @@ type peer struct {
 	inflight     atomic.Int64
 	ejectedUntil atomic.Int64 // unix nanoseconds; in the past: not ejected
 	pipes        atomic.Int32 // connections attached now
+	// progress is when p last showed it works (unix nanoseconds): an
+	// answer came, or a request was sent while none was outstanding. An
+	// instance with requests outstanding and no progress for long is hung.
+	progress atomic.Int64
+	// latency is a moving average of p's answer times (nanoseconds; 0:
+	// none yet), the measure of "long" for p.
+	latency atomic.Int64
+	// started is the registration's start time (unix nanoseconds) of the
+	// instance now at addr: a new one at the same address starts afresh.
+	started atomic.Int64
+	// trial is when an ejected p was last given one request to prove
+	// itself (unix nanoseconds).
+	trial atomic.Int64
+	// silent is set while p is ejected for answering nothing (hung): it
+	// gets no trials, which would only wait for their deadlines.
+	silent atomic.Bool
 
 	mu        sync.Mutex
 	fails     int   // consecutive transport failures
@@ -49,7 +65,9 @@ type link struct {
 }
 
 func newPeer(addr string, maxReply int, tlsCfg *tls.Config) *peer {
-	return &peer{addr: addr, maxReply: maxReply, tls: tlsCfg}
+	p := &peer{addr: addr, maxReply: maxReply, tls: tlsCfg}
+	p.progress.Store(time.Now().UnixNano())
+	return p
 }
 
 // link returns p's socket, creating and dialing it on first use. It
@@ -154,23 +172,103 @@ func (p *peer) failure(ejectAfter int, ejectFor time.Duration) (until time.Time,
 	if p.fails < ejectAfter || p.ejectedUntil.Load() > now.UnixNano() {
 		return time.Time{}, false
 	}
+	p.silent.Store(false) // it answers, if only with failures
+	return p.ejectLocked(ejectFor), true
+}
+
+// ejectLocked ejects p for ejectFor, doubled per consecutive ejection;
+// p.mu is held.
+func (p *peer) ejectLocked(ejectFor time.Duration) time.Time {
 	mult := 1 << p.ejections
 	if mult < maxEjectionMultiplier {
 		p.ejections++
 	} else {
 		mult = maxEjectionMultiplier
 	}
-	until = now.Add(time.Duration(mult) * ejectFor)
+	until := time.Now().Add(time.Duration(mult) * ejectFor)
 	p.ejectedUntil.Store(until.UnixNano())
-	return until, true
+	return until
 }
 
-// success records an answer from a handler: the instance is healthy.
+// sent records that a request went out to p; start is when.
+func (p *peer) sent(start time.Time) {
+	if p.inflight.Load() <= 1 { // nothing else outstanding: the clock starts now
+		p.progress.Store(start.UnixNano())
+	}
+}
+
+// answered records an answer from p that took took.
+func (p *peer) answered(took time.Duration) {
+	p.progress.Store(time.Now().UnixNano())
+	old := p.latency.Load()
+	if old == 0 {
+		p.latency.Store(int64(took))
+		return
+	}
+	p.latency.Store(old + (int64(took)-old)/8)
+}
+
+// hung reports whether p has had requests outstanding without any
+// progress for hungFactor times its usual answer time (at least minHung;
+// before any answer, noAnswerHung). An instance busy with one long request
+// and nothing else can look hung too; it is then ejected for a while and
+// used again when nothing else is left, so the cost is balance, not
+// answers.
+func (p *peer) hung(now int64) bool {
+	if p.inflight.Load() == 0 {
+		return false
+	}
+	limit := noAnswerHung
+	if l := time.Duration(p.latency.Load()); l > 0 {
+		limit = max(minHung, hungFactor*l)
+	}
+	return now-p.progress.Load() > int64(limit)
+}
+
+// eject ejects p now unless it is ejected already, as a failure reaching
+// the threshold would.
+func (p *peer) eject(ejectFor time.Duration) (until time.Time, ok bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.ejectedUntil.Load() > time.Now().UnixNano() {
+		return time.Time{}, false
+	}
+	return p.ejectLocked(ejectFor), true
+}
+
+// success records an answer from a handler: the instance is healthy, and
+// an ejected one (on trial) is back at once.
 func (p *peer) success() {
 	p.mu.Lock()
 	p.fails = 0
 	p.ejections = 0
 	p.mu.Unlock()
+	p.ejectedUntil.Store(0)
+	p.silent.Store(false)
+}
+
+// restarted notes the start time of the instance registered at p's
+// address; a new instance there (a restart) is not held to the old one's
+// ejection.
+func (p *peer) restarted(started int64) {
+	if old := p.started.Swap(started); old != 0 && old != started {
+		p.mu.Lock()
+		p.fails, p.ejections = 0, 0
+		p.mu.Unlock()
+		p.ejectedUntil.Store(0)
+		p.silent.Store(false)
+		p.progress.Store(time.Now().UnixNano())
+	}
+}
+
+// onTrial reports whether the ejected p may take one request now to show
+// it is back: at most one every trialEvery.
+func (p *peer) onTrial(now int64) bool {
+	if p.silent.Load() {
+		return false
+	}
+	last := p.trial.Load()
+	return now-last >= int64(trialEvery) && p.trial.CompareAndSwap(last, now)
 }
 
 // ready reports whether the socket has had a connection; before that, Do

@@ -81,7 +81,7 @@ func (srv *Server) Serve(s *Stream) {
 	}
 	var ctx context.Context
 	var cancel context.CancelFunc
-	if d, ok := env.Deadline(); ok {
+	if d, ok := env.Deadline(time.Now()); ok {
 		ctx, cancel = context.WithDeadline(context.Background(), d)
 	} else {
 		ctx, cancel = context.WithCancel(context.Background())
@@ -354,7 +354,7 @@ func RoundTrip(c *Conn, r *http.Request, service string) (*http.Response, error)
 		env.Host = r.URL.Host
 	}
 	if d, ok := ctx.Deadline(); ok {
-		env.DeadlineUnixNano = d.UnixNano()
+		env.SetDeadline(d, time.Now())
 	}
 	b := getBuf()
 	var err error

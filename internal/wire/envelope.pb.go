@@ -282,8 +282,12 @@ type Request struct {
 	Routing          *Routing               `protobuf:"bytes,12,opt,name=routing,proto3" json:"routing,omitempty"`
 	Trace            *Trace                 `protobuf:"bytes,13,opt,name=trace,proto3" json:"trace,omitempty"`
 	RemoteAddr       string                 `protobuf:"bytes,14,opt,name=remote_addr,json=remoteAddr,proto3" json:"remote_addr,omitempty"`
-	unknownFields    protoimpl.UnknownFields
-	sizeCache        protoimpl.SizeCache
+	// timeout_nanos is what remained of the deadline when the envelope was
+	// sent: the receiver's deadline is its own clock at receipt plus this,
+	// so clocks need not agree. 0: none given; deadline_unix_nano applies.
+	TimeoutNanos  int64 `protobuf:"varint,15,opt,name=timeout_nanos,json=timeoutNanos,proto3" json:"timeout_nanos,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Request) Reset() {
@@ -414,6 +418,13 @@ func (x *Request) GetRemoteAddr() string {
 	return ""
 }
 
+func (x *Request) GetTimeoutNanos() int64 {
+	if x != nil {
+		return x.TimeoutNanos
+	}
+	return 0
+}
+
 // Reply is the answer to a Request.
 type Reply struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -538,7 +549,7 @@ const file_envelope_proto_rawDesc = "" +
 	"\vtraceparent\x18\x01 \x01(\tR\vtraceparent\x12\x1e\n" +
 	"\n" +
 	"tracestate\x18\x02 \x01(\tR\n" +
-	"tracestate\"\xbc\x03\n" +
+	"tracestate\"\xe1\x03\n" +
 	"\aRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x18\n" +
 	"\aservice\x18\x02 \x01(\tR\aservice\x12\x18\n" +
@@ -555,7 +566,8 @@ const file_envelope_proto_rawDesc = "" +
 	"\arouting\x18\f \x01(\v2\x18.griddle.wire.v1.RoutingR\arouting\x12,\n" +
 	"\x05trace\x18\r \x01(\v2\x16.griddle.wire.v1.TraceR\x05trace\x12\x1f\n" +
 	"\vremote_addr\x18\x0e \x01(\tR\n" +
-	"remoteAddr\"\xf3\x01\n" +
+	"remoteAddr\x12#\n" +
+	"\rtimeout_nanos\x18\x0f \x01(\x03R\ftimeoutNanos\"\xf3\x01\n" +
 	"\x05Reply\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x16\n" +
 	"\x06status\x18\x02 \x01(\x05R\x06status\x121\n" +

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"net/http"
 	"strings"
+	"time"
 
 	"google.golang.org/protobuf/encoding/protowire"
 )
@@ -13,6 +14,7 @@ import (
 const (
 	fieldRequestID       = 1
 	fieldRequestDeadline = 10
+	fieldRequestTimeout  = 15
 	fieldReplyID         = 1
 	fieldReplyStatus     = 2
 	fieldReplyHeaders    = 3
@@ -25,44 +27,53 @@ const (
 // ErrMalformed reports bytes that are not a marshalled envelope.
 var ErrMalformed = errors.New("wire: malformed envelope")
 
-// PeekRequest reads the id and the deadline (Unix nanoseconds, 0: none) of
-// a marshalled Request without decoding the rest. id aliases b.
-func PeekRequest(b []byte) (id []byte, deadline int64, err error) {
+// PeekRequest reads the id, the deadline (Unix nanoseconds, 0: none) and
+// the remaining budget (nanoseconds, 0: none) of a marshalled Request
+// without decoding the rest. id aliases b.
+func PeekRequest(b []byte) (id []byte, deadline, timeout int64, err error) {
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
 		if n < 0 {
-			return nil, 0, ErrMalformed
+			return nil, 0, 0, ErrMalformed
 		}
 		b = b[n:]
 		switch {
 		case num == fieldRequestID && typ == protowire.BytesType:
 			v, m := protowire.ConsumeBytes(b)
 			if m < 0 {
-				return nil, 0, ErrMalformed
+				return nil, 0, 0, ErrMalformed
 			}
 			id, n = v, m
-		case num == fieldRequestDeadline && typ == protowire.VarintType:
+		case (num == fieldRequestDeadline || num == fieldRequestTimeout) && typ == protowire.VarintType:
 			v, m := protowire.ConsumeVarint(b)
 			if m < 0 {
-				return nil, 0, ErrMalformed
+				return nil, 0, 0, ErrMalformed
 			}
-			deadline, n = int64(v), m
+			if num == fieldRequestDeadline {
+				deadline = int64(v)
+			} else {
+				timeout = int64(v)
+			}
+			n = m
 		default:
 			n = protowire.ConsumeFieldValue(num, typ, b)
 			if n < 0 {
-				return nil, 0, ErrMalformed
+				return nil, 0, 0, ErrMalformed
 			}
 		}
 		b = b[n:]
 	}
-	return id, deadline, nil
+	return id, deadline, timeout, nil
 }
 
-// AppendDeadline sets the deadline of the marshalled Request b: a field
-// appended to a message overrides an earlier one.
-func AppendDeadline(b []byte, deadline int64) []byte {
+// AppendDeadline sets the deadline of the marshalled Request b, both as a
+// clock time and as the budget left from now: a field appended to a
+// message overrides an earlier one.
+func AppendDeadline(b []byte, deadline, now time.Time) []byte {
 	b = protowire.AppendTag(b, fieldRequestDeadline, protowire.VarintType)
-	return protowire.AppendVarint(b, uint64(deadline))
+	b = protowire.AppendVarint(b, uint64(deadline.UnixNano()))
+	b = protowire.AppendTag(b, fieldRequestTimeout, protowire.VarintType)
+	return protowire.AppendVarint(b, uint64(max(deadline.Sub(now), 1)))
 }
 
 // PeekReply reads the status and code of a marshalled Reply without

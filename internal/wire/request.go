@@ -68,12 +68,38 @@ func (x *Request) HTTPRequest(ctx context.Context, host string, body io.Reader) 
 	return r, nil
 }
 
-// Deadline is the envelope's deadline; ok is false when it has none.
-func (x *Request) Deadline() (d time.Time, ok bool) {
-	if n := x.GetDeadlineUnixNano(); n > 0 {
-		return time.Unix(0, n), true
+// Deadline is the envelope's deadline for one received at now (see
+// ReceivedDeadline); ok is false when it has none.
+func (x *Request) Deadline(now time.Time) (d time.Time, ok bool) {
+	return ReceivedDeadline(x.GetDeadlineUnixNano(), x.GetTimeoutNanos(), now)
+}
+
+// clockTolerance is how far a sender's clock time of a deadline may be
+// before the receiver's reckoning of it (now plus the budget) and still be
+// taken as exact: the two clocks agree, and the gap is the time in transit.
+const clockTolerance = 100 * time.Millisecond
+
+// ReceivedDeadline is the deadline of a request received at now with the
+// sender's clock time abs (Unix nanoseconds, 0: none) and budget (what
+// remained when it was sent, nanoseconds, 0: none). The budget decides, so
+// that a sender whose clock is off cannot expire or stretch the request;
+// where the clock time is slightly earlier than now plus the budget, the
+// clocks agree and it is the exact deadline, in transit time.
+func ReceivedDeadline(abs, budget int64, now time.Time) (time.Time, bool) {
+	if budget <= 0 {
+		return time.Unix(0, abs), abs > 0
 	}
-	return time.Time{}, false
+	d := now.Add(time.Duration(budget))
+	if a := time.Unix(0, abs); abs > 0 && !a.After(d) && d.Sub(a) < clockTolerance {
+		return a, true
+	}
+	return d, true
+}
+
+// SetDeadline sets both forms of the deadline of x, as sent now.
+func (x *Request) SetDeadline(d, now time.Time) {
+	x.DeadlineUnixNano = d.UnixNano()
+	x.TimeoutNanos = max(int64(d.Sub(now)), 1)
 }
 
 // bodyReader reads a body held in memory; it is an io.ReadCloser so that

@@ -12,7 +12,7 @@ import (
 const (
 	reqID, reqService, reqVersion, reqMethod, reqPath, reqQuery, reqHost = 1, 2, 3, 4, 5, 6, 7
 	reqHeaders, reqBody, reqDeadline, reqAttempt, reqRouting, reqTrace   = 8, 9, 10, 11, 12, 13
-	reqRemoteAddr                                                        = 14
+	reqRemoteAddr, reqTimeout                                            = 14, 15
 	repID, repStatus, repHeaders, repBody, repCode, repMessage           = 1, 2, 3, 4, 5, 6
 	repErrorID, repServedBy                                              = 7, 8
 	traceParent, traceState                                              = 1, 2
@@ -92,6 +92,8 @@ func (x *Request) UnmarshalShared(b []byte) error {
 			x.DeadlineUnixNano = int64(u)
 		case typ == protowire.VarintType && num == reqAttempt:
 			x.Attempt = uint32(u)
+		case typ == protowire.VarintType && num == reqTimeout:
+			x.TimeoutNanos = int64(u)
 		}
 	}
 	return nil
