@@ -48,5 +48,10 @@
 //   - One Subscriber per subscriber name should run at a time; two would
 //     both deliver every event (the cursor itself never moves back).
 //
-// Logs are never trimmed yet: they grow with every event.
+// A Trimmer bounds a publisher's logs per topic, by age and by number of
+// events (Retention), in the background. It never removes an event that a
+// live subscriber it is told of (TrimmerConfig.Cursors) has not delivered,
+// unless the topic's Retention is Hard: then such a subscriber goes on
+// after the trimmed events and says so (TopicStatus.Skipped). Without a
+// Trimmer a log grows with every event.
 package events

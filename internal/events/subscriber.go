@@ -14,6 +14,7 @@ import (
 	"go.nanomsg.org/mangos/v3/protocol/sub"
 
 	"github.com/griddle-mesh/griddle/internal/backoff"
+	"github.com/griddle-mesh/griddle/internal/events/eventlog"
 	"github.com/griddle-mesh/griddle/internal/store"
 )
 
@@ -335,6 +336,10 @@ type TopicStatus struct {
 	Delivered uint64
 	// Failures counts failed Deliver calls (each was retried).
 	Failures uint64
+	// Skipped counts the times events this subscriber had not delivered
+	// were trimmed away (a Retention with Hard set, see Trimmer) and it
+	// went on after them.
+	Skipped uint64
 	// Blocked is true while the event after Cursor is failing: the topic waits for it.
 	Blocked bool
 	// LastError is the last delivery or store error, "" if none; it stays
@@ -443,7 +448,17 @@ func (t *topicRun) run(ctx context.Context) {
 	}()
 
 	for {
-		evs, head, err := t.read(ctx, cursor)
+		evs, head, trimmed, err := t.read(ctx, cursor)
+		if err == nil && cursor != (Pos{}) && bytes.Compare(cursor[:], trimmed[:]) < 0 {
+			t.s.logger.Warn("events: events not yet delivered were trimmed away; going on after them",
+				"subscriber", cfg.Name, "publisher", t.ref.Publisher, "topic", t.ref.Topic,
+				"cursor", cursor.Seq(), "trimmed_to", trimmed.Seq())
+			cursor = trimmed
+			t.mu.Lock()
+			t.st.Cursor = cursor.Seq()
+			t.st.Skipped++
+			t.mu.Unlock()
+		}
 		if err != nil {
 			if ctx.Err() != nil {
 				return
@@ -525,21 +540,23 @@ func (t *topicRun) deliver(ctx context.Context, ev Event, save func(context.Cont
 
 // read returns the next batch after cursor and the log's head, from one
 // snapshot of the log.
-func (t *topicRun) read(ctx context.Context, cursor Pos) ([]Event, uint64, error) {
-	var evs []Event
-	var head Pos
-	err := t.ref.Log.ReadTransact(ctx, func(tx store.ReadTx) error {
-		var err error
-		if head, err = HeadTx(tx, t.ref.Publisher, t.ref.Topic); err != nil {
+func (t *topicRun) read(ctx context.Context, cursor Pos) (evs []Event, head uint64, trimmed Pos, err error) {
+	err = t.ref.Log.ReadTransact(ctx, func(tx store.ReadTx) error {
+		h, err := HeadTx(tx, t.ref.Publisher, t.ref.Topic)
+		if err != nil {
+			return err
+		}
+		head = h.Seq()
+		if trimmed, err = eventlog.TrimmedTx(tx, t.ref.Publisher, t.ref.Topic); err != nil {
 			return err
 		}
 		evs, err = ScanAfterTx(tx, t.ref.Publisher, t.ref.Topic, cursor, t.s.cfg.BatchSize)
 		return err
 	})
 	if err != nil {
-		return nil, 0, fmt.Errorf("events: subscriber %s: read %s/%s: %w", t.s.cfg.Name, t.ref.Publisher, t.ref.Topic, err)
+		return nil, 0, Pos{}, fmt.Errorf("events: subscriber %s: read %s/%s: %w", t.s.cfg.Name, t.ref.Publisher, t.ref.Topic, err)
 	}
-	return evs, head.Seq(), nil
+	return evs, head, trimmed, nil
 }
 
 func (t *topicRun) loadCursor(ctx context.Context) (Pos, error) {

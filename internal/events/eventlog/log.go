@@ -22,6 +22,7 @@ import (
 // Layout below the prefix (names never contain '/', see ValidTopic):
 //
 //	l/<publisher>/<topic>/<stamp, store.StampBytes> → one encoded Event
+//	t/<publisher>/<topic>                           → the Pos of the last event trimmed away
 //	c/<subscriber>/<publisher>/<topic>              → cursor: the Pos last delivered
 //
 // A log entry's key is completed by the store when the appending
@@ -354,3 +355,72 @@ func CursorTx(tx store.ReadTx, subscriber, publisher, topic string) (Pos, error)
 	}
 	return c, nil
 }
+
+func trimKey(publisher, topic string) []byte {
+	return []byte(KeyPrefix + "t/" + publisher + "/" + topic)
+}
+
+// TrimmedTx returns the position of the last event trimmed away from the
+// log of (publisher, topic), the zero Pos when none was: events up to it
+// are gone.
+func TrimmedTx(tx store.ReadTx, publisher, topic string) (Pos, error) {
+	if err := checkNames(publisher, topic); err != nil {
+		return Pos{}, err
+	}
+	v, err := tx.Get(trimKey(publisher, topic))
+	if err != nil {
+		return Pos{}, fmt.Errorf("events: trimmed %s/%s: %w", publisher, topic, err)
+	}
+	p, err := decodePos(v)
+	if err != nil {
+		return Pos{}, fmt.Errorf("events: trimmed %s/%s: %w", publisher, topic, err)
+	}
+	return p, nil
+}
+
+// TrimTx removes up to limit of the oldest events of (publisher, topic)
+// at or before upTo, and records how far the log is trimmed (TrimmedTx).
+// It returns how many it removed; fewer than limit means none at or before
+// upTo is left. Appends never conflict with it: they land after upTo.
+func TrimTx(tx store.Tx, publisher, topic string, upTo Pos, limit int) (int, error) {
+	if err := checkNames(publisher, topic); err != nil {
+		return 0, err
+	}
+	kvs, err := tx.Range(logPrefix(publisher, topic), logKeyAfter(publisher, topic, upTo), store.RangeOptions{Limit: max(limit, 1)})
+	if err != nil {
+		return 0, fmt.Errorf("events: trim %s/%s: %w", publisher, topic, err)
+	}
+	if len(kvs) == 0 {
+		return 0, nil
+	}
+	last, err := posOf(publisher, topic, kvs[len(kvs)-1].Key)
+	if err != nil {
+		return 0, err
+	}
+	if err := tx.ClearRange(logPrefix(publisher, topic), logKeyAfter(publisher, topic, last)); err != nil {
+		return 0, fmt.Errorf("events: trim %s/%s: %w", publisher, topic, err)
+	}
+	old, err := TrimmedTx(tx, publisher, topic)
+	if err != nil {
+		return 0, err
+	}
+	if bytes.Compare(last[:], old[:]) > 0 {
+		if err := tx.Set(trimKey(publisher, topic), encodePos(last)); err != nil {
+			return 0, fmt.Errorf("events: trim %s/%s: %w", publisher, topic, err)
+		}
+	}
+	return len(kvs), nil
+}
+
+// PosOfKey returns the position of a log entry's key, as Range returns it.
+func PosOfKey(publisher, topic string, key []byte) (Pos, error) { return posOf(publisher, topic, key) }
+
+// LogRange returns the key range [begin, end) of the log of (publisher,
+// topic).
+func LogRange(publisher, topic string) (begin, end []byte) {
+	return logPrefix(publisher, topic), logEnd(publisher, topic)
+}
+
+// DecodeEvent decodes a log entry's value (without its Pos, which is in its
+// key); errors wrap ErrCorrupt.
+func DecodeEvent(v []byte) (Event, error) { return decodeEvent(v) }
