@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/griddle-mesh/griddle/internal/events"
+	"github.com/griddle-mesh/griddle/internal/events/eventlog"
 	"github.com/griddle-mesh/griddle/internal/store"
 )
 
@@ -290,5 +291,44 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 			t.Fatalf("timed out waiting for: %s", what)
 		}
 		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// AnnounceCommitted wakes subscribers of the topics whose log prefixes a
+// commit stamped, and ignores other prefixes.
+func TestAnnounceCommitted(t *testing.T) {
+	pubSpace, subSpace := spaces(t)
+	p := newPublisher(t, "messages", pubSpace, true)
+	got := make(chan events.Event, 1)
+	s, err := events.NewSubscriber(events.SubscriberConfig{
+		Name: "feed", Cursors: subSpace, Logger: quietLogger(), PollInterval: time.Hour,
+		Topics:     []events.TopicRef{{Publisher: "messages", Topic: "message.sent", Log: pubSpace}},
+		Announcers: func() []string { return []string{p.Addr()} },
+		Deliver: func(_ context.Context, ev events.Event) error {
+			got <- ev
+			return nil
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	runSubscriber(t, s)
+	waitPeers(t, p, 1)
+	time.Sleep(100 * time.Millisecond) // the first poll, at start, found nothing
+	if err := pubSpace.Transact(t.Context(), func(tx store.Tx) error {
+		return events.AppendTx(tx, "messages", "message.sent", body(1))
+	}); err != nil {
+		t.Fatal(err)
+	}
+	prefix, _ := eventlog.LogRange("messages", "message.sent")
+	other, _ := eventlog.LogRange("billing", "message.sent")
+	p.AnnounceCommitted()([][]byte{[]byte("not/an/event/log/"), other, prefix})
+	select {
+	case ev := <-got:
+		if string(ev.Body) != "event 1" {
+			t.Errorf("delivered %q, want event 1", ev.Body)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("not delivered within 5s of the announcement (poll interval: 1h)")
 	}
 }

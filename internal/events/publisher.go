@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 
@@ -198,4 +199,23 @@ func parseHint(b []byte) (prefix string, seq uint64, ok bool) {
 		return "", 0, false
 	}
 	return string(b[:i+1]), seq, true
+}
+
+// AnnounceCommitted returns a function that announces, through p, the
+// topics of p's log among the prefixes of stamped keys a commit wrote (see
+// storehttp.WithCommitted): a sidecar passes it to the store server it
+// serves its handler, so that events the handler appends in its own
+// transactions are announced as soon as they commit.
+func (p *Publisher) AnnounceCommitted() func(prefixes [][]byte) {
+	own := KeyPrefix + "l/" + p.name + "/"
+	return func(prefixes [][]byte) {
+		for _, b := range prefixes {
+			s := string(b)
+			if topic, ok := strings.CutPrefix(s, own); ok {
+				if topic, ok = strings.CutSuffix(topic, "/"); ok && ValidTopic(topic) {
+					p.Announce(topic)
+				}
+			}
+		}
+	}
 }

@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"slices"
 
 	"google.golang.org/protobuf/encoding/protowire"
 
@@ -282,4 +283,15 @@ func (b *batch) apply(tx store.Tx) error {
 		}
 	}
 	return nil
+}
+
+// stampedPrefixes are the distinct prefixes of b's stamped writes.
+func (b *batch) stampedPrefixes() [][]byte {
+	var out [][]byte
+	for _, w := range b.writes {
+		if w.kind == writeStamped && !slices.ContainsFunc(out, func(p []byte) bool { return bytes.Equal(p, w.a) }) {
+			out = append(out, bytes.Clone(w.a))
+		}
+	}
+	return out
 }

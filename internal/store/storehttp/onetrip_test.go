@@ -272,3 +272,36 @@ func FuzzOp(f *testing.F) {
 		}
 	})
 }
+
+// WithCommitted hears of each batch commit that wrote stamped keys, with
+// their distinct prefixes, and of no other.
+func TestWithCommitted(t *testing.T) {
+	var mu sync.Mutex
+	var heard []string
+	c, _ := serve(t, storehttp.WithCommitted(func(prefixes [][]byte) {
+		mu.Lock()
+		defer mu.Unlock()
+		for _, p := range prefixes {
+			heard = append(heard, string(p))
+		}
+	}))
+	s, err := c.Space("svc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, fn := range []func(tx store.Tx) error{
+		func(tx store.Tx) error { return tx.Set([]byte("k"), []byte("v")) },
+		func(tx store.Tx) error {
+			return errors.Join(tx.SetStamped([]byte("a/"), nil), tx.SetStamped([]byte("b/"), nil), tx.SetStamped([]byte("a/"), nil))
+		},
+	} {
+		if err := s.Transact(t.Context(), fn); err != nil {
+			t.Fatal(err)
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if got := strings.Join(heard, " "); got != "a/ b/" {
+		t.Errorf("heard %q, want %q", got, "a/ b/")
+	}
+}

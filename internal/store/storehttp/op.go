@@ -68,6 +68,13 @@ func (s *Server) opIn(ctx context.Context, st store.Store, in []byte) []byte {
 		if err != nil {
 			return s.opError(err)
 		}
+		if in[0] == OpCommit && s.committed != nil && len(b) > 0 && b[0] == opOK {
+			if bt, err := decodeBatch(in[1:]); err == nil {
+				if p := bt.stampedPrefixes(); len(p) > 0 {
+					s.committed(p)
+				}
+			}
+		}
 		return b
 	}
 	switch in[0] {
@@ -105,6 +112,11 @@ func (s *Server) opIn(ctx context.Context, st store.Store, in []byte) []byte {
 		}
 		if err := commitBatch(ctx, st, bt); err != nil {
 			return s.opError(err)
+		}
+		if s.committed != nil {
+			if p := bt.stampedPrefixes(); len(p) > 0 {
+				s.committed(p)
+			}
 		}
 		return []byte{opOK}
 	}

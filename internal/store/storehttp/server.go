@@ -43,10 +43,11 @@ const maxRequestBytes = store.MaxKeyBytes + store.MaxValueBytes + 1024
 // goroutine of the Server, ended by commit, abort, MaxTransactionTime or
 // Close.
 type Server struct {
-	b     store.Backend
-	space string
-	log   *slog.Logger
-	mux   *http.ServeMux
+	b         store.Backend
+	space     string
+	committed func(prefixes [][]byte) // see WithCommitted; nil: none
+	log       *slog.Logger
+	mux       *http.ServeMux
 
 	ctx    context.Context // cancelled by Close
 	cancel context.CancelFunc
@@ -65,6 +66,12 @@ type Option func(*Server)
 // service as name. An invalid name makes every transaction fail with
 // store.ErrSpace.
 func WithSpace(name string) Option { return func(s *Server) { s.space = name } }
+
+// WithCommitted sets a function the Server calls after each commit of a
+// batch (OpCommit) that wrote stamped keys, with their prefixes, in the
+// key space of the commit (a sidecar announces its handler's events so,
+// without a call of their own). It must not block.
+func WithCommitted(fn func(prefixes [][]byte)) Option { return func(s *Server) { s.committed = fn } }
 
 // WithLogger sets where the Server logs the internal errors that it
 // answers with CODE_UNSPECIFIED (with an id that the client's error
