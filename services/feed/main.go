@@ -16,8 +16,13 @@
 //
 // Keys in the service's key space:
 //
-//	e/<event id>               → "1": the event was added
+//	e/<event id>               → when the event was added (16 hex digits, Unix nanoseconds)
+//	x/<16 hex digits>/<event id> → "": the same marker, by the time it was added
 //	f/<user>/<entry key>       → the feed entry as JSON
+//
+// Markers expire after markerTTL, far longer than any redelivery takes
+// (they follow a crash within a batch): each event added clears up to
+// expirePerEvent expired ones, so they do not grow without bound.
 //
 // Entry keys are 24 hex digits that sort in the order events were added:
 // the time in nanoseconds (16 digits) and 8 random ones.
@@ -95,6 +100,41 @@ func validUser(s string) bool {
 
 func markerKey(eventID string) []byte { return []byte("e/" + eventID) }
 
+// Marker expiry.
+const (
+	markerTTL      = 24 * time.Hour
+	expirePerEvent = 8
+)
+
+// stamp is t as the markers write it: 16 hex digits that sort in time order.
+func stamp(t time.Time) string { return fmt.Sprintf("%016x", uint64(t.UnixNano())) }
+
+// expiryKey is the index entry of a marker added at stamp st.
+func expiryKey(st, eventID string) []byte { return []byte("x/" + st + "/" + eventID) }
+
+// expireMarkers clears up to expirePerEvent markers added before cutoff.
+// It reads before it writes, so that it costs the transaction one round
+// trip (see plugins/store).
+func expireMarkers(tx store.Tx, cutoff time.Time) error {
+	old, err := tx.Range([]byte("x/"), []byte("x/"+stamp(cutoff)), store.RangeOptions{Limit: expirePerEvent})
+	if err != nil {
+		return err
+	}
+	for _, kv := range old {
+		rest := string(kv.Key[len("x/"):])
+		if len(rest) < 17 || rest[16] != '/' {
+			continue // not ours; leave it
+		}
+		if err := tx.Clear(markerKey(rest[17:])); err != nil {
+			return err
+		}
+		if err := tx.Clear(kv.Key); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // feedPrefix is the key prefix of user's feed; feedEnd is the first key
 // after it ('0' follows '/').
 func feedPrefix(user string) []byte { return []byte("f/" + user + "/") }
@@ -158,7 +198,9 @@ func receive(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusInternalServerError, "internal error")
 		return
 	}
-	key := append(feedPrefix(ev.To), newEntryKey(time.Now())...)
+	now := time.Now()
+	key := append(feedPrefix(ev.To), newEntryKey(now)...)
+	st := stamp(now)
 	var duplicate bool
 	err = plugins.Mesh(ctx).Store().Transact(ctx, func(tx store.Tx) error {
 		seen, err := tx.Get(markerKey(eventID))
@@ -168,7 +210,13 @@ func receive(w http.ResponseWriter, r *http.Request) {
 		if duplicate = seen != nil; duplicate {
 			return nil
 		}
-		if err := tx.Set(markerKey(eventID), []byte("1")); err != nil {
+		if err := expireMarkers(tx, now.Add(-markerTTL)); err != nil {
+			return err
+		}
+		if err := tx.Set(markerKey(eventID), []byte(st)); err != nil {
+			return err
+		}
+		if err := tx.Set(expiryKey(st, eventID), nil); err != nil {
 			return err
 		}
 		return tx.Set(key, value)

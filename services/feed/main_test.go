@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -11,6 +12,7 @@ import (
 	"time"
 
 	"github.com/griddle-mesh/griddle/plugins/plugintest"
+	"github.com/griddle-mesh/griddle/plugins/store"
 )
 
 // profilesStub names user 1 "ada" and user 9 "ida", has no user 2, and
@@ -205,4 +207,53 @@ func send(t *testing.T, c *http.Client, req *http.Request) (int, string) {
 		t.Fatal(err)
 	}
 	return resp.StatusCode, strings.TrimSuffix(string(b), "\n")
+}
+
+// Dedupe markers older than markerTTL are cleared as new events are added;
+// recent ones stay, and still stop a redelivery.
+func TestMarkersExpire(t *testing.T) {
+	s := plugintest.Start(t, ".", plugintest.WithStore(), plugintest.WithService("profiles", &profilesStub{}))
+	long := time.Now().Add(-markerTTL - time.Hour)
+	err := s.Store().Transact(t.Context(), func(tx store.Tx) error {
+		for i := range expirePerEvent + 2 {
+			id, st := fmt.Sprintf("old-%d", i), stamp(long.Add(time.Duration(i)))
+			if err := errors.Join(tx.Set(markerKey(id), []byte(st)), tx.Set(expiryKey(st, id), nil)); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	markers := func() (n int) {
+		t.Helper()
+		err := s.Store().ReadTransact(t.Context(), func(tx store.ReadTx) error {
+			kvs, err := tx.Range([]byte("e/"), []byte("e0"), store.RangeOptions{})
+			n = len(kvs)
+			return err
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	// 10 old markers: the first event clears 8 and adds its own (3 left),
+	// the second clears the last 2 and adds its own.
+	for i, want := range []int{3, 2} {
+		if code, body := deliver(t, s, fmt.Sprintf("new-%d", i), "", event(fmt.Sprintf("m%d", i), "1", "hi")); code != http.StatusNoContent {
+			t.Fatalf("deliver: %d %s", code, body)
+		}
+		if got := markers(); got != want {
+			t.Errorf("after event %d: %d markers, want %d", i, got, want)
+		}
+	}
+	if code, _ := deliver(t, s, "new-0", "", event("m0", "1", "hi")); code != http.StatusNoContent {
+		t.Errorf("redelivery: %d, want 204", code)
+	}
+	code, body := do(t, s.Client(), "GET", s.URL()+"/feed/9", "")
+	var got []Entry
+	if err := json.Unmarshal([]byte(body), &got); err != nil || code != http.StatusOK || len(got) != 2 {
+		t.Errorf("GET /feed/9: %d, %d entries (%v), want 2: the redelivery added nothing", code, len(got), err)
+	}
 }
