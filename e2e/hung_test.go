@@ -182,3 +182,35 @@ func TestRestartedHandlerReturnsFast(t *testing.T) {
 	}
 	t.Fatal("the restarted handler got no request within 8s")
 }
+
+// TestClientGoneCancels: a client that gives up cancels the request in the
+// edge, the sidecar and the handler's context; the handler's work ends at
+// once instead of at its deadline.
+func TestClientGoneCancels(t *testing.T) {
+	m := meshtest.Start(t, bin)
+	sc := m.Sidecar("hello", "v1", "--http-prefix", "/hello/")
+	e := m.Edge("--timeout", "30s")
+	waitBothServe(t, "http://"+e.Addr+"/hello/greet?name=x")
+
+	impatient := &http.Client{Timeout: 300 * time.Millisecond}
+	if _, err := impatient.Get("http://" + e.Addr + "/hello/sleep?ms=20000"); err == nil {
+		t.Fatal("the 20s sleep answered within 300ms")
+	}
+	gone := time.Now()
+	var st struct {
+		InFlight int64 `json:"inFlight"`
+	}
+	for {
+		if err := sc.Status(&st); err != nil {
+			t.Fatal(err)
+		}
+		if st.InFlight == 0 {
+			break
+		}
+		if time.Since(gone) > 3*time.Second {
+			t.Fatalf("the handler still works on the request %v after its client left", time.Since(gone).Round(time.Millisecond))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Logf("the request ended in the sidecar and handler %v after its client left", time.Since(gone).Round(time.Millisecond))
+}

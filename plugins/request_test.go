@@ -119,7 +119,7 @@ func TestPropagation(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, _, err := hop.Call(sidecar, payload, time.Now().Add(10*time.Second), 1<<20); err != nil {
+	if _, _, err := hop.Call(sidecar, payload, time.Now().Add(10*time.Second), 1<<20, nil); err != nil {
 		t.Fatal(err)
 	}
 	mu.Lock()

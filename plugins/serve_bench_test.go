@@ -61,7 +61,7 @@ func BenchmarkServe(b *testing.B) {
 	b.SetParallelism(8)
 	b.RunParallel(func(pb *testing.PB) {
 		for pb.Next() {
-			if _, _, err := hop.Call(c, payload, time.Time{}, 1<<20); err != nil {
+			if _, _, err := hop.Call(c, payload, time.Time{}, 1<<20, nil); err != nil {
 				b.Error(err)
 				return
 			}

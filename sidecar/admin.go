@@ -19,13 +19,16 @@ type Status struct {
 	HandlerHealthy  bool   `json:"handlerHealthy"`
 	HandlerPID      int    `json:"handlerPid"`
 	HandlerRestarts int    `json:"handlerRestarts"`
+	// Draining is true once the sidecar has begun to stop: it has left
+	// the endpoint set and finishes what is in flight.
+	Draining bool `json:"draining"`
 	// Etcd is discovery's view of etcd; absent when the sidecar has no catalog.
 	Etcd *discovery.Status `json:"etcd,omitempty"`
 }
 
 // Status reports the sidecar's state; valid once Run has started the handler.
 func (s *Sidecar) Status() Status {
-	st := Status{Service: s.cfg.Service, Version: s.cfg.Version, ID: s.cfg.ID, Address: s.Address(), InFlight: s.inflight.Load()}
+	st := Status{Service: s.cfg.Service, Version: s.cfg.Version, ID: s.cfg.ID, Address: s.Address(), InFlight: s.inflight.Load(), Draining: s.draining.Load()}
 	if h := s.host.Load(); h != nil {
 		st.HandlerHealthy, st.HandlerPID, st.HandlerRestarts = h.Healthy(), h.PID(), h.Restarts()
 	}
@@ -47,6 +50,18 @@ func (s *Sidecar) adminHandler() http.Handler {
 			return
 		}
 		w.Write([]byte("ok\n"))
+	})
+	// /readyz is /healthz that also fails while draining: what an
+	// orchestrator's readiness probe should read.
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
+		switch h := s.host.Load(); {
+		case s.draining.Load():
+			http.Error(w, "draining", http.StatusServiceUnavailable)
+		case h == nil || !h.Healthy():
+			http.Error(w, "handler unhealthy", http.StatusServiceUnavailable)
+		default:
+			w.Write([]byte("ok\n"))
+		}
 	})
 	mux.Handle("GET /metrics", metrics.Handler(s.reg))
 	mux.HandleFunc("GET /status", func(w http.ResponseWriter, _ *http.Request) {

@@ -54,6 +54,8 @@ type Sidecar struct {
 	requests *prometheus.CounterVec // metrics.Requests of this service and version, by code
 	duration prometheus.Observer
 	inflight atomic.Int64
+	draining atomic.Bool
+	running  running // the requests in the handler, by id, for cancels
 	bound    atomic.Pointer[string]
 	ready    chan struct{}
 }
@@ -310,6 +312,7 @@ func (s *Sidecar) serveAdmin(wg *sync.WaitGroup) (stop func()) {
 // DrainTimeout) for in-flight work, then closes the socket.
 func (s *Sidecar) drain(ctx context.Context, reg *discovery.Registration, sock mangos.Socket) {
 	s.log.Info("draining")
+	s.draining.Store(true)
 	dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.DrainTimeout)
 	defer cancel()
 	if err := reg.Close(dctx); err != nil {
@@ -349,8 +352,10 @@ func (s *Sidecar) serve(mc mangos.Context) {
 			s.metrics.Dropped.Inc()
 			continue
 		}
-		s.requests.WithLabelValues(metrics.Code(status)).Inc()
-		s.duration.Observe(time.Since(start).Seconds())
+		if status != 0 { // 0: a cancel, not a request
+			s.requests.WithLabelValues(metrics.Code(status)).Inc()
+			s.duration.Observe(time.Since(start).Seconds())
+		}
 		msg.Body = append(msg.Body[:0], reply...)
 		if err := mc.SendMsg(msg); err != nil {
 			msg.Free()
@@ -364,13 +369,19 @@ func (s *Sidecar) serve(mc mangos.Context) {
 // and returns the marshalled reply and the status it stands for. It
 // returns nil for work whose deadline has already passed.
 func (s *Sidecar) handle(body []byte, now time.Time) ([]byte, int) {
-	id, abs, budget, err := wire.PeekRequest(body)
+	head, err := wire.PeekRequest(body)
 	if err != nil {
 		return s.codeReply(nil, wire.Code_CODE_BAD_REQUEST, "undecodable envelope")
 	}
+	id := head.ID
+	if head.Cancel { // the caller went away: stop the request in the handler
+		s.running.cancel(string(id))
+		b, _ := s.codeReply(id, wire.Code_CODE_OK, "")
+		return b, 0
+	}
 	// The budget left when the edge sent it counts from now, on this
 	// machine's clock (wire.ReceivedDeadline).
-	deadline, ok := wire.ReceivedDeadline(abs, budget, now)
+	deadline, ok := wire.ReceivedDeadline(head.Deadline, head.Timeout, now)
 	if !ok {
 		deadline = now.Add(s.cfg.OutboundTimeout)
 	}
@@ -378,11 +389,26 @@ func (s *Sidecar) handle(body []byte, now time.Time) ([]byte, int) {
 		return nil, 0
 	}
 	body = wire.AppendDeadline(body, deadline, now)
+	var canceled <-chan struct{}
+	if len(id) > 0 {
+		key, ch := s.running.add(id)
+		defer s.running.remove(key, ch)
+		canceled = ch
+	}
 	// The wait is timed on the process's own clock, whatever now says.
-	reply, err := s.host.Load().Do(body, time.Now().Add(deadline.Sub(now)), s.cfg.MaxBodyBytes)
+	wait := time.Now().Add(deadline.Sub(now))
+	reply, err := s.host.Load().Do(body, wait, s.cfg.MaxBodyBytes, canceled)
+	if err == nil && !time.Now().Before(wait) {
+		// An answer at or past the deadline (a handler that answers when
+		// its context expires) is a deadline missed, whichever timer won.
+		return s.codeReply(id, wire.Code_CODE_DEADLINE_EXCEEDED, "answered past the deadline")
+	}
 	if err != nil {
 		s.log.Debug("handler round trip failed", "request", string(id), "err", err)
 		switch {
+		case errors.Is(err, hop.ErrCanceled):
+			b, _ := s.codeReply(id, wire.Code_CODE_DEADLINE_EXCEEDED, "canceled by the caller")
+			return b, 499
 		case errors.Is(err, pluginhost.ErrUnavailable):
 			return s.codeReply(id, wire.Code_CODE_UNAVAILABLE, "handler unavailable")
 		case errors.Is(err, hop.ErrTimeout):
@@ -438,4 +464,45 @@ func resolveHost(r *http.Request) (string, bool) {
 		h = host
 	}
 	return h, h != ""
+}
+
+// running are the requests in the handler that a cancel from the edge can
+// reach, by request id.
+type running struct {
+	mu sync.Mutex
+	m  map[string]chan struct{}
+}
+
+// add registers the request id and returns its key and the channel a
+// cancel closes. A retry that arrives while an earlier try of the same
+// request still runs here takes its place.
+func (r *running) add(id []byte) (string, chan struct{}) {
+	key, ch := string(id), make(chan struct{})
+	r.mu.Lock()
+	if r.m == nil {
+		r.m = make(map[string]chan struct{})
+	}
+	r.m[key] = ch
+	r.mu.Unlock()
+	return key, ch
+}
+
+// remove forgets the request, unless a later try has taken its place.
+func (r *running) remove(key string, ch chan struct{}) {
+	r.mu.Lock()
+	if r.m[key] == ch {
+		delete(r.m, key)
+	}
+	r.mu.Unlock()
+}
+
+// cancel stops the request with id, if it runs here.
+func (r *running) cancel(key string) {
+	r.mu.Lock()
+	ch := r.m[key]
+	delete(r.m, key)
+	r.mu.Unlock()
+	if ch != nil {
+		close(ch)
+	}
 }

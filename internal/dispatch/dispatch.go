@@ -9,6 +9,7 @@ import (
 	"math/rand/v2"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.nanomsg.org/mangos/v3"
@@ -83,7 +84,9 @@ const (
 	// trialEvery is how often an ejected instance is sent one request
 	// (idempotent requests only) to show it is back before its ejection
 	// ends; an answer from its handler ends the ejection.
-	trialEvery   = 500 * time.Millisecond
+	trialEvery = 500 * time.Millisecond
+	// cancelWait bounds sending a cancel and waiting for its answer.
+	cancelWait   = 250 * time.Millisecond
 	minHung      = 500 * time.Millisecond
 	noAnswerHung = time.Second
 )
@@ -312,7 +315,7 @@ func (d *Dispatcher) DoPolicy(ctx context.Context, req *wire.Request, pol Policy
 				tryDeadline = t
 			}
 		}
-		reply, res, err := d.try(ctx, p, msg, tryDeadline, deadline)
+		reply, res, err := d.try(ctx, p, msg, req.Id, tryDeadline, deadline)
 		p.inflight.Add(-1)
 		switch res {
 		case done:
@@ -608,8 +611,9 @@ const (
 
 // try sends msg, an encoded request, to p and waits for the reply. It takes
 // ownership of msg.
-func (d *Dispatcher) try(ctx context.Context, p *peer, msg *mangos.Message, deadline, final time.Time) (*wire.Reply, result, error) {
+func (d *Dispatcher) try(ctx context.Context, p *peer, msg *mangos.Message, id string, deadline, final time.Time) (*wire.Reply, result, error) {
 	sent := false
+	var out atomic.Bool // the request left this process: a cancel must follow it
 	defer func() {
 		if !sent {
 			msg.Free()
@@ -642,7 +646,12 @@ func (d *Dispatcher) try(ctx context.Context, p *peer, msg *mangos.Message, dead
 		}
 	}()
 	if ctx.Done() != nil {
-		stop := context.AfterFunc(ctx, func() { _ = mc.Close() })
+		stop := context.AfterFunc(ctx, func() {
+			_ = mc.Close()
+			if out.Load() && id != "" {
+				d.cancelRemote(l, id)
+			}
+		})
 		defer func() {
 			if !stop() {
 				reusable = false
@@ -671,6 +680,7 @@ func (d *Dispatcher) try(ctx context.Context, p *peer, msg *mangos.Message, dead
 	}
 
 	sent = true // the socket owns msg now
+	out.Store(true)
 	p.sent(start)
 	remaining = time.Until(deadline)
 	if remaining <= 0 {
@@ -719,6 +729,38 @@ func (d *Dispatcher) try(ctx context.Context, p *peer, msg *mangos.Message, dead
 	}
 	p.success()
 	return reply, done, nil
+}
+
+// cancelRemote tells the instance behind l that the request id is
+// given up (its caller went away), so that its handler stops; best effort,
+// on a goroutine the Dispatcher owns.
+func (d *Dispatcher) cancelRemote(l *link, id string) {
+	d.mu.RLock()
+	defer d.mu.RUnlock()
+	if d.closed {
+		return
+	}
+	d.wg.Go(func() {
+		msg, err := encode(&wire.Request{Id: id, Cancel: true})
+		if err != nil {
+			return
+		}
+		mc, err := l.getContext()
+		if err != nil {
+			msg.Free()
+			return
+		}
+		defer mc.Close()
+		_ = mc.SetOption(mangos.OptionSendDeadline, cancelWait)
+		_ = mc.SetOption(mangos.OptionRecvDeadline, cancelWait)
+		if err := mc.SendMsg(msg); err != nil {
+			msg.Free()
+			return
+		}
+		if rm, err := mc.RecvMsg(); err == nil {
+			rm.Free()
+		}
+	})
 }
 
 // closedResult explains a mangos ErrClosed: the caller's ctx was done (its

@@ -74,7 +74,7 @@ func call(t testing.TB, c *hop.Conn, env *wire.Request, deadline time.Time) (*wi
 	if err != nil {
 		t.Fatal(err)
 	}
-	rb, _, err := hop.Call(c, b, deadline, 16<<20)
+	rb, _, err := hop.Call(c, b, deadline, 16<<20, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -244,7 +244,7 @@ func TestPanicAndBadRequests(t *testing.T) {
 	if err != nil || reply.Code != wire.Code_CODE_BAD_REQUEST {
 		t.Fatalf("bad method: got %v %v, want CODE_BAD_REQUEST", reply, err)
 	}
-	rb, _, err := hop.Call(d, []byte{0xff, 0xff}, time.Now().Add(5*time.Second), 1<<20)
+	rb, _, err := hop.Call(d, []byte{0xff, 0xff}, time.Now().Add(5*time.Second), 1<<20, nil)
 	var r wire.Reply
 	if err != nil || proto.Unmarshal(rb, &r) != nil || r.Code != wire.Code_CODE_BAD_REQUEST {
 		t.Fatalf("garbage envelope: got %v %v, want CODE_BAD_REQUEST", &r, err)
@@ -298,7 +298,7 @@ func BenchmarkCall(b *testing.B) {
 	b.SetParallelism(8)
 	b.RunParallel(func(pb *testing.PB) {
 		for pb.Next() {
-			if _, _, err := hop.Call(d, payload, time.Now().Add(10*time.Second), 1<<20); err != nil {
+			if _, _, err := hop.Call(d, payload, time.Now().Add(10*time.Second), 1<<20, nil); err != nil {
 				b.Error(err)
 				return
 			}

@@ -279,8 +279,9 @@ func bodyAllowed(status int) bool {
 // that arrived in parts is put together, up to maxBody bytes of body.
 //
 // sent reports whether the request went out: when it is false the peer
-// never saw it. On ErrTimeout the stream is cancelled.
-func Call(c *Conn, payload []byte, deadline time.Time, maxBody int) (reply []byte, sent bool, err error) {
+// never saw it. On ErrTimeout, and on ErrCanceled when done is closed
+// (nil: never), the stream is cancelled, so the peer stops working on it.
+func Call(c *Conn, payload []byte, deadline time.Time, maxBody int, done <-chan struct{}) (reply []byte, sent bool, err error) {
 	s, err := c.Open()
 	if err != nil {
 		return nil, false, err
@@ -289,7 +290,7 @@ func Call(c *Conn, payload []byte, deadline time.Time, maxBody int) (reply []byt
 		s.Close()
 		return nil, false, err
 	}
-	f, err := s.Recv(deadline, nil)
+	f, err := s.Recv(deadline, done)
 	if err != nil {
 		s.Close()
 		return nil, true, err
@@ -310,7 +311,7 @@ func Call(c *Conn, payload []byte, deadline time.Time, maxBody int) (reply []byt
 	}
 	body := append([]byte(nil), head.Body...)
 	for {
-		f, err := s.Recv(deadline, nil)
+		f, err := s.Recv(deadline, done)
 		if err == io.EOF {
 			break
 		}

@@ -180,15 +180,16 @@ func (h *Host) RoundTrip(r *http.Request) (*http.Response, error) {
 // Do sends one envelope to the current handler process and returns its
 // answer: payload is a marshalled wire.Request with its whole body, the
 // answer a marshalled wire.Reply with its whole body (up to maxBody bytes).
-// It waits until deadline at most (zero: no bound) and then cancels the
-// request in the handler. Errors wrap ErrUnavailable when the handler never
-// saw the request, hop.ErrTimeout past the deadline.
-func (h *Host) Do(payload []byte, deadline time.Time, maxBody int) ([]byte, error) {
+// It waits until deadline at most (zero: no bound), or until done is
+// closed (nil: never), and then cancels the request in the handler. Errors
+// wrap ErrUnavailable when the handler never saw the request, hop.ErrTimeout
+// past the deadline, hop.ErrCanceled when done was closed.
+func (h *Host) Do(payload []byte, deadline time.Time, maxBody int, done <-chan struct{}) ([]byte, error) {
 	c, err := h.conn()
 	if err != nil {
 		return nil, err
 	}
-	reply, sent, err := hop.Call(c, payload, deadline, maxBody)
+	reply, sent, err := hop.Call(c, payload, deadline, maxBody, done)
 	if err != nil && !sent {
 		return nil, fmt.Errorf("%w: %w", ErrUnavailable, err)
 	}

@@ -285,7 +285,10 @@ type Request struct {
 	// timeout_nanos is what remained of the deadline when the envelope was
 	// sent: the receiver's deadline is its own clock at receipt plus this,
 	// so clocks need not agree. 0: none given; deadline_unix_nano applies.
-	TimeoutNanos  int64 `protobuf:"varint,15,opt,name=timeout_nanos,json=timeoutNanos,proto3" json:"timeout_nanos,omitempty"`
+	TimeoutNanos int64 `protobuf:"varint,15,opt,name=timeout_nanos,json=timeoutNanos,proto3" json:"timeout_nanos,omitempty"`
+	// cancel asks the receiver to stop working on the request with this id
+	// (the client went away); it is answered at once, with nothing to say.
+	Cancel        bool `protobuf:"varint,16,opt,name=cancel,proto3" json:"cancel,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -425,6 +428,13 @@ func (x *Request) GetTimeoutNanos() int64 {
 	return 0
 }
 
+func (x *Request) GetCancel() bool {
+	if x != nil {
+		return x.Cancel
+	}
+	return false
+}
+
 // Reply is the answer to a Request.
 type Reply struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -549,7 +559,7 @@ const file_envelope_proto_rawDesc = "" +
 	"\vtraceparent\x18\x01 \x01(\tR\vtraceparent\x12\x1e\n" +
 	"\n" +
 	"tracestate\x18\x02 \x01(\tR\n" +
-	"tracestate\"\xe1\x03\n" +
+	"tracestate\"\xf9\x03\n" +
 	"\aRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x18\n" +
 	"\aservice\x18\x02 \x01(\tR\aservice\x12\x18\n" +
@@ -567,7 +577,8 @@ const file_envelope_proto_rawDesc = "" +
 	"\x05trace\x18\r \x01(\v2\x16.griddle.wire.v1.TraceR\x05trace\x12\x1f\n" +
 	"\vremote_addr\x18\x0e \x01(\tR\n" +
 	"remoteAddr\x12#\n" +
-	"\rtimeout_nanos\x18\x0f \x01(\x03R\ftimeoutNanos\"\xf3\x01\n" +
+	"\rtimeout_nanos\x18\x0f \x01(\x03R\ftimeoutNanos\x12\x16\n" +
+	"\x06cancel\x18\x10 \x01(\bR\x06cancel\"\xf3\x01\n" +
 	"\x05Reply\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x16\n" +
 	"\x06status\x18\x02 \x01(\x05R\x06status\x121\n" +

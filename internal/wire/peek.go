@@ -15,6 +15,7 @@ const (
 	fieldRequestID       = 1
 	fieldRequestDeadline = 10
 	fieldRequestTimeout  = 15
+	fieldRequestCancel   = 16
 	fieldReplyID         = 1
 	fieldReplyStatus     = 2
 	fieldReplyHeaders    = 3
@@ -27,43 +28,54 @@ const (
 // ErrMalformed reports bytes that are not a marshalled envelope.
 var ErrMalformed = errors.New("wire: malformed envelope")
 
-// PeekRequest reads the id, the deadline (Unix nanoseconds, 0: none) and
-// the remaining budget (nanoseconds, 0: none) of a marshalled Request
-// without decoding the rest. id aliases b.
-func PeekRequest(b []byte) (id []byte, deadline, timeout int64, err error) {
+// Head is what a relay reads of a marshalled Request without decoding the
+// rest: its id (aliasing the message), deadline (Unix nanoseconds, 0:
+// none), budget (nanoseconds, 0: none), and whether it is a cancel.
+type Head struct {
+	ID                []byte
+	Deadline, Timeout int64
+	Cancel            bool
+}
+
+// PeekRequest reads the Head of the marshalled Request b.
+func PeekRequest(b []byte) (Head, error) {
+	var h Head
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
 		if n < 0 {
-			return nil, 0, 0, ErrMalformed
+			return Head{}, ErrMalformed
 		}
 		b = b[n:]
 		switch {
 		case num == fieldRequestID && typ == protowire.BytesType:
 			v, m := protowire.ConsumeBytes(b)
 			if m < 0 {
-				return nil, 0, 0, ErrMalformed
+				return Head{}, ErrMalformed
 			}
-			id, n = v, m
-		case (num == fieldRequestDeadline || num == fieldRequestTimeout) && typ == protowire.VarintType:
+			h.ID, n = v, m
+		case (num == fieldRequestDeadline || num == fieldRequestTimeout || num == fieldRequestCancel) && typ == protowire.VarintType:
 			v, m := protowire.ConsumeVarint(b)
 			if m < 0 {
-				return nil, 0, 0, ErrMalformed
+				return Head{}, ErrMalformed
 			}
-			if num == fieldRequestDeadline {
-				deadline = int64(v)
-			} else {
-				timeout = int64(v)
+			switch num {
+			case fieldRequestDeadline:
+				h.Deadline = int64(v)
+			case fieldRequestTimeout:
+				h.Timeout = int64(v)
+			default:
+				h.Cancel = v != 0
 			}
 			n = m
 		default:
 			n = protowire.ConsumeFieldValue(num, typ, b)
 			if n < 0 {
-				return nil, 0, 0, ErrMalformed
+				return Head{}, ErrMalformed
 			}
 		}
 		b = b[n:]
 	}
-	return id, deadline, timeout, nil
+	return h, nil
 }
 
 // AppendDeadline sets the deadline of the marshalled Request b, both as a

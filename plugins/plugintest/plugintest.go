@@ -347,7 +347,7 @@ func forward(host *pluginhost.Host, service string, logger *slog.Logger) http.Ha
 			http.Error(w, "plugintest: "+err.Error(), http.StatusInternalServerError)
 			return
 		}
-		b, err := host.Do(payload, wait, maxBody)
+		b, err := host.Do(payload, wait, maxBody, r.Context().Done()) // a client that leaves cancels the handler's work
 		var reply wire.Reply
 		if err == nil {
 			err = proto.Unmarshal(b, &reply)
