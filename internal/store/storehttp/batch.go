@@ -10,6 +10,7 @@ import (
 
 	"google.golang.org/protobuf/encoding/protowire"
 
+	"github.com/griddle-mesh/griddle/internal/events/eventlog"
 	"github.com/griddle-mesh/griddle/internal/store"
 )
 
@@ -294,4 +295,26 @@ func (b *batch) stampedPrefixes() [][]byte {
 		}
 	}
 	return out
+}
+
+// logPrefix starts the keys of the event log's entries (eventlog).
+var logPrefix = []byte(eventlog.KeyPrefix + "l/")
+
+// readsLog reports whether b read a key or a range of the event log.
+func (b *batch) readsLog() bool {
+	for _, r := range b.reads {
+		if bytes.HasPrefix(r.key, logPrefix) {
+			return true
+		}
+	}
+	for _, r := range b.ranges {
+		// [begin, end) meets the log's keys unless it ends before them or
+		// begins after them.
+		endsBefore := len(r.end) > 0 && bytes.Compare(r.end, logPrefix) <= 0
+		beginsAfter := bytes.Compare(r.begin, logPrefix) > 0 && !bytes.HasPrefix(r.begin, logPrefix)
+		if !endsBefore && !beginsAfter {
+			return true
+		}
+	}
+	return false
 }

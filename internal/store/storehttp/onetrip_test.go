@@ -305,3 +305,60 @@ func TestWithCommitted(t *testing.T) {
 		t.Errorf("heard %q, want %q", got, "a/ b/")
 	}
 }
+
+// Stats: 16 writers appending to the event log alongside state conflict
+// on nothing (LogRetries 0); writers that read a key of the log and write
+// it conflict, and those conflicts are counted as the log's.
+func TestStatsLogRetries(t *testing.T) {
+	b, err := badgerstore.Open(t.Context(), badgerstore.Config{InMemory: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	srv := storehttp.NewServer(b)
+	ts := httptest.NewServer(srv)
+	defer ts.Close()
+	defer srv.Close()
+	hc := ts.Client()
+	hc.Transport.(*http.Transport).MaxIdleConnsPerHost = 32
+	s, err := storehttp.NewClient(hc, ts.URL).Space("messages")
+	if err != nil {
+		t.Fatal(err)
+	}
+	log := []byte("\xffevents/l/messages/message.sent/")
+	run := func(fn func(w, i int) func(tx store.Tx) error) {
+		var wg sync.WaitGroup
+		for w := range 16 {
+			wg.Go(func() {
+				for i := range 20 {
+					if err := s.Transact(context.Background(), fn(w, i)); err != nil {
+						t.Error(err)
+						return
+					}
+				}
+			})
+		}
+		wg.Wait()
+	}
+	run(func(w, i int) func(tx store.Tx) error {
+		return func(tx store.Tx) error {
+			return errors.Join(tx.Set(fmt.Appendf(nil, "m/%d/%d", w, i), []byte("x")), tx.SetStamped(log, []byte("ev")))
+		}
+	})
+	if st := srv.Stats(); st.Commits != 320 || st.Retries != 0 || st.Stale != 0 || st.LogRetries != 0 {
+		t.Errorf("appends: stats %+v, want 320 commits and no retry", st)
+	}
+	head := append(bytes.Clone(log), "head"...)
+	run(func(w, i int) func(tx store.Tx) error {
+		return func(tx store.Tx) error {
+			v, err := tx.Get(head)
+			if err != nil {
+				return err
+			}
+			return tx.Set(head, append(v, 'x'))
+		}
+	})
+	if st := srv.Stats(); st.LogRetries == 0 || st.LogRetries != st.Retries+st.Stale {
+		t.Errorf("a hot key in the log: stats %+v, want its conflicts counted as the log's", st)
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync/atomic"
 
 	"google.golang.org/protobuf/proto"
 
@@ -110,7 +111,7 @@ func (s *Server) opIn(ctx context.Context, st store.Store, in []byte) []byte {
 		if err != nil {
 			return s.opError(err)
 		}
-		if err := commitBatch(ctx, st, bt); err != nil {
+		if err := s.commitBatch(ctx, st, bt); err != nil {
 			return s.opError(err)
 		}
 		if s.committed != nil {
@@ -125,17 +126,58 @@ func (s *Server) opIn(ctx context.Context, st store.Store, in []byte) []byte {
 
 // commitBatch commits bt in st (see batch): a read-only transaction when
 // it writes nothing.
-func commitBatch(ctx context.Context, st store.Store, bt *batch) error {
+func (s *Server) commitBatch(ctx context.Context, st store.Store, bt *batch) error {
 	var err error
+	runs := 0
 	if len(bt.writes) == 0 {
 		err = st.ReadTransact(ctx, func(tx store.ReadTx) error { return bt.apply(readOnly{tx}) })
 	} else {
-		err = st.Transact(ctx, bt.apply)
+		err = st.Transact(ctx, func(tx store.Tx) error {
+			runs++
+			return bt.apply(tx)
+		})
+	}
+	s.stats.commits.Add(1)
+	if runs > 1 {
+		s.stats.retries.Add(uint64(runs - 1))
+		if bt.readsLog() {
+			s.stats.logRetries.Add(uint64(runs - 1))
+		}
 	}
 	if errors.Is(err, errStale) {
+		s.stats.stale.Add(1)
+		if bt.readsLog() {
+			s.stats.logRetries.Add(1)
+		}
 		return fmt.Errorf("%w: %w", store.ErrConflict, err)
 	}
 	return err
+}
+
+// Stats counts the Server's batch commits (OpCommit) since it was made.
+type Stats struct {
+	Commits uint64 // batches committed or refused
+	// Retries counts the times the Server ran a batch's transaction again
+	// after a conflict.
+	Retries uint64
+	// Stale counts batches refused because what they read had changed:
+	// the client ran its function again.
+	Stale uint64
+	// LogRetries counts the retries and refusals of batches that had read
+	// the event log (keys under eventlog.KeyPrefix+"l/"): conflicts the
+	// log caused. Appending to the log reads nothing, so it stays 0
+	// unless handlers read their own log in their transactions.
+	LogRetries uint64
+}
+
+// Stats returns the Server's counts so far.
+func (s *Server) Stats() Stats {
+	return Stats{Commits: s.stats.commits.Load(), Retries: s.stats.retries.Load(),
+		LogRetries: s.stats.logRetries.Load(), Stale: s.stats.stale.Load()}
+}
+
+type serverStats struct {
+	commits, retries, logRetries, stale atomic.Uint64
 }
 
 // readOnly is a ReadTx as a Tx whose writes fail; a batch without writes

@@ -56,6 +56,8 @@ type Server struct {
 	mu     sync.Mutex
 	txns   map[string]*serverTxn
 	closed bool
+
+	stats serverStats
 }
 
 // Option configures a Server.
