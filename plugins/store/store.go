@@ -13,7 +13,14 @@
 //
 // Transact runs its function again when the transaction conflicts with
 // another, so the function must be safe to run more than once and must not
-// keep tx. Limits: keys up to MaxKeyBytes, values up to MaxValueBytes, a
+// keep tx.
+//
+// The function runs in the handler; each read it makes is one call to the
+// sidecar, and its writes are buffered and sent with the commit, where the
+// store checks that what it read still holds: storing a record and
+// publishing its event (plugins.MeshAPI.PublishTx) is one call, reading a
+// key then writing two. Read what you need before you write: a Range after
+// a write makes the transaction run again with a call per operation. Limits: keys up to MaxKeyBytes, values up to MaxValueBytes, a
 // transaction up to MaxTransactionBytes and MaxTransactionTime; beyond
 // them operations fail with the errors below.
 //
