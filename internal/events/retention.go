@@ -40,7 +40,9 @@ type TrimmerConfig struct {
 	// oldest, unless the topic's Retention is Hard. Nil: no subscriber is
 	// known, and the bounds alone decide.
 	Cursors func(ctx context.Context, topic string) ([]Pos, error)
-	// Interval is how often Run trims; 0 means 10 s.
+	// Interval is how often Run trims; 0 means 10 s. Between two trims a
+	// topic grows by what is published meanwhile: to hold a cap within
+	// 10%, make an interval's events at most a tenth of it.
 	Interval time.Duration
 	// Logger receives trim failures; nil: slog.Default().
 	Logger *slog.Logger

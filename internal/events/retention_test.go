@@ -148,3 +148,48 @@ func TestTrimmerValidate(t *testing.T) {
 		}
 	}
 }
+
+// Run keeps a capped topic within 10% of its cap while publishers keep
+// publishing (here 2,000 events/s against a cap of 1,000, trimmed every
+// 20 ms: the cap is held when the interval's events are a small share of
+// it).
+func TestTrimmerRunHoldsCap(t *testing.T) {
+	space, _ := spaces(t)
+	p := newPublisher(t, "messages", space, false)
+	tr, err := events.NewTrimmer(events.TrimmerConfig{Publisher: "messages", Log: space, Logger: quietLogger(),
+		Topics: map[string]events.Retention{"t": {MaxEvents: 1000}}, Interval: 20 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	var wg sync.WaitGroup
+	wg.Go(func() { _ = tr.Run(ctx) })
+	for w := range 4 {
+		wg.Go(func() {
+			tick := time.NewTicker(2 * time.Millisecond) // 500/s each
+			defer tick.Stop()
+			for i := 0; ctx.Err() == nil; i++ {
+				if err := p.Publish(ctx, "t", body(w*1_000_000+i)); err != nil && ctx.Err() == nil {
+					t.Error(err)
+					return
+				}
+				select {
+				case <-ctx.Done():
+				case <-tick.C:
+				}
+			}
+		})
+	}
+	most, samples := 0, 0
+	for deadline := time.Now().Add(3 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		_, evs := readLog(t, space, "messages", "t")
+		most = max(most, len(evs))
+		samples++
+	}
+	cancel()
+	wg.Wait()
+	if most > 1100 || most < 1000 {
+		t.Errorf("the log held up to %d events over %d samples, want the cap of 1,000 reached and never exceeded by more than 10%%", most, samples)
+	}
+	t.Logf("up to %d events over %d samples", most, samples)
+}
