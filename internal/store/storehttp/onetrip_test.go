@@ -111,6 +111,13 @@ func TestOneTripRequests(t *testing.T) {
 			}
 			return nil
 		}, "txns set range commit"},
+		{"range after a write, its error ignored: the same", func(tx store.Tx) error {
+			if err := tx.Set([]byte("r/2"), []byte("y")); err != nil {
+				return err
+			}
+			_, _ = tx.Range([]byte("r/"), []byte("r0"), store.RangeOptions{})
+			return nil
+		}, "txns set range commit"},
 	} {
 		cs.take()
 		if err := remote.Transact(t.Context(), tc.fn); err != nil {
