@@ -16,6 +16,7 @@ import (
 // OpenStore opens the store a --store flag names:
 //
 //	badger:DIR            an embedded Badger database owned by this process
+//	badger-nosync:DIR     the same, its commits not synced to disk (see badgerstore.Config.NoSync)
 //	http://HOST:PORT      a `griddle store` server shared by several processes
 //	fdb:CLUSTER_FILE      FoundationDB (a binary built with -tags foundationdb)
 //
@@ -25,8 +26,8 @@ func OpenStore(ctx context.Context, spec string, log *slog.Logger) (store.Backen
 	switch {
 	case spec == "":
 		return nil, nil
-	case scheme == "badger" && rest != "":
-		b, err := badgerstore.Open(ctx, badgerstore.Config{Dir: rest, Logger: log})
+	case (scheme == "badger" || scheme == "badger-nosync") && rest != "":
+		b, err := badgerstore.Open(ctx, badgerstore.Config{Dir: rest, Logger: log, NoSync: scheme == "badger-nosync"})
 		if err != nil {
 			return nil, fmt.Errorf("--store %s: %w", spec, err)
 		}

@@ -20,10 +20,21 @@ func TestOpenStoreBadgerRoundTrip(t *testing.T) {
 	roundTrip(ctx, t, b)
 }
 
+func TestOpenStoreBadgerNoSync(t *testing.T) {
+	ctx := t.Context()
+	b, err := OpenStore(ctx, "badger-nosync:"+t.TempDir(), slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	roundTrip(ctx, t, b)
+}
+
 func TestOpenStoreRejects(t *testing.T) {
 	for _, c := range []struct{ name, spec, want string }{
 		{"no scheme", "/var/lib/griddle", "want badger:DIR"},
 		{"badger without dir", "badger:", "want badger:DIR"},
+		{"badger-nosync without dir", "badger-nosync:", "want badger:DIR"},
 		{"unknown scheme", "redis://x", "want badger:DIR"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
