@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -18,7 +19,12 @@ import (
 	"github.com/griddle-mesh/griddle/internal/store/storetest"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) {
+	if dir := os.Getenv(storeEnv); dir != "" {
+		os.Exit(storeProcess(dir)) // the test binary re-executed as a store process
+	}
+	goleak.VerifyTestMain(m)
+}
 
 // serve runs a Server over a fresh in-memory Badger on a real HTTP server;
 // everything stops at the end of the test.
