@@ -12,6 +12,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/pprof"
+	"net/netip"
 	"os"
 	"sort"
 	"strings"
@@ -57,6 +58,10 @@ type Config struct {
 	// load with a fast 503; NoAdmission turns it off.
 	Admission   admission.Config
 	NoAdmission bool
+
+	// TrustedProxies are the client addresses (proxies in front of the
+	// edge) whose X-Forwarded-* headers are kept and added to.
+	TrustedProxies []netip.Prefix
 
 	Logger *slog.Logger
 }
@@ -162,6 +167,8 @@ func New(cfg Config, deps Deps) (*Edge, error) {
 		Admission:    e.admission,
 		Metrics:      e.metrics,
 		Rules:        routes.Rules,
+
+		TrustedProxies: cfg.TrustedProxies,
 	})
 	if err != nil {
 		return nil, err

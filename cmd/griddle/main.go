@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"os"
 	"os/signal"
 	"strings"
@@ -101,9 +102,10 @@ func upCmd(g *globals) *cobra.Command {
 
 func edgeCmd(g *globals) *cobra.Command {
 	var (
-		cfg  edge.Config
-		etcd etcdFlags
-		mtls meshtls.Files
+		cfg     edge.Config
+		etcd    etcdFlags
+		mtls    meshtls.Files
+		proxies []string
 	)
 	cmd := &cobra.Command{
 		Use:   "edge",
@@ -115,6 +117,13 @@ func edgeCmd(g *globals) *cobra.Command {
 				return err
 			}
 			cfg.Logger = log
+			for i, p := range proxies {
+				prefix, err := netip.ParsePrefix(p)
+				if err != nil {
+					return fmt.Errorf("edge: --trusted-proxy[%d]: %q: want a CIDR such as 10.0.0.0/8", i, p)
+				}
+				cfg.TrustedProxies = append(cfg.TrustedProxies, prefix)
+			}
 			if err := cfg.Validate(); err != nil {
 				return err
 			}
@@ -136,6 +145,7 @@ func edgeCmd(g *globals) *cobra.Command {
 	f.DurationVar(&cfg.Timeout, "timeout", 10*time.Second, "deadline of each request, retries included")
 	f.Int64Var(&cfg.MaxBodyBytes, "max-body-bytes", 8<<20, "largest request body; larger ones get 413")
 	f.BoolVar(&cfg.NoAdmission, "no-admission", false, "turn off the adaptive concurrency limit that sheds excess load with 503")
+	f.StringArrayVar(&proxies, "trusted-proxy", nil, "CIDR of proxies in front of the edge whose X-Forwarded-* headers are kept (repeatable; default: none, a client's own are replaced)")
 	f.IntVar(&cfg.Admission.MaxLimit, "admission-max", 0, "ceiling of the adaptive concurrency limit (default 16 per CPU, at least 32)")
 	f.IntVar(&cfg.Admission.QueueSize, "admission-queue", 256, "requests that may wait for a slot under the concurrency limit")
 	f.DurationVar(&cfg.Admission.MaxWait, "admission-wait", 25*time.Millisecond, "longest wait for a slot during a burst; under sustained overload waits are 5ms")

@@ -12,8 +12,11 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
+	"net/netip"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -68,6 +71,11 @@ type Config struct {
 	// Rules returns the routing rules in force (nil: no rules; every
 	// service then gets the default timeout and retry behaviour).
 	Rules func() *routing.Table
+	// TrustedProxies are the client addresses whose X-Forwarded-For,
+	// -Proto and -Host are kept and added to (proxies in front of the
+	// edge); any other client's are replaced by what the edge sees. Only
+	// without TrustMeshHeaders.
+	TrustedProxies []netip.Prefix
 }
 
 // Validate reports the first invalid field.
@@ -150,6 +158,11 @@ type outcome struct {
 }
 
 func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, service string, start time.Time) outcome {
+	if r.Header["Upgrade"] != nil {
+		// The frames do not carry a connection taken over yet: refused
+		// plainly rather than served as the plain request it is not.
+		return outcome{status: g.fail(w, r, http.StatusNotImplemented, "upgrade_unsupported", "protocol upgrades (WebSocket) are not carried through the mesh yet", nil)}
+	}
 	if r.ContentLength > g.cfg.MaxBodyBytes {
 		return outcome{status: g.fail(w, r, http.StatusRequestEntityTooLarge, "body_too_large", "request body too large", nil)}
 	}
@@ -187,6 +200,7 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, service string
 		req.Id = r.Header.Get(HeaderRequestID)
 		rc, _ = wire.DecodeRouting(r.Header.Get(HeaderRouting)) // a garbled context routes as a fresh one
 	} else {
+		g.setForwarded(r, req)
 		req.Headers = wire.StripMeshHeaders(req.Headers)
 		if pins := r.Header.Get(routing.HeaderPin); pins != "" {
 			rc = &wire.Routing{Pins: routing.ParsePins(pins)}
@@ -364,6 +378,78 @@ func (g *Gateway) fail(w http.ResponseWriter, r *http.Request, status int, code,
 	_ = json.NewEncoder(w).Encode(errorBody{Error: msg, Code: code, ID: id})
 	return status
 }
+
+// setForwarded sets the forwarding headers of the envelope req of a
+// client's request r: X-Forwarded-For (the client's address, after those
+// of trusted proxies in front), X-Forwarded-Proto, X-Forwarded-Host and
+// Forwarded (RFC 7239). A client that is not a trusted proxy cannot put
+// an address of its choosing in them.
+func (g *Gateway) setForwarded(r *http.Request, req *wire.Request) {
+	ip := r.RemoteAddr
+	if host, _, err := net.SplitHostPort(ip); err == nil {
+		ip = host
+	}
+	proto := "http"
+	if r.TLS != nil {
+		proto = "https"
+	}
+	trusted := false
+	if a, err := netip.ParseAddr(ip); err == nil {
+		for _, p := range g.cfg.TrustedProxies {
+			if p.Contains(a.Unmap()) {
+				trusted = true
+				break
+			}
+		}
+	}
+	xff, xfp, xfh, fwd := ip, proto, r.Host, ""
+	if trusted {
+		if prev := strings.Join(r.Header.Values(headerXFF), ", "); prev != "" {
+			xff = prev + ", " + ip
+		}
+		if v := r.Header.Get(headerXFProto); v != "" {
+			xfp = v
+		}
+		if v := r.Header.Get(headerXFHost); v != "" {
+			xfh = v
+		}
+		fwd = strings.Join(r.Header.Values(headerForwarded), ", ")
+	}
+	node := ip
+	if strings.Contains(ip, ":") {
+		node = `"[` + ip + `]"`
+	}
+	elem := "for=" + node + ";proto=" + proto
+	if r.Host != "" {
+		elem += `;host="` + strings.ReplaceAll(r.Host, `"`, "") + `"`
+	}
+	if fwd != "" {
+		fwd += ", " + elem
+	} else {
+		fwd = elem
+	}
+	kept := req.Headers[:0]
+	for _, h := range req.Headers {
+		switch h.GetName() {
+		case headerXFF, headerXFProto, headerXFHost, headerForwarded:
+			continue
+		}
+		kept = append(kept, h)
+	}
+	req.Headers = append(kept,
+		&wire.Header{Name: headerXFF, Values: []string{xff}},
+		&wire.Header{Name: headerXFProto, Values: []string{xfp}},
+		&wire.Header{Name: headerXFHost, Values: []string{xfh}},
+		&wire.Header{Name: headerForwarded, Values: []string{fwd}})
+}
+
+// The forwarding headers the edge sets.
+const (
+	headerXFF       = "X-Forwarded-For"
+	headerXFProto   = "X-Forwarded-Proto"
+	headerXFHost    = "X-Forwarded-Host"
+	headerForwarded = "Forwarded"
+)
 
 func traceOf(r *http.Request) *wire.Trace {
 	tp := r.Header.Get(wire.HeaderTraceparent)

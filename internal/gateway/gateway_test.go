@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"strings"
 	"sync"
 	"testing"
@@ -226,5 +227,60 @@ func TestConfigValidate(t *testing.T) {
 		if _, err := New(cfg); err == nil {
 			t.Errorf("%s: New accepted %+v", name, cfg)
 		}
+	}
+}
+
+// TestForwardedHeaders: the edge tells the handler who the client is; a
+// client cannot choose the address, a trusted proxy in front adds to it.
+func TestForwardedHeaders(t *testing.T) {
+	for _, c := range []struct {
+		name, remote string
+		trusted      []netip.Prefix
+		wantXFF      string
+		wantFwd      string
+	}{
+		{"client", "203.0.113.7:5000", nil, "203.0.113.7", `for=203.0.113.7;proto=http;host="example.com"`},
+		{"forged by a client", "203.0.113.7:5000", []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")}, "203.0.113.7", `for=203.0.113.7;proto=http;host="example.com"`},
+		{"trusted proxy", "10.1.2.3:5000", []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")}, "198.51.100.1, 10.1.2.3", `for=198.51.100.1, for=10.1.2.3;proto=http;host="example.com"`},
+		{"ipv6 client", "[2001:db8::1]:5000", nil, "2001:db8::1", `for="[2001:db8::1]";proto=http;host="example.com"`},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			d := &funcDispatcher{fn: func(*wire.Request) (*wire.Reply, error) { return &wire.Reply{Status: 200}, nil }}
+			g := newGateway(t, d, func(cfg *Config) { cfg.TrustedProxies = c.trusted })
+			r := httptest.NewRequest("GET", "http://example.com/hello/x", nil)
+			r.RemoteAddr = c.remote
+			r.Header.Set("X-Forwarded-For", "198.51.100.1")
+			r.Header.Set("Forwarded", "for=198.51.100.1")
+			g.ServeHTTP(httptest.NewRecorder(), r)
+			h := http.Header{}
+			wire.DecodeHeader(h, d.last.GetHeaders())
+			if got := h.Values("X-Forwarded-For"); len(got) != 1 || got[0] != c.wantXFF {
+				t.Errorf("X-Forwarded-For: got %q, want %q", got, c.wantXFF)
+			}
+			if got := h.Get("Forwarded"); got != c.wantFwd {
+				t.Errorf("Forwarded: got %q, want %q", got, c.wantFwd)
+			}
+			if got := h.Get("X-Forwarded-Proto") + " " + h.Get("X-Forwarded-Host"); got != "http example.com" {
+				t.Errorf("X-Forwarded-Proto and -Host: got %q", got)
+			}
+			if d.last.GetRemoteAddr() != c.remote {
+				t.Errorf("remote address: got %q, want %q", d.last.GetRemoteAddr(), c.remote)
+			}
+		})
+	}
+}
+
+// TestUpgradeRefused: a WebSocket upgrade gets a plain 501, not a 200 from
+// a handler that saw an ordinary GET.
+func TestUpgradeRefused(t *testing.T) {
+	d := &funcDispatcher{fn: func(*wire.Request) (*wire.Reply, error) { return &wire.Reply{Status: 200}, nil }}
+	g := newGateway(t, d, nil)
+	r := httptest.NewRequest("GET", "/hello/ws", nil)
+	r.Header.Set("Connection", "Upgrade")
+	r.Header.Set("Upgrade", "websocket")
+	w := httptest.NewRecorder()
+	g.ServeHTTP(w, r)
+	if w.Code != http.StatusNotImplemented || d.last != nil {
+		t.Errorf("got %d, dispatched %v; want 501 and nothing sent", w.Code, d.last != nil)
 	}
 }

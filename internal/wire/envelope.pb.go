@@ -288,7 +288,10 @@ type Request struct {
 	TimeoutNanos int64 `protobuf:"varint,15,opt,name=timeout_nanos,json=timeoutNanos,proto3" json:"timeout_nanos,omitempty"`
 	// cancel asks the receiver to stop working on the request with this id
 	// (the client went away); it is answered at once, with nothing to say.
-	Cancel        bool `protobuf:"varint,16,opt,name=cancel,proto3" json:"cancel,omitempty"`
+	Cancel bool `protobuf:"varint,16,opt,name=cancel,proto3" json:"cancel,omitempty"`
+	// force_query keeps a '?' with nothing after it ("/p?"), which
+	// raw_query alone cannot tell from no query.
+	ForceQuery    bool `protobuf:"varint,17,opt,name=force_query,json=forceQuery,proto3" json:"force_query,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -435,6 +438,13 @@ func (x *Request) GetCancel() bool {
 	return false
 }
 
+func (x *Request) GetForceQuery() bool {
+	if x != nil {
+		return x.ForceQuery
+	}
+	return false
+}
+
 // Reply is the answer to a Request.
 type Reply struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -559,7 +569,7 @@ const file_envelope_proto_rawDesc = "" +
 	"\vtraceparent\x18\x01 \x01(\tR\vtraceparent\x12\x1e\n" +
 	"\n" +
 	"tracestate\x18\x02 \x01(\tR\n" +
-	"tracestate\"\xf9\x03\n" +
+	"tracestate\"\x9a\x04\n" +
 	"\aRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x18\n" +
 	"\aservice\x18\x02 \x01(\tR\aservice\x12\x18\n" +
@@ -578,7 +588,9 @@ const file_envelope_proto_rawDesc = "" +
 	"\vremote_addr\x18\x0e \x01(\tR\n" +
 	"remoteAddr\x12#\n" +
 	"\rtimeout_nanos\x18\x0f \x01(\x03R\ftimeoutNanos\x12\x16\n" +
-	"\x06cancel\x18\x10 \x01(\bR\x06cancel\"\xf3\x01\n" +
+	"\x06cancel\x18\x10 \x01(\bR\x06cancel\x12\x1f\n" +
+	"\vforce_query\x18\x11 \x01(\bR\n" +
+	"forceQuery\"\xf3\x01\n" +
 	"\x05Reply\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x16\n" +
 	"\x06status\x18\x02 \x01(\x05R\x06status\x121\n" +

@@ -3,6 +3,7 @@ package wire
 import (
 	"net/http"
 	"slices"
+	"strconv"
 	"strings"
 )
 
@@ -103,6 +104,7 @@ func NewRequest(r *http.Request, service string, body []byte) *Request {
 		Method:     r.Method,
 		Path:       r.URL.EscapedPath(),
 		RawQuery:   r.URL.RawQuery,
+		ForceQuery: r.URL.ForceQuery && r.URL.RawQuery == "",
 		Host:       r.Host,
 		Headers:    EncodeHeader(r.Header),
 		Body:       body,
@@ -116,7 +118,7 @@ func (x *Request) RequestURI() string {
 	if p == "" {
 		p = "/"
 	}
-	if q := x.GetRawQuery(); q != "" {
+	if q := x.GetRawQuery(); q != "" || x.GetForceQuery() {
 		return p + "?" + q
 	}
 	return p
@@ -126,10 +128,22 @@ func (x *Request) RequestURI() string {
 // fields), status and body. It must not be used for replies whose Code is
 // not CODE_OK: those carry no HTTP answer.
 func (x *Reply) WriteHTTP(w http.ResponseWriter) error {
-	DecodeHeader(w.Header(), x.GetHeaders())
+	h := w.Header()
+	DecodeHeader(h, x.GetHeaders())
 	status := int(x.GetStatus())
 	if status < 100 || status > 999 {
 		status = http.StatusBadGateway
+	}
+	// The length is the body's; without one (an answer to HEAD), the
+	// handler's own.
+	if n := len(x.GetBody()); n > 0 {
+		h["Content-Length"] = []string{strconv.Itoa(n)}
+	} else {
+		for _, hd := range x.GetHeaders() {
+			if hd.GetName() == "Content-Length" && len(hd.GetValues()) == 1 {
+				h["Content-Length"] = hd.GetValues()
+			}
+		}
 	}
 	w.WriteHeader(status)
 	if len(x.GetBody()) == 0 {

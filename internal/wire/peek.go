@@ -143,8 +143,8 @@ func AppendReplyFields(b, id []byte, servedBy, header, value string) []byte {
 }
 
 // AppendReply appends to b the marshalled Reply of an HTTP answer: status,
-// h without its hop-by-hop fields (and, with stripMesh, without X-Griddle-*
-// fields), body. It is proto.Marshal of the Reply EncodeHeader would give,
+// h without its hop-by-hop fields but Content-Length (and, with stripMesh,
+// without X-Griddle-* fields), body. It is proto.Marshal of the Reply EncodeHeader would give,
 // without building one.
 func AppendReply(b []byte, status int, h http.Header, body []byte, stripMesh bool) []byte {
 	if status != 0 {
@@ -153,7 +153,8 @@ func AppendReply(b []byte, status int, h http.Header, body []byte, stripMesh boo
 	}
 	conn := h["Connection"]
 	for name, values := range h {
-		if hopByHop(name, conn) || stripMesh && strings.HasPrefix(name, meshHeaderPrefix) {
+		// Content-Length stays: an answer to HEAD has no body to tell it.
+		if name != "Content-Length" && hopByHop(name, conn) || stripMesh && strings.HasPrefix(name, meshHeaderPrefix) {
 			continue
 		}
 		n := protowire.SizeTag(fieldHeaderName) + protowire.SizeBytes(len(name))

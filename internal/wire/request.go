@@ -36,7 +36,7 @@ func (x *Request) HTTPRequest(ctx context.Context, host string, body io.Reader) 
 	// without parsing where there is nothing to decode.
 	uri := x.RequestURI()
 	var u *url.URL
-	if plainTarget(path, query) {
+	if plainTarget(path, query) && !x.GetForceQuery() {
 		u = &url.URL{Path: path, RawQuery: query}
 		if u.EscapedPath() != path { // as url.URL.setPath keeps it
 			u.RawPath = path

@@ -3,6 +3,7 @@ package wire_test
 import (
 	"context"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"testing"
 
@@ -59,4 +60,35 @@ func FuzzHTTPRequest(f *testing.F) {
 			t.Fatalf("got body %v, length %d; want NoBody, 0", got.Body, got.ContentLength)
 		}
 	})
+}
+
+// A bare '?' survives the hop, and the answer's length is its body's, or
+// the handler's own for an answer without one (HEAD).
+func TestForceQueryAndContentLength(t *testing.T) {
+	in := httptest.NewRequest("GET", "/p?", nil)
+	env := wire.NewRequest(in, "svc", nil)
+	r, err := env.HTTPRequest(context.Background(), "svc", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.RequestURI != "/p?" || !r.URL.ForceQuery {
+		t.Errorf("got %q (ForceQuery %v), want /p? kept", r.RequestURI, r.URL.ForceQuery)
+	}
+	for _, c := range []struct {
+		name   string
+		reply  *wire.Reply
+		wantCL string
+	}{
+		{"body", &wire.Reply{Status: 200, Body: []byte("12345")}, "5"},
+		{"head", &wire.Reply{Status: 200, Headers: []*wire.Header{{Name: "Content-Length", Values: []string{"1048576"}}}}, "1048576"},
+		{"empty", &wire.Reply{Status: 204}, ""},
+	} {
+		w := httptest.NewRecorder()
+		if err := c.reply.WriteHTTP(w); err != nil {
+			t.Fatal(err)
+		}
+		if got := w.Header().Get("Content-Length"); got != c.wantCL {
+			t.Errorf("%s: Content-Length %q, want %q", c.name, got, c.wantCL)
+		}
+	}
 }

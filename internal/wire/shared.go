@@ -12,7 +12,7 @@ import (
 const (
 	reqID, reqService, reqVersion, reqMethod, reqPath, reqQuery, reqHost = 1, 2, 3, 4, 5, 6, 7
 	reqHeaders, reqBody, reqDeadline, reqAttempt, reqRouting, reqTrace   = 8, 9, 10, 11, 12, 13
-	reqRemoteAddr, reqTimeout, reqCancel                                 = 14, 15, 16
+	reqRemoteAddr, reqTimeout, reqCancel, reqForceQuery                  = 14, 15, 16, 17
 	repID, repStatus, repHeaders, repBody, repCode, repMessage           = 1, 2, 3, 4, 5, 6
 	repErrorID, repServedBy                                              = 7, 8
 	traceParent, traceState                                              = 1, 2
@@ -96,6 +96,8 @@ func (x *Request) UnmarshalShared(b []byte) error {
 			x.TimeoutNanos = int64(u)
 		case typ == protowire.VarintType && num == reqCancel:
 			x.Cancel = u != 0
+		case typ == protowire.VarintType && num == reqForceQuery:
+			x.ForceQuery = u != 0
 		}
 	}
 	return nil
