@@ -207,6 +207,31 @@ func Wait(ctx context.Context, d time.Duration) error {
 	}
 }
 
+// ManyGetter is implemented by transactions that read several keys in one
+// step, cheaper than one Get after another (a transaction run on the
+// client's side reads them in one round trip).
+type ManyGetter interface {
+	// GetMany returns the values of keys, in order, each as Get would.
+	GetMany(keys [][]byte) ([][]byte, error)
+}
+
+// GetMany reads keys in tx, in one step where tx is a ManyGetter (reads
+// that can go together should), else one Get after another.
+func GetMany(tx ReadTx, keys ...[]byte) ([][]byte, error) {
+	if g, ok := tx.(ManyGetter); ok {
+		return g.GetMany(keys)
+	}
+	out := make([][]byte, len(keys))
+	for i, k := range keys {
+		v, err := tx.Get(k)
+		if err != nil {
+			return nil, err
+		}
+		out[i] = v
+	}
+	return out, nil
+}
+
 // Getter is implemented by Stores that read one key in a single step,
 // cheaper than a transaction around the read (a remote store answers it in
 // one round trip).

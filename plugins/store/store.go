@@ -82,6 +82,11 @@ func New(hc *http.Client) Store {
 	return storehttp.NewClient(hc, "http://"+Host).Own()
 }
 
+// GetMany reads several keys inside a transaction in one call to the
+// sidecar (where one Get after another would make a call each): read
+// together what you can.
+func GetMany(tx ReadTx, keys ...[]byte) ([][]byte, error) { return istore.GetMany(tx, keys...) }
+
 // Get reads one key in a transaction of its own, in a single round trip to
 // the sidecar: the cheapest uncached read. nil and no error when there is
 // no such key.

@@ -318,3 +318,78 @@ func (b *batch) readsLog() bool {
 	}
 	return false
 }
+
+// The encodings of OpGetMany: the request is field 1 (repeated) holding
+// each key; the answer is field 1 (repeated) holding, per key, a message
+// of 1 found (varint) and 2 value.
+
+func appendGetMany(b []byte, keys [][]byte) []byte {
+	b = append(b, OpGetMany)
+	for _, k := range keys {
+		b = protowire.AppendTag(b, 1, protowire.BytesType)
+		b = protowire.AppendBytes(b, k)
+	}
+	return b
+}
+
+func decodeKeys(m []byte) ([][]byte, error) {
+	var keys [][]byte
+	err := fields(m, func(n protowire.Number, t protowire.Type, v []byte, _ uint64) error {
+		if n != 1 || t != protowire.BytesType {
+			return errBatch
+		}
+		keys = append(keys, v)
+		return nil
+	})
+	return keys, err
+}
+
+func appendValues(b []byte, vals [][]byte) []byte {
+	var m []byte
+	for _, v := range vals {
+		m = m[:0]
+		if v != nil {
+			m = protowire.AppendTag(m, 1, protowire.VarintType)
+			m = protowire.AppendVarint(m, 1)
+			m = protowire.AppendTag(m, 2, protowire.BytesType)
+			m = protowire.AppendBytes(m, v)
+		}
+		b = protowire.AppendTag(b, 1, protowire.BytesType)
+		b = protowire.AppendBytes(b, m)
+	}
+	return b
+}
+
+func decodeValues(m []byte) ([][]byte, error) {
+	var vals [][]byte
+	err := fields(m, func(n protowire.Number, t protowire.Type, v []byte, _ uint64) error {
+		if n != 1 || t != protowire.BytesType {
+			return errBatch
+		}
+		var found bool
+		var val []byte
+		err := fields(v, func(n protowire.Number, t protowire.Type, v []byte, x uint64) error {
+			switch {
+			case n == 1 && t == protowire.VarintType:
+				found = x != 0
+			case n == 2 && t == protowire.BytesType:
+				val = v
+			default:
+				return errBatch
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		if found && val == nil {
+			val = []byte{}
+		}
+		if !found {
+			val = nil
+		}
+		vals = append(vals, val)
+		return nil
+	})
+	return vals, err
+}

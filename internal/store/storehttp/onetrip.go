@@ -123,11 +123,16 @@ type bufTx struct {
 	stamped int
 }
 
-var _ store.Tx = (*bufTx)(nil)
+var (
+	_ store.Tx         = (*bufTx)(nil)
+	_ store.ManyGetter = (*bufTx)(nil)
+	_ store.ManyGetter = bufReadTx{}
+)
 
 type bufReadTx struct{ t *bufTx }
 
-func (r bufReadTx) Get(key []byte) ([]byte, error) { return r.t.Get(key) }
+func (r bufReadTx) Get(key []byte) ([]byte, error)          { return r.t.Get(key) }
+func (r bufReadTx) GetMany(keys [][]byte) ([][]byte, error) { return r.t.GetMany(keys) }
 func (r bufReadTx) Range(begin, end []byte, opts store.RangeOptions) ([]store.KeyValue, error) {
 	return r.t.Range(begin, end, opts)
 }
@@ -175,6 +180,61 @@ func (t *bufTx) Get(key []byte) ([]byte, error) {
 	t.seen[string(key)] = v
 	t.b.reads = append(t.b.reads, readCheck{key: bytes.Clone(key), digest: valueDigest(v)})
 	return bytes.Clone(v), nil
+}
+
+// GetMany implements store.ManyGetter: the keys neither written nor read
+// before in the transaction are read in one round trip.
+func (t *bufTx) GetMany(keys [][]byte) ([][]byte, error) {
+	if err := t.live(); err != nil {
+		return nil, err
+	}
+	out := make([][]byte, len(keys))
+	var need [][]byte
+	var at []int
+	for i, k := range keys {
+		if err := store.CheckKey(k); err != nil {
+			return nil, err
+		}
+		if v, ok := t.written(k); ok {
+			out[i] = v
+		} else if v, ok := t.seen[string(k)]; ok {
+			out[i] = bytes.Clone(v)
+		} else {
+			need, at = append(need, k), append(at, i)
+		}
+	}
+	switch len(need) {
+	case 0:
+		return out, nil
+	case 1:
+		v, err := t.Get(need[0])
+		out[at[0]] = v
+		return out, err
+	}
+	b, err := t.o.call(t.ctx, appendGetMany(nil, need))
+	if err != nil {
+		return nil, err
+	}
+	m, err := Decode(b)
+	if err != nil {
+		return nil, err
+	}
+	vals, err := decodeValues(m)
+	if err != nil || len(vals) != len(need) {
+		return nil, fmt.Errorf("storehttp: decoding the answer: %d values for %d keys (%v)", len(vals), len(need), err)
+	}
+	if t.seen == nil {
+		t.seen = map[string][]byte{}
+	}
+	for j, v := range vals {
+		k := need[j]
+		if _, dup := t.seen[string(k)]; !dup {
+			t.seen[string(k)] = v
+			t.b.reads = append(t.b.reads, readCheck{key: bytes.Clone(k), digest: valueDigest(v)})
+		}
+		out[at[j]] = bytes.Clone(v)
+	}
+	return out, nil
 }
 
 // written returns what the transaction's own writes made of key, if they

@@ -87,6 +87,13 @@ func TestOneTripRequests(t *testing.T) {
 			}
 			return tx.Set([]byte("f/1"), []byte("entry"))
 		}, "op op"},
+		{"three reads together, then a write", func(tx store.Tx) error {
+			vs, err := store.GetMany(tx, []byte("seen"), []byte("nope"), []byte("m/1"))
+			if err != nil || string(vs[0]) != "1" || vs[1] != nil || string(vs[2]) != "hello" {
+				return fmt.Errorf("GetMany = %q, %v", vs, err)
+			}
+			return tx.Set([]byte("f/2"), []byte("entry"))
+		}, "op op"},
 		{"read own write", func(tx store.Tx) error {
 			if err := tx.Set([]byte("k"), []byte("v")); err != nil {
 				return err
@@ -264,6 +271,7 @@ func FuzzOp(f *testing.F) {
 	f.Add([]byte{storehttp.OpCommit, 0x12, 0x02, 0x18, 0x01})
 	f.Add([]byte{storehttp.OpRange, 0x0a, 0x01, 'a'})
 	f.Add(storehttp.AppendGet(nil, []byte("k")))
+	f.Add([]byte{storehttp.OpGetMany, 0x0a, 0x01, 'k', 0x0a, 0x00})
 	f.Add([]byte{storehttp.OpCommit, 0x1a, 0x04, 0x08, 0x04, 0x12, 0x00})
 	b, err := badgerstore.Open(f.Context(), badgerstore.Config{InMemory: true})
 	if err != nil {

@@ -22,6 +22,9 @@ const (
 	// OpRange is a range read in a read-only transaction of its own
 	// (RangeRequest → RangeResponse).
 	OpRange byte = 2
+	// OpGetMany reads several keys in one read-only transaction (see
+	// appendGetMany) → their values, in order.
+	OpGetMany byte = 4
 	// OpCommit commits a transaction run on the caller's side: what it
 	// read, as digests, and its writes (see batch) → an empty answer, or
 	// CODE_CONFLICT when what it read has changed since. The server
@@ -64,7 +67,7 @@ func (s *Server) opIn(ctx context.Context, st store.Store, in []byte) []byte {
 	if len(in) == 0 {
 		return s.opError(fmt.Errorf("%w: empty operation", errBadRequest))
 	}
-	if f, ok := st.(opForwarder); ok && (in[0] == OpRange || in[0] == OpCommit) {
+	if f, ok := st.(opForwarder); ok && (in[0] == OpRange || in[0] == OpCommit || in[0] == OpGetMany) {
 		b, err := f.forward(ctx, in)
 		if err != nil {
 			return s.opError(err)
@@ -106,6 +109,27 @@ func (s *Server) opIn(ctx context.Context, st store.Store, in []byte) []byte {
 		}
 		b, _ := proto.MarshalOptions{}.MarshalAppend([]byte{opOK}, resp)
 		return b
+	case OpGetMany:
+		keys, err := decodeKeys(in[1:])
+		if err != nil {
+			return s.opError(err)
+		}
+		var vals [][]byte
+		err = st.ReadTransact(ctx, func(tx store.ReadTx) error {
+			vals = make([][]byte, len(keys))
+			for i, k := range keys {
+				v, err := tx.Get(k)
+				if err != nil {
+					return err
+				}
+				vals[i] = v
+			}
+			return nil
+		})
+		if err != nil {
+			return s.opError(err)
+		}
+		return appendValues([]byte{opOK}, vals)
 	case OpCommit:
 		bt, err := decodeBatch(in[1:])
 		if err != nil {

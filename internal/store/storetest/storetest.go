@@ -58,6 +58,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Backend) {
 		{"Stamped", testStamped},
 		{"StampedConcurrent", testStampedConcurrent},
 		{"StampedLimits", testStampedLimits},
+		{"GetMany", testGetMany},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -886,5 +887,59 @@ func testStampedLimits(t *testing.T, b store.Backend) {
 		if tc.want == nil && err != nil || tc.want != nil && !errors.Is(err, tc.want) {
 			t.Errorf("%s: Transact = %v, want %v", tc.name, err, tc.want)
 		}
+	}
+}
+
+// testGetMany: store.GetMany reads keys as Get does, own writes included,
+// in order, repeats and absent keys too.
+func testGetMany(t *testing.T, b store.Backend) {
+	s := space(t, b, "svc")
+	set(t, s, "a", "1", "b", "2", "e", "")
+	check := func(name string, got [][]byte, want ...string) {
+		t.Helper()
+		var g []string
+		for _, v := range got {
+			if v == nil {
+				g = append(g, "<nil>")
+			} else {
+				g = append(g, fmt.Sprintf("%q", v))
+			}
+		}
+		if strings.Join(g, " ") != strings.Join(want, " ") {
+			t.Errorf("%s: GetMany = %s, want %s", name, strings.Join(g, " "), strings.Join(want, " "))
+		}
+	}
+	err := s.Transact(t.Context(), func(tx store.Tx) error {
+		if err := tx.Set([]byte("c"), []byte("3")); err != nil {
+			return err
+		}
+		if err := tx.Clear([]byte("b")); err != nil {
+			return err
+		}
+		got, err := store.GetMany(tx, []byte("a"), []byte("missing"), []byte("c"), []byte("b"), []byte("a"), []byte("e"))
+		if err != nil {
+			return err
+		}
+		check("in a transaction that wrote c and cleared b", got, `"1"`, "<nil>", `"3"`, "<nil>", `"1"`, `""`)
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = s.ReadTransact(t.Context(), func(tx store.ReadTx) error {
+		got, err := store.GetMany(tx, []byte("c"), []byte("b"), []byte("a"))
+		if err != nil {
+			return err
+		}
+		check("after", got, `"3"`, "<nil>", `"1"`)
+		got, err = store.GetMany(tx)
+		if err != nil {
+			return err
+		}
+		check("no keys", got)
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
 	}
 }
