@@ -264,11 +264,15 @@ type tx struct {
 	stamped int // SetStamped calls in this attempt
 }
 
-var _ store.Tx = (*tx)(nil)
+var (
+	_ store.Tx         = (*tx)(nil)
+	_ store.ManyGetter = (*tx)(nil)
+)
 
 type readTx struct{ t *tx }
 
-func (r readTx) Get(key []byte) ([]byte, error) { return r.t.Get(key) }
+func (r readTx) Get(key []byte) ([]byte, error)          { return r.t.Get(key) }
+func (r readTx) GetMany(keys [][]byte) ([][]byte, error) { return r.t.GetMany(keys) }
 func (r readTx) Range(begin, end []byte, opts store.RangeOptions) ([]store.KeyValue, error) {
 	return r.t.Range(begin, end, opts)
 }
@@ -310,6 +314,27 @@ func (t *tx) Get(key []byte) ([]byte, error) {
 		return nil, nil // absent; present values are non-nil
 	}
 	return v, nil
+}
+
+// GetMany implements store.ManyGetter: every read is sent to the cluster
+// before the first answer is awaited.
+func (t *tx) GetMany(keys [][]byte) ([][]byte, error) {
+	futs := make([]fdb.FutureByteSlice, len(keys))
+	for i, k := range keys {
+		if err := store.CheckKey(k); err != nil {
+			return nil, err
+		}
+		futs[i] = t.tr.Get(t.full(k))
+	}
+	out := make([][]byte, len(keys))
+	for i, f := range futs {
+		v, err := f.Get()
+		if err != nil {
+			return nil, mapErr("get", err)
+		}
+		out[i] = v
+	}
+	return out, nil
 }
 
 // Range implements store.ReadTx.
