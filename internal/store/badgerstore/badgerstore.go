@@ -226,6 +226,9 @@ func (b *Backend) Space(name string) (store.Store, error) {
 }
 
 // durable returns once what Badger has written so far is synced to disk.
+// An error means the sync failed: the commit it followed is visible, but
+// may not survive a power loss (like FoundationDB's commit_unknown_result,
+// the caller cannot tell whether it will persist).
 func (b *Backend) durable() error {
 	if b.sync == nil {
 		return nil
