@@ -415,18 +415,31 @@ func (g *Gateway) setForwarded(r *http.Request, req *wire.Request) {
 		}
 		fwd = strings.Join(r.Header.Values(headerForwarded), ", ")
 	}
-	node := ip
-	if strings.Contains(ip, ":") {
-		node = `"[` + ip + `]"`
-	}
-	elem := "for=" + node + ";proto=" + proto
-	if r.Host != "" {
-		elem += `;host="` + strings.ReplaceAll(r.Host, `"`, "") + `"`
-	}
+	// Forwarded in one string: [earlier, ]for=NODE;proto=P[;host="H"].
+	var sb strings.Builder
+	sb.Grow(len(fwd) + len(ip) + len(r.Host) + 32)
 	if fwd != "" {
-		fwd += ", " + elem
+		sb.WriteString(fwd)
+		sb.WriteString(", ")
+	}
+	sb.WriteString("for=")
+	if strings.Contains(ip, ":") {
+		sb.WriteString(`"[` + ip + `]"`)
 	} else {
-		fwd = elem
+		sb.WriteString(ip)
+	}
+	sb.WriteString(";proto=")
+	sb.WriteString(proto)
+	if r.Host != "" {
+		sb.WriteString(`;host="`)
+		sb.WriteString(strings.ReplaceAll(r.Host, `"`, ""))
+		sb.WriteByte('"')
+	}
+	// The four headers in one allocation, their values in another.
+	hs := make([]wire.Header, 4)
+	vs := []string{xff, xfp, xfh, sb.String()}
+	for i, name := range [...]string{headerXFF, headerXFProto, headerXFHost, headerForwarded} {
+		hs[i] = wire.Header{Name: name, Values: vs[i : i+1 : i+1]}
 	}
 	kept := req.Headers[:0]
 	for _, h := range req.Headers {
@@ -436,11 +449,7 @@ func (g *Gateway) setForwarded(r *http.Request, req *wire.Request) {
 		}
 		kept = append(kept, h)
 	}
-	req.Headers = append(kept,
-		&wire.Header{Name: headerXFF, Values: []string{xff}},
-		&wire.Header{Name: headerXFProto, Values: []string{xfp}},
-		&wire.Header{Name: headerXFHost, Values: []string{xfh}},
-		&wire.Header{Name: headerForwarded, Values: []string{fwd}})
+	req.Headers = append(kept, &hs[0], &hs[1], &hs[2], &hs[3])
 }
 
 // The forwarding headers the edge sets.
