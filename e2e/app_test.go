@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
+	"regexp"
+	"strings"
 	"testing"
 	"time"
 
@@ -18,7 +20,7 @@ import (
 func TestApp(t *testing.T) {
 	m := meshtest.Start(t, bin)
 	m.Sidecar("profiles", "v1", "--http-prefix", "/profiles/")
-	m.Sidecar("messages", "v1", "--http-prefix", "/messages/")
+	msgs := m.Sidecar("messages", "v1", "--http-prefix", "/messages/")
 	m.Sidecar("feed", "v1", "--http-prefix", "/feed/") // feed's handler declares its subscription
 	e := m.Edge()
 	base := "http://" + e.Addr
@@ -78,6 +80,36 @@ func TestApp(t *testing.T) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+
+	// The messages sidecar counts the store's commits and the conflicts the
+	// event log caused: none.
+	resp, err := client.Get("http://" + msgs.Admin + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	metrics, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, want := range []string{"griddle_events_log_conflicts_total 0", "griddle_events_publish_retries_total 0"} {
+		if !strings.Contains(string(metrics), want+"\n") {
+			t.Errorf("messages sidecar /metrics lacks %q", want)
+		}
+	}
+	// The commits run in the griddle store process this mesh uses, which
+	// counts them; the sidecar has the series, at 0.
+	if !regexp.MustCompile(`(?m)^griddle_store_commits_total \d`).Match(metrics) {
+		t.Errorf("messages sidecar /metrics lacks the store's commits:\n%s", grepLines(string(metrics), "griddle_store"))
+	}
+}
+
+// grepLines are the lines of s that contain sub.
+func grepLines(s, sub string) string {
+	var out []string
+	for _, l := range strings.Split(s, "\n") {
+		if strings.Contains(l, sub) {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
 }
 
 // waitRoute waits until the edge routes path to a live instance (any answer

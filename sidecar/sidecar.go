@@ -223,15 +223,28 @@ func (s *Sidecar) meshHandler() (h http.Handler, unary func(context.Context, []b
 		if err != nil {
 			return nil, nil, nil, nil, fmt.Errorf("sidecar: store: %w", err)
 		}
-		storeSrv := storehttp.NewServer(s.deps.Store, storehttp.WithSpace(s.cfg.Service), storehttp.WithLogger(s.log))
-		closers = append(closers, storeSrv.Close)
-		unary = storeSrv.Op
 		pub, err = events.NewPublisher(events.PublisherConfig{Name: s.cfg.Service, Log: own, Listen: s.cfg.EventsListen, Logger: s.log})
 		if err != nil {
 			stop()
 			return nil, nil, nil, nil, fmt.Errorf("sidecar: --events-listen: %w", err)
 		}
 		closers = append(closers, pub.Close)
+		// Events a handler appends in its transactions are announced as the
+		// transaction commits, without a call of its own.
+		storeSrv := storehttp.NewServer(s.deps.Store, storehttp.WithSpace(s.cfg.Service), storehttp.WithLogger(s.log),
+			storehttp.WithCommitted(pub.AnnounceCommitted()))
+		closers = append(closers, storeSrv.Close)
+		unary = storeSrv.Op
+		stats := func(f func(storehttp.Stats) uint64) func() uint64 {
+			return func() uint64 { return f(storeSrv.Stats()) }
+		}
+		metrics.RegisterStore(s.reg, metrics.StoreCounters{
+			Commits:        stats(func(st storehttp.Stats) uint64 { return st.Commits }),
+			Retries:        stats(func(st storehttp.Stats) uint64 { return st.Retries }),
+			Stale:          stats(func(st storehttp.Stats) uint64 { return st.Stale }),
+			LogRetries:     stats(func(st storehttp.Stats) uint64 { return st.LogRetries }),
+			PublishRetries: pub.Retries,
+		})
 		h = byHost(map[string]http.Handler{
 			pluginstore.Host:   storeSrv,
 			plugins.EventsHost: events.Handler(pub, s.log),

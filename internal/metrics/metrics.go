@@ -105,3 +105,25 @@ var codes = func() (c [600]string) {
 	}
 	return c
 }()
+
+// StoreCounters are what a sidecar reports of its service's store and
+// event log, read when scraped.
+type StoreCounters struct {
+	Commits, Retries, Stale, LogRetries func() uint64 // the store server's batches
+	PublishRetries                      func() uint64 // the publisher's own transactions
+}
+
+// RegisterStore registers the store and event log counters of service on
+// reg.
+func RegisterStore(reg prometheus.Registerer, c StoreCounters) {
+	counter := func(name, help string, fn func() uint64) prometheus.Collector {
+		return prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name, Help: help}, func() float64 { return float64(fn()) })
+	}
+	reg.MustRegister(
+		counter("griddle_store_commits_total", "Transactions the handler committed in one round trip (or that were refused) and this process ran; a griddle store process runs and counts those of its sidecars.", c.Commits),
+		counter("griddle_store_conflict_retries_total", "Times the store ran a committed transaction again after a conflict.", c.Retries),
+		counter("griddle_store_stale_total", "Transactions refused because what they read had changed; the handler ran them again.", c.Stale),
+		counter("griddle_events_log_conflicts_total", "Conflict retries and refusals of transactions that had read the event log: conflicts the log caused.", c.LogRetries),
+		counter("griddle_events_publish_retries_total", "Conflict retries of the publisher's own append transactions.", c.PublishRetries),
+	)
+}
