@@ -40,40 +40,21 @@ type Head struct {
 // PeekRequest reads the Head of the marshalled Request b.
 func PeekRequest(b []byte) (Head, error) {
 	var h Head
-	for len(b) > 0 {
-		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
-			return Head{}, ErrMalformed
+	err := fields(b, requestVarints, func(num protowire.Number, v []byte, u uint64) error {
+		switch num {
+		case fieldRequestID:
+			h.ID = v
+		case fieldRequestDeadline:
+			h.Deadline = int64(u)
+		case fieldRequestTimeout:
+			h.Timeout = int64(u)
+		case fieldRequestCancel:
+			h.Cancel = u != 0
 		}
-		b = b[n:]
-		switch {
-		case num == fieldRequestID && typ == protowire.BytesType:
-			v, m := protowire.ConsumeBytes(b)
-			if m < 0 {
-				return Head{}, ErrMalformed
-			}
-			h.ID, n = v, m
-		case (num == fieldRequestDeadline || num == fieldRequestTimeout || num == fieldRequestCancel) && typ == protowire.VarintType:
-			v, m := protowire.ConsumeVarint(b)
-			if m < 0 {
-				return Head{}, ErrMalformed
-			}
-			switch num {
-			case fieldRequestDeadline:
-				h.Deadline = int64(v)
-			case fieldRequestTimeout:
-				h.Timeout = int64(v)
-			default:
-				h.Cancel = v != 0
-			}
-			n = m
-		default:
-			n = protowire.ConsumeFieldValue(num, typ, b)
-			if n < 0 {
-				return Head{}, ErrMalformed
-			}
-		}
-		b = b[n:]
+		return nil
+	})
+	if err != nil {
+		return Head{}, err
 	}
 	return h, nil
 }
@@ -91,33 +72,16 @@ func AppendDeadline(b []byte, deadline, now time.Time) []byte {
 // PeekReply reads the status and code of a marshalled Reply without
 // decoding the rest.
 func PeekReply(b []byte) (status int32, code Code, err error) {
-	for len(b) > 0 {
-		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
-			return 0, 0, ErrMalformed
+	err = fields(b, replyVarints, func(num protowire.Number, _ []byte, u uint64) error {
+		switch num {
+		case fieldReplyStatus:
+			status = int32(u)
+		case fieldReplyCode:
+			code = Code(int32(u))
 		}
-		b = b[n:]
-		switch {
-		case (num == fieldReplyStatus || num == fieldReplyCode) && typ == protowire.VarintType:
-			v, m := protowire.ConsumeVarint(b)
-			if m < 0 {
-				return 0, 0, ErrMalformed
-			}
-			if num == fieldReplyStatus {
-				status = int32(v)
-			} else {
-				code = Code(v)
-			}
-			n = m
-		default:
-			n = protowire.ConsumeFieldValue(num, typ, b)
-			if n < 0 {
-				return 0, 0, ErrMalformed
-			}
-		}
-		b = b[n:]
-	}
-	return status, code, nil
+		return nil
+	})
+	return status, code, err
 }
 
 // AppendReplyFields adds to the marshalled Reply b its id, the instance

@@ -1,6 +1,7 @@
 package wire
 
 import (
+	"slices"
 	"unsafe"
 
 	"google.golang.org/protobuf/encoding/protowire"
@@ -18,6 +19,12 @@ const (
 	traceParent, traceState                                              = 1, 2
 )
 
+// The varint fields of Request and Reply; the others are length-delimited.
+var (
+	requestVarints = []protowire.Number{reqDeadline, reqAttempt, reqTimeout, reqCancel, reqForceQuery}
+	replyVarints   = []protowire.Number{repStatus, repCode}
+)
+
 // UnmarshalShared decodes the marshalled Request b into x as proto.Unmarshal
 // does, but without copying: x's strings and body alias b, which must
 // therefore never change afterwards. Headers take three allocations
@@ -29,78 +36,57 @@ func (x *Request) UnmarshalShared(b []byte) error {
 		return err
 	}
 	x.Headers = hs.pointers()
-	for len(b) > 0 {
-		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
-			return ErrMalformed
-		}
-		b = b[n:]
-		var v []byte
-		var u uint64
-		switch typ {
-		case protowire.BytesType:
-			v, n = protowire.ConsumeBytes(b)
-		case protowire.VarintType:
-			u, n = protowire.ConsumeVarint(b)
-		default:
-			n = protowire.ConsumeFieldValue(num, typ, b)
-		}
-		if n < 0 {
-			return ErrMalformed
-		}
-		b = b[n:]
-		switch {
-		case typ == protowire.BytesType && num == reqID:
+	return fields(b, requestVarints, func(num protowire.Number, v []byte, u uint64) error {
+		switch num {
+		case reqID:
 			x.Id = shared(v)
-		case typ == protowire.BytesType && num == reqService:
+		case reqService:
 			x.Service = shared(v)
-		case typ == protowire.BytesType && num == reqVersion:
+		case reqVersion:
 			x.Version = shared(v)
-		case typ == protowire.BytesType && num == reqMethod:
+		case reqMethod:
 			x.Method = shared(v)
-		case typ == protowire.BytesType && num == reqPath:
+		case reqPath:
 			x.Path = shared(v)
-		case typ == protowire.BytesType && num == reqQuery:
+		case reqQuery:
 			x.RawQuery = shared(v)
-		case typ == protowire.BytesType && num == reqHost:
+		case reqHost:
 			x.Host = shared(v)
-		case typ == protowire.BytesType && num == reqRemoteAddr:
+		case reqRemoteAddr:
 			x.RemoteAddr = shared(v)
-		case typ == protowire.BytesType && num == reqBody:
+		case reqBody:
 			x.Body = v
-		case typ == protowire.BytesType && num == reqHeaders:
+		case reqHeaders:
 			h, err := hs.add(v)
 			if err != nil {
 				return err
 			}
 			x.Headers = append(x.Headers, h)
-		case typ == protowire.BytesType && num == reqTrace:
+		case reqTrace:
 			if x.Trace == nil {
 				x.Trace = &Trace{}
 			}
-			if err := x.Trace.unmarshalShared(v); err != nil {
-				return err
-			}
-		case typ == protowire.BytesType && num == reqRouting:
+			return x.Trace.unmarshalShared(v)
+		case reqRouting:
 			if x.Routing == nil {
 				x.Routing = &Routing{}
 			}
 			if err := (proto.UnmarshalOptions{Merge: true}).Unmarshal(v, x.Routing); err != nil {
 				return ErrMalformed
 			}
-		case typ == protowire.VarintType && num == reqDeadline:
+		case reqDeadline:
 			x.DeadlineUnixNano = int64(u)
-		case typ == protowire.VarintType && num == reqAttempt:
+		case reqAttempt:
 			x.Attempt = uint32(u)
-		case typ == protowire.VarintType && num == reqTimeout:
+		case reqTimeout:
 			x.TimeoutNanos = int64(u)
-		case typ == protowire.VarintType && num == reqCancel:
+		case reqCancel:
 			x.Cancel = u != 0
-		case typ == protowire.VarintType && num == reqForceQuery:
+		case reqForceQuery:
 			x.ForceQuery = u != 0
 		}
-	}
-	return nil
+		return nil
+	})
 }
 
 // UnmarshalShared decodes the marshalled Reply b into x as proto.Unmarshal
@@ -114,6 +100,51 @@ func (x *Reply) UnmarshalShared(b []byte) error {
 		return err
 	}
 	x.Headers = hs.pointers()
+	return fields(b, replyVarints, func(num protowire.Number, v []byte, u uint64) error {
+		switch num {
+		case repID:
+			x.Id = shared(v)
+		case repBody:
+			x.Body = v
+		case repMessage:
+			x.Message = shared(v)
+		case repErrorID:
+			x.ErrorId = shared(v)
+		case repServedBy:
+			x.ServedBy = shared(v)
+		case repHeaders:
+			h, err := hs.add(v)
+			if err != nil {
+				return err
+			}
+			x.Headers = append(x.Headers, h)
+		case repStatus:
+			x.Status = int32(u)
+		case repCode:
+			x.Code = Code(int32(u))
+		}
+		return nil
+	})
+}
+
+func (x *Trace) unmarshalShared(b []byte) error {
+	return fields(b, nil, func(num protowire.Number, v []byte, _ uint64) error {
+		switch num {
+		case traceParent:
+			x.Traceparent = shared(v)
+		case traceState:
+			x.Tracestate = shared(v)
+		}
+		return nil
+	})
+}
+
+// fields calls fn for each field of the marshalled message b with its
+// number and either its bytes or, for the numbers in varints, its value;
+// a field of another wire type than its number's is skipped, as
+// proto.Unmarshal keeps it aside as unknown. It stops at fn's first error
+// and fails with ErrMalformed on a broken message.
+func fields(b []byte, varints []protowire.Number, fn func(num protowire.Number, v []byte, u uint64) error) error {
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
 		if n < 0 {
@@ -134,56 +165,16 @@ func (x *Reply) UnmarshalShared(b []byte) error {
 			return ErrMalformed
 		}
 		b = b[n:]
-		switch {
-		case typ == protowire.BytesType && num == repID:
-			x.Id = shared(v)
-		case typ == protowire.BytesType && num == repBody:
-			x.Body = v
-		case typ == protowire.BytesType && num == repMessage:
-			x.Message = shared(v)
-		case typ == protowire.BytesType && num == repErrorID:
-			x.ErrorId = shared(v)
-		case typ == protowire.BytesType && num == repServedBy:
-			x.ServedBy = shared(v)
-		case typ == protowire.BytesType && num == repHeaders:
-			h, err := hs.add(v)
-			if err != nil {
-				return err
+		if want := protowire.BytesType; slices.Contains(varints, num) {
+			want = protowire.VarintType
+			if typ != want {
+				continue
 			}
-			x.Headers = append(x.Headers, h)
-		case typ == protowire.VarintType && num == repStatus:
-			x.Status = int32(u)
-		case typ == protowire.VarintType && num == repCode:
-			x.Code = Code(int32(u))
-		}
-	}
-	return nil
-}
-
-func (x *Trace) unmarshalShared(b []byte) error {
-	for len(b) > 0 {
-		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
-			return ErrMalformed
-		}
-		b = b[n:]
-		if typ != protowire.BytesType {
-			if n = protowire.ConsumeFieldValue(num, typ, b); n < 0 {
-				return ErrMalformed
-			}
-			b = b[n:]
+		} else if typ != want {
 			continue
 		}
-		v, n := protowire.ConsumeBytes(b)
-		if n < 0 {
-			return ErrMalformed
-		}
-		b = b[n:]
-		switch num {
-		case traceParent:
-			x.Traceparent = shared(v)
-		case traceState:
-			x.Tracestate = shared(v)
+		if err := fn(num, v, u); err != nil {
+			return err
 		}
 	}
 	return nil
@@ -262,30 +253,17 @@ func (s *headerSlab) add(b []byte) (*Header, error) {
 	s.structs = append(s.structs, Header{})
 	h := &s.structs[len(s.structs)-1]
 	first := len(s.values)
-	for len(b) > 0 {
-		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
-			return nil, ErrMalformed
-		}
-		b = b[n:]
-		if typ != protowire.BytesType {
-			if n = protowire.ConsumeFieldValue(num, typ, b); n < 0 {
-				return nil, ErrMalformed
-			}
-			b = b[n:]
-			continue
-		}
-		v, n := protowire.ConsumeBytes(b)
-		if n < 0 {
-			return nil, ErrMalformed
-		}
-		b = b[n:]
+	err := fields(b, nil, func(num protowire.Number, v []byte, _ uint64) error {
 		switch num {
 		case fieldHeaderName:
 			h.Name = shared(v)
 		case fieldHeaderValues:
 			s.values = append(s.values, shared(v))
 		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
 	}
 	if len(s.values) > first {
 		h.Values = s.values[first:len(s.values):len(s.values)]

@@ -84,6 +84,18 @@ func FuzzUnmarshalShared(f *testing.F) {
 		want := kind.ProtoReflect().New().Interface()
 		wantErr := proto.Unmarshal(b, want)
 		got, err := unmarshalShared(kind, b)
+		if req, ok := got.(*wire.Request); ok && err == nil {
+			h, err := wire.PeekRequest(b)
+			if err != nil || string(h.ID) != req.Id || h.Deadline != req.DeadlineUnixNano || h.Timeout != req.TimeoutNanos || h.Cancel != req.Cancel {
+				t.Fatalf("%x: PeekRequest %+v %v disagrees with %v", b, h, err, req)
+			}
+		}
+		if rep, ok := got.(*wire.Reply); ok && err == nil {
+			status, code, err := wire.PeekReply(b)
+			if err != nil || status != rep.Status || code != rep.Code {
+				t.Fatalf("%x: PeekReply %d %v %v disagrees with %v", b, status, code, err, rep)
+			}
+		}
 		if wantErr == nil {
 			dropUnknown(want.ProtoReflect()) // fields of the wrong wire type, which the shared decoders skip
 			if got != nil {
