@@ -155,13 +155,13 @@ func (s *Sidecar) Run(ctx context.Context) error {
 	}
 	defer workers.Wait() // after sock.Close, which the drain does first
 
-	reg, err := s.register(ctx, pub)
+	admin, stopAdmin := s.serveAdmin(&wg)
+	defer stopAdmin()
+	reg, err := s.register(ctx, pub, admin)
 	if err != nil {
 		sock.Close()
 		return err
 	}
-	stopAdmin := s.serveAdmin(&wg)
-	defer stopAdmin()
 	bctx, stopBackground := context.WithCancel(ctx)
 	defer stopBackground()
 	switch {
@@ -282,10 +282,11 @@ func (s *Sidecar) listen() (mangos.Socket, error) {
 	return sock, nil
 }
 
-// register puts the instance in etcd, and its service's HTTP exposure.
-func (s *Sidecar) register(ctx context.Context, pub *events.Publisher) (*discovery.Registration, error) {
+// register puts the instance in etcd, with its admin address (admin, ""
+// for none), and its service's HTTP exposure.
+func (s *Sidecar) register(ctx context.Context, pub *events.Publisher, admin string) (*discovery.Registration, error) {
 	in := discovery.Instance{ID: s.cfg.ID, Service: s.cfg.Service, Version: s.cfg.Version, Address: s.cfg.Advertise,
-		Admin: s.cfg.Admin, Started: time.Now().UTC()}
+		Admin: admin, Started: time.Now().UTC()}
 	if in.Address == "" {
 		in.Address = s.Address()
 	}
@@ -305,20 +306,21 @@ func (s *Sidecar) register(ctx context.Context, pub *events.Publisher) (*discove
 	return reg, nil
 }
 
-// serveAdmin serves /healthz, /status, /metrics and pprof on --admin, if
-// set; a listener that fails is logged, not fatal.
-func (s *Sidecar) serveAdmin(wg *sync.WaitGroup) (stop func()) {
+// serveAdmin serves /healthz, /readyz, /status, /metrics and pprof on
+// --admin, if set (port 0: any free one), and returns the address it
+// serves on ("" for none); a listener that fails is logged, not fatal.
+func (s *Sidecar) serveAdmin(wg *sync.WaitGroup) (addr string, stop func()) {
 	if s.cfg.Admin == "" {
-		return func() {}
+		return "", func() {}
 	}
 	ln, err := net.Listen("tcp", s.cfg.Admin)
 	if err != nil {
 		s.log.Error("admin listener failed", "admin", s.cfg.Admin, "err", err)
-		return func() {}
+		return "", func() {}
 	}
 	srv := &http.Server{Handler: s.adminHandler(), ReadHeaderTimeout: 5 * time.Second}
 	wg.Go(func() { _ = srv.Serve(ln) })
-	return func() { _ = srv.Close() }
+	return ln.Addr().String(), func() { _ = srv.Close() }
 }
 
 // drain deregisters, gives edges DrainGrace to notice, waits (up to

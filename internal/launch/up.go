@@ -188,6 +188,9 @@ func Up(ctx context.Context, cfg UpConfig) error {
 				Service: svc.Name, Version: svc.Version, ID: fmt.Sprintf("%s-%d", svc.Name, n+1),
 				// The edge is in this process: no socket between them.
 				Listen: fmt.Sprintf("inproc://griddle-up/%s-%d", svc.Name, n+1), Plugin: bins[i], HTTPPrefixes: svc.Prefixes,
+				// An admin port of its own (any free one) for the control
+				// plane's figures and canaries; registered in etcd.
+				Admin:  "127.0.0.1:0",
 				Prefix: m.Prefix, Logger: log,
 			}, sidecar.Deps{Etcd: m.Etcd, Dispatcher: m.Dispatcher, Catalog: m.Catalog, Store: st})
 			if err != nil {
