@@ -4,6 +4,7 @@ import (
 	"crypto/tls"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -49,5 +50,22 @@ func TestConfigValidate(t *testing.T) {
 				t.Errorf("Validate() = %v, want an error containing %q", err, tt.wantErr)
 			}
 		})
+	}
+}
+
+// The handler's environment names its service and, with HandlerProcs,
+// its GOMAXPROCS.
+func TestHandlerEnv(t *testing.T) {
+	for _, c := range []struct {
+		procs int
+		want  []string
+	}{
+		{0, []string{"GRIDDLE_SERVICE=hello"}},
+		{1, []string{"GRIDDLE_SERVICE=hello", "GOMAXPROCS=1"}},
+	} {
+		s := &Sidecar{cfg: Config{Service: "hello", HandlerProcs: c.procs}}
+		if got := s.handlerEnv(); !slices.Equal(got, c.want) {
+			t.Errorf("HandlerProcs %d: got %q, want %q", c.procs, got, c.want)
+		}
 	}
 }

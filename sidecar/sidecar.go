@@ -12,6 +12,7 @@ import (
 	"net"
 	"net/http"
 	"slices"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -127,7 +128,7 @@ func (s *Sidecar) Run(ctx context.Context) error {
 		Args:   s.cfg.PluginArgs,
 		Mesh:   mesh,
 		Unary:  unary,
-		Env:    []string{pluginproto.EnvService + "=" + s.cfg.Service},
+		Env:    s.handlerEnv(),
 		Logger: s.log,
 	})
 	if err != nil {
@@ -520,4 +521,13 @@ func (r *running) cancel(key string) {
 	if ch != nil {
 		close(ch)
 	}
+}
+
+// handlerEnv is what the sidecar adds to its handler's environment.
+func (s *Sidecar) handlerEnv() []string {
+	env := []string{pluginproto.EnvService + "=" + s.cfg.Service}
+	if s.cfg.HandlerProcs > 0 {
+		env = append(env, "GOMAXPROCS="+strconv.Itoa(s.cfg.HandlerProcs))
+	}
+	return env
 }

@@ -58,6 +58,7 @@ type Config struct {
 	NginxWorkers  int
 	TargetCPUs    string // taskset CPU list every target runs on ("": no pinning)
 	MeshInstances int    // sidecars per service of the mesh (griddle up --instances) and deployed targets (0 or 1: one)
+	HandlerProcs  int    // GOMAXPROCS of the mesh's and deployed target's handler processes (--handler-procs; 0: Go's default)
 
 	// CPUProfileDir, when set, receives a CPU profile of each component
 	// that serves /debug/pprof/ (edge, sidecars, griddle up, etcd, the
@@ -137,6 +138,8 @@ func (c Config) Validate(sweep bool) error {
 		return bad("--handlers: required where the module's source is not at hand")
 	case c.NginxWorkers < 1:
 		return bad("--nginx-workers %d: want 1 or more", c.NginxWorkers)
+	case c.HandlerProcs < 0:
+		return fmt.Errorf("%w: --handler-procs: %d is negative", ErrConfig, c.HandlerProcs)
 	case c.MeshInstances < 0:
 		return bad("--mesh-instances: negative")
 	}

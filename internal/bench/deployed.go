@@ -93,7 +93,7 @@ func (s *starter) deployed(ctx context.Context) (*target, error) {
 			id := fmt.Sprintf("%s-%d", svc, n+1)
 			argv := append([]string{g, "sidecar", "--service", svc, "--version", serviceVersion, "--id", id,
 				"--listen", "tcp://127.0.0.1:0", "--plugin", s.handlers[svc], "--http-prefix", "/" + svc + "/",
-				"--store", "http://" + storeAddr, "--etcd", etcdAddr}, quiet...)
+				"--store", "http://" + storeAddr, "--etcd", etcdAddr, "--handler-procs", strconv.Itoa(s.cfg.HandlerProcs)}, quiet...)
 			if argv, err = withAdmin("sidecar-"+id, argv); err != nil {
 				return fail(err)
 			}

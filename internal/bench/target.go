@@ -379,6 +379,9 @@ func (s *starter) mesh(_ context.Context) (*target, error) {
 	if s.cfg.MeshInstances > 1 {
 		argv = append(argv, "--instances", strconv.Itoa(s.cfg.MeshInstances))
 	}
+	if s.cfg.HandlerProcs > 0 {
+		argv = append(argv, "--handler-procs", strconv.Itoa(s.cfg.HandlerProcs))
+	}
 	p, err := startProcess("mesh", argv, nil, dir, filepath.Join(s.dir, "mesh.log"), s.cfg.TargetCPUs)
 	if err != nil {
 		return nil, err

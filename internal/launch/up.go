@@ -62,8 +62,11 @@ type UpConfig struct {
 	// Instances is the number of sidecars, each with its handler process,
 	// per service (1).
 	Instances int
-	Out       io.Writer // where Up says what runs where (os.Stdout)
-	Logger    *slog.Logger
+	// HandlerProcs is each handler process's GOMAXPROCS (0: Go's
+	// default; see sidecar.Config.HandlerProcs).
+	HandlerProcs int
+	Out          io.Writer // where Up says what runs where (os.Stdout)
+	Logger       *slog.Logger
 }
 
 // Validate reports the first invalid field, named as on the command line.
@@ -190,8 +193,9 @@ func Up(ctx context.Context, cfg UpConfig) error {
 				Listen: fmt.Sprintf("inproc://griddle-up/%s-%d", svc.Name, n+1), Plugin: bins[i], HTTPPrefixes: svc.Prefixes,
 				// An admin port of its own (any free one) for the control
 				// plane's figures and canaries; registered in etcd.
-				Admin:  "127.0.0.1:0",
-				Prefix: m.Prefix, Logger: log,
+				Admin:        "127.0.0.1:0",
+				HandlerProcs: cfg.HandlerProcs,
+				Prefix:       m.Prefix, Logger: log,
 			}, sidecar.Deps{Etcd: m.Etcd, Dispatcher: m.Dispatcher, Catalog: m.Catalog, Store: st})
 			if err != nil {
 				return err
