@@ -37,14 +37,6 @@ func ParseSubscription(s string) (Subscription, error) {
 	return sub, nil
 }
 
-// Headers of an event delivered to a handler.
-const (
-	HeaderEventID        = wire.HeaderEventID
-	HeaderEventSeq       = wire.HeaderEventSeq
-	HeaderEventTopic     = wire.HeaderEventTopic
-	HeaderEventPublisher = wire.HeaderEventPublisher
-)
-
 // subscribe runs the service's subscriptions until ctx ends. Only one
 // instance of a service delivers at a time: the instances elect one through
 // etcd, and another takes over if it goes away.
@@ -158,10 +150,10 @@ func (s *Sidecar) deliver(ctx context.Context, path string, ev events.Event) err
 	if ev.ContentType != "" {
 		req.Header.Set("Content-Type", ev.ContentType)
 	}
-	req.Header.Set(HeaderEventID, ev.ID)
-	req.Header.Set(HeaderEventSeq, strconv.FormatUint(ev.Seq, 10))
-	req.Header.Set(HeaderEventTopic, ev.Topic)
-	req.Header.Set(HeaderEventPublisher, ev.Publisher)
+	req.Header.Set(wire.HeaderEventID, ev.ID)
+	req.Header.Set(wire.HeaderEventSeq, strconv.FormatUint(ev.Seq, 10))
+	req.Header.Set(wire.HeaderEventTopic, ev.Topic)
+	req.Header.Set(wire.HeaderEventPublisher, ev.Publisher)
 	resp, err := s.host.Load().RoundTrip(req)
 	if err != nil {
 		return fmt.Errorf("delivering event %d of %s/%s: %w", ev.Seq, ev.Publisher, ev.Topic, err)

@@ -349,6 +349,10 @@ func (s *Sidecar) drain(ctx context.Context, reg *discovery.Registration, sock m
 // envelope goes to the handler as it came, the handler's answer back with
 // this instance's name and version added: neither is decoded whole.
 func (s *Sidecar) serve(mc mangos.Context) {
+	// cancel is closed by a cancel from the edge for the request in hand;
+	// the worker keeps it from one request to the next, and makes a new
+	// one only after a cancel closed it.
+	cancel := make(chan struct{})
 	for {
 		msg, err := mc.RecvMsg()
 		if err != nil {
@@ -360,7 +364,12 @@ func (s *Sidecar) serve(mc mangos.Context) {
 		s.inflight.Add(1)
 		s.metrics.InFlight.Inc()
 		start := time.Now()
-		reply, status := s.handle(msg.Body, start.Add(s.cfg.ClockOffset))
+		reply, status := s.handle(msg.Body, start.Add(s.cfg.ClockOffset), cancel)
+		select {
+		case <-cancel: // closed for this request: the next needs its own
+			cancel = make(chan struct{})
+		default:
+		}
 		s.metrics.InFlight.Dec()
 		if reply == nil { // past its deadline: nobody waits for the answer
 			msg.Free()
@@ -383,8 +392,9 @@ func (s *Sidecar) serve(mc mangos.Context) {
 
 // handle runs one marshalled envelope, received at now, through the handler
 // and returns the marshalled reply and the status it stands for. It
-// returns nil for work whose deadline has already passed.
-func (s *Sidecar) handle(body []byte, now time.Time) ([]byte, int) {
+// returns nil for work whose deadline has already passed. A cancel for the
+// request closes cancel, which must be open.
+func (s *Sidecar) handle(body []byte, now time.Time, cancel chan struct{}) ([]byte, int) {
 	head, err := wire.PeekRequest(body)
 	if err != nil {
 		return s.codeReply(nil, wire.Code_CODE_BAD_REQUEST, "undecodable envelope")
@@ -407,9 +417,9 @@ func (s *Sidecar) handle(body []byte, now time.Time) ([]byte, int) {
 	body = wire.AppendDeadline(body, deadline, now)
 	var canceled <-chan struct{}
 	if len(id) > 0 {
-		key, ch := s.running.add(id)
-		defer s.running.remove(key, ch)
-		canceled = ch
+		key := s.running.add(id, cancel)
+		defer s.running.remove(key, cancel)
+		canceled = cancel
 	}
 	// The wait is timed on the process's own clock, whatever now says.
 	wait := time.Now().Add(deadline.Sub(now))
@@ -489,18 +499,18 @@ type running struct {
 	m  map[string]chan struct{}
 }
 
-// add registers the request id and returns its key and the channel a
-// cancel closes. A retry that arrives while an earlier try of the same
-// request still runs here takes its place.
-func (r *running) add(id []byte) (string, chan struct{}) {
-	key, ch := string(id), make(chan struct{})
+// add registers the request id, whose cancel closes ch, and returns its
+// key. A retry that arrives while an earlier try of the same request still
+// runs here takes its place.
+func (r *running) add(id []byte, ch chan struct{}) string {
+	key := string(id)
 	r.mu.Lock()
 	if r.m == nil {
 		r.m = make(map[string]chan struct{})
 	}
 	r.m[key] = ch
 	r.mu.Unlock()
-	return key, ch
+	return key
 }
 
 // remove forgets the request, unless a later try has taken its place.
@@ -512,13 +522,14 @@ func (r *running) remove(key string, ch chan struct{}) {
 	r.mu.Unlock()
 }
 
-// cancel stops the request with id, if it runs here.
+// cancel stops the request with id, if it runs here. The channel is
+// closed under the lock, so a worker that has removed its request since
+// finds it closed or untouched, never closed later for its next one.
 func (r *running) cancel(key string) {
 	r.mu.Lock()
-	ch := r.m[key]
-	delete(r.m, key)
-	r.mu.Unlock()
-	if ch != nil {
+	defer r.mu.Unlock()
+	if ch := r.m[key]; ch != nil {
+		delete(r.m, key)
 		close(ch)
 	}
 }

@@ -10,9 +10,6 @@ import (
 	"github.com/griddle-mesh/griddle/internal/wire"
 )
 
-// HeaderEventID names an event's id, on publishing calls and on deliveries.
-const HeaderEventID = wire.HeaderEventID
-
 // Handler serves a handler's publishing calls through pub, as a sidecar
 // does on its mesh socket (host plugins.EventsHost):
 //
@@ -30,7 +27,7 @@ func Handler(pub *Publisher, logger *slog.Logger) http.Handler {
 			return
 		}
 		err = pub.Publish(r.Context(), r.PathValue("topic"), Event{
-			ID: r.Header.Get(HeaderEventID), ContentType: r.Header.Get("Content-Type"), Body: body,
+			ID: r.Header.Get(wire.HeaderEventID), ContentType: r.Header.Get("Content-Type"), Body: body,
 		})
 		switch {
 		case errors.Is(err, ErrInvalid), errors.Is(err, ErrTooLarge):

@@ -15,6 +15,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -26,15 +27,6 @@ import (
 	"github.com/griddle-mesh/griddle/internal/metrics"
 	"github.com/griddle-mesh/griddle/internal/routing"
 	"github.com/griddle-mesh/griddle/internal/wire"
-)
-
-// Headers that Griddle sets or reads (their one definition is wire's).
-const (
-	HeaderRequestID = wire.HeaderRequestID
-	HeaderDeadline  = wire.HeaderDeadline // absolute, Unix nanoseconds
-	HeaderRouting   = wire.HeaderRouting
-	HeaderVersion   = wire.HeaderVersion
-	HeaderErrorID   = wire.HeaderErrorID
 )
 
 // Dispatcher sends one envelope to some instance of its service. The
@@ -194,11 +186,11 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, service string
 	req := wire.NewRequest(r, service, buf.Bytes())
 	var rc *wire.Routing
 	if g.cfg.TrustMeshHeaders {
-		if d, err := strconv.ParseInt(r.Header.Get(HeaderDeadline), 10, 64); err == nil && d > 0 && d < deadline.UnixNano() {
+		if d, err := strconv.ParseInt(r.Header.Get(wire.HeaderDeadline), 10, 64); err == nil && d > 0 && d < deadline.UnixNano() {
 			deadline = time.Unix(0, d)
 		}
-		req.Id = r.Header.Get(HeaderRequestID)
-		rc, _ = wire.DecodeRouting(r.Header.Get(HeaderRouting)) // a garbled context routes as a fresh one
+		req.Id = r.Header.Get(wire.HeaderRequestID)
+		rc, _ = wire.DecodeRouting(r.Header.Get(wire.HeaderRouting)) // a garbled context routes as a fresh one
 	} else {
 		g.setForwarded(r, req)
 		req.Headers = wire.StripMeshHeaders(req.Headers)
@@ -248,7 +240,7 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, service string
 	case reply.GetCode() != wire.Code_CODE_OK:
 		out.status = g.failCode(w, r, reply)
 	default:
-		w.Header().Set(HeaderRequestID, req.Id)
+		w.Header().Set(wire.HeaderRequestID, req.Id)
 		if err := reply.WriteHTTP(w); err != nil {
 			g.log.Debug("writing reply", "service", service, "request", req.Id, "err", err)
 		}
@@ -303,7 +295,7 @@ func (g *Gateway) policy(service string, rp *routing.RetryPolicy) dispatch.Polic
 // one (under overload that would cost more than the answer).
 func (g *Gateway) shed(w http.ResponseWriter) int {
 	h := w.Header()
-	h.Set(HeaderErrorID, g.ids.next())
+	h.Set(wire.HeaderErrorID, g.ids.next())
 	h.Set("Retry-After", "1")
 	h.Set("Content-Type", "application/json")
 	w.WriteHeader(http.StatusServiceUnavailable)
@@ -369,7 +361,7 @@ func (g *Gateway) fail(w http.ResponseWriter, r *http.Request, status int, code,
 	g.log.Log(r.Context(), level, "request failed", "error_id", id, "status", status, "code", code,
 		"method", r.Method, "path", r.URL.Path, "err", cause)
 	h := w.Header()
-	h.Set(HeaderErrorID, id)
+	h.Set(wire.HeaderErrorID, id)
 	h.Set("Content-Type", "application/json")
 	if status == http.StatusServiceUnavailable {
 		h.Set("Retry-After", "1")
@@ -394,12 +386,9 @@ func (g *Gateway) setForwarded(r *http.Request, req *wire.Request) {
 		proto = "https"
 	}
 	trusted := false
-	if a, err := netip.ParseAddr(ip); err == nil {
-		for _, p := range g.cfg.TrustedProxies {
-			if p.Contains(a.Unmap()) {
-				trusted = true
-				break
-			}
+	if len(g.cfg.TrustedProxies) > 0 {
+		if a, err := netip.ParseAddr(ip); err == nil {
+			trusted = slices.ContainsFunc(g.cfg.TrustedProxies, func(p netip.Prefix) bool { return p.Contains(a.Unmap()) })
 		}
 	}
 	xff, xfp, xfh, fwd := ip, proto, r.Host, ""

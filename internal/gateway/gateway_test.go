@@ -76,7 +76,7 @@ func TestFailuresMapToStatuses(t *testing.T) {
 			if err := json.Unmarshal(rec.Body.Bytes(), &body); err != nil {
 				t.Fatalf("body %q is not a JSON error: %v", rec.Body, err)
 			}
-			id := rec.Header().Get(HeaderErrorID)
+			id := rec.Header().Get(wire.HeaderErrorID)
 			if rec.Code != tt.wantStatus || body.Code != tt.wantCode || id == "" || body.ID != id {
 				t.Errorf("got %d %+v with id header %q, want %d %q with the same id in both", rec.Code, body, id, tt.wantStatus, tt.wantCode)
 			}
@@ -118,8 +118,8 @@ func TestEdgeStripsMeshHeaders(t *testing.T) {
 		d := &funcDispatcher{fn: func(*wire.Request) (*wire.Reply, error) { return &wire.Reply{Status: 200}, nil }}
 		g := newGateway(t, d, func(c *Config) { c.TrustMeshHeaders = trusted })
 		r := httptest.NewRequest("GET", "/hello/x", nil)
-		r.Header.Set(HeaderDeadline, fmt.Sprint(deadline))
-		r.Header.Set(HeaderRequestID, "req-1")
+		r.Header.Set(wire.HeaderDeadline, fmt.Sprint(deadline))
+		r.Header.Set(wire.HeaderRequestID, "req-1")
 		g.ServeHTTP(httptest.NewRecorder(), r)
 		h := http.Header{}
 		wire.DecodeHeader(h, d.last.GetHeaders())
@@ -127,7 +127,7 @@ func TestEdgeStripsMeshHeaders(t *testing.T) {
 		if trusted != gotDeadline || trusted != (d.last.GetId() == "req-1") {
 			t.Errorf("trusted=%v: deadline taken %v, id %q", trusted, gotDeadline, d.last.GetId())
 		}
-		if !trusted && (h.Get(HeaderDeadline) != "" || h.Get(HeaderRequestID) != "") {
+		if !trusted && (h.Get(wire.HeaderDeadline) != "" || h.Get(wire.HeaderRequestID) != "") {
 			t.Errorf("the edge forwarded mesh headers from a client: %v", h)
 		}
 	}
@@ -206,7 +206,7 @@ func TestShedAtOnce(t *testing.T) {
 	}
 	rec := httptest.NewRecorder()
 	g.ServeHTTP(rec, httptest.NewRequest("GET", "/hello/x", nil))
-	if rec.Code != 503 || rec.Header().Get("Retry-After") == "" || rec.Header().Get(HeaderErrorID) == "" {
+	if rec.Code != 503 || rec.Header().Get("Retry-After") == "" || rec.Header().Get(wire.HeaderErrorID) == "" {
 		t.Errorf("over the limit: %d %v, want a 503 with Retry-After and an error id", rec.Code, rec.Header())
 	}
 	close(release)

@@ -21,8 +21,8 @@ import (
 	"github.com/griddle-mesh/griddle/control"
 	"github.com/griddle-mesh/griddle/edge"
 	"github.com/griddle-mesh/griddle/internal/etcdembed"
-	"github.com/griddle-mesh/griddle/internal/gateway"
 	"github.com/griddle-mesh/griddle/internal/store/badgerstore"
+	"github.com/griddle-mesh/griddle/internal/wire"
 	"github.com/griddle-mesh/griddle/sidecar"
 )
 
@@ -285,7 +285,7 @@ func seedIfEmpty(ctx context.Context, base string, out io.Writer) error {
 		}
 		resp.Body.Close()
 		switch {
-		case resp.Header.Get(gateway.HeaderErrorID) != "" && time.Since(start) < 10*time.Second:
+		case resp.Header.Get(wire.HeaderErrorID) != "" && time.Since(start) < 10*time.Second:
 			continue
 		case resp.StatusCode == http.StatusNotFound:
 			return SeedProfiles(ctx, base, seedProfiles, 500, out)

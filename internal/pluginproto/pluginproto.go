@@ -13,9 +13,6 @@ const (
 	// EnvHandlerSocket names the unix socket path the handler must serve
 	// HTTP on. The handler creates the socket; the sidecar owns its directory.
 	EnvHandlerSocket = "GRIDDLE_HANDLER_SOCKET"
-	// EnvMeshSocket names the unix socket on which the sidecar serves the
-	// handler's outbound calls to other services.
-	EnvMeshSocket = "GRIDDLE_MESH_SOCKET"
 	// EnvService names the service the handler serves: it publishes events
 	// under that name.
 	EnvService = "GRIDDLE_SERVICE"

@@ -1,5 +1,7 @@
 package wire
 
+import "strings"
+
 // Every X-Griddle-* header name, and the other header names the mesh reads
 // or writes, in canonical form (http.CanonicalHeaderKey) so that they index
 // http.Header directly. This is their one definition: the SDK, the edge,
@@ -39,5 +41,6 @@ const (
 	HeaderTracestate  = "Tracestate"
 )
 
-// meshHeaderPrefix starts the name of every header only the mesh may set.
-const meshHeaderPrefix = "X-Griddle-"
+// meshHeader reports whether the canonical header name is one only the
+// mesh may set: X-Griddle-*.
+func meshHeader(name string) bool { return strings.HasPrefix(name, "X-Griddle-") }

@@ -39,17 +39,6 @@ func hopByHop(name string, connection []string) bool {
 	return false
 }
 
-// RemoveHopHeaders deletes from h the fields that must not cross a hop:
-// the same ones EncodeHeader leaves out.
-func RemoveHopHeaders(h http.Header) {
-	conn := h["Connection"]
-	for name := range h {
-		if hopByHop(name, conn) {
-			delete(h, name)
-		}
-	}
-}
-
 // EncodeHeader converts h to envelope headers, leaving out hop-by-hop fields.
 // Values are kept in order; names keep their canonical form. The envelope
 // headers share h's value slices, so h must not be modified while they are
@@ -159,7 +148,7 @@ func (x *Reply) WriteHTTP(w http.ResponseWriter) error {
 func StripMeshHeaders(hs []*Header) []*Header {
 	out := hs[:0]
 	for _, h := range hs {
-		if !strings.HasPrefix(h.GetName(), meshHeaderPrefix) {
+		if !meshHeader(h.GetName()) {
 			out = append(out, h)
 		}
 	}

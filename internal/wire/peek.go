@@ -3,7 +3,6 @@ package wire
 import (
 	"errors"
 	"net/http"
-	"strings"
 	"time"
 
 	"google.golang.org/protobuf/encoding/protowire"
@@ -118,7 +117,7 @@ func AppendReply(b []byte, status int, h http.Header, body []byte, stripMesh boo
 	conn := h["Connection"]
 	for name, values := range h {
 		// Content-Length stays: an answer to HEAD has no body to tell it.
-		if name != "Content-Length" && hopByHop(name, conn) || stripMesh && strings.HasPrefix(name, meshHeaderPrefix) {
+		if name != "Content-Length" && hopByHop(name, conn) || stripMesh && meshHeader(name) {
 			continue
 		}
 		n := protowire.SizeTag(fieldHeaderName) + protowire.SizeBytes(len(name))
