@@ -11,6 +11,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -55,9 +56,18 @@ type Config struct {
 	TrustMeshHeaders bool
 	// Logger receives one line per failed request, with its error id (nil: slog.Default()).
 	Logger *slog.Logger
-	// Admission, when set, limits the requests in flight; the rest get a
-	// fast 503 with Retry-After.
-	Admission *admission.Limiter
+	// Admission, when set, limits the requests in flight per service; the
+	// rest get a fast 503 with Retry-After. A request is admitted before
+	// its body is read, and its slot is given back once the answer has
+	// arrived, before a slow client reads it.
+	Admission *admission.Fair
+	// Bodies, when set, bounds the request body bytes held in memory at
+	// once; a body that does not fit gets a 503.
+	Bodies *admission.Bytes
+	// Pins, when set, returns the version pins a request may carry (nil:
+	// none); the edge honours them only from trusted sources. Without it
+	// (and without TrustMeshHeaders) no pin is honoured.
+	Pins func(r *http.Request) map[string]string
 	// Metrics, when set, records every request.
 	Metrics *metrics.Gateway
 	// Rules returns the routing rules in force (nil: no rules; every
@@ -158,28 +168,36 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, service string
 	if r.ContentLength > g.cfg.MaxBodyBytes {
 		return outcome{status: g.fail(w, r, http.StatusRequestEntityTooLarge, "body_too_large", "request body too large", nil)}
 	}
-	buf := g.bufs.Get().(*bytes.Buffer)
-	defer g.putBuf(buf)
-	buf.Reset()
-	if r.Body != nil && r.Body != http.NoBody { // net/http's server gives bodiless requests NoBody
-		if _, err := buf.ReadFrom(http.MaxBytesReader(w, r.Body, g.cfg.MaxBodyBytes)); err != nil {
-			if _, tooLarge := errors.AsType[*http.MaxBytesError](err); tooLarge {
-				return outcome{status: g.fail(w, r, http.StatusRequestEntityTooLarge, "body_too_large", "request body too large", nil)}
-			}
-			return outcome{status: g.fail(w, r, http.StatusBadRequest, "bad_body", "request body could not be read", err)}
-		}
-	}
-
+	release := func() {}
 	if g.cfg.Admission != nil {
-		tok, err := g.cfg.Admission.Acquire(r.Context())
+		tok, err := g.cfg.Admission.Acquire(r.Context(), service)
 		if err != nil {
 			if g.cfg.Metrics != nil {
 				g.cfg.Metrics.Shed.WithLabelValues(service).Inc()
 			}
 			return outcome{status: g.shed(w)}
 		}
-		// A client that left says nothing of the mesh's latency.
-		defer func() { g.cfg.Admission.Release(tok, r.Context().Err() == nil) }()
+		released := false
+		release = func() {
+			if !released {
+				released = true
+				// A client that left says nothing of the mesh's latency.
+				g.cfg.Admission.Release(tok, r.Context().Err() == nil)
+			}
+		}
+		defer release()
+	}
+	buf := g.bufs.Get().(*bytes.Buffer)
+	defer g.putBuf(buf)
+	buf.Reset()
+	if r.Body != nil && r.Body != http.NoBody { // net/http's server gives bodiless requests NoBody
+		held, status := g.readBody(w, r, buf)
+		if g.cfg.Bodies != nil {
+			defer g.cfg.Bodies.Release(held)
+		}
+		if status != 0 {
+			return outcome{status: status}
+		}
 	}
 
 	deadline := start.Add(g.cfg.Timeout)
@@ -194,8 +212,10 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, service string
 	} else {
 		g.setForwarded(r, req)
 		req.Headers = wire.StripMeshHeaders(req.Headers)
-		if pins := r.Header.Get(routing.HeaderPin); pins != "" {
-			rc = &wire.Routing{Pins: routing.ParsePins(pins)}
+		if g.cfg.Pins != nil {
+			if pins := g.cfg.Pins(r); len(pins) > 0 {
+				rc = &wire.Routing{Pins: pins}
+			}
 		}
 	}
 	if req.Id == "" {
@@ -233,6 +253,7 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, service string
 	// The dispatcher bounds the call by req's deadline; a context with
 	// the same deadline would only add a timer per request.
 	reply, err := g.cfg.Dispatcher.DoPolicy(r.Context(), req, pol)
+	release() // the answer is here: a slow reader does not hold the slot
 	out.version, out.retries = req.Version, max(int(req.Attempt)-1, 0)
 	switch {
 	case err != nil:
@@ -247,6 +268,60 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, service string
 		out.status = int(reply.GetStatus())
 	}
 	return out
+}
+
+// readBody reads r's body into buf, within MaxBodyBytes and the Bodies
+// budget. It returns the bytes it took of the budget (to be given back
+// once buf is no longer needed) and, when the body is refused, the status
+// it answered with (else 0).
+func (g *Gateway) readBody(w http.ResponseWriter, r *http.Request, buf *bytes.Buffer) (held int64, status int) {
+	body := io.Reader(http.MaxBytesReader(w, r.Body, g.cfg.MaxBodyBytes))
+	if b := g.cfg.Bodies; b != nil {
+		if r.ContentLength > 0 {
+			if !b.TryAcquire(r.ContentLength) {
+				return 0, g.shedBody(w, r)
+			}
+			held = r.ContentLength
+			body = io.LimitReader(body, r.ContentLength)
+		} else {
+			body = &budgetReader{r: body, b: b, held: &held}
+		}
+	}
+	if _, err := buf.ReadFrom(body); err != nil {
+		if _, tooLarge := errors.AsType[*http.MaxBytesError](err); tooLarge {
+			return held, g.fail(w, r, http.StatusRequestEntityTooLarge, "body_too_large", "request body too large", nil)
+		}
+		if errors.Is(err, errBodyBudget) {
+			return held, g.shedBody(w, r)
+		}
+		return held, g.fail(w, r, http.StatusBadRequest, "bad_body", "request body could not be read", err)
+	}
+	return held, 0
+}
+
+func (g *Gateway) shedBody(w http.ResponseWriter, r *http.Request) int {
+	return g.fail(w, r, http.StatusServiceUnavailable, "body_budget", "too many request bytes in flight: retry later", nil)
+}
+
+var errBodyBudget = errors.New("gateway: request bytes in memory at their cap")
+
+// budgetReader takes from a byte budget what it reads, for bodies of
+// unknown length; held is what it took.
+type budgetReader struct {
+	r    io.Reader
+	b    *admission.Bytes
+	held *int64
+}
+
+func (br *budgetReader) Read(p []byte) (int, error) {
+	n, err := br.r.Read(p)
+	if n > 0 {
+		if !br.b.TryAcquire(int64(n)) {
+			return 0, errBodyBudget
+		}
+		*br.held += int64(n)
+	}
+	return n, err
 }
 
 // policy is the dispatch policy of one request to service under rp (nil:

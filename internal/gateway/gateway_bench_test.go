@@ -34,7 +34,7 @@ func (w *discardWriter) Write(p []byte) (int, error) { return len(p), nil }
 // network or server: read the request, admission, envelope, routing
 // decision, metrics, and the reply written back. The dispatcher is a stub.
 func BenchmarkGateway(b *testing.B) {
-	lim, err := admission.New(admission.Config{})
+	lim, err := admission.NewFair(admission.Config{})
 	if err != nil {
 		b.Fatal(err)
 	}

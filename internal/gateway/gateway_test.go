@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
@@ -151,7 +152,10 @@ versions:
 		t.Fatal(err)
 	}
 	d := &funcDispatcher{fn: func(*wire.Request) (*wire.Reply, error) { return &wire.Reply{Status: 200}, nil }}
-	g := newGateway(t, d, func(c *Config) { c.Rules = func() *routing.Table { return table } })
+	g := newGateway(t, d, func(c *Config) {
+		c.Rules = func() *routing.Table { return table }
+		c.Pins = func(r *http.Request) map[string]string { return routing.ParsePins(r.Header.Get(routing.HeaderPin)) }
+	})
 
 	tests := []struct {
 		name, header, pin, want string
@@ -183,7 +187,7 @@ versions:
 }
 
 func TestShedAtOnce(t *testing.T) {
-	lim, err := admission.New(admission.Config{InitialLimit: 8, MinLimit: 8, MaxLimit: 8, QueueSize: 1, MaxWait: time.Hour})
+	lim, err := admission.NewFair(admission.Config{InitialLimit: 8, MinLimit: 8, MaxLimit: 8, QueueSize: 1, MaxWait: time.Hour})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -201,7 +205,7 @@ func TestShedAtOnce(t *testing.T) {
 			done <- rec.Code
 		}()
 	}
-	for s := lim.Stats(); s.InFlight < 8 || s.Queued < 1; s = lim.Stats() {
+	for s := lim.Stats()["hello"]; s.InFlight < 8 || s.Queued < 1; s = lim.Stats()["hello"] {
 		time.Sleep(time.Millisecond)
 	}
 	rec := httptest.NewRecorder()
@@ -209,10 +213,95 @@ func TestShedAtOnce(t *testing.T) {
 	if rec.Code != 503 || rec.Header().Get("Retry-After") == "" || rec.Header().Get(wire.HeaderErrorID) == "" {
 		t.Errorf("over the limit: %d %v, want a 503 with Retry-After and an error id", rec.Code, rec.Header())
 	}
+	// The shed request's body was never read: bodies are read after admission.
+	body := &countingBody{r: strings.NewReader("payload")}
+	r := httptest.NewRequest("POST", "/hello/x", body)
+	rec = httptest.NewRecorder()
+	g.ServeHTTP(rec, r)
+	if rec.Code != 503 || body.n != 0 {
+		t.Errorf("a shed request: %d with %d body bytes read, want 503 with none read", rec.Code, body.n)
+	}
 	close(release)
 	for range 9 {
 		if code := <-done; code != 200 {
 			t.Errorf("an admitted request got %d", code)
+		}
+	}
+}
+
+type countingBody struct {
+	r io.Reader
+	n int
+}
+
+func (b *countingBody) Read(p []byte) (int, error) {
+	n, err := b.r.Read(p)
+	b.n += n
+	return n, err
+}
+
+// blockingWriter is a client that does not read its answer until told.
+type blockingWriter struct {
+	*httptest.ResponseRecorder
+	writing chan struct{}
+	unblock chan struct{}
+}
+
+func (w *blockingWriter) Write(p []byte) (int, error) {
+	close(w.writing)
+	<-w.unblock
+	return w.ResponseRecorder.Write(p)
+}
+
+// TestSlotFreedBeforeSlowReader: the admission slot is given back once the
+// answer has arrived, while the client is still reading it.
+func TestSlotFreedBeforeSlowReader(t *testing.T) {
+	lim, err := admission.NewFair(admission.Config{InitialLimit: 8, MinLimit: 8, MaxLimit: 8})
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := &funcDispatcher{fn: func(*wire.Request) (*wire.Reply, error) { return &wire.Reply{Status: 200, Body: []byte("x")}, nil }}
+	g := newGateway(t, d, func(c *Config) { c.Admission = lim })
+	w := &blockingWriter{ResponseRecorder: httptest.NewRecorder(), writing: make(chan struct{}), unblock: make(chan struct{})}
+	done := make(chan struct{})
+	go func() { g.ServeHTTP(w, httptest.NewRequest("GET", "/hello/x", nil)); close(done) }()
+	<-w.writing
+	if s := lim.Stats()["hello"]; s.InFlight != 0 {
+		t.Errorf("while the client reads the answer: %d in flight, want 0", s.InFlight)
+	}
+	close(w.unblock)
+	<-done
+}
+
+// TestBodyBudget: bodies that would take the request bytes in memory past
+// their cap get a 503 and leave the budget as it was.
+func TestBodyBudget(t *testing.T) {
+	budget, err := admission.NewBytes(100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := &funcDispatcher{fn: func(*wire.Request) (*wire.Reply, error) { return &wire.Reply{Status: 200}, nil }}
+	g := newGateway(t, d, func(c *Config) { c.Bodies = budget })
+	for _, tt := range []struct {
+		name    string
+		n       int
+		chunked bool
+		want    int
+	}{
+		{"fits", 100, false, 200},
+		{"too many bytes", 101, false, 503},
+		{"chunked, fits", 100, true, 200},
+		{"chunked, too many bytes", 200, true, 503},
+	} {
+		r := httptest.NewRequest("POST", "/hello/x", strings.NewReader(strings.Repeat("x", tt.n)))
+		if tt.chunked {
+			r.ContentLength = -1
+			r.Body = io.NopCloser(strings.NewReader(strings.Repeat("x", tt.n)))
+		}
+		rec := httptest.NewRecorder()
+		g.ServeHTTP(rec, r)
+		if rec.Code != tt.want || budget.InUse() != 0 {
+			t.Errorf("%s: %d with %d bytes still held, want %d and none held", tt.name, rec.Code, budget.InUse(), tt.want)
 		}
 	}
 }
