@@ -167,7 +167,7 @@ func TestRoutingContextTwoHopsDown(t *testing.T) {
 		m.Sidecar("profiles", v)
 		m.Sidecar("hello", v)
 	}
-	e := m.Edge("--no-admission")
+	e := m.Edge("--no-admission", "--pin-from", "127.0.0.0/8") // the tester's pins are honoured from here
 	applyRules(t, m, "service: profiles\nhttp: [{pathPrefix: /profiles/}]\nversions:\n  - to: {v1: 100}\n")
 	seed(t, e.Addr, 10)
 	// One experiment across two services. hello's own weights differ, so

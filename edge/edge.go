@@ -5,6 +5,7 @@ package edge
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -38,6 +39,8 @@ type Routes interface {
 	// Changed returns a channel closed at the next change.
 	Changed() <-chan struct{}
 	Status() discovery.Status
+	// Instances returns the live instances of service.
+	Instances(service string) []discovery.Instance
 }
 
 // Config configures an Edge. Zero durations and sizes select the defaults.
@@ -62,6 +65,27 @@ type Config struct {
 	// TrustedProxies are the client addresses (proxies in front of the
 	// edge) whose X-Forwarded-* headers are kept and added to.
 	TrustedProxies []netip.Prefix
+
+	// PinNetworks are the client addresses whose plain X-Griddle-Pin is
+	// honoured (testers' networks; --pin-from). PinKeys are the HMAC keys
+	// (--pin-key-file) of signed pin tokens (routing.SignPins), honoured
+	// from any client in X-Griddle-Pin or the griddle-pin cookie. Either
+	// way a pin only reaches a version with live instances; from anyone
+	// else pins are ignored.
+	PinNetworks []netip.Prefix
+	PinKeys     [][]byte
+
+	// MaxConns caps the client connections held open at once (10,000);
+	// MaxBufferedBytes caps the request body bytes held in memory at once
+	// across all requests (256 MiB). Past either cap the edge answers 503.
+	MaxConns         int
+	MaxBufferedBytes int64
+
+	// HTTPSListen, when set, serves end users over TLS (HTTP/2 by ALPN,
+	// or HTTP/1.1) with the certificate and key in the PEM files
+	// HTTPSCert and HTTPSKey, loaded again when they change. The plain
+	// Listen port serves HTTP/1.1 and HTTP/2 with prior knowledge (h2c).
+	HTTPSListen, HTTPSCert, HTTPSKey string
 
 	Logger *slog.Logger
 }
@@ -91,6 +115,27 @@ func (c Config) Validate() error {
 	if c.MaxBodyBytes < 0 || c.MaxHeaderBytes < 0 {
 		return errors.New("edge: --max-body-bytes, MaxHeaderBytes: must not be negative")
 	}
+	if c.MaxConns < 0 {
+		return fmt.Errorf("edge: --max-conns: %d is negative", c.MaxConns)
+	}
+	if c.MaxBufferedBytes < 0 {
+		return fmt.Errorf("edge: --max-buffered-bytes: %d is negative", c.MaxBufferedBytes)
+	}
+	for i, k := range c.PinKeys {
+		if len(k) < routing.MinPinKeyBytes {
+			return fmt.Errorf("edge: --pin-key-file[%d]: key of %d bytes, want at least %d", i, len(k), routing.MinPinKeyBytes)
+		}
+	}
+	if c.HTTPSListen != "" {
+		if _, _, err := net.SplitHostPort(c.HTTPSListen); err != nil {
+			return fmt.Errorf("edge: --https-listen: %w", err)
+		}
+		if c.HTTPSCert == "" || c.HTTPSKey == "" {
+			return errors.New("edge: --https-listen: needs --https-cert and --https-key")
+		}
+	} else if c.HTTPSCert != "" || c.HTTPSKey != "" {
+		return errors.New("edge: --https-cert, --https-key: need --https-listen")
+	}
 	return nil
 }
 
@@ -109,6 +154,12 @@ func (c *Config) setDefaults() {
 	if c.MaxHeaderBytes == 0 {
 		c.MaxHeaderBytes = 64 << 10
 	}
+	if c.MaxConns == 0 {
+		c.MaxConns = 10000
+	}
+	if c.MaxBufferedBytes == 0 {
+		c.MaxBufferedBytes = 256 << 20
+	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
@@ -122,11 +173,15 @@ type Edge struct {
 	gw     *gateway.Gateway
 	table  atomic.Pointer[routeTable]
 	addr   atomic.Pointer[string]
-	ready  chan struct{}
+	// httpsAddr is the HTTPS listener's address once bound.
+	httpsAddr atomic.Pointer[string]
+	ready     chan struct{}
 
 	reg       *prometheus.Registry
 	metrics   *metrics.Gateway
-	admission *admission.Limiter // nil: no limit
+	admission *admission.Fair // nil: no limit
+	conns     *connLimit
+	certs     *certReloader // nil: no HTTPS
 }
 
 // Deps are the shared parts an edge uses; the caller owns them.
@@ -152,12 +207,17 @@ func New(cfg Config, deps Deps) (*Edge, error) {
 	e := &Edge{cfg: cfg, routes: routes, deps: deps, ready: make(chan struct{}), reg: metrics.NewRegistry()}
 	e.metrics = metrics.NewGateway(e.reg, "edge")
 	if !cfg.NoAdmission {
-		lim, err := admission.New(cfg.Admission)
+		lim, err := admission.NewFair(cfg.Admission)
 		if err != nil {
 			return nil, fmt.Errorf("edge: %w", err)
 		}
 		e.admission = lim
 	}
+	bodies, err := admission.NewBytes(cfg.MaxBufferedBytes)
+	if err != nil {
+		return nil, fmt.Errorf("edge: --max-buffered-bytes: %w", err)
+	}
+	e.conns = &connLimit{max: int64(cfg.MaxConns)}
 	gw, err := gateway.New(gateway.Config{
 		Resolve:      e.resolve,
 		Dispatcher:   d,
@@ -165,6 +225,8 @@ func New(cfg Config, deps Deps) (*Edge, error) {
 		MaxBodyBytes: cfg.MaxBodyBytes,
 		Logger:       cfg.Logger,
 		Admission:    e.admission,
+		Bodies:       bodies,
+		Pins:         e.pins,
 		Metrics:      e.metrics,
 		Rules:        routes.Rules,
 
@@ -202,25 +264,51 @@ func (e *Edge) Run(ctx context.Context) error {
 	}
 	addr := ln.Addr().String()
 	e.addr.Store(&addr)
-	srv := &http.Server{
-		Handler:           e.gw,
-		MaxHeaderBytes:    e.cfg.MaxHeaderBytes,
-		ReadHeaderTimeout: e.cfg.ReadHeaderTimeout,
-		ReadTimeout:       e.cfg.ReadTimeout,
-		WriteTimeout:      e.cfg.WriteTimeout,
-		IdleTimeout:       e.cfg.IdleTimeout,
-		ErrorLog:          slog.NewLogLogger(e.cfg.Logger.Handler(), slog.LevelDebug),
-	}
+	// The plain port speaks HTTP/1.1 and HTTP/2 with prior knowledge (h2c).
+	var plain http.Protocols
+	plain.SetHTTP1(true)
+	plain.SetUnencryptedHTTP2(true)
+	srv := e.publicServer(&plain)
 	servers := []*http.Server{srv}
-	listeners := []net.Listener{ln}
+	listeners := []net.Listener{&limitListener{Listener: ln, lim: e.conns, plain: true}}
+	serve := []func(s *http.Server, l net.Listener) error{(*http.Server).Serve}
+	closeAll := func() {
+		for _, l := range listeners {
+			l.Close()
+		}
+	}
+	if e.cfg.HTTPSListen != "" {
+		certs, err := newCertReloader(e.cfg.HTTPSCert, e.cfg.HTTPSKey, e.cfg.Logger)
+		if err != nil {
+			closeAll()
+			return err
+		}
+		e.certs = certs
+		tln, err := net.Listen("tcp", e.cfg.HTTPSListen)
+		if err != nil {
+			closeAll()
+			return fmt.Errorf("edge: --https-listen: %w", err)
+		}
+		taddr := tln.Addr().String()
+		e.httpsAddr.Store(&taddr)
+		var tlsProtos http.Protocols
+		tlsProtos.SetHTTP1(true)
+		tlsProtos.SetHTTP2(true)
+		ts := e.publicServer(&tlsProtos)
+		ts.TLSConfig = &tls.Config{MinVersion: tls.VersionTLS12, GetCertificate: certs.GetCertificate, NextProtos: []string{"h2", "http/1.1"}}
+		servers = append(servers, ts)
+		listeners = append(listeners, &limitListener{Listener: tln, lim: e.conns})
+		serve = append(serve, func(s *http.Server, l net.Listener) error { return s.ServeTLS(l, "", "") })
+	}
 	if e.cfg.Admin != "" {
 		aln, err := net.Listen("tcp", e.cfg.Admin)
 		if err != nil {
-			ln.Close()
+			closeAll()
 			return fmt.Errorf("edge: --admin: %w", err)
 		}
 		servers = append(servers, &http.Server{Handler: e.adminHandler(), ReadHeaderTimeout: 5 * time.Second})
 		listeners = append(listeners, aln)
+		serve = append(serve, (*http.Server).Serve)
 	}
 
 	ctx, cancel := context.WithCancel(ctx)
@@ -230,7 +318,7 @@ func (e *Edge) Run(ctx context.Context) error {
 	wg.Go(func() { e.watchRoutes(ctx) })
 	for i, s := range servers {
 		wg.Go(func() {
-			if err := s.Serve(listeners[i]); !errors.Is(err, http.ErrServerClosed) {
+			if err := serve[i](s, listeners[i]); !errors.Is(err, http.ErrServerClosed) {
 				errc <- fmt.Errorf("edge: serve: %w", err)
 				cancel()
 			}
@@ -249,7 +337,7 @@ func (e *Edge) Run(ctx context.Context) error {
 			wg.Go(func() { discovery.TrackRuleRevision(ctx, reg, e.routes.Rules, e.routes.Changed, nil) })
 		}
 	}
-	e.cfg.Logger.Info("edge serving", "listen", addr, "admin", e.cfg.Admin)
+	e.cfg.Logger.Info("edge serving", "listen", addr, "https", e.HTTPSAddr(), "admin", e.cfg.Admin)
 	close(e.ready)
 
 	<-ctx.Done()
@@ -263,6 +351,34 @@ func (e *Edge) Run(ctx context.Context) error {
 	wg.Wait()
 	close(errc)
 	return <-errc // the first error, or nil
+}
+
+// publicServer is an http.Server for end users speaking protos.
+func (e *Edge) publicServer(protos *http.Protocols) *http.Server {
+	return &http.Server{
+		Handler:           e.gw,
+		MaxHeaderBytes:    e.cfg.MaxHeaderBytes,
+		ReadHeaderTimeout: e.cfg.ReadHeaderTimeout,
+		ReadTimeout:       e.cfg.ReadTimeout,
+		WriteTimeout:      e.cfg.WriteTimeout,
+		IdleTimeout:       e.cfg.IdleTimeout,
+		Protocols:         protos,
+		HTTP2: &http.HTTP2Config{
+			MaxConcurrentStreams:          250,
+			MaxReceiveBufferPerConnection: 1 << 20,
+			MaxReceiveBufferPerStream:     1 << 20,
+		},
+		ErrorLog: slog.NewLogLogger(e.cfg.Logger.Handler(), slog.LevelDebug),
+	}
+}
+
+// HTTPSAddr returns the address the HTTPS listener is bound to once Run
+// has started it, or "".
+func (e *Edge) HTTPSAddr() string {
+	if a := e.httpsAddr.Load(); a != nil {
+		return *a
+	}
+	return ""
 }
 
 // register puts the edge in etcd under a lease; its id is derived from
@@ -290,12 +406,18 @@ func (e *Edge) watchRoutes(ctx context.Context) {
 }
 
 // resolve names the service of r: by the rules' http routes first, then by
-// the exposures of services that have no rules.
+// the exposures of services that have no rules (once a service has rules,
+// its rule routes are all it exposes).
 func (e *Edge) resolve(r *http.Request) (string, bool) {
-	if svc, ok := e.routes.Rules().Route(r.URL.Path, r.Method); ok {
+	rules := e.routes.Rules()
+	if svc, ok := rules.Route(r.URL.Path, r.Method); ok {
 		return svc, true
 	}
-	return e.table.Load().match(r.URL.Path)
+	svc, ok := e.table.Load().match(r.URL.Path)
+	if !ok || rules.Service(svc) != nil {
+		return "", false
+	}
+	return svc, true
 }
 
 func (e *Edge) adminHandler() http.Handler {
@@ -312,17 +434,17 @@ func (e *Edge) adminHandler() http.Handler {
 		w.Header().Set("Content-Type", "application/json")
 		enc := json.NewEncoder(w)
 		enc.SetIndent("", "  ")
-		var adm *admission.Stats
+		var adm map[string]admission.Stats
 		if e.admission != nil {
-			s := e.admission.Stats()
-			adm = &s
+			adm = e.admission.Stats()
 		}
 		_ = enc.Encode(struct {
-			Component string               `json:"component"`
-			Etcd      discovery.Status     `json:"etcd"`
-			Routes    []discovery.Exposure `json:"routes"`
-			Admission *admission.Stats     `json:"admission,omitempty"`
-		}{"edge", st, e.routes.Exposures(), adm})
+			Component string                     `json:"component"`
+			Etcd      discovery.Status           `json:"etcd"`
+			Routes    []discovery.Exposure       `json:"routes"`
+			Admission map[string]admission.Stats `json:"admission,omitempty"`
+			Conns     struct{ Open, Refused int64 }
+		}{"edge", st, e.routes.Exposures(), adm, struct{ Open, Refused int64 }{e.conns.open.Load(), e.conns.denied.Load()}})
 	})
 	return mux
 }

@@ -300,7 +300,12 @@ func (s *Sidecar) register(ctx context.Context, pub *events.Publisher, admin str
 	}
 	if len(s.cfg.HTTPPrefixes) > 0 {
 		exp := discovery.Exposure{Service: s.cfg.Service, PathPrefixes: s.cfg.HTTPPrefixes}
-		if err := discovery.PutExposure(ctx, s.deps.Etcd, s.cfg.Prefix, exp); err != nil {
+		if err := reg.ClaimExposure(ctx, s.cfg.Prefix, exp); errors.Is(err, discovery.ErrPathClaimed) {
+			cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+			_ = reg.Close(cctx)
+			cancel()
+			return nil, fmt.Errorf("sidecar: --http-prefix: %w", err)
+		} else if err != nil {
 			s.log.Warn("publishing HTTP exposure failed; the edge may not route to this service", "err", err)
 		}
 	}

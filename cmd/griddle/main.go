@@ -69,6 +69,7 @@ func newRoot() *cobra.Command {
 	root.PersistentFlags().StringVar(&g.logFormat, "log-format", "text", "text or json")
 	root.AddCommand(upCmd(g), edgeCmd(g), sidecarCmd(g), storeCmd(g), seedCmd(g), benchCmd(g))
 	root.AddCommand(controlCmd(g), routesCmd(g), canaryCmd(g), statusCmd(g))
+	root.AddCommand(pinCmd())
 	setupCLI(root)
 	return root
 }
@@ -107,6 +108,8 @@ func edgeCmd(g *globals) *cobra.Command {
 		etcd    etcdFlags
 		mtls    meshtls.Files
 		proxies []string
+		pinFrom []string
+		pinKeys []string
 	)
 	cmd := &cobra.Command{
 		Use:   "edge",
@@ -124,6 +127,12 @@ func edgeCmd(g *globals) *cobra.Command {
 					return fmt.Errorf("edge: --trusted-proxy[%d]: %q: want a CIDR such as 10.0.0.0/8", i, p)
 				}
 				cfg.TrustedProxies = append(cfg.TrustedProxies, prefix)
+			}
+			if cfg.PinNetworks, err = parseCIDRs("edge: --pin-from", pinFrom); err != nil {
+				return err
+			}
+			if cfg.PinKeys, err = readPinKeys("edge: --pin-key-file", pinKeys); err != nil {
+				return err
 			}
 			if err := cfg.Validate(); err != nil {
 				return err
@@ -150,6 +159,13 @@ func edgeCmd(g *globals) *cobra.Command {
 	f.IntVar(&cfg.Admission.MaxLimit, "admission-max", 0, "ceiling of the adaptive concurrency limit (default 16 per CPU, at least 32)")
 	f.IntVar(&cfg.Admission.QueueSize, "admission-queue", 256, "requests that may wait for a slot under the concurrency limit")
 	f.DurationVar(&cfg.Admission.MaxWait, "admission-wait", 25*time.Millisecond, "longest wait for a slot during a burst; under sustained overload waits are 5ms")
+	f.StringArrayVar(&pinFrom, "pin-from", nil, "CIDR of clients (testers) whose plain X-Griddle-Pin is honoured (repeatable; default: none)")
+	f.StringArrayVar(&pinKeys, "pin-key-file", nil, "file with the HMAC key of signed pin tokens (griddle pin), honoured from any client (repeatable, for rotation)")
+	f.IntVar(&cfg.MaxConns, "max-conns", 10000, "client connections held open at once; past it new ones get 503")
+	f.Int64Var(&cfg.MaxBufferedBytes, "max-buffered-bytes", 256<<20, "request body bytes held in memory at once over all requests; past it 503")
+	f.StringVar(&cfg.HTTPSListen, "https-listen", "", "address for end users over TLS, HTTP/2 and HTTP/1.1 (needs --https-cert, --https-key)")
+	f.StringVar(&cfg.HTTPSCert, "https-cert", "", "PEM certificate (chain) for --https-listen, loaded again when it changes")
+	f.StringVar(&cfg.HTTPSKey, "https-key", "", "PEM private key for --https-listen, loaded again when it changes")
 	addTLSFlags(cmd, &mtls)
 	etcd.add(cmd)
 	return cmd

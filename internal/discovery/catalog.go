@@ -351,7 +351,8 @@ func (c *Catalog) classify(key string) (kind int, service string) {
 		return kindInstance, svc
 	}
 	if rest, ok := strings.CutPrefix(key, ExposuresPrefix(c.prefix)); ok {
-		return kindExposure, rest
+		svc, _, _ := strings.Cut(rest, "/") // <service> or <service>/<owner>
+		return kindExposure, svc
 	}
 	if rest, ok := strings.CutPrefix(key, RulesPrefix(c.prefix)); ok {
 		return kindRule, rest

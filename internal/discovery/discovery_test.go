@@ -414,3 +414,48 @@ func TestCatalogRunTwice(t *testing.T) {
 		t.Fatalf("second Run() = %v, want ErrDiscoveryRunning", err)
 	}
 }
+
+// TestExposureClaims: a path claimed by one service is refused to another
+// (a longer prefix inside it too), instances of one service share theirs,
+// and a claim goes with its owner's lease.
+func TestExposureClaims(t *testing.T) {
+	_, cli := startEtcd(t)
+	ctx := testContext(t)
+	reg := func(svc, id string) *discovery.Registration {
+		r, err := discovery.Register(ctx, cli, testPrefix, instance(svc, "v1", id), 2*time.Second, quiet())
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = r.Close(context.Background()) })
+		return r
+	}
+	a1, a2, b := reg("profiles", "a1"), reg("profiles", "a2"), reg("thief", "b1")
+	if err := a1.ClaimExposure(ctx, testPrefix, discovery.Exposure{Service: "profiles", PathPrefixes: []string{"/profiles/"}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := a2.ClaimExposure(ctx, testPrefix, discovery.Exposure{Service: "profiles", PathPrefixes: []string{"/profiles/"}}); err != nil {
+		t.Fatalf("a second instance of the same service: %v, want its claim stored", err)
+	}
+	for _, p := range []string{"/profiles/", "/profiles/admin/", "/"} {
+		err := b.ClaimExposure(ctx, testPrefix, discovery.Exposure{Service: "thief", PathPrefixes: []string{p}})
+		if !errors.Is(err, discovery.ErrPathClaimed) {
+			t.Errorf("another service claiming %q: %v, want ErrPathClaimed", p, err)
+		}
+		if err := discovery.PutExposure(ctx, cli, testPrefix, discovery.Exposure{Service: "thief", PathPrefixes: []string{p}}); !errors.Is(err, discovery.ErrPathClaimed) {
+			t.Errorf("PutExposure of %q by another service: %v, want ErrPathClaimed", p, err)
+		}
+	}
+	if err := a1.ClaimExposure(ctx, testPrefix, discovery.Exposure{Service: "thief", PathPrefixes: []string{"/x/"}}); !errors.Is(err, discovery.ErrDiscoveryInvalid) {
+		t.Errorf("an instance claiming for another service: %v, want ErrDiscoveryInvalid", err)
+	}
+	resp, err := cli.Get(ctx, discovery.ExposuresPrefix(testPrefix), clientv3.WithPrefix())
+	if err != nil || len(resp.Kvs) != 2 {
+		t.Fatalf("exposures stored: %v, %v; want the two claims of profiles", resp, err)
+	}
+	// Once both owners are gone, the path is free.
+	_ = a1.Close(ctx)
+	_ = a2.Close(ctx)
+	if err := b.ClaimExposure(ctx, testPrefix, discovery.Exposure{Service: "thief", PathPrefixes: []string{"/profiles/"}}); err != nil {
+		t.Errorf("claim after the owners left: %v, want it stored", err)
+	}
+}

@@ -5,7 +5,8 @@
 // Registration keeps alive. A sidecar that dies disappears when its lease
 // expires; one that stops cleanly calls Close, which revokes the lease so the
 // entry disappears at once. Exposures (which HTTP paths the edge sends to a
-// service) are plain keys under <prefix>http/<service>, written by PutExposure.
+// service) are claimed by each instance under <prefix>http/<service>/<id> and its
+// lease (Registration.ClaimExposure), refused when another service holds the path.
 //
 // Edges and sidecars read through a Catalog: Get of the whole prefix, then a
 // Watch from the next revision, re-listing on compaction. Reads are lock-free

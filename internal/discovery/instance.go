@@ -33,6 +33,9 @@ type Instance struct {
 type Exposure struct {
 	Service      string   `json:"service"`
 	PathPrefixes []string `json:"pathPrefixes"`
+	// Owner is the id of the instance that claimed the exposure under its
+	// lease ("" for one stored by PutExposure).
+	Owner string `json:"owner,omitempty"`
 }
 
 // InstancesPrefix is where instances of all services are registered.
@@ -46,7 +49,8 @@ func InstanceKey(prefix string, in Instance) string {
 // ExposuresPrefix is where the HTTP exposures of all services are stored.
 func ExposuresPrefix(prefix string) string { return prefix + "http/" }
 
-// ExposureKey is the key of one service's exposure: <prefix>http/<service>.
+// ExposureKey is the key of one service's exposure: <prefix>http/<service>;
+// an instance's claim is under <prefix>http/<service>/<instance id>.
 func ExposureKey(prefix, service string) string { return ExposuresPrefix(prefix) + service }
 
 // ValidName reports whether s can be used as a service, version or instance
@@ -78,6 +82,9 @@ func (in Instance) Validate() error {
 func (e Exposure) Validate() error {
 	if !ValidName(e.Service) {
 		return fmt.Errorf("%w: exposure service %q", ErrDiscoveryInvalid, e.Service)
+	}
+	if e.Owner != "" && !ValidName(e.Owner) {
+		return fmt.Errorf("%w: exposure %s: owner %q", ErrDiscoveryInvalid, e.Service, e.Owner)
 	}
 	for _, p := range e.PathPrefixes {
 		if !strings.HasPrefix(p, "/") {

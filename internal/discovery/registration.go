@@ -46,6 +46,7 @@ type Registration struct {
 	entry  any // Instance or Edge
 	lease  clientv3.LeaseID
 	closed bool
+	claim  *exposureClaim // nil: the instance exposes nothing
 }
 
 // Register validates in, grants a lease of ttl (rounded up to whole seconds;
@@ -108,6 +109,13 @@ func (r *Registration) grantAndPut(ctx context.Context) (clientv3.LeaseID, error
 		_, _ = r.cli.Revoke(rctx, g.ID)
 		cancel()
 		return 0, err
+	}
+	if c := r.claim; c != nil {
+		// The exposure went with the old lease; while it was gone another
+		// service may have claimed the paths, and keeps them.
+		if err := claimExposure(ctx, r.cli, c.prefix, c.key, c.e, g.ID); err != nil {
+			r.logger.Error("discovery: exposure not claimed again after a lost lease", "key", c.key, "err", err)
+		}
 	}
 	return g.ID, nil
 }
@@ -254,24 +262,6 @@ func (r *Registration) Close(ctx context.Context) error {
 	r.mu.Unlock()
 	if _, err := r.cli.Revoke(ctx, lease); err != nil && !errors.Is(err, rpctypes.ErrLeaseNotFound) {
 		return fmt.Errorf("discovery: close %s: revoke lease: %w", r.key, err)
-	}
-	return nil
-}
-
-// PutExposure validates e and stores it under ExposureKey(prefix, e.Service),
-// replacing any previous exposure of that service. It has no lease: it stays
-// until overwritten or deleted.
-func PutExposure(ctx context.Context, cli *clientv3.Client, prefix string, e Exposure) error {
-	if err := e.Validate(); err != nil {
-		return err
-	}
-	v, err := json.Marshal(e)
-	if err != nil {
-		return fmt.Errorf("discovery: encode exposure: %w", err)
-	}
-	key := ExposureKey(prefix, e.Service)
-	if _, err := cli.Put(ctx, key, string(v)); err != nil {
-		return fmt.Errorf("discovery: put %s: %w", key, err)
 	}
 	return nil
 }
