@@ -128,6 +128,7 @@ func (m *MeshAPI) inbound(ctx context.Context, s *hop.Stream, env *wire.Request)
 		traceparent: env.GetTrace().GetTraceparent(),
 		tracestate:  env.GetTrace().GetTracestate(),
 		routing:     wire.EncodeRouting(env.GetRouting()),
+		delivery:    wire.IsDelivery(env.GetPath()),
 	}
 }
 

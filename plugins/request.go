@@ -3,7 +3,9 @@ package plugins
 import (
 	"context"
 	"net/http"
+	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/griddle-mesh/griddle/internal/hop"
@@ -55,6 +57,7 @@ type inbound struct {
 	traceparent string
 	tracestate  string
 	routing     string
+	delivery    bool // an event delivery from the sidecar
 }
 
 type inboundKey struct{}
@@ -72,6 +75,9 @@ func (in *inbound) Value(key any) any {
 type contextHandler struct {
 	h    http.Handler
 	mesh *MeshAPI
+	// deliveries are the paths declared with Subscribe: only deliveries
+	// reach them.
+	deliveries []string
 }
 
 func (c *contextHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -95,7 +101,26 @@ func (c *contextHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // serveEnvelope serves a request from the sidecar, whose context already
 // carries the deadline and what outbound calls inherit.
 func (c *contextHandler) serveEnvelope(w http.ResponseWriter, r *http.Request, _ *wire.Request) {
+	if IsDelivery(r) {
+		// Served at the subscription's own path.
+		r.URL.Scheme = ""
+		r.RequestURI = r.URL.RequestURI()
+	} else if slices.ContainsFunc(c.deliveries, func(p string) bool {
+		return r.URL.Path == p || strings.HasSuffix(p, "/") && strings.HasPrefix(r.URL.Path, p)
+	}) {
+		http.NotFound(w, r)
+		return
+	}
 	c.h.ServeHTTP(w, r)
+}
+
+// IsDelivery reports whether r is an event delivery from the sidecar (see
+// Subscribe) rather than a request. Paths declared with Subscribe receive
+// deliveries only; a handler that also takes events on other paths (a
+// sidecar's --subscribe) tells them apart with IsDelivery.
+func IsDelivery(r *http.Request) bool {
+	in, ok := r.Context().Value(inboundKey{}).(*inbound)
+	return ok && in.delivery
 }
 
 // parseDeadline decodes a HeaderDeadline value. ok is false for an empty or

@@ -61,6 +61,14 @@ type options struct {
 	subs []*pluginproto.Subscription
 }
 
+func (o *options) paths() []string {
+	var ps []string
+	for _, s := range o.subs {
+		ps = append(ps, s.GetPath())
+	}
+	return ps
+}
+
 // Subscribe asks for the events publisher publishes on topic, delivered in
 // order, at least once, as HTTP POSTs to path (with X-Griddle-Event-Id,
 // -Seq, -Topic and -Publisher headers; any 2xx acknowledges). The sidecar
@@ -121,7 +129,7 @@ func serve(h http.Handler, stderr io.Writer, opts ...Option) int {
 
 	mesh := newMesh(true)
 	hsrv := &hopServer{mesh: mesh, ln: ln, srv: hop.Server{
-		Handler:          (&contextHandler{h: h, mesh: mesh}).serveEnvelope,
+		Handler:          (&contextHandler{h: h, mesh: mesh, deliveries: o.paths()}).serveEnvelope,
 		Context:          mesh.inbound,
 		Logger:           slog.New(slog.NewJSONHandler(stderr, nil)),
 		StripMeshHeaders: true,

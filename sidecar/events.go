@@ -147,6 +147,7 @@ func (s *Sidecar) deliver(ctx context.Context, path string, ev events.Event) err
 		return err
 	}
 	req.ContentLength = int64(len(ev.Body))
+	req.URL.Path = wire.DeliveryPath(path) // a path no client request has
 	if ev.ContentType != "" {
 		req.Header.Set("Content-Type", ev.ContentType)
 	}
