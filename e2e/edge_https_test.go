@@ -216,6 +216,9 @@ func TestFairAdmission(t *testing.T) {
 					slowMu.Lock()
 					slowStatus[resp.StatusCode]++
 					slowMu.Unlock()
+					if resp.StatusCode == http.StatusServiceUnavailable {
+						time.Sleep(100 * time.Millisecond) // shed: the caller backs off, as Retry-After asks
+					}
 				}
 			}
 		})
