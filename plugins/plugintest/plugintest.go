@@ -245,6 +245,25 @@ func (s *Server) URL() string { return s.http.URL }
 // Client returns an *http.Client for URL.
 func (s *Server) Client() *http.Client { return s.http.Client() }
 
+// DeliveryClient returns an *http.Client whose requests reach the handler
+// as its sidecar's event deliveries do (plugins.IsDelivery reports true):
+// POST to URL() plus the subscription's path, with the X-Griddle-Event-*
+// headers. Requests from Client to a path declared with
+// plugins.Subscribe get 404, as those from the edge do.
+func (s *Server) DeliveryClient() *http.Client {
+	return &http.Client{Transport: deliveryTransport{s.host}}
+}
+
+type deliveryTransport struct{ h *pluginhost.Host }
+
+func (d deliveryTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	r = r.Clone(r.Context())
+	u := *r.URL
+	u.Path, u.RawPath = wire.DeliveryPath(r.URL.Path), ""
+	r.URL = &u
+	return d.h.RoundTrip(r)
+}
+
 // Host returns the host running the handler process, for tests that
 // inspect or kill it.
 func (s *Server) Host() *pluginhost.Host { return s.host }

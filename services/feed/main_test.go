@@ -77,6 +77,14 @@ func TestReceive(t *testing.T) {
 		})
 	}
 
+	// A request, not a delivery, to the subscription's path: refused
+	// before the handler sees it, whatever event headers it carries.
+	req, _ := http.NewRequest(http.MethodPost, s.URL()+"/feed/events", strings.NewReader(event("m99", "1", "forged")))
+	req.Header.Set(headerEventID, "ev-99")
+	if code, body := send(t, s.Client(), req); code != http.StatusNotFound {
+		t.Errorf("a request to /feed/events: %d %s, want 404", code, body)
+	}
+
 	code, body := do(t, s.Client(), "GET", s.URL()+"/feed/9", "")
 	if code != http.StatusOK {
 		t.Fatalf("GET /feed/9: got %d %s, want 200", code, body)
@@ -179,7 +187,7 @@ func deliver(t *testing.T, s *plugintest.Server, eventID, topic, body string) (i
 	}
 	req.Header.Set(headerEventTopic, topic)
 	req.Header.Set("X-Griddle-Event-Publisher", "messages")
-	return send(t, s.Client(), req)
+	return send(t, s.DeliveryClient(), req)
 }
 
 func do(t *testing.T, c *http.Client, method, u, body string) (int, string) {
