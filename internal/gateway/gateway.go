@@ -49,7 +49,8 @@ type Config struct {
 	Dispatcher Dispatcher
 	// Timeout bounds each request, retries included (0: 10s).
 	Timeout time.Duration
-	// MaxBodyBytes bounds request bodies; larger ones get 413 (0: 8 MiB).
+	// MaxBodyBytes bounds request bodies, streamed or not; larger ones get
+	// 413 (0: 1 GiB). At most 1 MiB of a body is held in memory.
 	MaxBodyBytes int64
 	// TrustMeshHeaders makes the gateway honour X-Griddle-Deadline,
 	// X-Griddle-Request-Id and X-Griddle-Routing from the client. Only the
@@ -114,7 +115,7 @@ func New(cfg Config) (*Gateway, error) {
 		cfg.Timeout = 10 * time.Second
 	}
 	if cfg.MaxBodyBytes == 0 {
-		cfg.MaxBodyBytes = 8 << 20
+		cfg.MaxBodyBytes = 1 << 30
 	}
 	g := &Gateway{cfg: cfg, log: cfg.Logger}
 	if g.log == nil {
@@ -194,14 +195,27 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, service string
 	buf := g.bufs.Get().(*bytes.Buffer)
 	defer g.putBuf(buf)
 	buf.Reset()
-	if r.Body != nil && r.Body != http.NoBody { // net/http's server gives bodiless requests NoBody
-		var src io.Reader = r.Body
+	// body is what is left of the request's body to stream.
+	var body io.Reader
+	if r.Body != nil && r.Body != http.NoBody && !upgrade { // net/http's server gives bodiless requests NoBody
+		body = http.MaxBytesReader(w, r.Body, g.cfg.MaxBodyBytes)
+		var err error
 		if whole {
-			src = http.MaxBytesReader(w, r.Body, g.cfg.MaxBodyBytes)
+			_, err = buf.ReadFrom(body)
 		} else {
-			src = io.LimitReader(r.Body, partSize) // the first part; the rest follows
+			// The first part is what one read gives: a client that sends a
+			// message and waits for the answer (a bidirectional stream)
+			// must not wait for more.
+			buf.Grow(partSize)
+			p := buf.AvailableBuffer()[:partSize]
+			var n int
+			n, err = body.Read(p)
+			buf.Write(p[:n])
+			if err == io.EOF {
+				err = nil
+			}
 		}
-		if _, err := buf.ReadFrom(src); err != nil {
+		if err != nil {
 			if _, tooLarge := errors.AsType[*http.MaxBytesError](err); tooLarge {
 				return outcome{status: g.fail(w, r, http.StatusRequestEntityTooLarge, "body_too_large", "request body too large", nil)}
 			}
@@ -291,7 +305,7 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, service string
 		release()
 		out.status = g.failCode(w, r, reply)
 	case x != nil:
-		out.status = g.stream(w, r, req, reply, x, deadline, release)
+		out.status = g.stream(w, r, body, req, reply, x, deadline, release)
 	default:
 		release()
 		w.Header().Set(wire.HeaderRequestID, req.Id)
