@@ -33,9 +33,10 @@ import (
 // Dispatcher sends one envelope to some instance of its service. The
 // envelope's DeadlineUnixNano bounds the call; ctx is the client's request
 // context, which carries no deadline of its own and is cancelled when the
-// client goes away.
+// client goes away. When the reply says more parts follow, the exchange
+// carries them (see dispatch.Dispatcher.DoExchange).
 type Dispatcher interface {
-	DoPolicy(ctx context.Context, req *wire.Request, pol dispatch.Policy) (*wire.Reply, error)
+	DoExchange(ctx context.Context, req *wire.Request, pol dispatch.Policy) (*wire.Reply, *dispatch.Exchange, error)
 }
 
 var _ Dispatcher = (*dispatch.Dispatcher)(nil)
@@ -48,7 +49,8 @@ type Config struct {
 	Dispatcher Dispatcher
 	// Timeout bounds each request, retries included (0: 10s).
 	Timeout time.Duration
-	// MaxBodyBytes bounds request bodies; larger ones get 413 (0: 8 MiB).
+	// MaxBodyBytes bounds request bodies, streamed or not; larger ones get
+	// 413 (0: 1 GiB). At most 1 MiB of a body is held in memory.
 	MaxBodyBytes int64
 	// TrustMeshHeaders makes the gateway honour X-Griddle-Deadline,
 	// X-Griddle-Request-Id and X-Griddle-Routing from the client. Only the
@@ -61,8 +63,9 @@ type Config struct {
 	// its body is read, and its slot is given back once the answer has
 	// arrived, before a slow client reads it.
 	Admission *admission.Fair
-	// Bodies, when set, bounds the request body bytes held in memory at
-	// once; a body that does not fit gets a 503.
+	// Bodies, when set, bounds the bytes of bodies sent whole (up to 1 MiB
+	// each; longer ones stream in parts) held in memory at once; a body
+	// that does not fit gets a 503.
 	Bodies *admission.Bytes
 	// Pins, when set, returns the version pins a request may carry (nil:
 	// none); the edge honours them only from trusted sources. Without it
@@ -122,7 +125,7 @@ func New(cfg Config) (*Gateway, error) {
 		cfg.Timeout = 10 * time.Second
 	}
 	if cfg.MaxBodyBytes == 0 {
-		cfg.MaxBodyBytes = 8 << 20
+		cfg.MaxBodyBytes = 1 << 30
 	}
 	g := &Gateway{cfg: cfg, log: cfg.Logger}
 	if g.log == nil {
@@ -160,48 +163,102 @@ type outcome struct {
 }
 
 func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, service string, start time.Time) outcome {
-	if r.Header["Upgrade"] != nil {
-		// The frames do not carry a connection taken over yet: refused
-		// plainly rather than served as the plain request it is not.
-		return outcome{status: g.fail(w, r, http.StatusNotImplemented, "upgrade_unsupported", "protocol upgrades (WebSocket) are not carried through the mesh yet", nil)}
-	}
-	if r.ContentLength > g.cfg.MaxBodyBytes {
+	upgrade := r.Header["Upgrade"] != nil && r.ProtoMajor == 1
+	whole := !upgrade && r.ContentLength >= 0 && r.ContentLength <= inlineBody
+	if whole && r.ContentLength > g.cfg.MaxBodyBytes {
 		return outcome{status: g.fail(w, r, http.StatusRequestEntityTooLarge, "body_too_large", "request body too large", nil)}
 	}
-	release := func() {}
+	// The routing decision: version, timeout, retries, streams.
+	var out outcome
+	var svc *routing.Service
+	if g.cfg.Rules != nil {
+		svc = g.cfg.Rules().Service(service)
+	}
+	if upgrade && svc != nil && !svc.Upgrades() {
+		return outcome{status: g.fail(w, r, http.StatusNotImplemented, "upgrade_refused", "this route does not allow protocol upgrades", nil)}
+	}
+
+	// Admission before the body is read: a refused request costs no more.
+	var tok admission.Ticket
+	admitted := false
 	if g.cfg.Admission != nil {
-		tok, err := g.cfg.Admission.Acquire(r.Context(), service)
+		t, err := g.cfg.Admission.Acquire(r.Context(), service)
 		if err != nil {
 			if g.cfg.Metrics != nil {
 				g.cfg.Metrics.Shed.WithLabelValues(service).Inc()
 			}
 			return outcome{status: g.shed(w)}
 		}
-		released := false
-		release = func() {
-			if !released {
-				released = true
-				// A client that left says nothing of the mesh's latency.
-				g.cfg.Admission.Release(tok, r.Context().Err() == nil)
-			}
-		}
-		defer release()
+		tok, admitted = t, true
 	}
+	// The slot is given back when the answer (or its head) has arrived,
+	// not when a slow client has read it.
+	release := func() {
+		if admitted {
+			admitted = false
+			// A client that left says nothing of the mesh's latency.
+			g.cfg.Admission.Release(tok, r.Context().Err() == nil)
+		}
+	}
+	defer release()
+
 	buf := g.bufs.Get().(*bytes.Buffer)
 	defer g.putBuf(buf)
 	buf.Reset()
-	if r.Body != nil && r.Body != http.NoBody { // net/http's server gives bodiless requests NoBody
-		held, status := g.readBody(w, r, buf)
-		if g.cfg.Bodies != nil {
-			defer g.cfg.Bodies.Release(held)
+	// body is what is left of the request's body to stream.
+	var body io.Reader
+	if r.Body != nil && r.Body != http.NoBody && !upgrade { // net/http's server gives bodiless requests NoBody
+		body = http.MaxBytesReader(w, r.Body, g.cfg.MaxBodyBytes)
+		var err error
+		if whole {
+			if b := g.cfg.Bodies; b != nil && r.ContentLength > 0 {
+				if !b.TryAcquire(r.ContentLength) {
+					return outcome{status: g.fail(w, r, http.StatusServiceUnavailable, "body_budget", "too many request bytes in flight: retry later", nil)}
+				}
+				defer b.Release(r.ContentLength)
+			}
+			_, err = buf.ReadFrom(body)
+		} else {
+			// The first part is what one read gives: a client that sends a
+			// message and waits for the answer (a bidirectional stream)
+			// must not wait for more.
+			buf.Grow(partSize)
+			p := buf.AvailableBuffer()[:partSize]
+			var n int
+			n, err = body.Read(p)
+			buf.Write(p[:n])
+			if err == io.EOF {
+				err = nil
+			}
 		}
-		if status != 0 {
-			return outcome{status: status}
+		if err != nil {
+			if _, tooLarge := errors.AsType[*http.MaxBytesError](err); tooLarge {
+				return outcome{status: g.fail(w, r, http.StatusRequestEntityTooLarge, "body_too_large", "request body too large", nil)}
+			}
+			return outcome{status: g.fail(w, r, http.StatusBadRequest, "bad_body", "request body could not be read", err)}
 		}
 	}
 
 	deadline := start.Add(g.cfg.Timeout)
 	req := wire.NewRequest(r, service, buf.Bytes())
+	req.AcceptParts = true
+	if r.ProtoMajor >= 2 {
+		req.ProtoMajor, req.ProtoMinor = int32(r.ProtoMajor), int32(r.ProtoMinor)
+	}
+	if !whole {
+		req.BodyFollows = true
+		if r.ContentLength >= 0 {
+			req.Headers = append(req.Headers, &wire.Header{Name: "Content-Length", Values: []string{strconv.FormatInt(r.ContentLength, 10)}})
+		}
+	} else if len(r.Trailer) > 0 {
+		req.Trailers = wire.EncodeTrailers(r.Trailer) // read with the whole body
+	}
+	if upgrade {
+		req.Upgrade, req.LongLived = true, true
+		req.Headers = append(req.Headers,
+			&wire.Header{Name: "Connection", Values: []string{"Upgrade"}},
+			&wire.Header{Name: "Upgrade", Values: r.Header["Upgrade"]})
+	}
 	var rc *wire.Routing
 	if g.cfg.TrustMeshHeaders {
 		if d, err := strconv.ParseInt(r.Header.Get(wire.HeaderDeadline), 10, 64); err == nil && d > 0 && d < deadline.UnixNano() {
@@ -222,12 +279,6 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, service string
 		req.Id = g.ids.next()
 	}
 
-	// The routing decision: version, timeout, retries.
-	var out outcome
-	var svc *routing.Service
-	if g.cfg.Rules != nil {
-		svc = g.cfg.Rules().Service(service)
-	}
 	var rp *routing.RetryPolicy
 	if svc != nil {
 		if rc == nil { // the rules may add a sticky key or an experiment
@@ -239,6 +290,9 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, service string
 			deadline = start.Add(t)
 		}
 		rp = svc.Retry()
+		longLived, idle := svc.LongLived()
+		req.LongLived = req.LongLived || longLived
+		req.IdleNanos = int64(idle)
 	} else if v := rc.GetPins()[service]; v != "" {
 		req.Version = v
 	}
@@ -246,21 +300,32 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, service string
 		req.Routing = rc
 	}
 	pol := g.policy(service, rp)
+	if !whole {
+		pol.Attempts = 1 // the body streams from the client: it cannot be sent again
+	}
 
-	req.DeadlineUnixNano = deadline.UnixNano()
+	if req.LongLived {
+		deadline = time.Time{}
+	} else {
+		req.DeadlineUnixNano = deadline.UnixNano()
+	}
 	req.Trace = traceOf(r)
 
 	// The dispatcher bounds the call by req's deadline; a context with
 	// the same deadline would only add a timer per request.
-	reply, err := g.cfg.Dispatcher.DoPolicy(r.Context(), req, pol)
-	release() // the answer is here: a slow reader does not hold the slot
+	reply, x, err := g.cfg.Dispatcher.DoExchange(r.Context(), req, pol)
 	out.version, out.retries = req.Version, max(int(req.Attempt)-1, 0)
 	switch {
 	case err != nil:
+		release()
 		out.status = g.failDispatch(w, r, err)
 	case reply.GetCode() != wire.Code_CODE_OK:
+		release()
 		out.status = g.failCode(w, r, reply)
+	case x != nil:
+		out.status = g.stream(w, r, body, req, reply, x, deadline, release)
 	default:
+		release()
 		w.Header().Set(wire.HeaderRequestID, req.Id)
 		if err := reply.WriteHTTP(w); err != nil {
 			g.log.Debug("writing reply", "service", service, "request", req.Id, "err", err)
@@ -268,60 +333,6 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, service string
 		out.status = int(reply.GetStatus())
 	}
 	return out
-}
-
-// readBody reads r's body into buf, within MaxBodyBytes and the Bodies
-// budget. It returns the bytes it took of the budget (to be given back
-// once buf is no longer needed) and, when the body is refused, the status
-// it answered with (else 0).
-func (g *Gateway) readBody(w http.ResponseWriter, r *http.Request, buf *bytes.Buffer) (held int64, status int) {
-	body := io.Reader(http.MaxBytesReader(w, r.Body, g.cfg.MaxBodyBytes))
-	if b := g.cfg.Bodies; b != nil {
-		if r.ContentLength > 0 {
-			if !b.TryAcquire(r.ContentLength) {
-				return 0, g.shedBody(w, r)
-			}
-			held = r.ContentLength
-			body = io.LimitReader(body, r.ContentLength)
-		} else {
-			body = &budgetReader{r: body, b: b, held: &held}
-		}
-	}
-	if _, err := buf.ReadFrom(body); err != nil {
-		if _, tooLarge := errors.AsType[*http.MaxBytesError](err); tooLarge {
-			return held, g.fail(w, r, http.StatusRequestEntityTooLarge, "body_too_large", "request body too large", nil)
-		}
-		if errors.Is(err, errBodyBudget) {
-			return held, g.shedBody(w, r)
-		}
-		return held, g.fail(w, r, http.StatusBadRequest, "bad_body", "request body could not be read", err)
-	}
-	return held, 0
-}
-
-func (g *Gateway) shedBody(w http.ResponseWriter, r *http.Request) int {
-	return g.fail(w, r, http.StatusServiceUnavailable, "body_budget", "too many request bytes in flight: retry later", nil)
-}
-
-var errBodyBudget = errors.New("gateway: request bytes in memory at their cap")
-
-// budgetReader takes from a byte budget what it reads, for bodies of
-// unknown length; held is what it took.
-type budgetReader struct {
-	r    io.Reader
-	b    *admission.Bytes
-	held *int64
-}
-
-func (br *budgetReader) Read(p []byte) (int, error) {
-	n, err := br.r.Read(p)
-	if n > 0 {
-		if !br.b.TryAcquire(int64(n)) {
-			return 0, errBodyBudget
-		}
-		*br.held += int64(n)
-	}
-	return n, err
 }
 
 // policy is the dispatch policy of one request to service under rp (nil:
