@@ -230,6 +230,7 @@ func TestFairAdmission(t *testing.T) {
 	var lat []time.Duration
 	statuses := map[int]int{}
 	tick := time.NewTicker(time.Second / rate)
+	begin := time.Now()
 	var reads sync.WaitGroup
 	for i := range rate * seconds {
 		<-tick.C
@@ -238,9 +239,12 @@ func TestFairAdmission(t *testing.T) {
 			status := 0
 			resp, err := client.Get(base + "/profiles/" + itoa(int64(i%50+1)))
 			if err == nil {
-				io.Copy(io.Discard, resp.Body)
+				b, _ := io.ReadAll(resp.Body)
 				resp.Body.Close()
 				status = resp.StatusCode
+				if status != 200 {
+					t.Logf("read %d at %v: %d %s", i, time.Since(begin).Round(time.Millisecond), status, b)
+				}
 			}
 			mu.Lock()
 			lat = append(lat, time.Since(due))
