@@ -41,6 +41,27 @@ func startPath(tb testing.TB) (string, *Sidecar) { return startPathOn(tb, "tcp:/
 // deployed, inproc as in griddle up; edits change the edge's configuration.
 func startPathOn(tb testing.TB, listen string, edits ...func(*edge.Config)) (string, *Sidecar) {
 	tb.Helper()
+	return startMesh(tb, meshSpec{listen: listen, plugin: "../services/hello", service: "hello", prefixes: []string{"/hello/"},
+		probe: "/hello/greet?name=x", edits: edits})
+}
+
+// meshSpec says what startMesh runs: one service's handler plugin (a
+// package path) exposed at prefixes, its sidecar listening on listen, the
+// edge's configuration changed by edits; probe is a path that answers 200
+// once the edge can reach the service, or with probeAny any answer but
+// 404 and 5xx.
+type meshSpec struct {
+	listen, plugin, service, probe string
+	probeAny                       bool
+	prefixes                       []string
+	edits                          []func(*edge.Config)
+}
+
+// startMesh runs the whole request path for spec but the client in this
+// process, and returns the edge's address and the sidecar.
+func startMesh(tb testing.TB, spec meshSpec) (string, *Sidecar) {
+	tb.Helper()
+	listen := spec.listen
 	quiet := slog.New(slog.DiscardHandler)
 	ctx, cancel := context.WithCancel(context.Background())
 
@@ -58,15 +79,15 @@ func startPathOn(tb testing.TB, listen string, edits ...func(*edge.Config)) (str
 	}
 
 	s, err := New(Config{
-		Service: "hello", Version: "v1", Listen: listen,
-		Plugin: plugintest.Build(tb, "../services/hello"), HTTPPrefixes: []string{"/hello/"},
+		Service: spec.service, Version: "v1", Listen: listen,
+		Plugin: plugintest.Build(tb, spec.plugin), HTTPPrefixes: spec.prefixes,
 		DrainGrace: time.Millisecond, Logger: quiet,
 	}, Deps{Etcd: cli, Dispatcher: d, Catalog: cat})
 	if err != nil {
 		tb.Fatal(err)
 	}
 	ecfg := edge.Config{Listen: "127.0.0.1:0", Logger: quiet, NoAdmission: true}
-	for _, edit := range edits {
+	for _, edit := range spec.edits {
 		edit(&ecfg)
 	}
 	e, err := edge.New(ecfg, edge.Deps{Routes: cat, Dispatcher: d})
@@ -94,15 +115,19 @@ func startPathOn(tb testing.TB, listen string, edits ...func(*edge.Config)) (str
 
 	// Wait for the edge to learn the route and the instance.
 	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(20 * time.Millisecond) {
-		resp, err := http.Get("http://" + e.Addr() + "/hello/greet?name=x")
+		resp, err := http.Get("http://" + e.Addr() + spec.probe)
 		if err == nil {
 			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
+			if resp.StatusCode == http.StatusOK || spec.probeAny && resp.StatusCode != 404 && resp.StatusCode < 500 {
 				break
 			}
 		}
 		if time.Now().After(deadline) {
-			tb.Fatalf("no answer through the edge: %v", err)
+			status := 0
+			if resp != nil {
+				status = resp.StatusCode
+			}
+			tb.Fatalf("no answer through the edge: %d %v", status, err)
 		}
 	}
 	return e.Addr(), s

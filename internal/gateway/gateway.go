@@ -286,6 +286,13 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, service string
 		pol.Attempts = 1 // the body streams from the client: it cannot be sent again
 	}
 
+	if v := r.Header["Grpc-Timeout"]; len(v) == 1 && wire.IsGRPC(r.Header.Get("Content-Type")) {
+		// A gRPC call's own timeout becomes the mesh's deadline.
+		if d, ok := wire.ParseGRPCTimeout(v[0]); ok && start.Add(d).Before(deadline) {
+			deadline = start.Add(d)
+			req.LongLived = false
+		}
+	}
 	if req.LongLived {
 		deadline = time.Time{}
 	} else {
@@ -312,7 +319,7 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, service string
 		if err := reply.WriteHTTP(w); err != nil {
 			g.log.Debug("writing reply", "service", service, "request", req.Id, "err", err)
 		}
-		out.status = int(reply.GetStatus())
+		out.status = reply.FigureStatus()
 	}
 	return out
 }

@@ -362,7 +362,7 @@ func (w *ResponseWriter) flush(end bool) {
 	}
 	if !w.headSent {
 		w.headSent = true
-		if w.err = w.sendReply(nil, false); w.err != nil {
+		if w.err = w.sendReply(nil, false, nil); w.err != nil {
 			return
 		}
 	}
@@ -381,6 +381,12 @@ func (w *ResponseWriter) finish() error {
 		return w.err
 	}
 	trailers := w.trailer()
+	if trailers != nil && !w.headSent && len(*w.buf) < chunkSize {
+		// Head, body and trailers in one frame (gRPC's trailers-only
+		// answers, small answers with trailers).
+		w.headSent = true
+		return w.sendReply(*w.buf, true, trailers)
+	}
 	if trailers != nil {
 		// The trailers end the stream: the head and body go first.
 		w.flush(false)
@@ -394,7 +400,7 @@ func (w *ResponseWriter) finish() error {
 		return w.err
 	}
 	w.headSent = true
-	return w.sendReply(*w.buf, true)
+	return w.sendReply(*w.buf, true, nil)
 }
 
 // trailer collects the answer's trailers as net/http's server does: the
@@ -441,8 +447,9 @@ func declaredTrailers(h http.Header) []string {
 	return names
 }
 
-// sendReply sends the answer's head with body as one Reply frame.
-func (w *ResponseWriter) sendReply(body []byte, end bool) error {
+// sendReply sends the answer's head with body (and, ending it, trailers)
+// as one Reply frame.
+func (w *ResponseWriter) sendReply(body []byte, end bool, trailers http.Header) error {
 	if _, ok := w.header["Content-Type"]; !ok && len(body) > 0 && bodyAllowed(w.status) {
 		w.header["Content-Type"] = []string{http.DetectContentType(body)}
 	}
@@ -455,6 +462,12 @@ func (w *ResponseWriter) sendReply(body []byte, end bool) error {
 	b := getBuf()
 	defer putBuf(b)
 	*b = wire.AppendReply(*b, w.status, w.header, body, w.stripMesh)
+	if trailers != nil {
+		var err error
+		if *b, err = (proto.MarshalOptions{}).MarshalAppend(*b, &wire.Reply{Trailers: wire.EncodeTrailers(trailers)}); err != nil {
+			return err
+		}
+	}
 	return w.s.Send(TypeReply, end, *b)
 }
 
