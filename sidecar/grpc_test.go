@@ -2,7 +2,9 @@ package sidecar
 
 import (
 	"context"
+	"io"
 	"net"
+	"net/http"
 	"os/exec"
 	"path/filepath"
 	"testing"
@@ -52,4 +54,39 @@ func TestGRPCInterop(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestGRPCBetweenServices: the same cases from a handler (services/interop
+// as caller) to another service through its sidecar: the handler dials
+// with plugins.MeshAPI.DialGRPC, its sidecar serves the tunnel over HTTP/2
+// and routes each call through the mesh.
+func TestGRPCBetweenServices(t *testing.T) {
+	addr, _ := startMesh(t, meshSpec{plugin: "../services/interop", service: "caller", prefixes: []string{"/interop/"},
+		probe: "/interop/run", probeAny: true,
+		also: []meshSpec{{plugin: "../services/interop", service: "interop"}}})
+	for _, c := range interopCases {
+		t.Run(c, func(t *testing.T) {
+			resp, err := http.Get("http://" + addr + "/interop/run?target=interop&case=" + c)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			body, _ := io.ReadAll(resp.Body)
+			if resp.StatusCode != 200 || string(body) != "ok\n" {
+				t.Fatalf("%s: %d %s", c, resp.StatusCode, body)
+			}
+		})
+	}
+	t.Run("no such service", func(t *testing.T) { // the calls go where they are sent
+		resp, err := http.Get("http://" + addr + "/interop/run?target=ghost&case=empty_unary")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		if resp.StatusCode == 200 {
+			t.Fatalf("a call to a service that does not exist succeeded: %s", body)
+		}
+		t.Logf("%d %s", resp.StatusCode, body)
+	})
 }

@@ -55,13 +55,14 @@ type meshSpec struct {
 	probeAny                       bool
 	prefixes                       []string
 	edits                          []func(*edge.Config)
+	// also are more services, each with a sidecar of its own.
+	also []meshSpec
 }
 
 // startMesh runs the whole request path for spec but the client in this
 // process, and returns the edge's address and the sidecar.
 func startMesh(tb testing.TB, spec meshSpec) (string, *Sidecar) {
 	tb.Helper()
-	listen := spec.listen
 	quiet := slog.New(slog.DiscardHandler)
 	ctx, cancel := context.WithCancel(context.Background())
 
@@ -78,14 +79,22 @@ func startMesh(tb testing.TB, spec meshSpec) (string, *Sidecar) {
 		tb.Fatal(err)
 	}
 
-	s, err := New(Config{
-		Service: spec.service, Version: "v1", Listen: listen,
-		Plugin: plugintest.Build(tb, spec.plugin), HTTPPrefixes: spec.prefixes,
-		DrainGrace: time.Millisecond, Logger: quiet,
-	}, Deps{Etcd: cli, Dispatcher: d, Catalog: cat})
-	if err != nil {
-		tb.Fatal(err)
+	var sidecars []*Sidecar
+	for _, sp := range append([]meshSpec{spec}, spec.also...) {
+		if sp.listen == "" {
+			sp.listen = "tcp://127.0.0.1:0"
+		}
+		sc, err := New(Config{
+			Service: sp.service, Version: "v1", Listen: sp.listen,
+			Plugin: plugintest.Build(tb, sp.plugin), HTTPPrefixes: sp.prefixes,
+			DrainGrace: time.Millisecond, Logger: quiet,
+		}, Deps{Etcd: cli, Dispatcher: d, Catalog: cat})
+		if err != nil {
+			tb.Fatal(err)
+		}
+		sidecars = append(sidecars, sc)
 	}
+	s := sidecars[0]
 	ecfg := edge.Config{Listen: "127.0.0.1:0", Logger: quiet, NoAdmission: true}
 	for _, edit := range spec.edits {
 		edit(&ecfg)
@@ -94,18 +103,25 @@ func startMesh(tb testing.TB, spec meshSpec) (string, *Sidecar) {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	sDone, eDone := make(chan struct{}), make(chan struct{})
-	go func() { defer close(sDone); _ = s.Run(ctx) }()
+	var running sync.WaitGroup
+	eDone := make(chan struct{})
+	for _, sc := range sidecars {
+		running.Go(func() { _ = sc.Run(ctx) })
+	}
 	go func() { defer close(eDone); _ = e.Run(ctx) }()
 	tb.Cleanup(func() {
 		cancel()
 		<-eDone
-		<-sDone
+		running.Wait()
 		<-catDone
 		d.Close()
 		cli.Close()
 	})
-	for _, ready := range []<-chan struct{}{s.Ready(), e.Ready()} {
+	readies := []<-chan struct{}{e.Ready()}
+	for _, sc := range sidecars {
+		readies = append(readies, sc.Ready())
+	}
+	for _, ready := range readies {
 		select {
 		case <-ready:
 		case <-time.After(30 * time.Second):

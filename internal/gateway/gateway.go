@@ -437,6 +437,14 @@ func (g *Gateway) fail(w http.ResponseWriter, r *http.Request, status int, code,
 		"method", r.Method, "path", r.URL.Path, "err", cause)
 	h := w.Header()
 	h.Set(wire.HeaderErrorID, id)
+	if wire.IsGRPC(r.Header.Get("Content-Type")) {
+		// A gRPC client reads a status, not a page: a trailers-only answer.
+		h.Set("Content-Type", "application/grpc")
+		h.Set("Grpc-Status", strconv.Itoa(wire.HTTPGRPCStatus(status)))
+		h.Set("Grpc-Message", code+": "+msg+" (error "+id+")")
+		w.WriteHeader(http.StatusOK)
+		return status
+	}
 	h.Set("Content-Type", "application/json")
 	if status == http.StatusServiceUnavailable {
 		h.Set("Retry-After", "1")

@@ -503,6 +503,29 @@ func (w *ResponseWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	return c, bufio.NewReadWriter(bufio.NewReader(c), bufio.NewWriter(c)), nil
 }
 
+// Tunnel opens a stream on c whose peer takes it over (an upgrade its
+// Handler hijacks) and returns it as a connection: bytes both ways, until
+// either side closes. payload is the marshalled wire.Request that asks for
+// the upgrade; the peer's answer must be the hijacked one, which comes
+// before done is closed (nil: no bound).
+func Tunnel(c *Conn, payload []byte, done <-chan struct{}) (net.Conn, error) {
+	s, err := Start(c, payload, false)
+	if err != nil {
+		return nil, err
+	}
+	f, err := s.Recv(time.Time{}, done)
+	if err != nil {
+		s.Close()
+		return nil, err
+	}
+	var reply wire.Reply
+	if f.Type != TypeReply || reply.UnmarshalShared(f.Payload) != nil || !reply.GetHijacked() {
+		s.Close()
+		return nil, fmt.Errorf("%w: the peer answered %d %s instead of taking the stream over", ErrProtocol, reply.GetStatus(), reply.GetCode())
+	}
+	return &hijackedConn{s: s, body: &streamBody{s: s}, remote: "sidecar"}, nil
+}
+
 // hijackedConn is a stream taken over by a handler: reads are the
 // client's bytes (Data frames), writes go back as Data frames.
 type hijackedConn struct {
@@ -546,7 +569,9 @@ func (c *hijackedConn) Close() error {
 	c.closed = true
 	err := c.s.Send(TypeData, true, nil)
 	c.s.Close()
-	putBuf(c.buf)
+	if c.buf != nil {
+		putBuf(c.buf)
+	}
 	return err
 }
 

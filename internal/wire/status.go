@@ -100,6 +100,32 @@ func GRPCHTTPStatus(code int) int {
 	}
 }
 
+// HTTPGRPCStatus is the gRPC status code a gRPC client is answered for an
+// error the mesh gives with this HTTP status (gRPC's own mapping of HTTP
+// statuses, and CANCELLED for a client that left).
+func HTTPGRPCStatus(status int) int {
+	switch status {
+	case 499:
+		return 1 // CANCELLED
+	case http.StatusBadRequest:
+		return 13 // INTERNAL
+	case http.StatusUnauthorized:
+		return 16 // UNAUTHENTICATED
+	case http.StatusForbidden:
+		return 7 // PERMISSION_DENIED
+	case http.StatusNotFound, http.StatusNotImplemented:
+		return 12 // UNIMPLEMENTED
+	case http.StatusRequestEntityTooLarge, http.StatusTooManyRequests:
+		return 8 // RESOURCE_EXHAUSTED
+	case http.StatusGatewayTimeout:
+		return 4 // DEADLINE_EXCEEDED
+	case http.StatusBadGateway, http.StatusServiceUnavailable:
+		return 14 // UNAVAILABLE
+	default:
+		return 2 // UNKNOWN
+	}
+}
+
 // IsGRPC reports whether a Content-Type is gRPC's.
 func IsGRPC(contentType string) bool {
 	return strings.HasPrefix(contentType, "application/grpc")
