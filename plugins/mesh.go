@@ -218,7 +218,6 @@ func (s *connSet) closeAll() {
 	}
 }
 
-
 // closeBody honours the http.RoundTripper contract of closing the request
 // body even when the request is not sent.
 func closeBody(req *http.Request) {

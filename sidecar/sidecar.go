@@ -20,12 +20,12 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.nanomsg.org/mangos/v3"
-	"golang.org/x/net/http2"
 	"go.nanomsg.org/mangos/v3/protocol/rep"
 	_ "go.nanomsg.org/mangos/v3/transport/inproc" // registers inproc://
 	_ "go.nanomsg.org/mangos/v3/transport/ipc"    // registers ipc://
 	_ "go.nanomsg.org/mangos/v3/transport/tcp"    // registers tcp://
 	_ "go.nanomsg.org/mangos/v3/transport/tlstcp" // registers tls+tcp://
+	"golang.org/x/net/http2"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/griddle-mesh/griddle/internal/discovery"
