@@ -264,7 +264,8 @@ func (e *Edge) Run(ctx context.Context) error {
 	}
 	addr := ln.Addr().String()
 	e.addr.Store(&addr)
-	// The plain port speaks HTTP/1.1 and HTTP/2 with prior knowledge (h2c).
+	// HTTP/1.1 and, on the same port, HTTP/2 with prior knowledge (h2c), as
+	// gRPC clients speak it without TLS.
 	var plain http.Protocols
 	plain.SetHTTP1(true)
 	plain.SetUnencryptedHTTP2(true)
