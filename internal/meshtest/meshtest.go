@@ -15,6 +15,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -126,7 +127,8 @@ type Proc struct {
 }
 
 // Sidecar starts `griddle sidecar` for service (whose handler Build
-// compiled) and waits until its instance is registered.
+// compiled) and waits until its instance is registered and, with
+// --http-prefix, its exposure claimed.
 func (m *Mesh) Sidecar(service, version string, args ...string) *Proc {
 	m.t.Helper()
 	id := fmt.Sprintf("%s-%s-%d", service, version, time.Now().UnixNano()%1e9)
@@ -137,8 +139,17 @@ func (m *Mesh) Sidecar(service, version string, args ...string) *Proc {
 		"--admin", admin, "--ttl", "2s", "--log-level", "debug", "--store", m.Store,
 	}, args...)...)
 	p.Admin, p.Addr = admin, id
+	exposes := slices.Contains(args, "--http-prefix")
 	m.waitFor(p, func() bool {
 		resp, err := m.Cli.Get(context.Background(), discovery.InstanceKey(discovery.DefaultPrefix, discovery.Instance{Service: service, Version: version, ID: id}))
+		if err != nil || len(resp.Kvs) != 1 {
+			return false
+		}
+		if !exposes {
+			return true
+		}
+		// The exposure is claimed just after the instance registers.
+		resp, err = m.Cli.Get(context.Background(), discovery.ExposureKey(discovery.DefaultPrefix, service)+"/"+id)
 		return err == nil && len(resp.Kvs) == 1
 	})
 	return p
