@@ -6,6 +6,7 @@ import (
 	"compress/zlib"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -17,6 +18,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/gorilla/websocket"
 )
 
 // The transparency suite: go-httpbin (a third-party handler) served alone
@@ -686,4 +689,91 @@ func excerpt(b []byte, i int) string {
 		return ""
 	}
 	return string(b[lo:hi])
+}
+
+// TestTransparencyWebSocket: httpbin's WebSocket echo alone and through
+// the mesh: the same handshake answer and the same echoes of the same
+// messages. Sec-WebSocket-Accept answers each side's own random key (the
+// client checks it); the rest of the 101's head is compared.
+func TestTransparencyWebSocket(t *testing.T) {
+	h := startHTTPBin(t, nil)
+	type msg struct {
+		kind int
+		data []byte
+	}
+	for _, c := range []struct {
+		name  string
+		query string
+		msgs  []msg
+	}{
+		{"websocket text", "", []msg{{websocket.TextMessage, []byte("hello")}, {websocket.TextMessage, []byte("héllo ✓")}}},
+		{"websocket binary", "", []msg{{websocket.BinaryMessage, randomBytes(1000, 11)}, {websocket.BinaryMessage, []byte{0, 255, 0}}}},
+		{"websocket empty", "", []msg{{websocket.TextMessage, []byte{}}, {websocket.BinaryMessage, []byte{}}}},
+		{"websocket 1 MiB", "", []msg{{websocket.BinaryMessage, randomBytes(1<<20, 12)}}},
+		{"websocket over its message limit", "?max_fragment_size=10&max_message_size=100", []msg{{websocket.TextMessage, bytes.Repeat([]byte("y"), 500)}}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			run := func(addr string) (status int, head http.Header, echoes []msg, end string) {
+				d := websocket.Dialer{HandshakeTimeout: 10 * time.Second}
+				conn, resp, err := d.Dial("ws://"+addr+"/websocket/echo"+c.query, nil)
+				if resp != nil {
+					status, head = resp.StatusCode, resp.Header.Clone()
+				}
+				if err != nil {
+					return status, head, nil, "handshake: " + err.Error()
+				}
+				defer conn.Close()
+				conn.SetReadDeadline(time.Now().Add(30 * time.Second))
+				conn.SetWriteDeadline(time.Now().Add(30 * time.Second))
+				for _, m := range c.msgs {
+					if err := conn.WriteMessage(m.kind, m.data); err != nil {
+						return status, head, echoes, "write: " + err.Error()
+					}
+					kind, data, err := conn.ReadMessage()
+					if err != nil {
+						var ce *websocket.CloseError
+						if errors.As(err, &ce) {
+							return status, head, echoes, fmt.Sprintf("close frame %d %q", ce.Code, ce.Text)
+						}
+						return status, head, echoes, "read: " + err.Error()
+					}
+					echoes = append(echoes, msg{kind, data})
+				}
+				conn.WriteMessage(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseNormalClosure, "done"))
+				_, _, err = conn.ReadMessage()
+				var ce *websocket.CloseError
+				if errors.As(err, &ce) {
+					return status, head, echoes, fmt.Sprintf("close frame %d %q", ce.Code, ce.Text)
+				}
+				return status, head, echoes, fmt.Sprint("after the close: ", err)
+			}
+			ds, dh, de, dend := run(h.direct)
+			ms, mh, me, mend := run(h.through)
+			if ms != ds {
+				t.Errorf("handshake status: got %d, want %d", ms, ds)
+			}
+			for _, hd := range []http.Header{dh, mh} {
+				if hd != nil {
+					for k := range hd {
+						if k == "Date" || k == "Sec-Websocket-Accept" || strings.HasPrefix(k, "X-Griddle-") {
+							delete(hd, k)
+						}
+					}
+				}
+			}
+			diffHeaders(t, "handshake header", mh, dh)
+			if len(me) != len(de) {
+				t.Errorf("got %d echoes, want %d", len(me), len(de))
+			}
+			for i := range min(len(me), len(de)) {
+				if me[i].kind != de[i].kind || !bytes.Equal(me[i].data, de[i].data) {
+					t.Errorf("echo %d: got type %d and %d bytes, want type %d and %d bytes (equal: %v)",
+						i, me[i].kind, len(me[i].data), de[i].kind, len(de[i].data), bytes.Equal(me[i].data, de[i].data))
+				}
+			}
+			if mend != dend {
+				t.Errorf("end: got %s, want %s", mend, dend)
+			}
+		})
+	}
 }
