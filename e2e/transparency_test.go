@@ -86,6 +86,7 @@ func TestTransparency(t *testing.T) {
 			compareAnswers(t, c, h.direct, direct, h.through, through)
 		})
 	}
+	transparencyWebSocket(t, h)
 }
 
 // transparencyCase is one named request of the suite.
@@ -691,12 +692,11 @@ func excerpt(b []byte, i int) string {
 	return string(b[lo:hi])
 }
 
-// TestTransparencyWebSocket: httpbin's WebSocket echo alone and through
-// the mesh: the same handshake answer and the same echoes of the same
+// transparencyWebSocket: httpbin's WebSocket echo alone and through the
+// mesh: the same handshake answer and the same echoes of the same
 // messages. Sec-WebSocket-Accept answers each side's own random key (the
 // client checks it); the rest of the 101's head is compared.
-func TestTransparencyWebSocket(t *testing.T) {
-	h := startHTTPBin(t, nil)
+func transparencyWebSocket(t *testing.T, h *httpbinMesh) {
 	type msg struct {
 		kind int
 		data []byte
