@@ -456,9 +456,12 @@ type answer struct {
 	trailer http.Header
 }
 
-// hopByHop are the header names a proxy must not forward (RFC 9110,
-// 7.6.1), besides those a Connection header lists.
-var hopByHop = []string{"Connection", "Keep-Alive", "Proxy-Connection", "Te", "Trailer", "Upgrade", "Transfer-Encoding"}
+// hopByHop are the header names a proxy need not forward (RFC 9110,
+// 7.6.1), besides those a Connection header lists. Transfer-Encoding is
+// not among them here: httpbin echoes r.TransferEncoding, and a handler
+// must see a body of unknown length as net/http shows one, chunked and
+// without a Content-Length.
+var hopByHop = []string{"Connection", "Keep-Alive", "Proxy-Connection", "Te", "Trailer", "Upgrade"}
 
 // forwarding are the headers the edge adds to each request by design.
 var forwarding = []string{"X-Forwarded-For", "X-Forwarded-Proto", "X-Forwarded-Host", "Forwarded"}
