@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"bufio"
 	"bytes"
 	"compress/gzip"
 	"compress/zlib"
@@ -12,6 +13,7 @@ import (
 	"math/rand/v2"
 	"mime"
 	"mime/multipart"
+	"net"
 	"net/http"
 	"regexp"
 	"slices"
@@ -87,6 +89,77 @@ func TestTransparency(t *testing.T) {
 		})
 	}
 	transparencyWebSocket(t, h)
+	t.Run("websocket frames sent with the handshake", func(t *testing.T) {
+		// The client does not wait for the 101: its first frames travel in
+		// the same packet as the request's head, so the bytes after the
+		// head must reach the handler too. The answer's bytes after the
+		// 101 (httpbin's frames are not masked) are compared exactly.
+		d, dh, err := rawWebSocket(h.direct)
+		if err != nil {
+			t.Fatalf("direct: %v", err)
+		}
+		m, mh, err := rawWebSocket(h.through)
+		if err != nil {
+			t.Fatalf("through the mesh: %v", err)
+		}
+		for _, hd := range []http.Header{dh, mh} {
+			delete(hd, "Date")
+			for k := range hd {
+				if strings.HasPrefix(k, "X-Griddle-") {
+					delete(hd, k)
+				}
+			}
+		}
+		diffHeaders(t, "handshake header", mh, dh)
+		if !bytes.Equal(m, d) {
+			t.Errorf("bytes after the handshake: got %q, want %q", m, d)
+		}
+	})
+}
+
+// rawWebSocket opens a WebSocket to httpbin's echo at addr and sends, in
+// one write with the handshake, a text frame, a binary frame and a close
+// frame (masked, with a fixed key). It returns the 101's header and every
+// byte the server sent after it until it closed the connection.
+func rawWebSocket(addr string) ([]byte, http.Header, error) {
+	conn, err := net.Dial("tcp", addr)
+	if err != nil {
+		return nil, nil, err
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(10 * time.Second))
+	frame := func(op byte, payload []byte) []byte {
+		key := []byte{1, 2, 3, 4}
+		f := []byte{0x80 | op, 0x80 | byte(len(payload))}
+		f = append(f, key...)
+		for i, b := range payload {
+			f = append(f, b^key[i%4])
+		}
+		return f
+	}
+	var req bytes.Buffer
+	fmt.Fprintf(&req, "GET /websocket/echo HTTP/1.1\r\nHost: %s\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"+
+		"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n", addr)
+	req.Write(frame(0x1, []byte("hello, frames")))
+	req.Write(frame(0x2, []byte{0, 1, 2, 253, 254, 255}))
+	req.Write(frame(0x8, []byte{0x03, 0xe8, 'b', 'y', 'e'})) // 1000, "bye"
+	if _, err := conn.Write(req.Bytes()); err != nil {
+		return nil, nil, err
+	}
+	br := bufio.NewReader(conn)
+	resp, err := http.ReadResponse(br, &http.Request{Method: "GET"})
+	if err != nil {
+		return nil, nil, fmt.Errorf("reading the handshake's answer: %w", err)
+	}
+	if resp.StatusCode != http.StatusSwitchingProtocols {
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
+		return nil, resp.Header, fmt.Errorf("handshake: got %d %q, want 101", resp.StatusCode, b)
+	}
+	rest, err := io.ReadAll(br)
+	if err != nil && !errors.Is(err, net.ErrClosed) && !strings.Contains(err.Error(), "reset by peer") {
+		return rest, resp.Header, fmt.Errorf("after %d bytes: %w", len(rest), err)
+	}
+	return rest, resp.Header, nil
 }
 
 // transparencyCase is one named request of the suite.
@@ -275,6 +348,7 @@ func transparencyCases() []transparencyCase {
 			skipBecause("by design: the edge replaces a client's own Forwarded unless the client is a --trusted-proxy")),
 		tcase("header client X-Griddle-Pin", "GET", "/headers", hdr("X-Griddle-Pin", "httpbin=v1"),
 			skipBecause("by design: X-Griddle-* request headers are the mesh's own; the edge reads them and no handler sees them")),
+		tcase("header Upgrade nobody takes", "GET", "/get", hdr("Connection", "Upgrade"), hdr("Upgrade", "example/1")),
 		tcase("header Accept image/png", "GET", "/image", hdr("Accept", "image/png")),
 		tcase("header Accept image/webp", "GET", "/image", hdr("Accept", "image/webp")),
 		tcase("header Accept nothing it has", "GET", "/image", hdr("Accept", "text/plain")),
