@@ -155,7 +155,7 @@ type requestContext struct {
 
 func (c *requestContext) start(env *wire.Request) {
 	c.Context, c.cancel = context.WithCancelCause(context.Background())
-	if d, ok := env.Deadline(time.Now()); ok && env.GetIdleNanos() == 0 {
+	if d, ok := env.Deadline(time.Now()); ok && !env.GetLongLived() {
 		c.deadline = d
 		c.timer = time.AfterFunc(time.Until(d), func() { c.cancel(context.DeadlineExceeded) })
 	} else {
