@@ -109,6 +109,9 @@ func longLivedEvents(t *testing.T, h *httpbinMesh) {
 	if half := streamFor / 2; arrived[0] > half {
 		t.Errorf("the first event arrived %v after the request, after half the stream (%v): held back", arrived[0], half)
 	}
+	if spread := arrived[len(arrived)-1] - arrived[0]; spread < streamFor*8/10 {
+		t.Errorf("the events arrived within %v of each other over a %v stream: held back and sent in bursts", spread, streamFor)
+	}
 	if late[0] > time.Second {
 		t.Errorf("the first event arrived %v after it was flushed, want well under 1s", late[0])
 	}
