@@ -377,6 +377,9 @@ func transparencyCases() []transparencyCase {
 		tcase("body gzip-encoded", "POST", "/anything", hdr("Content-Type", textCT), hdr("Content-Encoding", "gzip"), body(gzipped(text1k))),
 		tcase("body with Expect 100-continue", "POST", "/anything", hdr("Content-Type", textCT), body(text1k), expect100()),
 		tcase("body 1 MiB with Expect 100-continue", "PUT", "/upload", hdr("Content-Type", octet), body(randomBytes(mib, 9)), expect100()),
+		tcase("body with Expect 100-continue refused unread", "POST", "/status/401", hdr("Content-Type", textCT), body(text1k), expect100()),
+		tcase("chunked with trailers dumped", "POST", "/dump/request", hdr("Content-Type", textCT), hdr("Trailer", "X-Sum"),
+			chunked([]byte("dumped in chunks"), 4, [2]string{"X-Sum", "42"})),
 		tcase("body PATCH form", "PATCH", "/patch", hdr("Content-Type", form), body([]byte("k=v"))),
 
 		// Answer bodies: fixed, generated, streamed.
@@ -486,6 +489,13 @@ func transparencyCases() []transparencyCase {
 		tcase("response-headers repeated keys", "GET", "/response-headers?X-A=1&X-A=2&X-B=3"),
 		tcase("response-headers content type", "GET", "/response-headers?Content-Type=text/plain;+charset=utf-8"),
 		tcase("response-headers unicode value", "GET", "/response-headers?X-U=%C3%A9t%C3%A9"),
+		tcase("response-headers 100 of them", "GET", "/response-headers?"+func() string {
+			var q []string
+			for i := range 100 {
+				q = append(q, fmt.Sprintf("X-R-%03d=%d", i, i))
+			}
+			return strings.Join(q, "&")
+		}()),
 		tcase("response-headers two cookies", "GET", "/response-headers?Set-Cookie=a%3D1&Set-Cookie=b%3D2"),
 
 		// Content of all kinds.
