@@ -208,7 +208,8 @@ func TestLargeBodiesBoundedMemory(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		for name, pid := range procs {
+		for _, name := range slices.Sorted(maps.Keys(procs)) {
+			pid := procs[name]
 			_, hwm, _ := rss(pid)
 			grew := peak[name] - base[name]
 			t.Logf("%s: RSS %d MiB before, peak %d MiB (+%d MiB), VmHWM %d MiB; %d MiB in %v (%.0f MiB/s)",
@@ -255,25 +256,38 @@ func TestLargeBodiesBoundedMemory(t *testing.T) {
 			return nil
 		})
 	})
-	t.Run("200 MiB upload of unknown length", func(t *testing.T) {
-		measure(t, func() error {
-			req, _ := http.NewRequest("PUT", "http://"+h.through+"/upload", io.NopCloser(&patternReader{left: size}))
-			req.ContentLength = -1 // chunked: the mesh cannot know the length up front
-			req.Header.Set("Content-Type", "application/octet-stream")
-			resp, err := c.Do(req)
-			if err != nil {
-				return err
-			}
-			defer resp.Body.Close()
-			var got struct {
-				BytesReceived int64 `json:"bytes_received"`
-			}
-			b, _ := io.ReadAll(resp.Body)
-			if err := json.Unmarshal(b, &got); resp.StatusCode != 200 || err != nil || got.BytesReceived != size {
-				return fmt.Errorf("got %d %.300q, want 200 and bytes_received %d", resp.StatusCode, b, size)
-			}
-			return nil
-		})
+	for _, up := range []struct {
+		name   string
+		length int64
+	}{
+		{"200 MiB upload of unknown length", -1}, // chunked: the mesh cannot know the length up front
+		{"200 MiB upload with its length", size},
+	} {
+		t.Run(up.name, func(t *testing.T) { upload(t, measure, c, h.through, up.length) })
+	}
+}
+
+// upload PUTs size bytes to httpbin's /upload at addr, with Content-Length
+// length (-1: chunked), inside measure.
+func upload(t *testing.T, measure func(*testing.T, func() error), c *http.Client, addr string, length int64) {
+	const size = 200 << 20
+	measure(t, func() error {
+		req, _ := http.NewRequest("PUT", "http://"+addr+"/upload", io.NopCloser(&patternReader{left: size}))
+		req.ContentLength = length
+		req.Header.Set("Content-Type", "application/octet-stream")
+		resp, err := c.Do(req)
+		if err != nil {
+			return err
+		}
+		defer resp.Body.Close()
+		var got struct {
+			BytesReceived int64 `json:"bytes_received"`
+		}
+		b, _ := io.ReadAll(resp.Body)
+		if err := json.Unmarshal(b, &got); resp.StatusCode != 200 || err != nil || got.BytesReceived != size {
+			return fmt.Errorf("got %d %.300q, want 200 and bytes_received %d", resp.StatusCode, b, size)
+		}
+		return nil
 	})
 }
 
