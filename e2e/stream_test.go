@@ -32,7 +32,7 @@ func httpbinRules(extra string) string {
 
 // TestLongLived: answers that outlive their route's timeout.
 func TestLongLived(t *testing.T) {
-	h := startHTTPBin(t, nil)
+	h := startHTTPBin(t)
 	t.Run("events past the timeout", func(t *testing.T) { longLivedEvents(t, h) })
 	t.Run("long-lived route", func(t *testing.T) { longLivedRoute(t, h) })
 }
@@ -163,7 +163,7 @@ func TestLargeBodiesBoundedMemory(t *testing.T) {
 		size  = 200 << 20
 		bound = 64 << 20
 	)
-	h := startHTTPBin(t, nil)
+	h := startHTTPBin(t)
 	procs := map[string]int{"edge": h.edge.PID(), "sidecar": h.sidecar.PID()}
 
 	// measure runs f while sampling the processes' RSS, and reports how far
@@ -313,7 +313,7 @@ func (p *patternReader) Read(b []byte) (int, error) {
 // byte, the connection kept across a rules change, and closed with a close
 // frame when the sidecar is stopped with SIGTERM.
 func TestWebSocketThroughMesh(t *testing.T) {
-	h := startHTTPBin(t, nil)
+	h := startHTTPBin(t)
 	d := websocket.Dialer{HandshakeTimeout: 10 * time.Second}
 	conn, resp, err := d.Dial("ws://"+h.through+"/websocket/echo", nil)
 	if err != nil {

@@ -59,7 +59,7 @@ import (
 // Cases that cannot pass by design are skipped with the reason; the README
 // lists them (HTTP fidelity).
 func TestTransparency(t *testing.T) {
-	h := startHTTPBin(t, nil)
+	h := startHTTPBin(t)
 	cases := transparencyCases()
 	t.Logf("%d cases", len(cases))
 	if len(cases) < 100 {
