@@ -471,7 +471,7 @@ func transparencyCases() []transparencyCase {
 		tcase("trailers forbidden", "GET", "/trailers?Content-Type=x"),
 
 		// Cookies.
-		tcase("cookies set redirects", "GET", "/cookies/set?a=1&b=two"),
+		tcase("cookies set redirects", "GET", "/cookies/set?a=1"), // one: httpbin sets them in map order
 		tcase("cookies delete redirects", "GET", "/cookies/delete?a"),
 		tcase("cookies sent", "GET", "/cookies", hdr("Cookie", "a=1; b=2")),
 		tcase("cookies two headers", "GET", "/cookies", hdr("Cookie", "a=1"), hdr("Cookie", "b=2")),
