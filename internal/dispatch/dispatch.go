@@ -631,13 +631,13 @@ const grpcUnavailable = 14
 type result int
 
 const (
-	done           result = iota // a final reply
-	fatal                        // an error not worth another attempt
-	retryReply                   // a reply saying no handler saw the request
-	notDelivered                 // no instance received the request
-	maybeDelivered               // the request may have reached a handler
-	tryTimedOut                  // no answer within the try's own deadline
-	retryUnavailable             // an answer that the instance cannot serve, before any of it went out
+	done             result = iota // a final reply
+	fatal                          // an error not worth another attempt
+	retryReply                     // a reply saying no handler saw the request
+	notDelivered                   // no instance received the request
+	maybeDelivered                 // the request may have reached a handler
+	tryTimedOut                    // no answer within the try's own deadline
+	retryUnavailable               // an answer that the instance cannot serve, before any of it went out
 )
 
 // try sends msg, an encoded request, to p and waits for the reply. It takes
