@@ -6,6 +6,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -19,10 +20,13 @@ import (
 )
 
 // soakEnv sets the length of TestRetentionSoak (a Go duration, e.g. 10m);
-// without it the test runs for soakShort.
+// without it the test runs for soakShort. soakBytesEnv sets the size of
+// each event's text (200 bytes by default; from about 1 KiB on, Badger
+// keeps values in its value log, which only its GC shrinks).
 const (
-	soakEnv   = "GRIDDLE_RETENTION_SOAK"
-	soakShort = 15 * time.Second
+	soakEnv      = "GRIDDLE_RETENTION_SOAK"
+	soakBytesEnv = "GRIDDLE_RETENTION_SOAK_BYTES"
+	soakShort    = 15 * time.Second
 )
 
 // TestRetentionSoak publishes steadily into a topic capped at 10,000
@@ -105,6 +109,13 @@ func TestRetentionSoak(t *testing.T) {
 
 	var published, failed sync.Map // writer → count
 	text := strings.Repeat("pancakes on Sunday? ", 10)
+	if v := os.Getenv(soakBytesEnv); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n <= 0 || n > 64<<10 {
+			t.Fatalf("%s=%q: want 1 to 65536", soakBytesEnv, v)
+		}
+		text = strings.Repeat("x", n)
+	}
 	for w := range writers {
 		wg.Go(func() {
 			tick := time.NewTicker(time.Second * writers / rate)
