@@ -8,7 +8,10 @@ import (
 )
 
 // hopHeaders are meaningful only for a single connection and never cross a
-// hop (RFC 9110, section 7.6.1). Content-Length is derived from the body.
+// hop (RFC 9110, section 7.6.1), and the proxy authentication fields meant
+// for the edge itself. Content-Length is derived from the body. Trailer,
+// which announces trailers, travels with them. TE is put back where it
+// asks for trailers only ("TE: trailers", which gRPC requires).
 var hopHeaders = map[string]bool{
 	"Connection":          true,
 	"Proxy-Connection":    true,
@@ -16,7 +19,6 @@ var hopHeaders = map[string]bool{
 	"Proxy-Authenticate":  true,
 	"Proxy-Authorization": true,
 	"Te":                  true,
-	"Trailer":             true,
 	"Transfer-Encoding":   true,
 	"Upgrade":             true,
 	"Content-Length":      true,
@@ -39,6 +41,12 @@ func hopByHop(name string, connection []string) bool {
 	return false
 }
 
+// teTrailers reports a TE field that asks for trailers and nothing else:
+// it is kept across hops, as HTTP/2 allows and gRPC requires.
+func teTrailers(name string, values []string) bool {
+	return name == "Te" && len(values) == 1 && strings.EqualFold(strings.TrimSpace(values[0]), "trailers")
+}
+
 // EncodeHeader converts h to envelope headers, leaving out hop-by-hop fields.
 // Values are kept in order; names keep their canonical form. The envelope
 // headers share h's value slices, so h must not be modified while they are
@@ -50,7 +58,7 @@ func EncodeHeader(h http.Header) []*Header {
 	hs := make([]Header, len(h))
 	out := make([]*Header, 0, len(h))
 	for name, values := range h {
-		if hopByHop(name, conn) {
+		if hopByHop(name, conn) && !teTrailers(name, values) {
 			continue
 		}
 		x := &hs[len(out)]
@@ -58,6 +66,23 @@ func EncodeHeader(h http.Header) []*Header {
 		out = append(out, x)
 	}
 	return out
+}
+
+// EncodeTrailers converts trailers to envelope headers, every one kept.
+func EncodeTrailers(h http.Header) []*Header {
+	out := make([]*Header, 0, len(h))
+	for name, values := range h {
+		out = append(out, &Header{Name: name, Values: values})
+	}
+	return out
+}
+
+// LongLived reports whether an answer of this Content-Type streams for as
+// long as it lasts (server-sent events): the request's deadline gives way
+// to an idle timeout once its head is out.
+func LongLived(contentType string) bool {
+	mt, _, _ := strings.Cut(contentType, ";")
+	return strings.EqualFold(strings.TrimSpace(mt), "text/event-stream")
 }
 
 // DecodeHeader adds the envelope headers hs to dst, leaving out hop-by-hop
@@ -73,7 +98,7 @@ func DecodeHeader(dst http.Header, hs []*Header) {
 	}
 	for _, h := range hs {
 		name := http.CanonicalHeaderKey(h.GetName())
-		if name == "" || hopByHop(name, conn) {
+		if name == "" || hopByHop(name, conn) && !teTrailers(name, h.GetValues()) {
 			continue
 		}
 		if prev, ok := dst[name]; ok {
