@@ -88,8 +88,8 @@ func (srv *Server) Serve(s *Stream) {
 	}
 	rc := &x.ctx
 	rc.start(env)
-	defer rc.cancel(context.Canceled)
-	s.OnCancel(func() { rc.cancel(context.Canceled) })
+	defer rc.end()
+	s.OnCancel(rc.cancel)
 	var ctx context.Context = rc
 	if srv.Context != nil {
 		ctx = srv.Context(ctx, s, env)
@@ -143,24 +143,33 @@ func (srv *Server) Serve(s *Stream) {
 	}
 }
 
-// requestContext is the context of a request served on a stream: its
-// deadline is the envelope's, unless an event-stream answer lifts it.
+// requestContext is the context of a request served on a stream: it is
+// cancelled by the peer, at the end of Serve, or at the envelope's
+// deadline, unless an event-stream answer lifted the deadline first.
 type requestContext struct {
-	context.Context // cancelled by the deadline's timer, the peer, or Serve's end
-	deadline        time.Time
-	lifted          atomic.Bool
-	timer           *time.Timer
-	cancel          context.CancelCauseFunc
+	context.Context
+	deadline time.Time
+	lifted   atomic.Bool
+	timer    *time.Timer
+	cancel   context.CancelFunc
 }
 
 func (c *requestContext) start(env *wire.Request) {
-	c.Context, c.cancel = context.WithCancelCause(context.Background())
-	if d, ok := env.Deadline(time.Now()); ok && env.GetIdleNanos() == 0 {
+	c.Context, c.cancel = context.WithCancel(context.Background())
+	if d, ok := env.Deadline(time.Now()); ok && !env.GetLongLived() {
 		c.deadline = d
-		c.timer = time.AfterFunc(time.Until(d), func() { c.cancel(context.DeadlineExceeded) })
+		c.timer = time.AfterFunc(time.Until(d), c.cancel)
 	} else {
 		c.lifted.Store(true)
 	}
+}
+
+// end cancels the context and stops its timer: the request is over.
+func (c *requestContext) end() {
+	if c.timer != nil {
+		c.timer.Stop()
+	}
+	c.cancel()
 }
 
 // lift takes the deadline away, unless it has passed.
@@ -178,11 +187,11 @@ func (c *requestContext) Deadline() (time.Time, bool) {
 	return c.deadline, true
 }
 
-// Err implements context.Context: context.DeadlineExceeded once the deadline
-// passed, as a context made by context.WithDeadline says.
+// Err implements context.Context: context.DeadlineExceeded once the
+// deadline has passed, as a context made by context.WithDeadline says.
 func (c *requestContext) Err() error {
 	err := c.Context.Err()
-	if err != nil && context.Cause(c.Context) == context.DeadlineExceeded {
+	if err != nil && !c.lifted.Load() && !time.Now().Before(c.deadline) {
 		return context.DeadlineExceeded
 	}
 	return err

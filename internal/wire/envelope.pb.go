@@ -367,12 +367,16 @@ type Request struct {
 	// proto_major and proto_minor are the client's HTTP version (0: 1.1).
 	ProtoMajor int32 `protobuf:"varint,24,opt,name=proto_major,json=protoMajor,proto3" json:"proto_major,omitempty"`
 	ProtoMinor int32 `protobuf:"varint,25,opt,name=proto_minor,json=protoMinor,proto3" json:"proto_minor,omitempty"`
-	// idle_nanos, when set, makes the request long-lived: no deadline, but
-	// a stream with nothing moving for this long is ended.
+	// idle_nanos is how long a long-lived exchange may go with nothing
+	// moving before it is ended (0: DefaultIdle). It applies from the
+	// start with long_lived, or once the answer turns out to be an event
+	// stream or the handler takes an upgrade's connection over.
 	IdleNanos int64 `protobuf:"varint,26,opt,name=idle_nanos,json=idleNanos,proto3" json:"idle_nanos,omitempty"`
 	// upgrade: the client asked for a protocol upgrade that the route
 	// allows; the handler may take the connection over (Reply.hijacked).
-	Upgrade       bool `protobuf:"varint,27,opt,name=upgrade,proto3" json:"upgrade,omitempty"`
+	Upgrade bool `protobuf:"varint,27,opt,name=upgrade,proto3" json:"upgrade,omitempty"`
+	// long_lived: the request has no deadline, only the idle timeout.
+	LongLived     bool `protobuf:"varint,28,opt,name=long_lived,json=longLived,proto3" json:"long_lived,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -596,6 +600,13 @@ func (x *Request) GetUpgrade() bool {
 	return false
 }
 
+func (x *Request) GetLongLived() bool {
+	if x != nil {
+		return x.LongLived
+	}
+	return false
+}
+
 // Reply is the answer to a Request.
 type Reply struct {
 	state    protoimpl.MessageState `protogen:"open.v1"`
@@ -758,7 +769,7 @@ const file_envelope_proto_rawDesc = "" +
 	"\vtraceparent\x18\x01 \x01(\tR\vtraceparent\x12\x1e\n" +
 	"\n" +
 	"tracestate\x18\x02 \x01(\tR\n" +
-	"tracestate\"\xdf\x06\n" +
+	"tracestate\"\xfe\x06\n" +
 	"\aRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x18\n" +
 	"\aservice\x18\x02 \x01(\tR\aservice\x12\x18\n" +
@@ -792,7 +803,9 @@ const file_envelope_proto_rawDesc = "" +
 	"protoMinor\x12\x1d\n" +
 	"\n" +
 	"idle_nanos\x18\x1a \x01(\x03R\tidleNanos\x12\x18\n" +
-	"\aupgrade\x18\x1b \x01(\bR\aupgrade\"\xec\x02\n" +
+	"\aupgrade\x18\x1b \x01(\bR\aupgrade\x12\x1d\n" +
+	"\n" +
+	"long_lived\x18\x1c \x01(\bR\tlongLived\"\xec\x02\n" +
 	"\x05Reply\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x16\n" +
 	"\x06status\x18\x02 \x01(\x05R\x06status\x121\n" +

@@ -77,6 +77,17 @@ func EncodeTrailers(h http.Header) []*Header {
 	return out
 }
 
+// HeaderValue is the first value of the header name (canonical) among
+// hs, "" if none.
+func HeaderValue(hs []*Header, name string) string {
+	for _, h := range hs {
+		if http.CanonicalHeaderKey(h.GetName()) == name && len(h.GetValues()) > 0 {
+			return h.GetValues()[0]
+		}
+	}
+	return ""
+}
+
 // LongLived reports whether an answer of this Content-Type streams for as
 // long as it lasts (server-sent events): the request's deadline gives way
 // to an idle timeout once its head is out.
@@ -142,17 +153,31 @@ func (x *Request) RequestURI() string {
 // fields), status and body. It must not be used for replies whose Code is
 // not CODE_OK: those carry no HTTP answer.
 func (x *Reply) WriteHTTP(w http.ResponseWriter) error {
+	x.WriteHead(w)
+	if len(x.GetBody()) > 0 {
+		if _, err := w.Write(x.GetBody()); err != nil {
+			return err
+		}
+	}
+	WriteTrailers(w, x.GetTrailers())
+	return nil
+}
+
+// WriteHead writes the head of a reply from a handler to w: headers
+// (without hop-by-hop fields) and status. A reply whose body is whole and
+// has no trailers gets its length; otherwise the handler's own, if any
+// (an answer to HEAD, a known length streamed), else none: chunked.
+func (x *Reply) WriteHead(w http.ResponseWriter) {
 	h := w.Header()
 	DecodeHeader(h, x.GetHeaders())
 	status := int(x.GetStatus())
 	if status < 100 || status > 999 {
 		status = http.StatusBadGateway
 	}
-	// The length is the body's; without one (an answer to HEAD), the
-	// handler's own.
-	if n := len(x.GetBody()); n > 0 {
+	delete(h, "Content-Length")
+	if n := len(x.GetBody()); n > 0 && !x.GetMore() && len(x.GetTrailers()) == 0 {
 		h["Content-Length"] = []string{strconv.Itoa(n)}
-	} else {
+	} else if len(x.GetTrailers()) == 0 {
 		for _, hd := range x.GetHeaders() {
 			if hd.GetName() == "Content-Length" && len(hd.GetValues()) == 1 {
 				h["Content-Length"] = hd.GetValues()
@@ -160,11 +185,20 @@ func (x *Reply) WriteHTTP(w http.ResponseWriter) error {
 		}
 	}
 	w.WriteHeader(status)
-	if len(x.GetBody()) == 0 {
-		return nil
+}
+
+// WriteTrailers sets trailers on w after its body (net/http sends them
+// at the end of a chunked answer, or in HTTP/2's trailing HEADERS).
+func WriteTrailers(w http.ResponseWriter, trailers []*Header) {
+	if len(trailers) == 0 {
+		return
 	}
-	_, err := w.Write(x.GetBody())
-	return err
+	h := w.Header()
+	for _, t := range trailers {
+		if name := http.CanonicalHeaderKey(t.GetName()); name != "" {
+			h[http.TrailerPrefix+name] = t.GetValues()
+		}
+	}
 }
 
 // StripMeshHeaders removes from hs every X-Griddle-* header: those only the

@@ -85,7 +85,10 @@ func (x *Request) HTTPRequest(ctx context.Context, host string, body io.Reader) 
 			}
 		}
 	}
-	if tr := r.Header["Trailer"]; len(tr) > 0 && body != nil {
+	if len(x.GetTrailers()) > 0 { // they came with the whole body
+		r.Trailer = make(http.Header, len(x.GetTrailers()))
+		DecodeHeader(r.Trailer, x.GetTrailers())
+	} else if tr := r.Header["Trailer"]; len(tr) > 0 && body != nil {
 		r.Trailer = make(http.Header)
 		for _, v := range tr {
 			for f := range strings.SplitSeq(v, ",") {

@@ -15,7 +15,7 @@ const (
 	reqHeaders, reqBody, reqDeadline, reqAttempt, reqRouting, reqTrace   = 8, 9, 10, 11, 12, 13
 	reqRemoteAddr, reqTimeout, reqCancel, reqForceQuery                  = 14, 15, 16, 17
 	reqPart, reqBodyFollows, reqAcceptParts, reqEnd, reqSeq, reqTrailers = 18, 19, 20, 21, 22, 23
-	reqProtoMajor, reqProtoMinor, reqIdle, reqUpgrade                    = 24, 25, 26, 27
+	reqProtoMajor, reqProtoMinor, reqIdle, reqUpgrade, reqLongLived      = 24, 25, 26, 27, 28
 	repMore, repTrailers, repHijacked, repHead                           = 9, 10, 11, 12
 	repID, repStatus, repHeaders, repBody, repCode, repMessage           = 1, 2, 3, 4, 5, 6
 	repErrorID, repServedBy                                              = 7, 8
@@ -25,7 +25,7 @@ const (
 // The varint fields of Request and Reply; the others are length-delimited.
 var (
 	requestVarints = []protowire.Number{reqDeadline, reqAttempt, reqTimeout, reqCancel, reqForceQuery,
-		reqPart, reqBodyFollows, reqAcceptParts, reqEnd, reqSeq, reqProtoMajor, reqProtoMinor, reqIdle, reqUpgrade}
+		reqPart, reqBodyFollows, reqAcceptParts, reqEnd, reqSeq, reqProtoMajor, reqProtoMinor, reqIdle, reqUpgrade, reqLongLived}
 	replyVarints = []protowire.Number{repStatus, repCode, repMore, repHijacked, repHead}
 )
 
@@ -106,6 +106,8 @@ func (x *Request) UnmarshalShared(b []byte) error {
 			x.IdleNanos = int64(u)
 		case reqUpgrade:
 			x.Upgrade = u != 0
+		case reqLongLived:
+			x.LongLived = u != 0
 		case reqTrailers:
 			return appendHeader(&x.Trailers, v)
 		}

@@ -26,7 +26,7 @@ func sampleRequest() *wire.Request {
 		Trace:        &wire.Trace{Traceparent: "00-ab-cd-01", Tracestate: "a=1"},
 		TimeoutNanos: 5e8, Cancel: true, ForceQuery: true, Part: wire.Part_PART_DATA, BodyFollows: true,
 		AcceptParts: true, End: true, Seq: 7, Trailers: []*wire.Header{{Name: "Grpc-Status", Values: []string{"0"}}},
-		ProtoMajor: 2, ProtoMinor: 0, IdleNanos: 3e10, Upgrade: true,
+		ProtoMajor: 2, ProtoMinor: 0, IdleNanos: 3e10, Upgrade: true, LongLived: true,
 	}
 }
 
