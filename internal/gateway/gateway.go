@@ -286,6 +286,13 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, service string
 		pol.Attempts = 1 // the body streams from the client: it cannot be sent again
 	}
 
+	if v := r.Header["Grpc-Timeout"]; len(v) == 1 && wire.IsGRPC(r.Header.Get("Content-Type")) {
+		// A gRPC call's own timeout becomes the mesh's deadline.
+		if d, ok := wire.ParseGRPCTimeout(v[0]); ok && start.Add(d).Before(deadline) {
+			deadline = start.Add(d)
+			req.LongLived = false
+		}
+	}
 	if req.LongLived {
 		deadline = time.Time{}
 	} else {
@@ -312,7 +319,7 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, service string
 		if err := reply.WriteHTTP(w); err != nil {
 			g.log.Debug("writing reply", "service", service, "request", req.Id, "err", err)
 		}
-		out.status = int(reply.GetStatus())
+		out.status = reply.FigureStatus()
 	}
 	return out
 }
@@ -430,6 +437,14 @@ func (g *Gateway) fail(w http.ResponseWriter, r *http.Request, status int, code,
 		"method", r.Method, "path", r.URL.Path, "err", cause)
 	h := w.Header()
 	h.Set(wire.HeaderErrorID, id)
+	if wire.IsGRPC(r.Header.Get("Content-Type")) {
+		// A gRPC client reads a status, not a page: a trailers-only answer.
+		h.Set("Content-Type", "application/grpc")
+		h.Set("Grpc-Status", strconv.Itoa(wire.HTTPGRPCStatus(status)))
+		h.Set("Grpc-Message", code+": "+msg+" (error "+id+")")
+		w.WriteHeader(http.StatusOK)
+		return status
+	}
 	h.Set("Content-Type", "application/json")
 	if status == http.StatusServiceUnavailable {
 		h.Set("Retry-After", "1")

@@ -111,7 +111,7 @@ func (g *Gateway) stream(w http.ResponseWriter, r *http.Request, body io.Reader,
 		finished = true
 		w.Header().Set(wire.HeaderRequestID, req.Id)
 		_ = head.WriteHTTP(w)
-		return int(head.GetStatus())
+		return head.FigureStatus()
 	}
 	if wire.LongLived(wire.HeaderValue(head.GetHeaders(), "Content-Type")) {
 		longLived = true
@@ -133,6 +133,9 @@ func (g *Gateway) stream(w http.ResponseWriter, r *http.Request, body io.Reader,
 		if !part.GetMore() {
 			wire.WriteTrailers(w, part.GetTrailers())
 			finished = true
+			if c, ok := wire.GRPCStatus(head.GetHeaders(), part.GetTrailers()); ok && head.GetStatus() == http.StatusOK {
+				return wire.GRPCHTTPStatus(c)
+			}
 			return int(head.GetStatus())
 		}
 		_ = rc.Flush()
