@@ -212,7 +212,13 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, service string
 			n, err = body.Read(p)
 			buf.Write(p[:n])
 			if err == io.EOF {
-				err = nil
+				err, whole = nil, true
+			} else if err == nil && r.ProtoMajor >= 2 {
+				// An HTTP/2 client's body often ends with its first DATA
+				// frame (a unary gRPC call): whole, it goes in one envelope.
+				var ended bool
+				body, ended = probeEnd(body)
+				whole = ended
 			}
 		}
 		if err != nil {
