@@ -235,11 +235,13 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, service string
 	if r.ProtoMajor >= 2 {
 		req.ProtoMajor, req.ProtoMinor = int32(r.ProtoMajor), int32(r.ProtoMinor)
 	}
+	if cl := r.Header["Content-Length"]; cl != nil && (!whole || r.ContentLength == 0) {
+		// The length the client gave, which the whole body cannot tell:
+		// for a body that streams, or an empty one ("Content-Length: 0").
+		req.Headers = append(req.Headers, &wire.Header{Name: "Content-Length", Values: cl})
+	}
 	if !whole {
 		req.BodyFollows = true
-		if r.ContentLength >= 0 {
-			req.Headers = append(req.Headers, &wire.Header{Name: "Content-Length", Values: []string{strconv.FormatInt(r.ContentLength, 10)}})
-		}
 	} else if len(r.Trailer) > 0 {
 		req.Trailers = wire.EncodeTrailers(r.Trailer) // read with the whole body
 	}
@@ -288,6 +290,9 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, service string
 		req.Routing = rc
 	}
 	pol := g.policy(service, rp)
+	if rp != nil && len(rp.GRPCMethods) > 0 && wire.IsGRPC(r.Header.Get("Content-Type")) && slices.Contains(rp.GRPCMethods, r.URL.Path) {
+		pol.NonIdempotent = true // the rules say this method may be repeated
+	}
 	if !whole {
 		pol.Attempts = 1 // the body streams from the client: it cannot be sent again
 	}
@@ -366,6 +371,8 @@ func (g *Gateway) policy(service string, rp *routing.RetryPolicy) dispatch.Polic
 				pol.OnDeadline = true
 			case "5xx":
 				pol.On5xx = true
+			case "unavailable":
+				pol.OnUnavailable = true
 			}
 		}
 	}
