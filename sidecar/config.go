@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/griddle-mesh/griddle/internal/discovery"
+	"github.com/griddle-mesh/griddle/internal/events"
 )
 
 // Config configures a Sidecar. Zero durations and sizes select the defaults.
@@ -55,6 +56,14 @@ type Config struct {
 	// Subscriptions deliver other services' events to the handler (they
 	// need a store).
 	Subscriptions []Subscription
+	// Retention bounds this service's event log, per topic (--retain);
+	// topics not listed keep every event. One instance of the service
+	// trims at a time (elected through etcd). Needs a store.
+	Retention map[string]events.Retention
+	// RetainInterval is how often the log is trimmed
+	// (DefaultRetainInterval): a topic may exceed its cap by what is
+	// published in one interval.
+	RetainInterval time.Duration
 	// EventsListen is the mangos URL of the PUB socket announcing the
 	// events this service publishes ("": tcp on Listen's host, any port).
 	EventsListen string
@@ -103,6 +112,14 @@ func (c Config) Validate() error {
 			return fmt.Errorf("sidecar: --subscribe[%d]: want PUBLISHER/TOPIC=/PATH", i)
 		}
 	}
+	for topic, r := range c.Retention {
+		if !events.ValidTopic(topic) || r.MaxEvents < 0 || r.MaxAge < 0 || (r.MaxEvents == 0 && r.MaxAge == 0) {
+			return fmt.Errorf("sidecar: --retain %s: want a valid topic with a positive events or age bound", topic)
+		}
+	}
+	if c.RetainInterval < 0 {
+		return fmt.Errorf("sidecar: RetainInterval: %v is negative", c.RetainInterval)
+	}
 	if c.Concurrency < 0 || c.MaxBodyBytes < 0 || c.HandlerProcs < 0 {
 		return errors.New("sidecar: --concurrency, --max-body-bytes, --handler-procs: must not be negative")
 	}
@@ -137,6 +154,7 @@ func (c *Config) setDefaults() {
 	def(&c.DrainGrace, 500*time.Millisecond)
 	def(&c.DrainTimeout, 10*time.Second)
 	def(&c.OutboundTimeout, 10*time.Second)
+	def(&c.RetainInterval, DefaultRetainInterval)
 	if c.EventsListen == "" {
 		c.EventsListen = "tcp://127.0.0.1:0"
 		if u, err := url.Parse(c.Listen); err == nil && (u.Scheme == "tcp" || u.Scheme == "tls+tcp") && u.Hostname() != "" {

@@ -61,6 +61,8 @@ type Sidecar struct {
 	spawn     func()    // starts one more worker (set by Run)
 	bound     atomic.Pointer[string]
 	ready     chan struct{}
+
+	eventMetrics *eventMetrics // the event log's figures (events.go)
 }
 
 // Deps are the shared parts a sidecar uses; the caller owns them.
@@ -94,6 +96,7 @@ func New(cfg Config, deps Deps) (*Sidecar, error) {
 	cfg.setDefaults()
 	s := &Sidecar{cfg: cfg, log: cfg.Logger, deps: deps, ready: make(chan struct{}), reg: metrics.NewRegistry()}
 	s.metrics = metrics.NewSidecar(s.reg)
+	s.eventMetrics = newEventMetrics(s.reg)
 	// Service and version never change: bind them once, not per request.
 	s.requests = s.metrics.Requests.MustCurryWith(prometheus.Labels{"service": cfg.Service, "version": cfg.Version})
 	s.duration = s.metrics.Duration.WithLabelValues(cfg.Service, cfg.Version)
@@ -177,6 +180,9 @@ func (s *Sidecar) Run(ctx context.Context) error {
 		s.log.Error("the handler subscribes to events, but this sidecar has no store (--store): nothing will be delivered", "subscriptions", len(subs))
 	case len(subs) > 0:
 		wg.Go(func() { s.subscribe(bctx, s.deps.Store, subs) })
+	}
+	if len(s.cfg.Retention) > 0 && s.deps.Store != nil {
+		wg.Go(func() { s.retain(bctx, s.deps.Store) })
 	}
 	if c := s.deps.Catalog; c != nil {
 		wg.Go(func() {

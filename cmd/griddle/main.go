@@ -17,6 +17,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/griddle-mesh/griddle/edge"
+	"github.com/griddle-mesh/griddle/internal/events"
 	"github.com/griddle-mesh/griddle/internal/launch"
 	"github.com/griddle-mesh/griddle/internal/meshtls"
 	"github.com/griddle-mesh/griddle/sidecar"
@@ -161,6 +162,7 @@ func sidecarCmd(g *globals) *cobra.Command {
 		etcd      etcdFlags
 		storeSpec string
 		subs      []string
+		retain    []string
 		mtls      meshtls.Files
 	)
 	cmd := &cobra.Command{
@@ -180,6 +182,16 @@ func sidecarCmd(g *globals) *cobra.Command {
 				}
 				cfg.Subscriptions = append(cfg.Subscriptions, sub)
 			}
+			for i, s := range retain {
+				topic, r, err := sidecar.ParseRetention(s)
+				if err != nil {
+					return fmt.Errorf("--retain[%d]: %w", i, err)
+				}
+				if cfg.Retention == nil {
+					cfg.Retention = map[string]events.Retention{}
+				}
+				cfg.Retention[topic] = r
+			}
 			server, err := mtls.Server()
 			if err != nil {
 				return err
@@ -194,6 +206,9 @@ func sidecarCmd(g *globals) *cobra.Command {
 			}
 			if len(cfg.Subscriptions) > 0 && storeSpec == "" {
 				return errors.New("--subscribe needs --store: cursors and logs live in the store")
+			}
+			if len(cfg.Retention) > 0 && storeSpec == "" {
+				return errors.New("--retain needs --store: the event log lives in the store")
 			}
 			m, err := etcd.connect(cmd.Context(), client, log)
 			if err != nil {
@@ -219,6 +234,7 @@ func sidecarCmd(g *globals) *cobra.Command {
 	f.StringVar(&cfg.Admin, "admin", "", "address for /status and /healthz (empty: none)")
 	f.StringVar(&storeSpec, "store", "", "the service's state: badger:DIR (this process only), http://HOST:PORT (griddle store) or fdb:CLUSTER_FILE")
 	f.StringArrayVar(&subs, "subscribe", nil, "deliver another service's events to the handler: PUBLISHER/TOPIC=/PATH (repeatable)")
+	f.StringArrayVar(&retain, "retain", nil, "bound this service's event log: TOPIC=events:N,age:DURATION[,hard] (repeatable; hard trims what subscribers have not received)")
 	f.StringVar(&cfg.EventsListen, "events-listen", "", "mangos URL announcing this service's events (default: --listen's host, any port)")
 	f.DurationVar(&cfg.ClockOffset, "clock-offset", 0, "for fault tests: add this to the clock the sidecar reads for deadlines")
 	_ = f.MarkHidden("clock-offset")
