@@ -26,8 +26,17 @@ type Config struct {
 	// Advertise is the URL registered in etcd ("": the bound Listen address).
 	Advertise string
 	// TLS is the server side of mutual TLS for a tls+tcp:// Listen (see
-	// package meshtls); required with one, unused otherwise.
+	// package meshtls); required with one, unused otherwise. The events
+	// PUB socket then announces on tls+tcp:// too.
 	TLS *tls.Config
+	// Peers tells who the caller on each tls+tcp:// connection is (the
+	// meshtls.Source behind TLS); the authorization policy in the
+	// service's rules is checked against it. Nil: no caller has an
+	// identity, so a policy refuses every one.
+	Peers PeerIdentities
+	// ClientTLS is the client side of mutual TLS toward other services'
+	// tls+tcp:// event announcers (nil: those are polled only).
+	ClientTLS *tls.Config
 
 	Plugin     string   // handler binary (required)
 	PluginArgs []string // its arguments
@@ -82,6 +91,9 @@ func (c Config) Validate() error {
 	}
 	if (u.Scheme == "tls+tcp") != (c.TLS != nil) {
 		return fmt.Errorf("sidecar: --listen: a tls+tcp:// address needs --tls-cert, --tls-key and --tls-ca, and they need one")
+	}
+	if strings.HasPrefix(c.EventsListen, "tls+tcp://") && c.TLS == nil {
+		return errors.New("sidecar: --events-listen: a tls+tcp:// address needs --tls-cert, --tls-key and --tls-ca")
 	}
 	if c.Advertise != "" {
 		if u, err := url.Parse(c.Advertise); err != nil || !listenSchemes[u.Scheme] || (u.Scheme != "ipc" && u.Scheme != "inproc" && (u.Port() == "" || u.Port() == "0")) {
@@ -138,9 +150,13 @@ func (c *Config) setDefaults() {
 	def(&c.DrainTimeout, 10*time.Second)
 	def(&c.OutboundTimeout, 10*time.Second)
 	if c.EventsListen == "" {
-		c.EventsListen = "tcp://127.0.0.1:0"
+		scheme := "tcp://"
+		if c.TLS != nil {
+			scheme = "tls+tcp://" // every mesh link, announcements too
+		}
+		c.EventsListen = scheme + "127.0.0.1:0"
 		if u, err := url.Parse(c.Listen); err == nil && (u.Scheme == "tcp" || u.Scheme == "tls+tcp") && u.Hostname() != "" {
-			c.EventsListen = "tcp://" + net.JoinHostPort(u.Hostname(), "0")
+			c.EventsListen = scheme + net.JoinHostPort(u.Hostname(), "0")
 		}
 	}
 	if c.Prefix == "" {

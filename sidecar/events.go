@@ -103,6 +103,7 @@ func (s *Sidecar) leadSubscriptions(ctx context.Context, own store.Store, refs [
 			return s.deliver(ctx, byTopic[ev.Publisher+"/"+ev.Topic], ev)
 		},
 		Logger: s.log,
+		TLS:    s.cfg.ClientTLS,
 	})
 	if err != nil {
 		return err

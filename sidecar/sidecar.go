@@ -59,6 +59,8 @@ type Sidecar struct {
 	running  running // the requests in the handler, by id, for cancels
 	bound    atomic.Pointer[string]
 	ready    chan struct{}
+	callers  callers                // who is on each connection (authz.go)
+	authz    *prometheus.CounterVec // the authorization policy's decisions
 }
 
 // Deps are the shared parts a sidecar uses; the caller owns them.
@@ -95,6 +97,7 @@ func New(cfg Config, deps Deps) (*Sidecar, error) {
 	// Service and version never change: bind them once, not per request.
 	s.requests = s.metrics.Requests.MustCurryWith(prometheus.Labels{"service": cfg.Service, "version": cfg.Version})
 	s.duration = s.metrics.Duration.WithLabelValues(cfg.Service, cfg.Version)
+	s.authz = newAuthzMetric(s.reg)
 	return s, nil
 }
 
@@ -224,7 +227,7 @@ func (s *Sidecar) meshHandler() (h http.Handler, unary func(context.Context, []b
 		if err != nil {
 			return nil, nil, nil, nil, fmt.Errorf("sidecar: store: %w", err)
 		}
-		pub, err = events.NewPublisher(events.PublisherConfig{Name: s.cfg.Service, Log: own, Listen: s.cfg.EventsListen, Logger: s.log})
+		pub, err = events.NewPublisher(events.PublisherConfig{Name: s.cfg.Service, Log: own, Listen: s.cfg.EventsListen, TLS: s.cfg.TLS, Logger: s.log})
 		if err != nil {
 			stop()
 			return nil, nil, nil, nil, fmt.Errorf("sidecar: --events-listen: %w", err)
@@ -266,6 +269,7 @@ func (s *Sidecar) listen() (mangos.Socket, error) {
 		sock.Close()
 		return nil, fmt.Errorf("sidecar: %w", err)
 	}
+	s.trackCallers(sock)
 	var opts map[string]any
 	if s.cfg.TLS != nil {
 		opts = map[string]any{mangos.OptionTLSConfig: s.cfg.TLS}
@@ -364,7 +368,13 @@ func (s *Sidecar) serve(mc mangos.Context) {
 		s.inflight.Add(1)
 		s.metrics.InFlight.Inc()
 		start := time.Now()
-		reply, status := s.handle(msg.Body, start.Add(s.cfg.ClockOffset), cancel)
+		var reply []byte
+		var status int
+		if s.authorized(msg.Pipe) {
+			reply, status = s.handle(msg.Body, start.Add(s.cfg.ClockOffset), cancel)
+		} else {
+			reply, status = s.forbidden(msg.Body)
+		}
 		select {
 		case <-cancel: // closed for this request: the next needs its own
 			cancel = make(chan struct{})

@@ -3,7 +3,6 @@ package main
 
 import (
 	"context"
-	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -68,7 +67,7 @@ func newRoot() *cobra.Command {
 	root.PersistentFlags().StringVar(&g.logLevel, "log-level", "info", "debug, info, warn or error")
 	root.PersistentFlags().StringVar(&g.logFormat, "log-format", "text", "text or json")
 	root.AddCommand(upCmd(g), edgeCmd(g), sidecarCmd(g), storeCmd(g), seedCmd(g), benchCmd(g))
-	root.AddCommand(controlCmd(g), routesCmd(g), canaryCmd(g), statusCmd(g))
+	root.AddCommand(controlCmd(g), routesCmd(g), canaryCmd(g), statusCmd(g), caCmd(g))
 	setupCLI(root)
 	return root
 }
@@ -128,11 +127,12 @@ func edgeCmd(g *globals) *cobra.Command {
 			if err := cfg.Validate(); err != nil {
 				return err
 			}
-			client, err := mtls.Client()
+			src, err := meshtls.Open(mtls, meshtls.Options{Want: meshtls.WantEdge, Logger: log})
 			if err != nil {
 				return err
 			}
-			m, err := etcd.connect(cmd.Context(), client, log)
+			defer src.Close()
+			m, err := etcd.connect(cmd.Context(), src, log)
 			if err != nil {
 				return err
 			}
@@ -180,22 +180,21 @@ func sidecarCmd(g *globals) *cobra.Command {
 				}
 				cfg.Subscriptions = append(cfg.Subscriptions, sub)
 			}
-			server, err := mtls.Server()
+			src, err := meshtls.Open(mtls, meshtls.Options{Want: meshtls.WantWorkload(cfg.Service, cfg.Version), Logger: log})
 			if err != nil {
 				return err
 			}
-			client, err := mtls.Client()
-			if err != nil {
-				return err
+			defer src.Close()
+			if src != nil {
+				cfg.TLS, cfg.ClientTLS, cfg.Peers = src.Server(), src.Client(), src
 			}
-			cfg.TLS = server
 			if err := cfg.Validate(); err != nil {
 				return err
 			}
 			if len(cfg.Subscriptions) > 0 && storeSpec == "" {
 				return errors.New("--subscribe needs --store: cursors and logs live in the store")
 			}
-			m, err := etcd.connect(cmd.Context(), client, log)
+			m, err := etcd.connect(cmd.Context(), src, log)
 			if err != nil {
 				return err
 			}
@@ -265,26 +264,57 @@ func seedCmd(*globals) *cobra.Command {
 
 // addTLSFlags adds the mutual TLS flags of edges and sidecars.
 func addTLSFlags(cmd *cobra.Command, f *meshtls.Files) {
-	cmd.Flags().StringVar(&f.Cert, "tls-cert", "", "PEM certificate for mutual TLS on tls+tcp:// sockets (with --tls-key and --tls-ca)")
+	cmd.Flags().StringVar(&f.Cert, "tls-cert", "", "PEM certificate for mutual TLS on tls+tcp:// sockets (with --tls-key and --tls-ca); its identity (griddle ca issue) must be this process's; rewritten files are used within a second")
 	cmd.Flags().StringVar(&f.Key, "tls-key", "", "PEM private key of --tls-cert")
 	cmd.Flags().StringVar(&f.CA, "tls-ca", "", "PEM CA that signs every certificate of the mesh")
 }
 
 // etcdFlags are the flags of commands that talk to etcd.
 type etcdFlags struct {
-	endpoints string
-	prefix    string
+	endpoints    string
+	prefix       string
+	tls          meshtls.Files
+	user         string
+	passwordFile string
 }
 
 func (e *etcdFlags) add(cmd *cobra.Command) {
-	cmd.Flags().StringVar(&e.endpoints, "etcd", "127.0.0.1:2379", "etcd endpoints, comma-separated")
-	cmd.Flags().StringVar(&e.prefix, "etcd-prefix", "/griddle/", "key prefix for everything Griddle keeps in etcd")
+	f := cmd.Flags()
+	f.StringVar(&e.endpoints, "etcd", "127.0.0.1:2379", "etcd endpoints, comma-separated (https://HOST:PORT with --etcd-ca)")
+	f.StringVar(&e.prefix, "etcd-prefix", "/griddle/", "key prefix for everything Griddle keeps in etcd")
+	f.StringVar(&e.tls.CA, "etcd-ca", "", "PEM CA of etcd's server certificate: talk to etcd over TLS")
+	f.StringVar(&e.tls.Cert, "etcd-cert", "", "PEM client certificate for etcd's --client-cert-auth (with --etcd-key and --etcd-ca)")
+	f.StringVar(&e.tls.Key, "etcd-key", "", "PEM private key of --etcd-cert")
+	f.StringVar(&e.user, "etcd-user", "", "etcd user to log in as (its password from --etcd-password-file or env GRIDDLE_ETCD_PASSWORD)")
+	f.StringVar(&e.passwordFile, "etcd-password-file", "", "file holding the password of --etcd-user")
 }
 
-// connect dials etcd as the flags say; tlsCfg is the client side of mutual
-// TLS toward tls+tcp:// instances (nil: none).
-func (e *etcdFlags) connect(ctx context.Context, tlsCfg *tls.Config, log *slog.Logger) (*launch.Mesh, error) {
-	return launch.Connect(ctx, e.list(), e.prefix, tlsCfg, log)
+// connect dials etcd as the flags say; mtls is this process's mesh
+// identity toward tls+tcp:// instances (nil: none).
+func (e *etcdFlags) connect(ctx context.Context, mtls *meshtls.Source, log *slog.Logger) (*launch.Mesh, error) {
+	cfg, err := e.config()
+	if err != nil {
+		return nil, err
+	}
+	return launch.Connect(ctx, cfg, e.prefix, mtls, log)
+}
+
+// config is the etcd connection the flags describe.
+func (e *etcdFlags) config() (launch.Etcd, error) {
+	cfg := launch.Etcd{Endpoints: e.list(), Username: e.user, Password: os.Getenv("GRIDDLE_ETCD_PASSWORD")}
+	if e.passwordFile != "" {
+		b, err := os.ReadFile(e.passwordFile)
+		if err != nil {
+			return cfg, fmt.Errorf("--etcd-password-file: %w", err)
+		}
+		cfg.Password = strings.TrimRight(string(b), "\r\n")
+	}
+	tlsCfg, err := launch.EtcdTLS(e.tls.Cert, e.tls.Key, e.tls.CA)
+	if err != nil {
+		return cfg, err
+	}
+	cfg.TLS = tlsCfg
+	return cfg, cfg.Validate()
 }
 
 func (e *etcdFlags) list() []string {

@@ -35,6 +35,9 @@ type Document struct {
 	// Versions are tried in order; the first whose match holds decides.
 	// A document needs at least one rule, and the last rule must match everything.
 	Versions []VersionRule `json:"versions"`
+	// Authorization says which services may call this one (nil: all; see
+	// Authorization).
+	Authorization *Authorization `json:"authorization,omitempty"`
 }
 
 // HTTPRoute exposes a service at the edge.
@@ -117,6 +120,7 @@ func (d *Document) clone() Document {
 		r.On = slices.Clone(r.On)
 		c.Retries = &r
 	}
+	c.Authorization = d.Authorization.clone()
 	c.Versions = slices.Clone(d.Versions)
 	for i := range c.Versions {
 		v := &c.Versions[i]
