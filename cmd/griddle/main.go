@@ -18,6 +18,7 @@ import (
 	"github.com/griddle-mesh/griddle/edge"
 	"github.com/griddle-mesh/griddle/internal/launch"
 	"github.com/griddle-mesh/griddle/internal/meshtls"
+	"github.com/griddle-mesh/griddle/internal/store/storehttp"
 	"github.com/griddle-mesh/griddle/sidecar"
 )
 
@@ -162,6 +163,7 @@ func sidecarCmd(g *globals) *cobra.Command {
 		storeSpec string
 		subs      []string
 		mtls      meshtls.Files
+		tokenFile string
 	)
 	cmd := &cobra.Command{
 		Use:   "sidecar",
@@ -194,12 +196,23 @@ func sidecarCmd(g *globals) *cobra.Command {
 			if len(cfg.Subscriptions) > 0 && storeSpec == "" {
 				return errors.New("--subscribe needs --store: cursors and logs live in the store")
 			}
+			creds := launch.StoreCredentials{Token: os.Getenv("GRIDDLE_STORE_TOKEN")}
+			if tokenFile != "" {
+				b, err := os.ReadFile(tokenFile)
+				if err != nil {
+					return fmt.Errorf("--store-token-file: %w", err)
+				}
+				creds.Token = strings.TrimSpace(string(b))
+			}
+			if src != nil && strings.HasPrefix(storeSpec, "https://") {
+				creds.TLS = src.ClientFor("", storeSpec)
+			}
 			m, err := etcd.connect(cmd.Context(), src, log)
 			if err != nil {
 				return err
 			}
 			defer m.Close()
-			return launch.Sidecar(cmd.Context(), m, cfg, storeSpec)
+			return launch.Sidecar(cmd.Context(), m, cfg, storeSpec, creds)
 		},
 	}
 	f := cmd.Flags()
@@ -217,6 +230,7 @@ func sidecarCmd(g *globals) *cobra.Command {
 	f.DurationVar(&cfg.DrainTimeout, "drain-timeout", 10*time.Second, "time for in-flight work to finish on stop")
 	f.StringVar(&cfg.Admin, "admin", "", "address for /status and /healthz (empty: none)")
 	f.StringVar(&storeSpec, "store", "", "the service's state: badger:DIR (this process only), http://HOST:PORT (griddle store) or fdb:CLUSTER_FILE")
+	f.StringVar(&tokenFile, "store-token-file", "", "file holding this service's token for griddle store --tokens (default: env GRIDDLE_STORE_TOKEN); with https:// and --tls-* the certificate is enough")
 	f.StringArrayVar(&subs, "subscribe", nil, "deliver another service's events to the handler: PUBLISHER/TOPIC=/PATH (repeatable)")
 	f.StringVar(&cfg.EventsListen, "events-listen", "", "mangos URL announcing this service's events (default: --listen's host, any port)")
 	f.DurationVar(&cfg.ClockOffset, "clock-offset", 0, "for fault tests: add this to the clock the sidecar reads for deadlines")
@@ -227,21 +241,45 @@ func sidecarCmd(g *globals) *cobra.Command {
 }
 
 func storeCmd(g *globals) *cobra.Command {
-	var listen, dir string
+	var (
+		cfg        launch.StoreServerConfig
+		tokensFile string
+		mtls       meshtls.Files
+	)
 	cmd := &cobra.Command{
 		Use:   "store",
-		Short: "Serve an embedded store (Badger) to the sidecars of this machine",
+		Short: "Serve an embedded store (Badger) to sidecars, each confined to its service's key space",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			log, err := g.logger()
 			if err != nil {
 				return err
 			}
-			return launch.StoreServer(cmd.Context(), listen, dir, log)
+			if tokensFile != "" {
+				b, err := os.ReadFile(tokensFile)
+				if err != nil {
+					return fmt.Errorf("store: --tokens: %w", err)
+				}
+				if cfg.Tokens, err = storehttp.ParseTokens(string(b)); err != nil {
+					return usageError(fmt.Errorf("store: --tokens %s: %w", tokensFile, err))
+				}
+			}
+			src, err := meshtls.Open(mtls, meshtls.Options{Logger: log})
+			if err != nil {
+				return err
+			}
+			defer src.Close()
+			cfg.TLS = src
+			return launch.StoreServer(cmd.Context(), cfg, log)
 		},
 	}
-	cmd.Flags().StringVar(&listen, "listen", "127.0.0.1:7400", "address sidecars reach it at (--store http://ADDRESS)")
-	cmd.Flags().StringVar(&dir, "dir", ".griddle/store", "directory of the database")
+	f := cmd.Flags()
+	f.StringVar(&cfg.Listen, "listen", "127.0.0.1:7400", "address sidecars reach it at (--store http://ADDRESS, https:// with --tls-*); beyond loopback only with --tls-*")
+	f.StringVar(&cfg.Dir, "dir", ".griddle/store", "directory of the database")
+	f.StringVar(&tokensFile, "tokens", "", "file of per-service tokens, one \"SERVICE TOKEN\" a line: each opens only its service's key space (sidecars: --store-token-file)")
+	cmd.Flags().StringVar(&mtls.Cert, "tls-cert", "", "PEM certificate to serve HTTPS with (with --tls-key and --tls-ca); sidecars' client certificates (griddle ca issue) then authenticate them")
+	cmd.Flags().StringVar(&mtls.Key, "tls-key", "", "PEM private key of --tls-cert")
+	cmd.Flags().StringVar(&mtls.CA, "tls-ca", "", "PEM CA of the sidecars' certificates")
 	return cmd
 }
 

@@ -149,10 +149,11 @@ func Edge(ctx context.Context, m *Mesh, cfg edge.Config) error {
 }
 
 // Sidecar runs a sidecar on m until ctx is done, then drains it. storeSpec
-// is its --store (see OpenStore).
-func Sidecar(ctx context.Context, m *Mesh, cfg sidecar.Config, storeSpec string) error {
+// is its --store (see OpenStore), creds what it authenticates to a
+// `griddle store` with.
+func Sidecar(ctx context.Context, m *Mesh, cfg sidecar.Config, storeSpec string, creds StoreCredentials) error {
 	cfg.Prefix = m.Prefix
-	st, err := OpenStore(ctx, storeSpec, m.log)
+	st, err := OpenStoreWith(ctx, storeSpec, creds, m.log)
 	if err != nil {
 		return err
 	}
