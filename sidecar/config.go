@@ -40,6 +40,10 @@ type Config struct {
 
 	Plugin     string   // handler binary (required)
 	PluginArgs []string // its arguments
+	// HandlerEnv names variables of the sidecar's environment the handler
+	// also gets; it gets no others but PATH, HOME, TMPDIR, the locale and
+	// the time zone (so none of the sidecar's tokens).
+	HandlerEnv []string
 
 	// HTTPPrefixes are the path prefixes the edge sends to this service
 	// ("": an internal service, reached only by other services).

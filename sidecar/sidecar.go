@@ -127,12 +127,13 @@ func (s *Sidecar) Run(ctx context.Context) error {
 	defer stopMesh()
 
 	host, err := pluginhost.New(pluginhost.Config{
-		Path:   s.cfg.Plugin,
-		Args:   s.cfg.PluginArgs,
-		Mesh:   mesh,
-		Unary:  unary,
-		Env:    s.handlerEnv(),
-		Logger: s.log,
+		Path:    s.cfg.Plugin,
+		Args:    s.cfg.PluginArgs,
+		Mesh:    mesh,
+		Unary:   unary,
+		Env:     s.handlerEnv(),
+		PassEnv: s.cfg.HandlerEnv,
+		Logger:  s.log,
 	})
 	if err != nil {
 		return fmt.Errorf("sidecar: --plugin: %w", err)

@@ -223,6 +223,7 @@ func sidecarCmd(g *globals) *cobra.Command {
 	f.StringVar(&cfg.Advertise, "advertise", "", "URL registered in etcd (default: the bound --listen address)")
 	f.StringVar(&cfg.Plugin, "plugin", "", "handler binary (required)")
 	f.StringArrayVar(&cfg.PluginArgs, "plugin-arg", nil, "argument for the handler (repeatable)")
+	f.StringArrayVar(&cfg.HandlerEnv, "handler-env", nil, "name of an environment variable the handler gets too (repeatable); it gets no others but PATH, HOME, TMPDIR, locale and time zone")
 	f.StringArrayVar(&cfg.HTTPPrefixes, "http-prefix", nil, "path prefix the edge sends to this service (repeatable)")
 	f.IntVar(&cfg.Concurrency, "concurrency", 128, "requests handled at once")
 	f.IntVar(&cfg.HandlerProcs, "handler-procs", 0, "GOMAXPROCS of the handler process (0: Go's default; 1 saves idle threads' wake-ups per request, and limits the handler to one core)")
@@ -339,7 +340,10 @@ func (e *etcdFlags) connect(ctx context.Context, mtls *meshtls.Source, log *slog
 
 // config is the etcd connection the flags describe.
 func (e *etcdFlags) config() (launch.Etcd, error) {
-	cfg := launch.Etcd{Endpoints: e.list(), Username: e.user, Password: os.Getenv("GRIDDLE_ETCD_PASSWORD")}
+	cfg := launch.Etcd{Endpoints: e.list(), Username: e.user}
+	if e.user != "" {
+		cfg.Password = os.Getenv("GRIDDLE_ETCD_PASSWORD")
+	}
 	if e.passwordFile != "" {
 		b, err := os.ReadFile(e.passwordFile)
 		if err != nil {
