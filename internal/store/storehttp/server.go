@@ -45,8 +45,8 @@ const maxRequestBytes = store.MaxKeyBytes + store.MaxValueBytes + 1024
 type Server struct {
 	b         store.Backend
 	space     string
-	auth      Authenticator // nil: every request is served (auth.go)
-	shared    []byte        // what other services' spaces may be read under (WithAuth)
+	auth      Authenticator           // nil: every request is served (auth.go)
+	shared    []byte                  // what other services' spaces may be read under (WithAuth)
 	committed func(prefixes [][]byte) // see WithCommitted; nil: none
 	log       *slog.Logger
 	mux       *http.ServeMux
