@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"net/http"
 	"os"
 	"strconv"
 	"strings"
@@ -73,8 +74,22 @@ func TestHandlerIsolation(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	e := m.Edge()
+	e := m.Edge("--no-pprof")
 	waitRoute(t, "http://"+e.Addr+"/hello/greet")
+	// pprof is on the admin address unless turned off.
+	for _, c := range []struct {
+		proc *meshtest.Proc
+		want int
+	}{{sc, 200}, {e, 404}} {
+		resp, err := http.Get("http://" + c.proc.Admin + "/debug/pprof/")
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != c.want {
+			t.Errorf("%s: /debug/pprof/ answered %d, want %d", c.proc.Name, resp.StatusCode, c.want)
+		}
+	}
 	if status, body, _ := get(t, "http://"+e.Addr+"/hello/greet?name=still"); status != 200 || body != "hello, still" {
 		t.Errorf("after the stranger: %d %q", status, body)
 	}

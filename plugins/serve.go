@@ -92,7 +92,7 @@ func serve(h http.Handler, stderr io.Writer, opts ...Option) int {
 		}
 	}
 	if addr := os.Getenv(EnvStandalone); addr != "" {
-		srv := &http.Server{Addr: addr, Handler: &contextHandler{h: h, mesh: newMesh(false)}, ReadHeaderTimeout: 10 * time.Second}
+		srv := &http.Server{Addr: addr, Handler: &contextHandler{h: h, mesh: newMesh(false)}, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
 		fmt.Fprintf(stderr, "serving alone on %s (%s is set): no sidecar, no mesh\n", addr, EnvStandalone)
 		err := srv.ListenAndServe()
 		fmt.Fprintf(stderr, "griddle handler: %v\n", err)

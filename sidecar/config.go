@@ -72,9 +72,11 @@ type Config struct {
 	// events this service publishes ("": tcp on Listen's host, any port).
 	EventsListen string
 
-	Admin  string // host:port for /healthz and /status; "" disables
-	Prefix string // etcd key prefix (discovery.DefaultPrefix)
-	Logger *slog.Logger
+	Admin string // host:port for /healthz and /status; "" disables
+	// NoPprof leaves /debug/pprof/ off the admin address.
+	NoPprof bool
+	Prefix  string // etcd key prefix (discovery.DefaultPrefix)
+	Logger  *slog.Logger
 }
 
 // Validate reports the first invalid field, named as on the command line.

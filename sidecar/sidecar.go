@@ -324,7 +324,7 @@ func (s *Sidecar) serveAdmin(wg *sync.WaitGroup) (addr string, stop func()) {
 		s.log.Error("admin listener failed", "admin", s.cfg.Admin, "err", err)
 		return "", func() {}
 	}
-	srv := &http.Server{Handler: s.adminHandler(), ReadHeaderTimeout: 5 * time.Second}
+	srv := &http.Server{Handler: s.adminHandler(), ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
 	wg.Go(func() { _ = srv.Serve(ln) })
 	return ln.Addr().String(), func() { _ = srv.Close() }
 }
