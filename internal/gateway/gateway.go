@@ -290,6 +290,9 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, service string
 		req.Routing = rc
 	}
 	pol := g.policy(service, rp)
+	if rp != nil && len(rp.GRPCMethods) > 0 && wire.IsGRPC(r.Header.Get("Content-Type")) && slices.Contains(rp.GRPCMethods, r.URL.Path) {
+		pol.NonIdempotent = true // the rules say this method may be repeated
+	}
 	if !whole {
 		pol.Attempts = 1 // the body streams from the client: it cannot be sent again
 	}
@@ -368,6 +371,8 @@ func (g *Gateway) policy(service string, rp *routing.RetryPolicy) dispatch.Polic
 				pol.OnDeadline = true
 			case "5xx":
 				pol.On5xx = true
+			case "unavailable":
+				pol.OnUnavailable = true
 			}
 		}
 	}

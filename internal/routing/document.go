@@ -63,6 +63,13 @@ type RetryPolicy struct {
 	// NonIdempotent allows retrying methods other than GET, HEAD, OPTIONS,
 	// TRACE, PUT and DELETE for the reasons in On.
 	NonIdempotent bool `json:"nonIdempotent,omitempty"`
+	// GRPCMethods are the gRPC methods ("/package.Service/Method") that
+	// may be retried for the reasons in On, as idempotent requests are: a
+	// gRPC call is a POST, retried otherwise only when it never reached a
+	// handler. As gRPC's own retries, only before the answer began (a
+	// trailers-only UNAVAILABLE counts as "unavailable"), and only for a
+	// call whose request was whole.
+	GRPCMethods []string `json:"grpcMethods,omitempty"`
 	// Budget caps retries at this share of live requests, e.g. "10%" (default 10%).
 	Budget string `json:"budget,omitempty"`
 	// MinPerSecond is the floor of retries allowed per second whatever the budget (default 10).
@@ -137,6 +144,7 @@ func (d *Document) clone() Document {
 	if d.Retries != nil {
 		r := *d.Retries
 		r.On = slices.Clone(r.On)
+		r.GRPCMethods = slices.Clone(r.GRPCMethods)
 		c.Retries = &r
 	}
 	c.Authorization = d.Authorization.clone()
