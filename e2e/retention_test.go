@@ -74,7 +74,7 @@ func TestRetention(t *testing.T) {
 			}
 		}
 	}
-	logEvents := func() int { return metricValue(metricsOf(t, msgs), `griddle_events_log_events{topic="message.sent"}`) }
+	logEvents := func() int { return seriesValue(metricsOf(t, msgs), `griddle_events_log_events{topic="message.sent"}`) }
 
 	send(30)
 	waitUntil("feed has the 30 messages", func() bool { return feedLen() == 30 })
@@ -86,7 +86,7 @@ func TestRetention(t *testing.T) {
 	}
 	send(30)
 	waitUntil("a trim that stops at feed's cursor", func() bool {
-		return metricValue(metricsOf(t, msgs), `griddle_events_trimmed_total{topic="message.sent"}`) >= 30 && logEvents() == 30
+		return seriesValue(metricsOf(t, msgs), `griddle_events_trimmed_total{topic="message.sent"}`) >= 30 && logEvents() == 30
 	})
 	time.Sleep(1500 * time.Millisecond) // more trims: they must not pass the cursor
 	if n := logEvents(); n != 30 {
@@ -95,7 +95,7 @@ func TestRetention(t *testing.T) {
 	feed = m.Sidecar("feed", "v1", "--http-prefix", "/feed/")
 	waitUntil("feed, back, has all 50 entries its page shows", func() bool { return feedLen() == 50 })
 	waitUntil("the log back at its cap once feed has the events", func() bool { return logEvents() == 20 })
-	if n := metricValue(metricsOf(t, feed), `griddle_events_skipped_total{publisher="messages",topic="message.sent"}`); n > 0 {
+	if n := seriesValue(metricsOf(t, feed), `griddle_events_skipped_total{publisher="messages",topic="message.sent"}`); n > 0 {
 		t.Errorf("feed skipped %d times under a soft cap, want none", n)
 	}
 
@@ -112,7 +112,7 @@ func TestRetention(t *testing.T) {
 	waitUntil("the hard cap held with feed down", func() bool { return logEvents() == 20 })
 	feed = m.Sidecar("feed", "v1", "--http-prefix", "/feed/")
 	waitUntil("feed counts the skip", func() bool {
-		return metricValue(metricsOf(t, feed), `griddle_events_skipped_total{publisher="messages",topic="message.sent"}`) == 1
+		return seriesValue(metricsOf(t, feed), `griddle_events_skipped_total{publisher="messages",topic="message.sent"}`) == 1
 	})
 	if !strings.Contains(feed.Log(), "going on after them") {
 		t.Errorf("feed's sidecar did not log the skip:\n%s", feed.Log())
@@ -133,9 +133,9 @@ func metricsOf(t *testing.T, p *meshtest.Proc) []byte {
 	return b
 }
 
-// metricValue is the value of the series named exactly by series (name
+// seriesValue is the value of the series named exactly by series (name
 // and labels as /metrics writes them), -1 when it is absent.
-func metricValue(metrics []byte, series string) int {
+func seriesValue(metrics []byte, series string) int {
 	re := regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(series) + ` (\S+)$`)
 	m := re.FindSubmatch(metrics)
 	if m == nil {

@@ -215,7 +215,7 @@ func varies(names ...string) caseOpt {
 func bodyVaries(f func([]byte) []byte) caseOpt { return func(c *transparencyCase) { c.bodyVaries = f } }
 func streamed() caseOpt                        { return func(c *transparencyCase) { c.stream = true } }
 func skipBecause(why string) caseOpt           { return func(c *transparencyCase) { c.skip = why } }
-func proto(p string) caseOpt                   { return func(c *transparencyCase) { c.req.proto = p } }
+func httpProto(p string) caseOpt               { return func(c *transparencyCase) { c.req.proto = p } }
 func expect100() caseOpt                       { return func(c *transparencyCase) { c.req.expectContinue = true } }
 
 // randomBytes are n bytes that are the same for the same seed.
@@ -522,9 +522,9 @@ func transparencyCases() []transparencyCase {
 		tcase("env", "GET", "/env"),
 
 		// Protocol versions.
-		tcase("HTTP/1.0 GET", "GET", "/get", proto("HTTP/1.0")),
-		tcase("HTTP/1.0 streamed answer", "GET", "/stream/3", proto("HTTP/1.0")),
-		tcase("HTTP/1.0 POST", "POST", "/post", proto("HTTP/1.0"), hdr("Content-Type", textCT), body([]byte("old"))),
+		tcase("HTTP/1.0 GET", "GET", "/get", httpProto("HTTP/1.0")),
+		tcase("HTTP/1.0 streamed answer", "GET", "/stream/3", httpProto("HTTP/1.0")),
+		tcase("HTTP/1.0 POST", "POST", "/post", httpProto("HTTP/1.0"), hdr("Content-Type", textCT), body([]byte("old"))),
 	}
 	return cases
 }

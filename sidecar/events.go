@@ -90,6 +90,7 @@ func (s *Sidecar) leadSubscriptions(ctx context.Context, own store.Store, refs [
 				s.eventMetrics.skipped.WithLabelValues(ref.Publisher, ref.Topic).Inc()
 			},
 			Logger: s.log,
+			TLS:    s.cfg.ClientTLS,
 		})
 		if err != nil {
 			return err

@@ -62,7 +62,9 @@ type Sidecar struct {
 	bound     atomic.Pointer[string]
 	ready     chan struct{}
 
-	eventMetrics *eventMetrics // the event log's figures (events.go)
+	eventMetrics *eventMetrics          // the event log's figures (events.go)
+	callers      callers                // who is on each connection (authz.go)
+	authz        *prometheus.CounterVec // the authorization policy's decisions
 }
 
 // Deps are the shared parts a sidecar uses; the caller owns them.
@@ -100,6 +102,7 @@ func New(cfg Config, deps Deps) (*Sidecar, error) {
 	// Service and version never change: bind them once, not per request.
 	s.requests = s.metrics.Requests.MustCurryWith(prometheus.Labels{"service": cfg.Service, "version": cfg.Version})
 	s.duration = s.metrics.Duration.WithLabelValues(cfg.Service, cfg.Version)
+	s.authz = newAuthzMetric(s.reg)
 	return s, nil
 }
 
@@ -129,12 +132,13 @@ func (s *Sidecar) Run(ctx context.Context) error {
 	defer stopMesh()
 
 	host, err := pluginhost.New(pluginhost.Config{
-		Path:   s.cfg.Plugin,
-		Args:   s.cfg.PluginArgs,
-		Mesh:   mesh,
-		Unary:  unary,
-		Env:    s.handlerEnv(),
-		Logger: s.log,
+		Path:    s.cfg.Plugin,
+		Args:    s.cfg.PluginArgs,
+		Mesh:    mesh,
+		Unary:   unary,
+		Env:     s.handlerEnv(),
+		PassEnv: s.cfg.HandlerEnv,
+		Logger:  s.log,
 	})
 	if err != nil {
 		return fmt.Errorf("sidecar: --plugin: %w", err)
@@ -237,7 +241,7 @@ func (s *Sidecar) meshHandler() (h http.Handler, unary func(context.Context, []b
 		if err != nil {
 			return nil, nil, nil, nil, fmt.Errorf("sidecar: store: %w", err)
 		}
-		pub, err = events.NewPublisher(events.PublisherConfig{Name: s.cfg.Service, Log: own, Listen: s.cfg.EventsListen, Logger: s.log})
+		pub, err = events.NewPublisher(events.PublisherConfig{Name: s.cfg.Service, Log: own, Listen: s.cfg.EventsListen, TLS: s.cfg.TLS, Logger: s.log})
 		if err != nil {
 			stop()
 			return nil, nil, nil, nil, fmt.Errorf("sidecar: --events-listen: %w", err)
@@ -300,6 +304,7 @@ func (s *Sidecar) listen() (mangos.Socket, error) {
 		sock.Close()
 		return nil, fmt.Errorf("sidecar: %w", err)
 	}
+	s.trackCallers(sock)
 	var opts map[string]any
 	if s.cfg.TLS != nil {
 		opts = map[string]any{mangos.OptionTLSConfig: s.cfg.TLS}
@@ -353,7 +358,7 @@ func (s *Sidecar) serveAdmin(wg *sync.WaitGroup) (addr string, stop func()) {
 		s.log.Error("admin listener failed", "admin", s.cfg.Admin, "err", err)
 		return "", func() {}
 	}
-	srv := &http.Server{Handler: s.adminHandler(), ReadHeaderTimeout: 5 * time.Second}
+	srv := &http.Server{Handler: s.adminHandler(), ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
 	wg.Go(func() { _ = srv.Serve(ln) })
 	return ln.Addr().String(), func() { _ = srv.Close() }
 }
@@ -400,7 +405,8 @@ func (s *Sidecar) serve(mc mangos.Context) {
 		s.metrics.InFlight.Inc()
 		start := time.Now()
 		head, err := wire.PeekRequest(msg.Body)
-		if err == nil && head.Part != wire.Part_PART_NONE {
+		allowed := s.authorized(msg.Pipe)
+		if allowed && err == nil && head.Part != wire.Part_PART_NONE {
 			// A part may wait long (a PULL for the handler to write, a
 			// DATA for it to read): it keeps this worker, and a new one
 			// takes its place.
@@ -414,7 +420,13 @@ func (s *Sidecar) serve(mc mangos.Context) {
 			_ = mc.Close()
 			return
 		}
-		reply, status := s.handle(head, err, msg.Body, start.Add(s.cfg.ClockOffset), cancel)
+		var reply []byte
+		var status int
+		if allowed {
+			reply, status = s.handle(head, err, msg.Body, start.Add(s.cfg.ClockOffset), cancel)
+		} else {
+			reply, status = s.forbidden(msg.Body)
+		}
 		select {
 		case <-cancel: // closed for this request: the next needs its own
 			cancel = make(chan struct{})

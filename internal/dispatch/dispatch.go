@@ -128,6 +128,10 @@ type Config struct {
 	// and them to it (see package meshtls); nil: such instances cannot be
 	// reached (ErrNoTLS, as for any instance that cannot be dialled).
 	TLS *tls.Config
+	// TLSFor, when set, is used instead of TLS: the client side toward
+	// the instance of service at address, which checks that the instance's
+	// certificate is that service's (meshtls.Source.ClientFor).
+	TLSFor func(service, address string) *tls.Config
 }
 
 // Validate reports the first problem with c. It does no I/O.
@@ -500,7 +504,11 @@ func (d *Dispatcher) addPeers(service, version string, insts []discovery.Instanc
 			continue
 		}
 		if _, ok := d.peers[in.Address]; !ok {
-			d.peers[in.Address] = newPeer(in.Address, d.cfg.MaxReplyBytes, d.cfg.TLS)
+			tlsCfg := d.cfg.TLS
+			if d.cfg.TLSFor != nil {
+				tlsCfg = d.cfg.TLSFor(in.Service, in.Address)
+			}
+			d.peers[in.Address] = newPeer(in.Address, d.cfg.MaxReplyBytes, tlsCfg)
 		}
 	}
 }

@@ -3,6 +3,7 @@ package events
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"fmt"
 	"log/slog"
 	"slices"
@@ -84,6 +85,9 @@ type SubscriberConfig struct {
 	// not block. The skip is also logged, counted in TopicStatus.Skipped
 	// and marked on the next event delivered (Event.SkippedTo).
 	OnSkip func(ref TopicRef, from, to Pos)
+	// TLS is the client side of mutual TLS toward tls+tcp:// announcers
+	// (nil: those are not dialled, and new events are found by polling).
+	TLS *tls.Config
 }
 
 // Validate reports whether c can be used; the error wraps ErrInvalid and
@@ -276,7 +280,7 @@ func (s *Subscriber) syncDialers(sock mangos.Socket, dialers map[string]mangos.D
 		if dialers[addr] != nil {
 			continue
 		}
-		d, err := sock.NewDialer(addr, nil)
+		d, err := sock.NewDialer(addr, tlsOption(s.cfg.TLS))
 		if err == nil {
 			if err = d.Dial(); err != nil {
 				_ = d.Close()

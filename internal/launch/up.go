@@ -86,6 +86,10 @@ func (c UpConfig) Validate() error {
 			return fmt.Errorf("up: %s: %w", flag, err)
 		}
 	}
+	// The embedded etcd has no TLS and no users: this machine only.
+	if host, _, _ := net.SplitHostPort(c.EtcdAddr); c.EtcdAddr != "" && !isLoopback(host) {
+		return fmt.Errorf("up: --etcd-listen: %s is not a loopback address; the embedded etcd answers this machine only", c.EtcdAddr)
+	}
 	for flag, addr := range map[string]string{"--admin": c.Admin, "--control": c.Control} {
 		if addr != "" && addr != "-" {
 			if _, _, err := net.SplitHostPort(addr); err != nil {
@@ -158,7 +162,7 @@ func Up(ctx context.Context, cfg UpConfig) error {
 		return err
 	}
 
-	etcd, err := etcdembed.Start(ctx, etcdembed.Config{Dir: filepath.Join(cfg.Dir, "etcd"), ClientAddr: cfg.EtcdAddr, Logger: log})
+	etcd, err := etcdembed.Start(ctx, etcdembed.Config{Dir: filepath.Join(cfg.Dir, "etcd"), ClientAddr: cfg.EtcdAddr, LoopbackOnly: true, Logger: log})
 	if err != nil {
 		return fmt.Errorf("up: embedded etcd: %w", err)
 	}

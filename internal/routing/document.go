@@ -38,6 +38,9 @@ type Document struct {
 	// Versions are tried in order; the first whose match holds decides.
 	// A document needs at least one rule, and the last rule must match everything.
 	Versions []VersionRule `json:"versions"`
+	// Authorization says which services may call this one (nil: all; see
+	// Authorization).
+	Authorization *Authorization `json:"authorization,omitempty"`
 }
 
 // HTTPRoute exposes a service at the edge.
@@ -144,6 +147,7 @@ func (d *Document) clone() Document {
 		r.GRPCMethods = slices.Clone(r.GRPCMethods)
 		c.Retries = &r
 	}
+	c.Authorization = d.Authorization.clone()
 	if d.Streams != nil {
 		st := *d.Streams
 		if st.Upgrades != nil {

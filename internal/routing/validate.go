@@ -140,6 +140,7 @@ func (d *Document) Validate() error {
 	for i := range d.Versions {
 		v.rule(d, i)
 	}
+	v.authorization(d.Authorization)
 	return v.err()
 }
 

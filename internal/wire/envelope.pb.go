@@ -93,6 +93,9 @@ const (
 	Code_CODE_BAD_REQUEST Code = 5
 	// The handler was reached and then failed without an HTTP answer.
 	Code_CODE_INTERNAL Code = 6
+	// The receiving sidecar's authorization policy does not allow the
+	// caller (known from its mTLS certificate): never retried.
+	Code_CODE_FORBIDDEN Code = 7
 )
 
 // Enum value maps for Code.
@@ -105,6 +108,7 @@ var (
 		4: "CODE_NO_INSTANCE",
 		5: "CODE_BAD_REQUEST",
 		6: "CODE_INTERNAL",
+		7: "CODE_FORBIDDEN",
 	}
 	Code_value = map[string]int32{
 		"CODE_OK":                0,
@@ -114,6 +118,7 @@ var (
 		"CODE_NO_INSTANCE":       4,
 		"CODE_BAD_REQUEST":       5,
 		"CODE_INTERNAL":          6,
+		"CODE_FORBIDDEN":         7,
 	}
 )
 
@@ -846,7 +851,7 @@ const file_envelope_proto_rawDesc = "" +
 	"\x04Part\x12\r\n" +
 	"\tPART_NONE\x10\x00\x12\r\n" +
 	"\tPART_DATA\x10\x01\x12\r\n" +
-	"\tPART_PULL\x10\x02*\x99\x01\n" +
+	"\tPART_PULL\x10\x02*\xad\x01\n" +
 	"\x04Code\x12\v\n" +
 	"\aCODE_OK\x10\x00\x12\x14\n" +
 	"\x10CODE_UNAVAILABLE\x10\x01\x12\x1a\n" +
@@ -854,7 +859,8 @@ const file_envelope_proto_rawDesc = "" +
 	"\x0fCODE_OVERLOADED\x10\x03\x12\x14\n" +
 	"\x10CODE_NO_INSTANCE\x10\x04\x12\x14\n" +
 	"\x10CODE_BAD_REQUEST\x10\x05\x12\x11\n" +
-	"\rCODE_INTERNAL\x10\x06B/Z-github.com/griddle-mesh/griddle/internal/wireb\x06proto3"
+	"\rCODE_INTERNAL\x10\x06\x12\x12\n" +
+	"\x0eCODE_FORBIDDEN\x10\aB/Z-github.com/griddle-mesh/griddle/internal/wireb\x06proto3"
 
 var (
 	file_envelope_proto_rawDescOnce sync.Once
