@@ -55,7 +55,9 @@ type exchanges struct {
 // add registers x, ending it on its deadline or when idle.
 func (xs *exchanges) add(x *exchange) {
 	x.done = make(chan struct{})
+	x.mu.Lock() // the timer may fire at once: end waits for it to be set
 	x.timer = time.AfterFunc(x.wait(), func() { xs.abort(x) })
+	x.mu.Unlock()
 	xs.mu.Lock()
 	if xs.m == nil {
 		xs.m = make(map[string]*exchange)

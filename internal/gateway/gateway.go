@@ -205,8 +205,10 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, service string
 	buf := g.bufs.Get().(*bytes.Buffer)
 	defer g.putBuf(buf)
 	buf.Reset()
-	// body is what is left of the request's body to stream.
+	// body is what is left of the request's body to stream; unsized, that
+	// it came whole though the client gave no length.
 	var body io.Reader
+	unsized := false
 	if r.Body != nil && r.Body != http.NoBody && !upgrade { // net/http's server gives bodiless requests NoBody
 		body = http.MaxBytesReader(w, r.Body, g.cfg.MaxBodyBytes)
 		var err error
@@ -229,12 +231,13 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, service string
 			buf.Write(p[:n])
 			if err == io.EOF {
 				err, whole = nil, true
+				unsized = true
 			} else if err == nil && r.ProtoMajor >= 2 {
 				// An HTTP/2 client's body often ends with its first DATA
 				// frame (a unary gRPC call): whole, it goes in one envelope.
 				var ended bool
 				body, ended = probeEnd(body)
-				whole = ended
+				whole, unsized = ended, ended
 			}
 		}
 		if err != nil {
@@ -247,7 +250,7 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, service string
 
 	deadline := start.Add(g.cfg.Timeout)
 	req := wire.NewRequest(r, service, buf.Bytes())
-	req.AcceptParts = true
+	req.AcceptParts, req.Unsized = true, unsized
 	if r.ProtoMajor >= 2 {
 		req.ProtoMajor, req.ProtoMinor = int32(r.ProtoMajor), int32(r.ProtoMinor)
 	}
@@ -308,6 +311,9 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, service string
 		req.Routing = rc
 	}
 	pol := g.policy(service, rp)
+	if rp != nil && len(rp.GRPCMethods) > 0 && wire.IsGRPC(r.Header.Get("Content-Type")) && slices.Contains(rp.GRPCMethods, r.URL.Path) {
+		pol.NonIdempotent = true // the rules say this method may be repeated
+	}
 	if !whole {
 		pol.Attempts = 1 // the body streams from the client: it cannot be sent again
 	}
@@ -386,6 +392,8 @@ func (g *Gateway) policy(service string, rp *routing.RetryPolicy) dispatch.Polic
 				pol.OnDeadline = true
 			case "5xx":
 				pol.On5xx = true
+			case "unavailable":
+				pol.OnUnavailable = true
 			}
 		}
 	}

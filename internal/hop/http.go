@@ -98,7 +98,9 @@ func (srv *Server) Serve(s *Stream) {
 	var bodyReader io.Reader
 	if !f.End { // the body's first part is the envelope's, the rest follows
 		body = &streamBody{s: s, done: ctx.Done(), cur: env.Body}
-		bodyReader = body
+		if !env.GetUpgrade() { // an upgrade's stream is the connection's, after Hijack
+			bodyReader = body
+		}
 	}
 	r, err := env.HTTPRequest(ctx, srv.Host, bodyReader)
 	if err != nil {
