@@ -199,10 +199,19 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, service string
 	// it came whole though the client gave no length.
 	var body io.Reader
 	unsized := false
+	// A client that sent "Expect: 100-continue" waits to be told to send
+	// its body: it is told (by net/http, at the first read) once the
+	// handler begins to read it.
+	expect := r.ProtoMajor == 1 && strings.EqualFold(r.Header.Get("Expect"), "100-continue")
+	if expect {
+		whole = false
+	}
 	if r.Body != nil && r.Body != http.NoBody && !upgrade { // net/http's server gives bodiless requests NoBody
 		body = http.MaxBytesReader(w, r.Body, g.cfg.MaxBodyBytes)
 		var err error
-		if whole {
+		if expect {
+			// nothing read before the handler asks
+		} else if whole {
 			_, err = buf.ReadFrom(body)
 		} else {
 			// The first part is what one read gives: a client that sends a
