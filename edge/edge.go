@@ -25,6 +25,7 @@ import (
 	"github.com/griddle-mesh/griddle/internal/gateway"
 	"github.com/griddle-mesh/griddle/internal/metrics"
 	"github.com/griddle-mesh/griddle/internal/routing"
+	"github.com/griddle-mesh/griddle/internal/sample"
 	"github.com/prometheus/client_golang/prometheus"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
@@ -63,6 +64,11 @@ type Config struct {
 	// edge) whose X-Forwarded-* headers are kept and added to.
 	TrustedProxies []netip.Prefix
 
+	// Sample sizes the sample of recent requests kept for dry runs of
+	// rules (served on the admin address at /sample); NoSample turns it off.
+	Sample   sample.Config
+	NoSample bool
+
 	Logger *slog.Logger
 }
 
@@ -86,6 +92,9 @@ func (c Config) Validate() error {
 		}
 	}
 	if err := c.Admission.Validate(); err != nil {
+		return fmt.Errorf("edge: %w", err)
+	}
+	if err := c.Sample.Validate(); err != nil {
 		return fmt.Errorf("edge: %w", err)
 	}
 	if c.MaxBodyBytes < 0 || c.MaxHeaderBytes < 0 {
@@ -127,6 +136,7 @@ type Edge struct {
 	reg       *prometheus.Registry
 	metrics   *metrics.Gateway
 	admission *admission.Limiter // nil: no limit
+	sample    *sample.Sampler    // nil: none kept
 }
 
 // Deps are the shared parts an edge uses; the caller owns them.
@@ -158,6 +168,13 @@ func New(cfg Config, deps Deps) (*Edge, error) {
 		}
 		e.admission = lim
 	}
+	if !cfg.NoSample {
+		smp, err := sample.New(cfg.Sample)
+		if err != nil {
+			return nil, fmt.Errorf("edge: %w", err)
+		}
+		e.sample = smp
+	}
 	gw, err := gateway.New(gateway.Config{
 		Resolve:      e.resolve,
 		Dispatcher:   d,
@@ -167,6 +184,7 @@ func New(cfg Config, deps Deps) (*Edge, error) {
 		Admission:    e.admission,
 		Metrics:      e.metrics,
 		Rules:        routes.Rules,
+		Sample:       e.sample,
 
 		TrustedProxies: cfg.TrustedProxies,
 	})
@@ -307,6 +325,9 @@ func (e *Edge) adminHandler() http.Handler {
 		w.Write([]byte("ok\n"))
 	})
 	mux.Handle("GET /metrics", metrics.Handler(e.reg))
+	if e.sample != nil {
+		mux.Handle("GET /sample", e.sample.Handler())
+	}
 	mux.HandleFunc("GET /status", func(w http.ResponseWriter, _ *http.Request) {
 		st := e.routes.Status()
 		w.Header().Set("Content-Type", "application/json")

@@ -19,6 +19,7 @@ import (
 	"github.com/griddle-mesh/griddle/edge"
 	"github.com/griddle-mesh/griddle/internal/launch"
 	"github.com/griddle-mesh/griddle/internal/meshtls"
+	"github.com/griddle-mesh/griddle/internal/sample"
 	"github.com/griddle-mesh/griddle/sidecar"
 )
 
@@ -146,6 +147,9 @@ func edgeCmd(g *globals) *cobra.Command {
 	f.DurationVar(&cfg.Timeout, "timeout", 10*time.Second, "deadline of each request, retries included")
 	f.Int64Var(&cfg.MaxBodyBytes, "max-body-bytes", 8<<20, "largest request body; larger ones get 413")
 	f.BoolVar(&cfg.NoAdmission, "no-admission", false, "turn off the adaptive concurrency limit that sheds excess load with 503")
+	f.IntVar(&cfg.Sample.Every, "sample-every", sample.DefaultEvery, "keep one request in this many for dry runs of rules (its method, path, pins and what the rules read; never bodies)")
+	f.IntVar(&cfg.Sample.Size, "sample-size", sample.DefaultSize, "how many sampled requests are kept for dry runs")
+	f.BoolVar(&cfg.NoSample, "no-sample", false, "keep no sample of requests (routes apply --dry-run then has nothing to replay)")
 	f.StringArrayVar(&proxies, "trusted-proxy", nil, "CIDR of proxies in front of the edge whose X-Forwarded-* headers are kept (repeatable; default: none, a client's own are replaced)")
 	f.IntVar(&cfg.Admission.MaxLimit, "admission-max", 0, "ceiling of the adaptive concurrency limit (default 16 per CPU, at least 32)")
 	f.IntVar(&cfg.Admission.QueueSize, "admission-queue", 256, "requests that may wait for a slot under the concurrency limit")

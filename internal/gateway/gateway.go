@@ -26,6 +26,7 @@ import (
 	"github.com/griddle-mesh/griddle/internal/dispatch"
 	"github.com/griddle-mesh/griddle/internal/metrics"
 	"github.com/griddle-mesh/griddle/internal/routing"
+	"github.com/griddle-mesh/griddle/internal/sample"
 	"github.com/griddle-mesh/griddle/internal/wire"
 )
 
@@ -68,6 +69,9 @@ type Config struct {
 	// edge); any other client's are replaced by what the edge sees. Only
 	// without TrustMeshHeaders.
 	TrustedProxies []netip.Prefix
+	// Sample, when set, records what the rules read of one request in
+	// Sample's Every, for dry runs of proposed rules.
+	Sample *sample.Sampler
 }
 
 // Validate reports the first invalid field.
@@ -135,7 +139,7 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	out := g.forward(w, r, service, start)
 	if m := g.cfg.Metrics; m != nil {
 		m.Requests.WithLabelValues(service, out.version, out.experiment, out.variant, metrics.Code(out.status)).Inc()
-		m.Duration.WithLabelValues(service, out.version).Observe(time.Since(start).Seconds())
+		m.Duration.WithLabelValues(service, out.version, out.experiment, out.variant, metrics.Class(out.status)).Observe(time.Since(start).Seconds())
 		if out.retries > 0 {
 			m.Retries.WithLabelValues(service).Add(float64(out.retries))
 		}
@@ -226,6 +230,9 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, service string
 		req.Routing = rc
 	}
 	pol := g.policy(service, rp)
+	if g.cfg.Sample.Due() {
+		g.cfg.Sample.Record(r, service, svc, rc, req.Version)
+	}
 
 	req.DeadlineUnixNano = deadline.UnixNano()
 	req.Trace = traceOf(r)
@@ -234,6 +241,9 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, service string
 	// the same deadline would only add a timer per request.
 	reply, err := g.cfg.Dispatcher.DoPolicy(r.Context(), req, pol)
 	out.version, out.retries = req.Version, max(int(req.Attempt)-1, 0)
+	if out.version == "" { // no rules: any version served it; label it by the one that did
+		out.version = metrics.ServedVersion(reply)
+	}
 	switch {
 	case err != nil:
 		out.status = g.failDispatch(w, r, err)
