@@ -53,7 +53,7 @@ type Sidecar struct {
 	reg      *prometheus.Registry
 	metrics  *metrics.Sidecar
 	requests *prometheus.CounterVec // metrics.Requests of this service and version, by code
-	duration prometheus.Observer
+	duration [6]prometheus.Observer // by status class (status/100)
 	inflight atomic.Int64
 	draining atomic.Bool
 	running  running // the requests in the handler, by id, for cancels
@@ -94,7 +94,9 @@ func New(cfg Config, deps Deps) (*Sidecar, error) {
 	s.metrics = metrics.NewSidecar(s.reg)
 	// Service and version never change: bind them once, not per request.
 	s.requests = s.metrics.Requests.MustCurryWith(prometheus.Labels{"service": cfg.Service, "version": cfg.Version})
-	s.duration = s.metrics.Duration.WithLabelValues(cfg.Service, cfg.Version)
+	for st := range s.duration {
+		s.duration[st] = s.metrics.Duration.WithLabelValues(cfg.Service, cfg.Version, metrics.Class(st*100))
+	}
 	return s, nil
 }
 
@@ -208,6 +210,7 @@ func (s *Sidecar) meshHandler() (h http.Handler, unary func(context.Context, []b
 		TrustMeshHeaders: true,
 		Logger:           s.log,
 		Rules:            s.rules(),
+		Metrics:          metrics.NewOutbound(s.reg, s.cfg.Service),
 	})
 	if err != nil {
 		return nil, nil, nil, nil, err
@@ -379,7 +382,7 @@ func (s *Sidecar) serve(mc mangos.Context) {
 		}
 		if status != 0 { // 0: a cancel, not a request
 			s.requests.WithLabelValues(metrics.Code(status)).Inc()
-			s.duration.Observe(time.Since(start).Seconds())
+			s.duration[min(max(status/100, 0), 5)].Observe(time.Since(start).Seconds())
 		}
 		msg.Body = append(msg.Body[:0], reply...)
 		if err := mc.SendMsg(msg); err != nil {
