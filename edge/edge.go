@@ -69,6 +69,9 @@ type Config struct {
 	Sample   sample.Config
 	NoSample bool
 
+	// AccessLog, when set, gets a line per request.
+	AccessLog *slog.Logger
+
 	Logger *slog.Logger
 }
 
@@ -185,6 +188,7 @@ func New(cfg Config, deps Deps) (*Edge, error) {
 		Metrics:      e.metrics,
 		Rules:        routes.Rules,
 		Sample:       e.sample,
+		AccessLog:    cfg.AccessLog,
 
 		TrustedProxies: cfg.TrustedProxies,
 	})

@@ -18,6 +18,7 @@ import (
 
 	"github.com/griddle-mesh/griddle/edge"
 	"github.com/griddle-mesh/griddle/internal/launch"
+	"github.com/griddle-mesh/griddle/internal/logging"
 	"github.com/griddle-mesh/griddle/internal/meshtls"
 	"github.com/griddle-mesh/griddle/internal/sample"
 	"github.com/griddle-mesh/griddle/sidecar"
@@ -44,18 +45,7 @@ type globals struct {
 }
 
 func (g *globals) logger() (*slog.Logger, error) {
-	var level slog.Level
-	if err := level.UnmarshalText([]byte(g.logLevel)); err != nil {
-		return nil, fmt.Errorf("--log-level: %w", err)
-	}
-	opts := &slog.HandlerOptions{Level: level}
-	switch g.logFormat {
-	case "text":
-		return slog.New(slog.NewTextHandler(os.Stderr, opts)), nil
-	case "json":
-		return slog.New(slog.NewJSONHandler(os.Stderr, opts)), nil
-	}
-	return nil, fmt.Errorf("--log-format: %q is not text or json", g.logFormat)
+	return logging.New(logging.Config{Level: g.logLevel, Format: g.logFormat}, os.Stderr)
 }
 
 func newRoot() *cobra.Command {
@@ -108,6 +98,7 @@ func edgeCmd(g *globals) *cobra.Command {
 		etcd    etcdFlags
 		mtls    meshtls.Files
 		proxies []string
+		access  string
 	)
 	cmd := &cobra.Command{
 		Use:   "edge",
@@ -129,6 +120,16 @@ func edgeCmd(g *globals) *cobra.Command {
 			if err := cfg.Validate(); err != nil {
 				return err
 			}
+			if access != "" {
+				w, closeLog, err := logging.Open(access)
+				if err != nil {
+					return fmt.Errorf("edge: --access-log: %w", err)
+				}
+				defer closeLog()
+				if cfg.AccessLog, err = logging.New(logging.Config{Format: g.logFormat}, w); err != nil {
+					return err
+				}
+			}
 			client, err := mtls.Client()
 			if err != nil {
 				return err
@@ -147,6 +148,7 @@ func edgeCmd(g *globals) *cobra.Command {
 	f.DurationVar(&cfg.Timeout, "timeout", 10*time.Second, "deadline of each request, retries included")
 	f.Int64Var(&cfg.MaxBodyBytes, "max-body-bytes", 8<<20, "largest request body; larger ones get 413")
 	f.BoolVar(&cfg.NoAdmission, "no-admission", false, "turn off the adaptive concurrency limit that sheds excess load with 503")
+	f.StringVar(&access, "access-log", "", "write a line per request (method, path, service, version, experiment, status, duration, ids) to this file, - for stderr, in --log-format (empty: none)")
 	f.IntVar(&cfg.Sample.Every, "sample-every", sample.DefaultEvery, "keep one request in this many for dry runs of rules (its method, path, pins and what the rules read; never bodies)")
 	f.IntVar(&cfg.Sample.Size, "sample-size", sample.DefaultSize, "how many sampled requests are kept for dry runs")
 	f.BoolVar(&cfg.NoSample, "no-sample", false, "keep no sample of requests (routes apply --dry-run then has nothing to replay)")

@@ -24,6 +24,7 @@ import (
 
 	"github.com/griddle-mesh/griddle/internal/admission"
 	"github.com/griddle-mesh/griddle/internal/dispatch"
+	"github.com/griddle-mesh/griddle/internal/logging"
 	"github.com/griddle-mesh/griddle/internal/metrics"
 	"github.com/griddle-mesh/griddle/internal/routing"
 	"github.com/griddle-mesh/griddle/internal/sample"
@@ -69,6 +70,8 @@ type Config struct {
 	// edge); any other client's are replaced by what the edge sees. Only
 	// without TrustMeshHeaders.
 	TrustedProxies []netip.Prefix
+	// AccessLog, when set, gets a line per request (logging.LogAccess).
+	AccessLog *slog.Logger
 	// Sample, when set, records what the rules read of one request in
 	// Sample's Every, for dry runs of proposed rules.
 	Sample *sample.Sampler
@@ -133,10 +136,15 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	service, ok := g.cfg.Resolve(r)
 	if !ok {
-		g.fail(w, r, http.StatusNotFound, "no_route", "no service serves this path", nil)
+		status := g.fail(w, r, http.StatusNotFound, "no_route", "no service serves this path", nil)
+		logging.LogAccess(r.Context(), g.cfg.AccessLog, r, logging.Access{Status: status, Duration: time.Since(start), ErrorID: w.Header().Get(wire.HeaderErrorID)})
 		return
 	}
 	out := g.forward(w, r, service, start)
+	if g.cfg.AccessLog != nil {
+		logging.LogAccess(r.Context(), g.cfg.AccessLog, r, logging.Access{Service: service, Version: out.version, Experiment: out.experiment, Variant: out.variant,
+			Status: out.status, Duration: time.Since(start), Retries: out.retries, RequestID: w.Header().Get(wire.HeaderRequestID), ErrorID: w.Header().Get(wire.HeaderErrorID)})
+	}
 	if m := g.cfg.Metrics; m != nil {
 		m.Requests.WithLabelValues(service, out.version, out.experiment, out.variant, metrics.Code(out.status)).Inc()
 		m.Duration.WithLabelValues(service, out.version, out.experiment, out.variant, metrics.Class(out.status)).Observe(time.Since(start).Seconds())

@@ -13,10 +13,12 @@ import (
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap/zapcore"
 
 	"github.com/griddle-mesh/griddle/edge"
 	"github.com/griddle-mesh/griddle/internal/discovery"
 	"github.com/griddle-mesh/griddle/internal/dispatch"
+	"github.com/griddle-mesh/griddle/internal/logging"
 	"github.com/griddle-mesh/griddle/sidecar"
 )
 
@@ -52,7 +54,7 @@ func Connect(ctx context.Context, endpoints []string, prefix string, tlsCfg *tls
 		DialTimeout:          5 * time.Second,
 		DialKeepAliveTime:    5 * time.Second,
 		DialKeepAliveTimeout: 3 * time.Second,
-		Logger:               nil,
+		Logger:               logging.Zap(log, zapcore.WarnLevel, nil), // etcd's client in the process's own log format
 	})
 	if err != nil {
 		return nil, fmt.Errorf("--etcd: %w", err)
