@@ -26,6 +26,7 @@ import (
 	"github.com/griddle-mesh/griddle/internal/metrics"
 	"github.com/griddle-mesh/griddle/internal/routing"
 	"github.com/griddle-mesh/griddle/internal/sample"
+	"github.com/griddle-mesh/griddle/internal/trace"
 	"github.com/prometheus/client_golang/prometheus"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
@@ -150,6 +151,8 @@ type Deps struct {
 	// that operators see which rule revision it runs.
 	Etcd   *clientv3.Client
 	Prefix string
+	// Tracer, when set, makes a span of each request (nil: none).
+	Tracer *trace.Tracer
 }
 
 // New validates cfg and builds an Edge; it does no I/O.
@@ -189,6 +192,7 @@ func New(cfg Config, deps Deps) (*Edge, error) {
 		Rules:        routes.Rules,
 		Sample:       e.sample,
 		AccessLog:    cfg.AccessLog,
+		Tracer:       deps.Tracer,
 
 		TrustedProxies: cfg.TrustedProxies,
 	})

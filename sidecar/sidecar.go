@@ -37,6 +37,7 @@ import (
 	"github.com/griddle-mesh/griddle/internal/routing"
 	"github.com/griddle-mesh/griddle/internal/store"
 	"github.com/griddle-mesh/griddle/internal/store/storehttp"
+	"github.com/griddle-mesh/griddle/internal/trace"
 	"github.com/griddle-mesh/griddle/internal/wire"
 	"github.com/griddle-mesh/griddle/plugins"
 	pluginstore "github.com/griddle-mesh/griddle/plugins/store"
@@ -71,6 +72,9 @@ type Deps struct {
 	// Store is where the service's state and events live (optional:
 	// without it the handler's store and publishing calls fail).
 	Store store.Backend
+	// Tracer, when set, makes spans of the requests the sidecar serves and
+	// of its handler's outbound calls (nil: none).
+	Tracer *trace.Tracer
 }
 
 // Catalog is what the sidecar reads of discovery (discovery.Catalog).
@@ -211,6 +215,7 @@ func (s *Sidecar) meshHandler() (h http.Handler, unary func(context.Context, []b
 		Logger:           s.log,
 		Rules:            s.rules(),
 		Metrics:          metrics.NewOutbound(s.reg, s.cfg.Service),
+		Tracer:           s.deps.Tracer,
 	})
 	if err != nil {
 		return nil, nil, nil, nil, err
@@ -426,7 +431,9 @@ func (s *Sidecar) handle(body []byte, now time.Time, cancel chan struct{}) ([]by
 	}
 	// The wait is timed on the process's own clock, whatever now says.
 	wait := time.Now().Add(deadline.Sub(now))
+	body, spans := s.deps.Tracer.Hop(body, s.cfg.Service, s.cfg.Version)
 	reply, err := s.host.Load().Do(body, wait, s.cfg.MaxBodyBytes, canceled)
+	spans.End(reply, err)
 	if err == nil && !time.Now().Before(wait) {
 		// An answer at or past the deadline (a handler that answers when
 		// its context expires) is a deadline missed, whichever timer won.

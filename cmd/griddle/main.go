@@ -21,6 +21,7 @@ import (
 	"github.com/griddle-mesh/griddle/internal/logging"
 	"github.com/griddle-mesh/griddle/internal/meshtls"
 	"github.com/griddle-mesh/griddle/internal/sample"
+	"github.com/griddle-mesh/griddle/internal/trace"
 	"github.com/griddle-mesh/griddle/sidecar"
 )
 
@@ -42,6 +43,14 @@ func main() {
 type globals struct {
 	logLevel  string
 	logFormat string
+	otlp      string
+	ratio     float64
+}
+
+// tracer is the tracer of a component named service (nil without
+// --otlp-endpoint); Shutdown flushes it.
+func (g *globals) tracer(service, version string) (*trace.Tracer, error) {
+	return trace.New(trace.Config{Endpoint: g.otlp, Ratio: g.ratio, Service: service, Version: version})
 }
 
 func (g *globals) logger() (*slog.Logger, error) {
@@ -58,6 +67,8 @@ func newRoot() *cobra.Command {
 	}
 	root.PersistentFlags().StringVar(&g.logLevel, "log-level", "info", "debug, info, warn or error")
 	root.PersistentFlags().StringVar(&g.logFormat, "log-format", "text", "text or json")
+	root.PersistentFlags().StringVar(&g.otlp, "otlp-endpoint", os.Getenv("OTEL_EXPORTER_OTLP_ENDPOINT"), "export trace spans over OTLP/HTTP to this collector, e.g. http://127.0.0.1:4318 (env OTEL_EXPORTER_OTLP_ENDPOINT; empty: no tracing)")
+	root.PersistentFlags().Float64Var(&g.ratio, "trace-ratio", 1, "share of new traces recorded (requests that come with a traceparent follow its decision)")
 	root.AddCommand(upCmd(g), edgeCmd(g), sidecarCmd(g), storeCmd(g), seedCmd(g), benchCmd(g))
 	root.AddCommand(controlCmd(g), routesCmd(g), canaryCmd(g), statusCmd(g))
 	setupCLI(root)
@@ -77,6 +88,10 @@ func upCmd(g *globals) *cobra.Command {
 			}
 			cfg.Logger = log
 			cfg.Out = cmd.OutOrStdout()
+			if cfg.Tracer, err = g.tracer("griddle-up", ""); err != nil {
+				return err
+			}
+			defer shutdownTracer(cfg.Tracer, log)
 			return launch.Up(cmd.Context(), cfg)
 		},
 	}
@@ -134,11 +149,17 @@ func edgeCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
+			tr, err := g.tracer("griddle-edge", "")
+			if err != nil {
+				return err
+			}
+			defer shutdownTracer(tr, log)
 			m, err := etcd.connect(cmd.Context(), client, log)
 			if err != nil {
 				return err
 			}
 			defer m.Close()
+			m.Tracer = tr
 			return launch.Edge(cmd.Context(), m, cfg)
 		},
 	}
@@ -201,11 +222,17 @@ func sidecarCmd(g *globals) *cobra.Command {
 			if len(cfg.Subscriptions) > 0 && storeSpec == "" {
 				return errors.New("--subscribe needs --store: cursors and logs live in the store")
 			}
+			tr, err := g.tracer(cfg.Service, cfg.Version)
+			if err != nil {
+				return err
+			}
+			defer shutdownTracer(tr, log)
 			m, err := etcd.connect(cmd.Context(), client, log)
 			if err != nil {
 				return err
 			}
 			defer m.Close()
+			m.Tracer = tr
 			return launch.Sidecar(cmd.Context(), m, cfg, storeSpec)
 		},
 	}
@@ -301,4 +328,13 @@ func (e *etcdFlags) list() []string {
 		}
 	}
 	return out
+}
+
+// shutdownTracer exports the spans still pending, for up to 5s.
+func shutdownTracer(t *trace.Tracer, log *slog.Logger) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := t.Shutdown(ctx); err != nil {
+		log.Warn("exporting the last trace spans failed", "err", err)
+	}
 }

@@ -28,6 +28,7 @@ import (
 	"github.com/griddle-mesh/griddle/internal/metrics"
 	"github.com/griddle-mesh/griddle/internal/routing"
 	"github.com/griddle-mesh/griddle/internal/sample"
+	"github.com/griddle-mesh/griddle/internal/trace"
 	"github.com/griddle-mesh/griddle/internal/wire"
 )
 
@@ -70,6 +71,8 @@ type Config struct {
 	// edge); any other client's are replaced by what the edge sees. Only
 	// without TrustMeshHeaders.
 	TrustedProxies []netip.Prefix
+	// Tracer, when set, makes a span of each request (trace.Tracer.Request).
+	Tracer *trace.Tracer
 	// AccessLog, when set, gets a line per request (logging.LogAccess).
 	AccessLog *slog.Logger
 	// Sample, when set, records what the rules read of one request in
@@ -244,10 +247,16 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, service string
 
 	req.DeadlineUnixNano = deadline.UnixNano()
 	req.Trace = traceOf(r)
+	ctx := r.Context()
+	if g.cfg.Tracer != nil {
+		var sp trace.Span
+		ctx, sp = g.cfg.Tracer.Request(ctx, g.cfg.TrustMeshHeaders, req)
+		defer func() { sp.End(out.status) }()
+	}
 
 	// The dispatcher bounds the call by req's deadline; a context with
 	// the same deadline would only add a timer per request.
-	reply, err := g.cfg.Dispatcher.DoPolicy(r.Context(), req, pol)
+	reply, err := g.cfg.Dispatcher.DoPolicy(ctx, req, pol)
 	out.version, out.retries = req.Version, max(int(req.Attempt)-1, 0)
 	if out.version == "" { // no rules: any version served it; label it by the one that did
 		out.version = metrics.ServedVersion(reply)

@@ -19,6 +19,7 @@ import (
 	"github.com/griddle-mesh/griddle/internal/discovery"
 	"github.com/griddle-mesh/griddle/internal/dispatch"
 	"github.com/griddle-mesh/griddle/internal/logging"
+	"github.com/griddle-mesh/griddle/internal/trace"
 	"github.com/griddle-mesh/griddle/sidecar"
 )
 
@@ -33,6 +34,8 @@ type Mesh struct {
 	Catalog    *discovery.Catalog
 	Dispatcher *dispatch.Dispatcher
 	Prefix     string
+	// Tracer, when set, traces what is started with the Mesh (nil: nothing).
+	Tracer *trace.Tracer
 
 	log    *slog.Logger
 	cancel context.CancelFunc
@@ -101,7 +104,7 @@ func (m *Mesh) Close() {
 
 // Edge runs an edge on m until ctx is done.
 func Edge(ctx context.Context, m *Mesh, cfg edge.Config) error {
-	e, err := edge.New(cfg, edge.Deps{Routes: m.Catalog, Dispatcher: m.Dispatcher, Etcd: m.Etcd, Prefix: m.Prefix})
+	e, err := edge.New(cfg, edge.Deps{Routes: m.Catalog, Dispatcher: m.Dispatcher, Etcd: m.Etcd, Prefix: m.Prefix, Tracer: m.Tracer})
 	if err != nil {
 		return err
 	}
@@ -119,7 +122,7 @@ func Sidecar(ctx context.Context, m *Mesh, cfg sidecar.Config, storeSpec string)
 	if st != nil {
 		defer st.Close()
 	}
-	s, err := sidecar.New(cfg, sidecar.Deps{Etcd: m.Etcd, Dispatcher: m.Dispatcher, Catalog: m.Catalog, Store: st})
+	s, err := sidecar.New(cfg, sidecar.Deps{Etcd: m.Etcd, Dispatcher: m.Dispatcher, Catalog: m.Catalog, Store: st, Tracer: m.Tracer})
 	if err != nil {
 		return err
 	}

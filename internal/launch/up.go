@@ -22,6 +22,7 @@ import (
 	"github.com/griddle-mesh/griddle/edge"
 	"github.com/griddle-mesh/griddle/internal/etcdembed"
 	"github.com/griddle-mesh/griddle/internal/store/badgerstore"
+	"github.com/griddle-mesh/griddle/internal/trace"
 	"github.com/griddle-mesh/griddle/internal/wire"
 	"github.com/griddle-mesh/griddle/sidecar"
 )
@@ -67,6 +68,8 @@ type UpConfig struct {
 	HandlerProcs int
 	Out          io.Writer // where Up says what runs where (os.Stdout)
 	Logger       *slog.Logger
+	// Tracer, when set, traces the edge's and sidecars' requests.
+	Tracer *trace.Tracer
 }
 
 // Validate reports the first invalid field, named as on the command line.
@@ -166,6 +169,7 @@ func Up(ctx context.Context, cfg UpConfig) error {
 		return err
 	}
 	defer m.Close()
+	m.Tracer = cfg.Tracer
 	st, err := badgerstore.Open(ctx, badgerstore.Config{Dir: filepath.Join(cfg.Dir, "store"), Logger: log})
 	if err != nil {
 		return fmt.Errorf("up: store: %w", err)
@@ -196,7 +200,7 @@ func Up(ctx context.Context, cfg UpConfig) error {
 				Admin:        "127.0.0.1:0",
 				HandlerProcs: cfg.HandlerProcs,
 				Prefix:       m.Prefix, Logger: log,
-			}, sidecar.Deps{Etcd: m.Etcd, Dispatcher: m.Dispatcher, Catalog: m.Catalog, Store: st})
+			}, sidecar.Deps{Etcd: m.Etcd, Dispatcher: m.Dispatcher, Catalog: m.Catalog, Store: st, Tracer: m.Tracer})
 			if err != nil {
 				return err
 			}
@@ -205,7 +209,7 @@ func Up(ctx context.Context, cfg UpConfig) error {
 		}
 	}
 	e, err := edge.New(edge.Config{Listen: cfg.Listen, Admin: cfg.Admin, Logger: log},
-		edge.Deps{Routes: m.Catalog, Dispatcher: m.Dispatcher, Etcd: m.Etcd, Prefix: m.Prefix})
+		edge.Deps{Routes: m.Catalog, Dispatcher: m.Dispatcher, Etcd: m.Etcd, Prefix: m.Prefix, Tracer: m.Tracer})
 	if err != nil {
 		return err
 	}
