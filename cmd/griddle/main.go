@@ -104,6 +104,8 @@ func upCmd(g *globals) *cobra.Command {
 	f.IntVar(&cfg.Instances, "instances", 1, "sidecars (each with its handler process) per service")
 	f.IntVar(&cfg.HandlerProcs, "handler-procs", 0, "GOMAXPROCS of each handler process (0: Go's default; 1 saves idle threads' wake-ups per request, and limits a handler to one core)")
 	f.StringSliceVar(&cfg.Only, "services", nil, "run only these example services (default: all)")
+	f.BoolVar(&cfg.Demo, "demo", false, "the quick start's demo: hello in v1, v2 (greets with hi) and v3 (v2 failing half its greetings), hello's first rules, and demo traffic")
+	f.IntVar(&cfg.DemoRate, "demo-rate", launch.DefaultDemoRate, "requests per second of demo traffic with --demo (0: none)")
 	return cmd
 }
 
@@ -172,6 +174,8 @@ func edgeCmd(g *globals) *cobra.Command {
 	f.StringVar(&access, "access-log", "", "write a line per request (method, path, service, version, experiment, status, duration, ids) to this file, - for stderr, in --log-format (empty: none)")
 	f.IntVar(&cfg.Sample.Every, "sample-every", sample.DefaultEvery, "keep one request in this many for dry runs of rules (its method, path, pins and what the rules read; never bodies)")
 	f.IntVar(&cfg.Sample.Size, "sample-size", sample.DefaultSize, "how many sampled requests are kept for dry runs")
+	f.StringArrayVar(&cfg.Sample.Headers, "sample-header", nil, "record this header in sampled requests whatever the rules read, for dry runs of rules that would (repeatable)")
+	f.StringArrayVar(&cfg.Sample.Cookies, "sample-cookie", nil, "record this cookie in sampled requests whatever the rules read, e.g. a new experiment's sticky key (repeatable)")
 	f.BoolVar(&cfg.NoSample, "no-sample", false, "keep no sample of requests (routes apply --dry-run then has nothing to replay)")
 	f.StringArrayVar(&proxies, "trusted-proxy", nil, "CIDR of proxies in front of the edge whose X-Forwarded-* headers are kept (repeatable; default: none, a client's own are replaced)")
 	f.IntVar(&cfg.Admission.MaxLimit, "admission-max", 0, "ceiling of the adaptive concurrency limit (default 16 per CPU, at least 32)")

@@ -15,7 +15,9 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net/http"
+	"net/textproto"
 	"net/url"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -36,6 +38,10 @@ type Config struct {
 	Every int
 	// Size is how many requests are kept (0: DefaultSize).
 	Size int
+	// Headers and Cookies are names recorded besides those the rules in
+	// force read, so that a dry run of rules that would read them (a new
+	// experiment's sticky cookie) has them.
+	Headers, Cookies []string
 }
 
 // Validate reports the first invalid field, named as on the command line.
@@ -47,6 +53,16 @@ func (c Config) Validate() error {
 		return fmt.Errorf("sample: --sample-size: %d is negative", c.Size)
 	case c.Size > 1<<20:
 		return fmt.Errorf("sample: --sample-size: %d is over the limit of %d", c.Size, 1<<20)
+	}
+	for i, h := range c.Headers {
+		if h == "" || strings.ContainsAny(h, " :\t") {
+			return fmt.Errorf("sample: --sample-header[%d]: %q is not a header name", i, h)
+		}
+	}
+	for i, k := range c.Cookies {
+		if k == "" || strings.ContainsAny(k, " =;\t") {
+			return fmt.Errorf("sample: --sample-cookie[%d]: %q is not a cookie name", i, k)
+		}
 	}
 	return nil
 }
@@ -108,10 +124,11 @@ func (q *Request) Routing() *wire.Routing {
 
 // Sampler records requests. Its methods are safe for concurrent use.
 type Sampler struct {
-	every uint64
-	next  atomic.Uint64 // slots written
-	ring  []atomic.Pointer[Request]
-	now   func() time.Time
+	headers, cookies []string // recorded whatever the rules (canonical header names)
+	every            uint64
+	next             atomic.Uint64 // slots written
+	ring             []atomic.Pointer[Request]
+	now              func() time.Time
 }
 
 // New validates cfg and returns a Sampler.
@@ -125,7 +142,11 @@ func New(cfg Config) (*Sampler, error) {
 	if cfg.Size == 0 {
 		cfg.Size = DefaultSize
 	}
-	return &Sampler{every: uint64(cfg.Every), ring: make([]atomic.Pointer[Request], cfg.Size), now: time.Now}, nil
+	s := &Sampler{every: uint64(cfg.Every), ring: make([]atomic.Pointer[Request], cfg.Size), now: time.Now, cookies: slices.Clone(cfg.Cookies)}
+	for _, h := range cfg.Headers {
+		s.headers = append(s.headers, textproto.CanonicalMIMEHeaderKey(h))
+	}
+	return s, nil
 }
 
 // Due reports whether to record the request at hand: true for one in
@@ -140,41 +161,53 @@ func (s *Sampler) Due() bool {
 func (s *Sampler) Record(r *http.Request, service string, svc *routing.Service, rc *wire.Routing, version string) {
 	q := &Request{At: s.now(), Service: service, Method: r.Method, Path: r.URL.Path,
 		Pins: rc.GetPins(), StickyKey: rc.GetStickyKey(), Version: version}
+	var headers, cookies, query []string
 	if svc != nil {
-		headers, cookies, query := svc.Reads()
-		for _, h := range headers {
-			q.Reads = append(q.Reads, "header:"+h)
-			if vs := r.Header[h]; len(vs) > 0 {
-				if q.Header == nil {
-					q.Header = map[string][]string{}
-				}
-				q.Header[h] = append([]string(nil), vs...)
+		headers, cookies, query = svc.Reads()
+	}
+	if len(s.headers)+len(s.cookies) > 0 {
+		headers = merge(headers, s.headers)
+		cookies = merge(cookies, s.cookies)
+	}
+	for _, h := range headers {
+		q.Reads = append(q.Reads, "header:"+h)
+		if vs := r.Header[h]; len(vs) > 0 {
+			if q.Header == nil {
+				q.Header = map[string][]string{}
 			}
+			q.Header[h] = append([]string(nil), vs...)
 		}
-		for _, c := range cookies {
-			q.Reads = append(q.Reads, "cookie:"+c)
-			if ck, err := r.Cookie(c); err == nil {
-				if q.Cookie == nil {
-					q.Cookie = map[string]string{}
-				}
-				q.Cookie[c] = ck.Value
+	}
+	for _, c := range cookies {
+		q.Reads = append(q.Reads, "cookie:"+c)
+		if ck, err := r.Cookie(c); err == nil {
+			if q.Cookie == nil {
+				q.Cookie = map[string]string{}
 			}
+			q.Cookie[c] = ck.Value
 		}
-		if len(query) > 0 {
-			vals := r.URL.Query()
-			for _, k := range query {
-				q.Reads = append(q.Reads, "query:"+k)
-				if vals.Has(k) {
-					if q.Query == nil {
-						q.Query = map[string]string{}
-					}
-					q.Query[k] = vals.Get(k)
+	}
+	if len(query) > 0 {
+		vals := r.URL.Query()
+		for _, k := range query {
+			q.Reads = append(q.Reads, "query:"+k)
+			if vals.Has(k) {
+				if q.Query == nil {
+					q.Query = map[string]string{}
 				}
+				q.Query[k] = vals.Get(k)
 			}
 		}
 	}
 	i := s.next.Add(1) - 1
 	s.ring[i%uint64(len(s.ring))].Store(q)
+}
+
+// merge returns the sorted union of a and b.
+func merge(a, b []string) []string {
+	out := slices.Concat(a, b)
+	slices.Sort(out)
+	return slices.Compact(out)
 }
 
 // Snapshot returns the recorded requests of service ("": all), oldest

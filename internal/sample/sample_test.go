@@ -71,6 +71,21 @@ func TestRecordKeepsOnlyWhatRulesRead(t *testing.T) {
 	}
 }
 
+func TestRecordsConfiguredNames(t *testing.T) {
+	s, _ := New(Config{Every: 1, Headers: []string{"x-beta"}, Cookies: []string{"uid"}})
+	r := httptest.NewRequest("GET", "/hello/", nil)
+	r.Header.Set("X-Beta", "1")
+	r.Header.Set("Cookie", "uid=u7; session=secret")
+	s.Record(r, "hello", nil, nil, "v1")
+	q := s.Snapshot("hello")[0]
+	if q.Header["X-Beta"][0] != "1" || q.Cookie["uid"] != "u7" || len(q.Cookie) != 1 || strings.Join(q.Reads, " ") != "header:X-Beta cookie:uid" {
+		t.Errorf("recorded %+v, want X-Beta and uid without rules", q)
+	}
+	if _, err := New(Config{Cookies: []string{"a=b"}}); err == nil || !strings.Contains(err.Error(), "--sample-cookie[0]") {
+		t.Errorf("bad cookie name: %v", err)
+	}
+}
+
 func TestRingKeepsTheLatest(t *testing.T) {
 	s, _ := New(Config{Every: 1, Size: 5})
 	svc := compile(t, rules)
