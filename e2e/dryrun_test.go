@@ -7,6 +7,7 @@ import (
 	"math"
 	"net/http"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -89,6 +90,9 @@ func TestDryRunMatchesDataPlane(t *testing.T) {
 	var rep api.DryRun
 	if err := json.Unmarshal([]byte(out), &rep); err != nil {
 		t.Fatalf("apply --dry-run -o json: %v\n%s", err, out)
+	}
+	if out, errOut, code := cliIn(t, url, strings.Replace(dryRunDoc(50), "v2: 50", "v2: 60", 1), "routes", "apply", "--dry-run", "-f", "-"); code != 2 || !strings.Contains(out+errOut, "versions[1].to") {
+		t.Fatalf("dry run of an invalid document: exit %d: %s%s; want 2 naming versions[1].to", code, out, errOut)
 	}
 	text, _, _ := cliIn(t, url, dryRunDoc(50), "routes", "apply", "--dry-run", "-f", "-")
 	t.Logf("dry run:\n%s", text)
