@@ -15,6 +15,7 @@ import (
 	"go.nanomsg.org/mangos/v3"
 
 	"github.com/griddle-mesh/griddle/internal/discovery"
+	"github.com/griddle-mesh/griddle/internal/trace"
 	"github.com/griddle-mesh/griddle/internal/wire"
 )
 
@@ -341,7 +342,10 @@ func (d *Dispatcher) do(ctx context.Context, req *wire.Request, pol Policy) (*wi
 				tryDeadline = t
 			}
 		}
+		var sp trace.Span
+		msg.Body, sp = trace.Attempt(ctx, msg.Body, req.Service, attempt, p.addr)
 		reply, res, err := d.try(ctx, p, msg, req.Id, tryDeadline, deadline)
+		sp.End(int(reply.GetStatus()))
 		p.inflight.Add(-1)
 		switch res {
 		case done:
