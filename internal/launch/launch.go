@@ -52,6 +52,7 @@ func Connect(ctx context.Context, endpoints []string, prefix string, tlsCfg *tls
 		DialTimeout:          5 * time.Second,
 		DialKeepAliveTime:    5 * time.Second,
 		DialKeepAliveTimeout: 3 * time.Second,
+		DialOptions:          discovery.DialOptions(),
 		Logger:               nil,
 	})
 	if err != nil {
