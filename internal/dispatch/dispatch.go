@@ -197,8 +197,9 @@ func New(cfg Config) (*Dispatcher, error) {
 		peers:    make(map[string]*peer),
 		services: make(map[string]struct{}),
 	}
-	d.wg.Add(1)
+	d.wg.Add(2)
 	go d.sweeper()
+	go d.outliers()
 	return d, nil
 }
 
@@ -710,7 +711,8 @@ func (d *Dispatcher) try(ctx context.Context, p *peer, msg *mangos.Message, id s
 		d.failure(p)
 		return nil, fatal, fmt.Errorf("%w: reply from %s: %w", ErrUnavailable, p.addr, err)
 	}
-	p.answered(time.Since(start))
+	took := time.Since(start)
+	p.answered(took)
 	switch reply.Code {
 	case wire.Code_CODE_UNAVAILABLE:
 		d.failure(p)
@@ -727,7 +729,7 @@ func (d *Dispatcher) try(ctx context.Context, p *peer, msg *mangos.Message, id s
 		d.failure(p)
 		return reply, done, nil
 	}
-	p.success()
+	p.success(took, d.cfg.EjectFor)
 	return reply, done, nil
 }
 
