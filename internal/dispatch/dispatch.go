@@ -316,6 +316,14 @@ func (d *Dispatcher) DoPolicy(ctx context.Context, req *wire.Request, pol Policy
 				tryDeadline = t
 			}
 		}
+		// A request that may be repeated probing an instance that was hung
+		// waits only as long as makes it hung, then goes elsewhere.
+		probe := p.probe(time.Now().UnixNano()) && pol.mayRepeat(req.Method)
+		if probe {
+			if t := time.Now().Add(p.hungLimit()); t.Before(tryDeadline) {
+				tryDeadline = t
+			}
+		}
 		reply, res, err := d.try(ctx, p, msg, req.Id, tryDeadline, deadline)
 		p.inflight.Add(-1)
 		switch res {
@@ -337,7 +345,7 @@ func (d *Dispatcher) DoPolicy(ctx context.Context, req *wire.Request, pol Policy
 			}
 			lastReply, lastErr = nil, err
 		case tryTimedOut:
-			if !pol.OnDeadline || !pol.mayRepeat(req.Method) {
+			if !probe && (!pol.OnDeadline || !pol.mayRepeat(req.Method)) {
 				return nil, err
 			}
 			lastReply, lastErr = nil, err
@@ -416,7 +424,7 @@ func (d *Dispatcher) pick(service, version string, tried []*peer, trial bool) (*
 				if s := in.Started.UnixNano(); s != p.started.Load() {
 					p.restarted(s)
 				}
-				if wantHealthy && (p.ejectedUntil.Load() > now && !(trial && p.onTrial(now)) || p.hung(now) && d.ejectHung(p)) {
+				if wantHealthy && (p.ejectedUntil.Load() > now && !(trial && p.onTrial(now)) || p.hung(now) && d.ejectHung(p) || p.probe(now) && p.inflight.Load() > 0) {
 					continue
 				}
 				if wantUntried && slices.Contains(tried, p) {
@@ -693,6 +701,9 @@ func (d *Dispatcher) try(ctx context.Context, p *peer, msg *mangos.Message, id s
 		switch {
 		case errors.Is(err, mangos.ErrClosed):
 			reusable = false
+			if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+				d.timedOut(p, start) // the caller's deadline is the try's
+			}
 			return d.closedResult(ctx, p)
 		case errors.Is(err, mangos.ErrRecvTimeout) && deadline.Before(final):
 			d.timedOut(p, start)

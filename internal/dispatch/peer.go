@@ -227,11 +227,22 @@ func (p *peer) hung(now int64) bool {
 	if p.inflight.Load() == 0 {
 		return false
 	}
-	limit := noAnswerHung
+	return now-p.progress.Load() > int64(p.hungLimit())
+}
+
+// hungLimit is how long p may hold requests without answering any before
+// it counts as hung.
+func (p *peer) hungLimit() time.Duration {
 	if l := time.Duration(p.latency.Load()); l > 0 {
-		limit = max(minHung, hungFactor*l)
+		return max(minHung, hungFactor*l)
 	}
-	return now-p.progress.Load() > int64(limit)
+	return noAnswerHung
+}
+
+// probe reports whether p was ejected as hung and that ejection is over:
+// it is given one request at a time (a probe) until it answers again.
+func (p *peer) probe(now int64) bool {
+	return p.silent.Load() && p.ejectedUntil.Load() <= now
 }
 
 // eject ejects p now unless it is ejected already, as a failure reaching

@@ -115,3 +115,35 @@ func statsOf(d *Dispatcher, addr string) InstanceStats {
 	}
 	return InstanceStats{}
 }
+
+// TestHungProbeGoesElsewhere: once the ejection of an instance that
+// answers nothing ends, one request probes it; the probe waits only as
+// long as makes an instance hung, then is answered by the other instance.
+func TestHungProbeGoesElsewhere(t *testing.T) {
+	hung, ok := startServer(t, "hung", 16), startServer(t, "ok", 16)
+	hung.hold.Store(true)
+	eps := &endpoints{}
+	eps.set("profiles", hung.instance("profiles", "v1"), ok.instance("profiles", "v1"))
+	d := newDispatcher(t, Config{Endpoints: eps, EjectFor: 200 * time.Millisecond})
+	failed, n := 0, 0
+	for end := time.Now().Add(4 * time.Second); time.Now().Before(end); n++ {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		r, err := d.Do(ctx, request("GET", "x"))
+		cancel()
+		if err != nil {
+			failed++
+			t.Logf("request %d: %v", n, err)
+		} else if r.ServedBy != "ok" {
+			t.Fatalf("served by %s", r.ServedBy)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	probes := hung.served.Load()
+	t.Logf("%d requests, %d failed, %d reached the hung instance", n, failed, probes)
+	if failed > 1 {
+		t.Errorf("%d requests failed, want at most the first, which may have waited on the hung instance", failed)
+	}
+	if probes < 2 {
+		t.Errorf("the hung instance was probed %d times after its ejections ended, want several", probes)
+	}
+}
