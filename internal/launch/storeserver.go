@@ -7,11 +7,15 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"time"
 
 	"github.com/griddle-mesh/griddle/internal/store/badgerstore"
 	"github.com/griddle-mesh/griddle/internal/store/storehttp"
 )
+
+// storeIdleTimeout closes a store client's idle connection.
+const storeIdleTimeout = 2 * time.Minute
 
 // StoreServer runs `griddle store`: it owns an embedded Badger database in
 // dir and serves it to the sidecars of one machine over HTTP at listen
@@ -34,7 +38,13 @@ func StoreServer(ctx context.Context, listen, dir string, log *slog.Logger) erro
 	if err != nil {
 		return fmt.Errorf("store: --listen: %w", err)
 	}
-	hs := &http.Server{Handler: srv, ReadHeaderTimeout: 5 * time.Second}
+	// Its goroutines and heap on /debug/pprof/ (soak tests read them);
+	// idle connections are closed after storeIdleTimeout, so that clients
+	// that went away leave nothing behind.
+	mux := http.NewServeMux()
+	mux.Handle("/", srv)
+	mux.HandleFunc("GET /debug/pprof/", pprof.Index)
+	hs := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second, IdleTimeout: storeIdleTimeout}
 	errc := make(chan error, 1)
 	go func() { errc <- hs.Serve(ln) }()
 	log.Info("store serving", "listen", ln.Addr().String(), "dir", dir)

@@ -349,6 +349,8 @@ func errorOf(e *storepb.Error) error {
 		sentinel = store.ErrClosed
 	case storepb.Code_CODE_SPACE:
 		sentinel = store.ErrSpace
+	case storepb.Code_CODE_TOO_MANY_TRANSACTIONS:
+		sentinel = ErrTooManyTransactions
 	default:
 		return fmt.Errorf("storehttp: server: %s: %s", e.Code, e.Message)
 	}
