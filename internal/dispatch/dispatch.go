@@ -407,6 +407,7 @@ func (d *Dispatcher) pick(service, version string, tried []*peer, trial bool) (*
 			return nil, ErrClosed
 		}
 		missing, matched := false, false
+		var trialPeer *peer
 		eligible := buf[:0]
 		for pass := 0; pass < 4 && len(eligible) == 0; pass++ {
 			wantHealthy, wantUntried := pass == 0 || pass == 1, pass == 0 || pass == 2
@@ -424,11 +425,19 @@ func (d *Dispatcher) pick(service, version string, tried []*peer, trial bool) (*
 				if s := in.Started.UnixNano(); s != p.started.Load() {
 					p.restarted(s)
 				}
-				if wantHealthy && (p.ejectedUntil.Load() > now && !(trial && p.onTrial(now)) || p.hung(now) && d.ejectHung(p) || p.probe(now) && p.inflight.Load() > 0) {
-					continue
+				onTrial := false
+				if wantHealthy {
+					ejected := p.ejectedUntil.Load() > now
+					if ejected && !(trial && p.onTrial(now)) || p.hung(now) && d.ejectHung(p) || p.probe(now) && p.inflight.Load() > 0 {
+						continue
+					}
+					onTrial = ejected
 				}
 				if wantUntried && slices.Contains(tried, p) {
 					continue
+				}
+				if onTrial {
+					trialPeer = p // its trial is taken: it gets this request
 				}
 				eligible = append(eligible, p)
 			}
@@ -450,7 +459,9 @@ func (d *Dispatcher) pick(service, version string, tried []*peer, trial bool) (*
 			break
 		}
 		p := eligible[0]
-		if n := len(eligible); n > 1 {
+		if trialPeer != nil {
+			p = trialPeer
+		} else if n := len(eligible); n > 1 {
 			i, j := rand.IntN(n), rand.IntN(n-1)
 			if j >= i {
 				j++
