@@ -71,7 +71,22 @@ var loadClient = &http.Client{
 	Transport: &http.Transport{MaxIdleConnsPerHost: 512, MaxConnsPerHost: 1024},
 }
 
-func startOpenLoad(url func(i int) string, rate int) *openLoad {
+// getting turns a URL per request into a sender for startOpenLoad.
+func getting(url func(i int) string) func(i int) int {
+	return func(i int) int {
+		resp, err := loadClient.Get(url(i))
+		if err != nil {
+			return 0
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+}
+
+// startOpenLoad calls send(i) for the i-th request at rate per second;
+// send returns the HTTP status (0: none).
+func startOpenLoad(send func(i int) int, rate int) *openLoad {
 	l := &openLoad{begin: time.Now(), stop: make(chan struct{}), done: make(chan struct{})}
 	go func() {
 		defer close(l.done)
@@ -93,13 +108,7 @@ func startOpenLoad(url func(i int) string, rate int) *openLoad {
 			default:
 			}
 			wg.Go(func() {
-				code := 0
-				resp, err := loadClient.Get(url(i))
-				if err == nil {
-					_, _ = io.Copy(io.Discard, resp.Body)
-					resp.Body.Close()
-					code = resp.StatusCode
-				}
+				code := send(i)
 				r := loadResult{at: due.Sub(l.begin), took: time.Since(due), code: code}
 				l.mu.Lock()
 				l.res = append(l.res, r)
@@ -169,7 +178,7 @@ func whileDown(settle time.Duration) func(loadResult, time.Duration, time.Durati
 // each.
 func runFaults(t *testing.T, sc faultScale, url func(i int) string, cases []faultCase) {
 	t.Helper()
-	l := startOpenLoad(url, sc.rate)
+	l := startOpenLoad(getting(url), sc.rate)
 	defer l.finish()
 	var lines []string
 	for _, c := range cases {
