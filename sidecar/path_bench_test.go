@@ -38,8 +38,8 @@ import (
 func startPath(tb testing.TB) (string, *Sidecar) { return startPathOn(tb, "tcp://127.0.0.1:0") }
 
 // startPathOn is startPath with the sidecar listening on listen: tcp as
-// deployed, inproc as in griddle up.
-func startPathOn(tb testing.TB, listen string) (string, *Sidecar) {
+// deployed, inproc as in griddle up; edits change the edge's configuration.
+func startPathOn(tb testing.TB, listen string, edits ...func(*edge.Config)) (string, *Sidecar) {
 	tb.Helper()
 	quiet := slog.New(slog.DiscardHandler)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -65,7 +65,11 @@ func startPathOn(tb testing.TB, listen string) (string, *Sidecar) {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	e, err := edge.New(edge.Config{Listen: "127.0.0.1:0", Logger: quiet, NoAdmission: true}, edge.Deps{Routes: cat, Dispatcher: d})
+	ecfg := edge.Config{Listen: "127.0.0.1:0", Logger: quiet, NoAdmission: true}
+	for _, edit := range edits {
+		edit(&ecfg)
+	}
+	e, err := edge.New(ecfg, edge.Deps{Routes: cat, Dispatcher: d})
 	if err != nil {
 		tb.Fatal(err)
 	}

@@ -30,7 +30,6 @@ import (
 	"github.com/griddle-mesh/griddle/internal/discovery"
 	"github.com/griddle-mesh/griddle/internal/events"
 	"github.com/griddle-mesh/griddle/internal/gateway"
-	"github.com/griddle-mesh/griddle/internal/hop"
 	"github.com/griddle-mesh/griddle/internal/metrics"
 	"github.com/griddle-mesh/griddle/internal/pluginhost"
 	"github.com/griddle-mesh/griddle/internal/pluginproto"
@@ -49,16 +48,18 @@ type Sidecar struct {
 	log  *slog.Logger
 	deps Deps
 
-	host     atomic.Pointer[pluginhost.Host]
-	reg      *prometheus.Registry
-	metrics  *metrics.Sidecar
-	requests *prometheus.CounterVec // metrics.Requests of this service and version, by code
-	duration prometheus.Observer
-	inflight atomic.Int64
-	draining atomic.Bool
-	running  running // the requests in the handler, by id, for cancels
-	bound    atomic.Pointer[string]
-	ready    chan struct{}
+	host      atomic.Pointer[pluginhost.Host]
+	reg       *prometheus.Registry
+	metrics   *metrics.Sidecar
+	requests  *prometheus.CounterVec // metrics.Requests of this service and version, by code
+	duration  prometheus.Observer
+	inflight  atomic.Int64
+	draining  atomic.Bool
+	running   running   // the requests in the handler, by id, for cancels
+	exchanges exchanges // the requests served in parts, by id
+	spawn     func()    // starts one more worker (set by Run)
+	bound     atomic.Pointer[string]
+	ready     chan struct{}
 }
 
 // Deps are the shared parts a sidecar uses; the caller owns them.
@@ -147,6 +148,11 @@ func (s *Sidecar) Run(ctx context.Context) error {
 	}
 	defer sock.Close()
 	var workers sync.WaitGroup
+	s.spawn = func() {
+		if mc, err := sock.OpenContext(); err == nil { // fails once the socket closes
+			workers.Go(func() { s.serve(mc) })
+		}
+	}
 	for range s.cfg.Concurrency {
 		mc, err := sock.OpenContext()
 		if err != nil {
@@ -335,6 +341,7 @@ func (s *Sidecar) drain(ctx context.Context, reg *discovery.Registration, sock m
 		s.log.Warn("deregistering failed; the lease will expire", "err", err)
 	}
 	time.Sleep(s.cfg.DrainGrace)
+	s.exchanges.drain() // event streams and upgrades end now; the rest may finish
 	for s.inflight.Load() > 0 && dctx.Err() == nil {
 		time.Sleep(5 * time.Millisecond)
 	}
@@ -364,7 +371,22 @@ func (s *Sidecar) serve(mc mangos.Context) {
 		s.inflight.Add(1)
 		s.metrics.InFlight.Inc()
 		start := time.Now()
-		reply, status := s.handle(msg.Body, start.Add(s.cfg.ClockOffset), cancel)
+		head, err := wire.PeekRequest(msg.Body)
+		if err == nil && head.Part != wire.Part_PART_NONE {
+			// A part may wait long (a PULL for the handler to write, a
+			// DATA for it to read): it keeps this worker, and a new one
+			// takes its place.
+			s.spawn()
+			msg.Body = append(msg.Body[:0], s.part(head, msg.Body)...)
+			if err := mc.SendMsg(msg); err != nil {
+				msg.Free()
+			}
+			s.metrics.InFlight.Dec()
+			s.inflight.Add(-1)
+			_ = mc.Close()
+			return
+		}
+		reply, status := s.handle(head, err, msg.Body, start.Add(s.cfg.ClockOffset), cancel)
 		select {
 		case <-cancel: // closed for this request: the next needs its own
 			cancel = make(chan struct{})
@@ -394,21 +416,25 @@ func (s *Sidecar) serve(mc mangos.Context) {
 // and returns the marshalled reply and the status it stands for. It
 // returns nil for work whose deadline has already passed. A cancel for the
 // request closes cancel, which must be open.
-func (s *Sidecar) handle(body []byte, now time.Time, cancel chan struct{}) ([]byte, int) {
-	head, err := wire.PeekRequest(body)
+func (s *Sidecar) handle(head wire.Head, err error, body []byte, now time.Time, cancel chan struct{}) ([]byte, int) {
 	if err != nil {
 		return s.codeReply(nil, wire.Code_CODE_BAD_REQUEST, "undecodable envelope")
 	}
 	id := head.ID
 	if head.Cancel { // the caller went away: stop the request in the handler
 		s.running.cancel(string(id))
+		s.exchanges.cancel(id)
 		b, _ := s.codeReply(id, wire.Code_CODE_OK, "")
 		return b, 0
 	}
 	// The budget left when the edge sent it counts from now, on this
-	// machine's clock (wire.ReceivedDeadline).
+	// machine's clock (wire.ReceivedDeadline). A long-lived request has
+	// none: its answer's head may take up to the idle timeout.
 	deadline, ok := wire.ReceivedDeadline(head.Deadline, head.Timeout, now)
-	if !ok {
+	switch {
+	case head.LongLived:
+		deadline = now.Add(head.IdleTimeout())
+	case !ok:
 		deadline = now.Add(s.cfg.OutboundTimeout)
 	}
 	if !deadline.After(now) {
@@ -423,6 +449,9 @@ func (s *Sidecar) handle(body []byte, now time.Time, cancel chan struct{}) ([]by
 	}
 	// The wait is timed on the process's own clock, whatever now says.
 	wait := time.Now().Add(deadline.Sub(now))
+	if head.BodyFollows || head.AcceptParts || head.Upgrade {
+		return s.openParts(head, body, deadline, wait, canceled)
+	}
 	reply, err := s.host.Load().Do(body, wait, s.cfg.MaxBodyBytes, canceled)
 	if err == nil && !time.Now().Before(wait) {
 		// An answer at or past the deadline (a handler that answers when
@@ -430,30 +459,9 @@ func (s *Sidecar) handle(body []byte, now time.Time, cancel chan struct{}) ([]by
 		return s.codeReply(id, wire.Code_CODE_DEADLINE_EXCEEDED, "answered past the deadline")
 	}
 	if err != nil {
-		s.log.Debug("handler round trip failed", "request", string(id), "err", err)
-		switch {
-		case errors.Is(err, hop.ErrCanceled):
-			b, _ := s.codeReply(id, wire.Code_CODE_DEADLINE_EXCEEDED, "canceled by the caller")
-			return b, 499
-		case errors.Is(err, pluginhost.ErrUnavailable):
-			return s.codeReply(id, wire.Code_CODE_UNAVAILABLE, "handler unavailable")
-		case errors.Is(err, hop.ErrTimeout):
-			return s.codeReply(id, wire.Code_CODE_DEADLINE_EXCEEDED, "deadline exceeded in handler")
-		case errors.Is(err, hop.ErrTooLarge):
-			return s.codeReply(id, wire.Code_CODE_INTERNAL, "handler's answer exceeds the body limit")
-		default:
-			return s.codeReply(id, wire.Code_CODE_INTERNAL, "handler failed without an answer")
-		}
+		return s.hopFailure(id, err)
 	}
-	status, code, err := wire.PeekReply(reply)
-	if err != nil {
-		return s.codeReply(id, wire.Code_CODE_INTERNAL, "undecodable answer from the handler")
-	}
-	reply = wire.AppendReplyFields(reply, id, s.cfg.ID, wire.HeaderVersion, s.cfg.Version)
-	if code != wire.Code_CODE_OK {
-		return reply, code.HTTPStatus()
-	}
-	return reply, int(status)
+	return s.answer(id, reply)
 }
 
 // codeReply is a marshalled reply with a mesh error instead of an answer.

@@ -264,6 +264,25 @@ func (d *Dispatcher) Do(ctx context.Context, req *wire.Request) (*wire.Reply, er
 // When attempts run out on replies that say the request never reached a
 // handler, that last reply is returned with a nil error.
 func (d *Dispatcher) DoPolicy(ctx context.Context, req *wire.Request, pol Policy) (*wire.Reply, error) {
+	reply, _, err := d.do(ctx, req, pol)
+	return reply, err
+}
+
+// DoExchange is DoPolicy for a request served in parts (see
+// envelope.proto): one whose body follows (req.BodyFollows) or whose
+// answer may (req.AcceptParts). With the first reply it returns the
+// Exchange that carries the other parts to the same instance, when the
+// reply says more follow (Reply.More); nil otherwise.
+func (d *Dispatcher) DoExchange(ctx context.Context, req *wire.Request, pol Policy) (*wire.Reply, *Exchange, error) {
+	reply, p, err := d.do(ctx, req, pol)
+	if err != nil || !reply.GetMore() || reply.GetCode() != wire.Code_CODE_OK {
+		return reply, nil, err
+	}
+	return reply, &Exchange{d: d, p: p, id: req.Id}, nil
+}
+
+// do is DoPolicy, and names the instance that gave the reply.
+func (d *Dispatcher) do(ctx context.Context, req *wire.Request, pol Policy) (*wire.Reply, *peer, error) {
 	deadline := d.deadline(ctx, req)
 	req.DeadlineUnixNano = deadline.UnixNano()
 	attempts := pol.Attempts
@@ -279,13 +298,13 @@ func (d *Dispatcher) DoPolicy(ctx context.Context, req *wire.Request, pol Policy
 	)
 	for attempt := 1; attempt <= attempts; attempt++ {
 		if err := ctx.Err(); err != nil {
-			return nil, ctxError(ctx)
+			return nil, nil, ctxError(ctx)
 		}
 		if !time.Now().Before(deadline) {
 			if lastReply != nil || lastErr != nil {
 				break
 			}
-			return nil, fmt.Errorf("%w: after %d attempts", ErrDeadline, attempt-1)
+			return nil, nil, fmt.Errorf("%w: after %d attempts", ErrDeadline, attempt-1)
 		}
 		if attempt > 1 && pol.Budget != nil && !pol.Budget.TryRetry() {
 			if pol.OnBudgetExhausted != nil {
@@ -297,7 +316,7 @@ func (d *Dispatcher) DoPolicy(ctx context.Context, req *wire.Request, pol Policy
 		req.TimeoutNanos = max(int64(time.Until(deadline)), 1) // the receiver's clock need not agree with ours
 		msg, err := encode(req)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		p, err := d.pick(req.Service, req.Version, tried, pol.mayRepeat(req.Method))
 		if err != nil {
@@ -305,7 +324,7 @@ func (d *Dispatcher) DoPolicy(ctx context.Context, req *wire.Request, pol Policy
 			if lastReply != nil || lastErr != nil {
 				break
 			}
-			return nil, err
+			return nil, nil, err
 		}
 		if len(tried) < cap(triedBuf) {
 			tried = append(tried, p)
@@ -332,29 +351,29 @@ func (d *Dispatcher) DoPolicy(ctx context.Context, req *wire.Request, pol Policy
 				lastReply, lastErr = reply, nil
 				continue
 			}
-			return reply, nil
+			return reply, p, nil
 		case fatal:
-			return nil, err
+			return nil, nil, err
 		case retryReply:
 			lastReply, lastErr = reply, nil
 		case notDelivered:
 			lastReply, lastErr = nil, err
 		case maybeDelivered:
 			if !pol.mayRepeat(req.Method) {
-				return nil, err
+				return nil, nil, err
 			}
 			lastReply, lastErr = nil, err
 		case tryTimedOut:
 			if !probe && (!pol.OnDeadline || !pol.mayRepeat(req.Method)) {
-				return nil, err
+				return nil, nil, err
 			}
 			lastReply, lastErr = nil, err
 		}
 	}
 	if lastReply != nil {
-		return lastReply, nil
+		return lastReply, nil, nil
 	}
-	return nil, lastErr
+	return nil, nil, lastErr
 }
 
 // idempotent reports whether an HTTP method may be repeated safely after it

@@ -11,6 +11,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -32,9 +33,10 @@ import (
 // Dispatcher sends one envelope to some instance of its service. The
 // envelope's DeadlineUnixNano bounds the call; ctx is the client's request
 // context, which carries no deadline of its own and is cancelled when the
-// client goes away.
+// client goes away. When the reply says more parts follow, the exchange
+// carries them (see dispatch.Dispatcher.DoExchange).
 type Dispatcher interface {
-	DoPolicy(ctx context.Context, req *wire.Request, pol dispatch.Policy) (*wire.Reply, error)
+	DoExchange(ctx context.Context, req *wire.Request, pol dispatch.Policy) (*wire.Reply, *dispatch.Exchange, error)
 }
 
 var _ Dispatcher = (*dispatch.Dispatcher)(nil)
@@ -150,19 +152,56 @@ type outcome struct {
 }
 
 func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, service string, start time.Time) outcome {
-	if r.Header["Upgrade"] != nil {
-		// The frames do not carry a connection taken over yet: refused
-		// plainly rather than served as the plain request it is not.
-		return outcome{status: g.fail(w, r, http.StatusNotImplemented, "upgrade_unsupported", "protocol upgrades (WebSocket) are not carried through the mesh yet", nil)}
-	}
-	if r.ContentLength > g.cfg.MaxBodyBytes {
+	upgrade := r.Header["Upgrade"] != nil && r.ProtoMajor == 1
+	whole := !upgrade && r.ContentLength >= 0 && r.ContentLength <= inlineBody
+	if whole && r.ContentLength > g.cfg.MaxBodyBytes {
 		return outcome{status: g.fail(w, r, http.StatusRequestEntityTooLarge, "body_too_large", "request body too large", nil)}
 	}
+	// The routing decision: version, timeout, retries, streams.
+	var out outcome
+	var svc *routing.Service
+	if g.cfg.Rules != nil {
+		svc = g.cfg.Rules().Service(service)
+	}
+	if upgrade && svc != nil && !svc.Upgrades() {
+		return outcome{status: g.fail(w, r, http.StatusNotImplemented, "upgrade_refused", "this route does not allow protocol upgrades", nil)}
+	}
+
+	// Admission before the body is read: a refused request costs no more.
+	var tok admission.Token
+	admitted := false
+	if g.cfg.Admission != nil {
+		t, err := g.cfg.Admission.Acquire(r.Context())
+		if err != nil {
+			if g.cfg.Metrics != nil {
+				g.cfg.Metrics.Shed.WithLabelValues(service).Inc()
+			}
+			return outcome{status: g.shed(w)}
+		}
+		tok, admitted = t, true
+	}
+	// The slot is given back when the answer (or its head) has arrived,
+	// not when a slow client has read it.
+	release := func() {
+		if admitted {
+			admitted = false
+			// A client that left says nothing of the mesh's latency.
+			g.cfg.Admission.Release(tok, r.Context().Err() == nil)
+		}
+	}
+	defer release()
+
 	buf := g.bufs.Get().(*bytes.Buffer)
 	defer g.putBuf(buf)
 	buf.Reset()
 	if r.Body != nil && r.Body != http.NoBody { // net/http's server gives bodiless requests NoBody
-		if _, err := buf.ReadFrom(http.MaxBytesReader(w, r.Body, g.cfg.MaxBodyBytes)); err != nil {
+		var src io.Reader = r.Body
+		if whole {
+			src = http.MaxBytesReader(w, r.Body, g.cfg.MaxBodyBytes)
+		} else {
+			src = io.LimitReader(r.Body, partSize) // the first part; the rest follows
+		}
+		if _, err := buf.ReadFrom(src); err != nil {
 			if _, tooLarge := errors.AsType[*http.MaxBytesError](err); tooLarge {
 				return outcome{status: g.fail(w, r, http.StatusRequestEntityTooLarge, "body_too_large", "request body too large", nil)}
 			}
@@ -170,20 +209,26 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, service string
 		}
 	}
 
-	if g.cfg.Admission != nil {
-		tok, err := g.cfg.Admission.Acquire(r.Context())
-		if err != nil {
-			if g.cfg.Metrics != nil {
-				g.cfg.Metrics.Shed.WithLabelValues(service).Inc()
-			}
-			return outcome{status: g.shed(w)}
-		}
-		// A client that left says nothing of the mesh's latency.
-		defer func() { g.cfg.Admission.Release(tok, r.Context().Err() == nil) }()
-	}
-
 	deadline := start.Add(g.cfg.Timeout)
 	req := wire.NewRequest(r, service, buf.Bytes())
+	req.AcceptParts = true
+	if r.ProtoMajor >= 2 {
+		req.ProtoMajor, req.ProtoMinor = int32(r.ProtoMajor), int32(r.ProtoMinor)
+	}
+	if !whole {
+		req.BodyFollows = true
+		if r.ContentLength >= 0 {
+			req.Headers = append(req.Headers, &wire.Header{Name: "Content-Length", Values: []string{strconv.FormatInt(r.ContentLength, 10)}})
+		}
+	} else if len(r.Trailer) > 0 {
+		req.Trailers = wire.EncodeTrailers(r.Trailer) // read with the whole body
+	}
+	if upgrade {
+		req.Upgrade, req.LongLived = true, true
+		req.Headers = append(req.Headers,
+			&wire.Header{Name: "Connection", Values: []string{"Upgrade"}},
+			&wire.Header{Name: "Upgrade", Values: r.Header["Upgrade"]})
+	}
 	var rc *wire.Routing
 	if g.cfg.TrustMeshHeaders {
 		if d, err := strconv.ParseInt(r.Header.Get(wire.HeaderDeadline), 10, 64); err == nil && d > 0 && d < deadline.UnixNano() {
@@ -202,12 +247,6 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, service string
 		req.Id = g.ids.next()
 	}
 
-	// The routing decision: version, timeout, retries.
-	var out outcome
-	var svc *routing.Service
-	if g.cfg.Rules != nil {
-		svc = g.cfg.Rules().Service(service)
-	}
 	var rp *routing.RetryPolicy
 	if svc != nil {
 		if rc == nil { // the rules may add a sticky key or an experiment
@@ -219,6 +258,9 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, service string
 			deadline = start.Add(t)
 		}
 		rp = svc.Retry()
+		longLived, idle := svc.LongLived()
+		req.LongLived = req.LongLived || longLived
+		req.IdleNanos = int64(idle)
 	} else if v := rc.GetPins()[service]; v != "" {
 		req.Version = v
 	}
@@ -226,20 +268,32 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, service string
 		req.Routing = rc
 	}
 	pol := g.policy(service, rp)
+	if !whole {
+		pol.Attempts = 1 // the body streams from the client: it cannot be sent again
+	}
 
-	req.DeadlineUnixNano = deadline.UnixNano()
+	if req.LongLived {
+		deadline = time.Time{}
+	} else {
+		req.DeadlineUnixNano = deadline.UnixNano()
+	}
 	req.Trace = traceOf(r)
 
 	// The dispatcher bounds the call by req's deadline; a context with
 	// the same deadline would only add a timer per request.
-	reply, err := g.cfg.Dispatcher.DoPolicy(r.Context(), req, pol)
+	reply, x, err := g.cfg.Dispatcher.DoExchange(r.Context(), req, pol)
 	out.version, out.retries = req.Version, max(int(req.Attempt)-1, 0)
 	switch {
 	case err != nil:
+		release()
 		out.status = g.failDispatch(w, r, err)
 	case reply.GetCode() != wire.Code_CODE_OK:
+		release()
 		out.status = g.failCode(w, r, reply)
+	case x != nil:
+		out.status = g.stream(w, r, req, reply, x, deadline, release)
 	default:
+		release()
 		w.Header().Set(wire.HeaderRequestID, req.Id)
 		if err := reply.WriteHTTP(w); err != nil {
 			g.log.Debug("writing reply", "service", service, "request", req.Id, "err", err)

@@ -17,9 +17,9 @@ import (
 // replyDispatcher answers every envelope with the same reply.
 type replyDispatcher struct{ reply *wire.Reply }
 
-func (d replyDispatcher) DoPolicy(_ context.Context, req *wire.Request, _ dispatch.Policy) (*wire.Reply, error) {
+func (d replyDispatcher) DoExchange(_ context.Context, req *wire.Request, _ dispatch.Policy) (*wire.Reply, *dispatch.Exchange, error) {
 	req.Attempt = 1
-	return d.reply, nil
+	return d.reply, nil, nil
 }
 
 // discardWriter is a ResponseWriter that keeps only its header map, cleared

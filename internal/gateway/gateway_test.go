@@ -27,11 +27,12 @@ type funcDispatcher struct {
 	pol  dispatch.Policy
 }
 
-func (d *funcDispatcher) DoPolicy(_ context.Context, req *wire.Request, pol dispatch.Policy) (*wire.Reply, error) {
+func (d *funcDispatcher) DoExchange(_ context.Context, req *wire.Request, pol dispatch.Policy) (*wire.Reply, *dispatch.Exchange, error) {
 	d.mu.Lock()
 	d.last, d.pol = req, pol
 	d.mu.Unlock()
-	return d.fn(req)
+	reply, err := d.fn(req)
+	return reply, nil, err
 }
 
 func newGateway(t *testing.T, d Dispatcher, edit func(*Config)) *Gateway {
@@ -270,17 +271,38 @@ func TestForwardedHeaders(t *testing.T) {
 	}
 }
 
-// TestUpgradeRefused: a WebSocket upgrade gets a plain 501, not a 200 from
-// a handler that saw an ordinary GET.
-func TestUpgradeRefused(t *testing.T) {
-	d := &funcDispatcher{fn: func(*wire.Request) (*wire.Reply, error) { return &wire.Reply{Status: 200}, nil }}
+// TestUpgrades: an upgrade goes to the handler as one (its envelope says
+// so and keeps the Upgrade and Connection fields), unless the service's
+// rules refuse upgrades: then a plain 501, not a 200 from a handler that
+// saw an ordinary GET.
+func TestUpgrades(t *testing.T) {
+	upgrade := func() *http.Request {
+		r := httptest.NewRequest("GET", "/hello/ws", nil)
+		r.Header.Set("Connection", "Upgrade")
+		r.Header.Set("Upgrade", "websocket")
+		return r
+	}
+	d := &funcDispatcher{fn: func(*wire.Request) (*wire.Reply, error) { return &wire.Reply{Status: 400}, nil }}
 	g := newGateway(t, d, nil)
-	r := httptest.NewRequest("GET", "/hello/ws", nil)
-	r.Header.Set("Connection", "Upgrade")
-	r.Header.Set("Upgrade", "websocket")
 	w := httptest.NewRecorder()
-	g.ServeHTTP(w, r)
+	g.ServeHTTP(w, upgrade())
+	if w.Code != 400 || !d.last.GetUpgrade() || !d.last.GetLongLived() || wire.HeaderValue(d.last.GetHeaders(), "Upgrade") != "websocket" {
+		t.Errorf("allowed: got %d, envelope %v; want the handler's 400 and an upgrade envelope", w.Code, d.last)
+	}
+
+	doc, err := routing.Parse([]byte("service: hello\nstreams: {upgrades: false}\nversions: [{to: {v1: 100}}]\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	table, err := routing.Compile([]routing.Document{*doc}, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d = &funcDispatcher{fn: func(*wire.Request) (*wire.Reply, error) { return &wire.Reply{Status: 200}, nil }}
+	g = newGateway(t, d, func(c *Config) { c.Rules = func() *routing.Table { return table } })
+	w = httptest.NewRecorder()
+	g.ServeHTTP(w, upgrade())
 	if w.Code != http.StatusNotImplemented || d.last != nil {
-		t.Errorf("got %d, dispatched %v; want 501 and nothing sent", w.Code, d.last != nil)
+		t.Errorf("refused by the rules: got %d, dispatched %v; want 501 and nothing sent", w.Code, d.last != nil)
 	}
 }

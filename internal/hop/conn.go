@@ -11,6 +11,15 @@
 //	Reply    a wire.Reply; with End, its body is whole
 //	Cancel   the stream's opener has given up on it
 //	Unary    an opaque call, answered by one UnaryReply (a store read)
+//	Window   lets the peer send this many more bytes of Data (4 bytes)
+//	Trailers a wire.Reply holding only trailers; always the last frame
+//
+// Data frames are flow-controlled per stream, as in HTTP/2: each side may
+// have at most a window of Data bytes sent and not yet read by the peer's
+// application (Recv), which grants more with Window frames as it reads.
+// So a slow reader holds back its writer, and a stream's memory is bounded
+// by the window on either side. Request, Reply and Trailers frames are
+// not counted.
 //
 // Either side opens streams: the sidecar for the requests the handler
 // serves, the handler for its own calls into the mesh (other services, the
@@ -55,6 +64,11 @@ const (
 	TypeUnary   byte = 5
 	// TypeUnaryReply answers a TypeUnary frame.
 	TypeUnaryReply byte = 6
+	// TypeWindow grants the peer more room for Data frames.
+	TypeWindow byte = 7
+	// TypeTrailers carries a wire.Reply with only trailers, and ends the
+	// side's frames of the stream.
+	TypeTrailers byte = 8
 )
 
 const (
@@ -69,7 +83,13 @@ const (
 	appendRoom = 64
 	// DefaultMaxFrame bounds a frame's payload unless Config says otherwise.
 	DefaultMaxFrame = 64 << 20
+	// window is the Data bytes each side of a stream may have in flight.
+	window = 512 << 10
 )
+
+// ErrAnswered reports Data sent on a stream whose peer has sent its last
+// frame: nobody will read it.
+var ErrAnswered = errors.New("hop: stream already answered")
 
 // Frame is one frame of a stream. Payload belongs to whoever received it.
 type Frame struct {
@@ -273,7 +293,12 @@ func (c *Conn) dispatch(f Frame, id uint32) error {
 	case f.Type == TypeCancel:
 		c.remove(s)
 		s.finish(ErrCanceled)
-	case f.Type == TypeData, (f.Type == TypeReply || f.Type == TypeUnaryReply) && s.mine:
+	case f.Type == TypeWindow:
+		if len(f.Payload) != 4 {
+			return fmt.Errorf("%w: window frame of %d bytes", ErrProtocol, len(f.Payload))
+		}
+		s.grant(int64(binary.BigEndian.Uint32(f.Payload)))
+	case f.Type == TypeData, f.Type == TypeTrailers, (f.Type == TypeReply || f.Type == TypeUnaryReply) && s.mine:
 		if f.End && s.mine {
 			c.remove(s) // answered: nothing more will come
 		}
@@ -342,17 +367,78 @@ type Stream struct {
 	first    [1]Frame // the queue's first backing array: most streams see one frame
 	err      error    // set once nothing more will arrive
 	signal   chan struct{}
-	onCancel func() // run when the peer cancels (streams of theirs)
-	ended    bool   // this side has sent its last frame
+	onCancel func()        // run when the peer cancels (streams of theirs)
+	ended    bool          // this side has sent its last frame
+	credit   int64         // Data bytes this side may still send
+	read     int64         // Data bytes read since the last Window sent
+	credited chan struct{} // signalled when credit grows or the stream ends
 }
 
 // Conn is the connection s belongs to.
 func (s *Stream) Conn() *Conn { return s.c }
 
 func newStream(c *Conn, id uint32, mine bool) *Stream {
-	s := &Stream{c: c, id: id, mine: mine, signal: make(chan struct{}, 1)}
+	s := &Stream{c: c, id: id, mine: mine, signal: make(chan struct{}, 1), credit: window}
 	s.queue = s.first[:0]
 	return s
+}
+
+// grant adds n to what s may send.
+func (s *Stream) grant(n int64) {
+	s.mu.Lock()
+	s.credit += n
+	ch := s.credited
+	s.mu.Unlock()
+	if ch != nil {
+		select {
+		case ch <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// awaitCredit waits until s may send Data: its window is not used up.
+// It fails once the peer has given up on s or, with ErrAnswered, has sent
+// its last frame.
+func (s *Stream) awaitCredit() error {
+	for {
+		s.mu.Lock()
+		switch {
+		case s.err == io.EOF && s.mine:
+			s.mu.Unlock()
+			return ErrAnswered
+		case s.err != nil && s.err != io.EOF:
+			err := s.err
+			s.mu.Unlock()
+			return err
+		case s.credit > 0:
+			s.mu.Unlock()
+			return nil
+		}
+		if s.credited == nil {
+			s.credited = make(chan struct{}, 1)
+		}
+		ch := s.credited
+		s.mu.Unlock()
+		<-ch
+	}
+}
+
+// consumed records that the application read n bytes of Data and grants
+// the peer room for more once half the window is read.
+func (s *Stream) consumed(n int) {
+	s.mu.Lock()
+	s.read += int64(n)
+	grant := s.read
+	if grant < window/2 || s.err != nil && s.err != io.EOF {
+		s.mu.Unlock()
+		return
+	}
+	s.read = 0
+	s.mu.Unlock()
+	var b [4]byte
+	binary.BigEndian.PutUint32(b[:], uint32(grant))
+	_ = s.c.write(TypeWindow, 0, s.id, b[:])
 }
 
 func (s *Stream) push(f Frame) {
@@ -376,10 +462,15 @@ func (s *Stream) finish(err error) {
 	}
 	fn := s.onCancel
 	s.onCancel = nil
+	ch := s.credited
 	s.mu.Unlock()
-	select {
-	case s.signal <- struct{}{}:
-	default:
+	for _, c := range [...]chan struct{}{s.signal, ch} {
+		if c != nil {
+			select {
+			case c <- struct{}{}:
+			default:
+			}
+		}
 	}
 	if fn != nil {
 		fn()
@@ -401,7 +492,17 @@ func (s *Stream) OnCancel(fn func()) {
 }
 
 // Send writes one frame of s; end marks s's last frame from this side.
+// A Data frame waits for room in the stream's window (see the package
+// documentation): until the peer has read enough of what went before.
 func (s *Stream) Send(typ byte, end bool, payload []byte) error {
+	if typ == TypeData && len(payload) > 0 {
+		if err := s.awaitCredit(); err != nil {
+			return err
+		}
+		s.mu.Lock()
+		s.credit -= int64(len(payload))
+		s.mu.Unlock()
+	}
 	var flags byte
 	if end {
 		flags = flagEnd
@@ -434,6 +535,9 @@ func (s *Stream) Recv(deadline time.Time, done <-chan struct{}) (Frame, error) {
 			s.queue[0] = Frame{}
 			s.queue = s.queue[1:]
 			s.mu.Unlock()
+			if f.Type == TypeData && len(f.Payload) > 0 {
+				s.consumed(len(f.Payload))
+			}
 			return f, nil
 		}
 		err := s.err

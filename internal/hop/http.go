@@ -1,15 +1,20 @@
 package hop
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
+	"os"
 	"strconv"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/protobuf/proto"
@@ -60,18 +65,20 @@ type Server struct {
 // Serve reads the request of s (a stream its peer opened), serves it and
 // sends the answer. The request's context carries the envelope's deadline
 // and is cancelled when the peer cancels the stream or the connection
-// breaks. A panic in the handler answers CODE_INTERNAL (or, after part of
-// the answer went out, cancels the stream) and is logged, as net/http
-// does.
+// breaks; an answer that turns out to be an event stream (wire.LongLived)
+// lifts the deadline, so that it can go on while events flow. A panic in
+// the handler answers CODE_INTERNAL (or, after part of the answer went
+// out, cancels the stream) and is logged, as net/http does.
 func (srv *Server) Serve(s *Stream) {
 	f, err := s.Recv(time.Time{}, nil)
 	if err != nil || f.Type != TypeRequest {
 		s.Close()
 		return
 	}
-	// One allocation for the envelope and the answer's writer.
+	// One allocation for the envelope, the context and the answer's writer.
 	x := &struct {
 		env wire.Request
+		ctx requestContext
 		w   ResponseWriter
 	}{}
 	env := &x.env
@@ -79,31 +86,36 @@ func (srv *Server) Serve(s *Stream) {
 		sendCode(s, wire.Code_CODE_BAD_REQUEST, "undecodable envelope")
 		return
 	}
-	var ctx context.Context
-	var cancel context.CancelFunc
-	if d, ok := env.Deadline(time.Now()); ok {
-		ctx, cancel = context.WithDeadline(context.Background(), d)
-	} else {
-		ctx, cancel = context.WithCancel(context.Background())
-	}
-	defer cancel()
-	s.OnCancel(cancel)
+	rc := &x.ctx
+	rc.start(env)
+	defer rc.cancel(context.Canceled)
+	s.OnCancel(func() { rc.cancel(context.Canceled) })
+	var ctx context.Context = rc
 	if srv.Context != nil {
 		ctx = srv.Context(ctx, s, env)
 	}
-	var body io.Reader
-	if !f.End {
-		body = &streamBody{s: s, done: ctx.Done()}
+	var body *streamBody
+	var bodyReader io.Reader
+	if !f.End { // the body's first part is the envelope's, the rest follows
+		body = &streamBody{s: s, done: ctx.Done(), cur: env.Body}
+		bodyReader = body
 	}
-	r, err := env.HTTPRequest(ctx, srv.Host, body)
+	r, err := env.HTTPRequest(ctx, srv.Host, bodyReader)
 	if err != nil {
 		sendCode(s, wire.Code_CODE_BAD_REQUEST, "invalid method or path")
 		return
 	}
+	if body != nil {
+		body.trailer = &r.Trailer
+	}
 	w := &x.w
-	*w = ResponseWriter{s: s, header: make(http.Header), head: r.Method == http.MethodHead, stripMesh: srv.StripMeshHeaders}
+	*w = ResponseWriter{s: s, r: r, env: env, ctx: rc, header: make(http.Header), head: r.Method == http.MethodHead, stripMesh: srv.StripMeshHeaders}
 	w.buf = getBuf()
-	defer putBuf(w.buf)
+	defer func() {
+		if !w.hijacked {
+			putBuf(w.buf)
+		}
+	}()
 	defer func() {
 		if p := recover(); p != nil {
 			if p != http.ErrAbortHandler {
@@ -113,17 +125,67 @@ func (srv *Server) Serve(s *Stream) {
 				}
 				log.Error("handler panicked", "request", env.GetId(), "method", r.Method, "path", r.URL.Path, "panic", p)
 			}
-			if w.headSent {
+			switch {
+			case w.hijacked:
+			case w.headSent:
 				s.Close()
-			} else {
+			default:
 				sendCode(s, wire.Code_CODE_INTERNAL, "handler panicked")
 			}
 		}
 	}()
 	srv.Handler(w, r, env)
+	if w.hijacked { // the connection is the handler's now, and ends with its Close
+		return
+	}
 	if err := w.finish(); err != nil {
 		s.Close()
 	}
+}
+
+// requestContext is the context of a request served on a stream: its
+// deadline is the envelope's, unless an event-stream answer lifts it.
+type requestContext struct {
+	context.Context // cancelled by the deadline's timer, the peer, or Serve's end
+	deadline        time.Time
+	lifted          atomic.Bool
+	timer           *time.Timer
+	cancel          context.CancelCauseFunc
+}
+
+func (c *requestContext) start(env *wire.Request) {
+	c.Context, c.cancel = context.WithCancelCause(context.Background())
+	if d, ok := env.Deadline(time.Now()); ok && !env.GetLongLived() {
+		c.deadline = d
+		c.timer = time.AfterFunc(time.Until(d), func() { c.cancel(context.DeadlineExceeded) })
+	} else {
+		c.lifted.Store(true)
+	}
+}
+
+// lift takes the deadline away, unless it has passed.
+func (c *requestContext) lift() {
+	if c.timer != nil && c.timer.Stop() {
+		c.lifted.Store(true)
+	}
+}
+
+// Deadline implements context.Context.
+func (c *requestContext) Deadline() (time.Time, bool) {
+	if c.lifted.Load() {
+		return time.Time{}, false
+	}
+	return c.deadline, true
+}
+
+// Err implements context.Context: context.DeadlineExceeded once the deadline
+// passed, as a context made by context.WithDeadline says.
+func (c *requestContext) Err() error {
+	err := c.Context.Err()
+	if err != nil && context.Cause(c.Context) == context.DeadlineExceeded {
+		return context.DeadlineExceeded
+	}
+	return err
 }
 
 // sendCode answers s with a mesh error instead of an HTTP answer.
@@ -132,12 +194,15 @@ func sendCode(s *Stream, code wire.Code, msg string) {
 	_ = s.Send(TypeReply, true, b)
 }
 
-// streamBody reads a request body that arrives as Data frames.
+// streamBody reads a body that arrives as Data frames, and the trailers
+// that may end it.
 type streamBody struct {
-	s    *Stream
-	done <-chan struct{}
-	cur  []byte
-	eof  bool
+	s        *Stream
+	done     <-chan struct{}
+	cur      []byte
+	eof      bool
+	deadline atomic.Int64 // Unix nanoseconds; 0: none
+	trailer  *http.Header // filled from a Trailers frame (nil: dropped)
 }
 
 func (b *streamBody) Read(p []byte) (int, error) {
@@ -145,13 +210,29 @@ func (b *streamBody) Read(p []byte) (int, error) {
 		if b.eof {
 			return 0, io.EOF
 		}
-		f, err := b.s.Recv(time.Time{}, b.done)
+		var deadline time.Time
+		if d := b.deadline.Load(); d != 0 {
+			deadline = time.Unix(0, d)
+		}
+		f, err := b.s.Recv(deadline, b.done)
 		if err != nil {
 			if err == io.EOF {
 				b.eof = true
 				continue
 			}
+			if err == ErrTimeout && !deadline.IsZero() {
+				return 0, os.ErrDeadlineExceeded // a net.Error that is a timeout
+			}
 			return 0, err
+		}
+		if f.Type == TypeTrailers {
+			b.eof = true
+			if b.trailer != nil {
+				if err := decodeTrailers(b.trailer, f.Payload); err != nil {
+					return 0, err
+				}
+			}
+			continue
 		}
 		b.cur, b.eof = f.Payload, f.End
 	}
@@ -162,23 +243,58 @@ func (b *streamBody) Read(p []byte) (int, error) {
 
 func (b *streamBody) Close() error { return nil }
 
+// decodeTrailers adds the trailers of a Trailers frame's payload to *h.
+func decodeTrailers(h *http.Header, payload []byte) error {
+	var t wire.Reply
+	if err := t.UnmarshalShared(payload); err != nil {
+		return fmt.Errorf("%w: trailers: %w", ErrProtocol, err)
+	}
+	if *h == nil {
+		*h = make(http.Header, len(t.Trailers))
+	}
+	for _, tr := range t.Trailers {
+		(*h)[tr.GetName()] = tr.GetValues()
+	}
+	return nil
+}
+
+// SendTrailers sends h as the Trailers frame that ends s from this side.
+func SendTrailers(s *Stream, h http.Header) error {
+	b, err := proto.Marshal(&wire.Reply{Trailers: wire.EncodeTrailers(h)})
+	if err != nil {
+		return err
+	}
+	return s.Send(TypeTrailers, true, b)
+}
+
 // ResponseWriter is the http.ResponseWriter of a request served on a
 // stream. An answer that ends within chunkSize bytes and without Flush goes
 // out as one Reply frame; otherwise the head goes first, then the body in
-// Data frames. It implements http.Flusher.
+// Data frames. Trailers (declared in the Trailer header, or set after the
+// head with the http.TrailerPrefix) follow the body in a Trailers frame.
+// It implements http.Flusher, and http.Hijacker for requests whose
+// envelope allows an upgrade.
 type ResponseWriter struct {
 	s           *Stream
+	r           *http.Request
+	env         *wire.Request
+	ctx         *requestContext
 	header      http.Header
 	status      int
 	wroteHeader bool
 	headSent    bool
 	head        bool // a HEAD request: the body is not sent
 	stripMesh   bool
+	hijacked    bool
+	trailers    []string // declared in the Trailer header when the head went out
 	buf         *[]byte
 	err         error
 }
 
-var _ http.Flusher = (*ResponseWriter)(nil)
+var (
+	_ http.Flusher  = (*ResponseWriter)(nil)
+	_ http.Hijacker = (*ResponseWriter)(nil)
+)
 
 // Header implements http.ResponseWriter.
 func (w *ResponseWriter) Header() http.Header { return w.header }
@@ -197,6 +313,9 @@ func (w *ResponseWriter) WriteHeader(code int) {
 
 // Write implements http.ResponseWriter.
 func (w *ResponseWriter) Write(p []byte) (int, error) {
+	if w.hijacked {
+		return 0, http.ErrHijacked
+	}
 	if !w.wroteHeader {
 		w.WriteHeader(http.StatusOK)
 	}
@@ -218,6 +337,9 @@ func (w *ResponseWriter) Write(p []byte) (int, error) {
 
 // Flush implements http.Flusher: what was written so far goes out now.
 func (w *ResponseWriter) Flush() {
+	if w.hijacked {
+		return
+	}
 	if !w.wroteHeader {
 		w.WriteHeader(http.StatusOK)
 	}
@@ -249,6 +371,15 @@ func (w *ResponseWriter) finish() error {
 	if w.err != nil {
 		return w.err
 	}
+	trailers := w.trailer()
+	if trailers != nil {
+		// The trailers end the stream: the head and body go first.
+		w.flush(false)
+		if w.err == nil {
+			w.err = SendTrailers(w.s, trailers)
+		}
+		return w.err
+	}
 	if w.headSent {
 		w.flush(true)
 		return w.err
@@ -257,16 +388,171 @@ func (w *ResponseWriter) finish() error {
 	return w.sendReply(*w.buf, true)
 }
 
+// trailer collects the answer's trailers as net/http's server does: the
+// names declared in the Trailer header before the head went out, and any
+// set with the http.TrailerPrefix. Nil: none.
+func (w *ResponseWriter) trailer() http.Header {
+	declared := w.trailers
+	if !w.headSent {
+		declared = declaredTrailers(w.header)
+	}
+	var t http.Header
+	for _, k := range declared {
+		if v, ok := w.header[k]; ok {
+			if t == nil {
+				t = make(http.Header)
+			}
+			t[k] = v
+		}
+	}
+	for k, v := range w.header {
+		if name, ok := strings.CutPrefix(k, http.TrailerPrefix); ok {
+			if t == nil {
+				t = make(http.Header)
+			}
+			t[http.CanonicalHeaderKey(name)] = v
+		}
+	}
+	if t == nil && len(declared) > 0 {
+		t = http.Header{} // declared but not set: the body still ends as promised
+	}
+	return t
+}
+
+// declaredTrailers lists the names in h's Trailer header, canonical.
+func declaredTrailers(h http.Header) []string {
+	var names []string
+	for _, v := range h["Trailer"] {
+		for f := range strings.SplitSeq(v, ",") {
+			if f = strings.TrimSpace(f); f != "" {
+				names = append(names, http.CanonicalHeaderKey(f))
+			}
+		}
+	}
+	return names
+}
+
 // sendReply sends the answer's head with body as one Reply frame.
 func (w *ResponseWriter) sendReply(body []byte, end bool) error {
 	if _, ok := w.header["Content-Type"]; !ok && len(body) > 0 && bodyAllowed(w.status) {
 		w.header["Content-Type"] = []string{http.DetectContentType(body)}
+	}
+	if !end {
+		w.trailers = declaredTrailers(w.header)
+		if wire.LongLived(w.header.Get("Content-Type")) {
+			w.ctx.lift()
+		}
 	}
 	b := getBuf()
 	defer putBuf(b)
 	*b = wire.AppendReply(*b, w.status, w.header, body, w.stripMesh)
 	return w.s.Send(TypeReply, end, *b)
 }
+
+// Hijack implements http.Hijacker for a request whose envelope allows an
+// upgrade: the handler takes the connection over. What it writes on the
+// returned conn (its own 101 answer first) reaches the client as it is,
+// and what the client sends after its request reads from it. Closing the
+// conn ends the stream.
+func (w *ResponseWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	switch {
+	case !w.env.GetUpgrade():
+		return nil, nil, fmt.Errorf("hop: %w: the request is not an upgrade the route allows", http.ErrNotSupported)
+	case w.headSent:
+		return nil, nil, errors.New("hop: hijack after the answer began")
+	case w.hijacked:
+		return nil, nil, http.ErrHijacked
+	}
+	b, err := proto.Marshal(&wire.Reply{Hijacked: true})
+	if err == nil {
+		err = w.s.Send(TypeReply, false, b)
+	}
+	if err != nil {
+		return nil, nil, err
+	}
+	w.hijacked, w.headSent = true, true
+	w.ctx.lift()
+	body, ok := w.r.Body.(*streamBody)
+	if !ok {
+		body = &streamBody{s: w.s, eof: true}
+	}
+	body.done = nil // the conn outlives the handler's call, and its context
+	c := &hijackedConn{s: w.s, body: body, remote: w.env.GetRemoteAddr(), buf: w.buf}
+	return c, bufio.NewReadWriter(bufio.NewReader(c), bufio.NewWriter(c)), nil
+}
+
+// hijackedConn is a stream taken over by a handler: reads are the
+// client's bytes (Data frames), writes go back as Data frames.
+type hijackedConn struct {
+	s      *Stream
+	body   *streamBody
+	remote string
+	buf    *[]byte // the ResponseWriter's, given back on Close
+
+	mu     sync.Mutex
+	closed bool
+}
+
+func (c *hijackedConn) Read(p []byte) (int, error) {
+	n, err := c.body.Read(p)
+	if err != nil && err != io.EOF {
+		err = &net.OpError{Op: "read", Net: "griddle", Err: err}
+	}
+	return n, err
+}
+
+func (c *hijackedConn) Write(p []byte) (int, error) {
+	written := 0
+	for len(p) > 0 {
+		n := min(len(p), chunkSize)
+		if err := c.s.Send(TypeData, false, p[:n]); err != nil {
+			return written, &net.OpError{Op: "write", Net: "griddle", Err: err}
+		}
+		written += n
+		p = p[n:]
+	}
+	return written, nil
+}
+
+// Close ends the stream: the client's connection closes behind it.
+func (c *hijackedConn) Close() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return nil
+	}
+	c.closed = true
+	err := c.s.Send(TypeData, true, nil)
+	c.s.Close()
+	putBuf(c.buf)
+	return err
+}
+
+func (c *hijackedConn) LocalAddr() net.Addr  { return meshAddr("handler") }
+func (c *hijackedConn) RemoteAddr() net.Addr { return meshAddr(c.remote) }
+
+// SetDeadline sets the read deadline; writes are paced by the peer.
+func (c *hijackedConn) SetDeadline(t time.Time) error { return c.SetReadDeadline(t) }
+
+// SetReadDeadline bounds the reads that start after it.
+func (c *hijackedConn) SetReadDeadline(t time.Time) error {
+	var d int64
+	if !t.IsZero() {
+		d = t.UnixNano()
+	}
+	c.body.deadline.Store(d)
+	return nil
+}
+
+// SetWriteDeadline is accepted and ignored: a write waits only for the
+// peer to read.
+func (c *hijackedConn) SetWriteDeadline(time.Time) error { return nil }
+
+// meshAddr is the address of either end of a hijacked stream.
+type meshAddr string
+
+func (a meshAddr) Network() string { return "griddle" }
+func (a meshAddr) String() string  { return string(a) }
 
 // bodyAllowed reports whether a status may carry a body (RFC 9110).
 func bodyAllowed(status int) bool {
@@ -310,6 +596,7 @@ func Call(c *Conn, payload []byte, deadline time.Time, maxBody int, done <-chan 
 		return nil, true, fmt.Errorf("%w: reply: %w", ErrProtocol, err)
 	}
 	body := append([]byte(nil), head.Body...)
+	var trailers []byte
 	for {
 		f, err := s.Recv(deadline, done)
 		if err == io.EOF {
@@ -318,6 +605,10 @@ func Call(c *Conn, payload []byte, deadline time.Time, maxBody int, done <-chan 
 		if err != nil {
 			s.Close()
 			return nil, true, err
+		}
+		if f.Type == TypeTrailers {
+			trailers = f.Payload // a Reply of trailers only: appended, it merges
+			break
 		}
 		if len(body)+len(f.Payload) > maxBody {
 			s.Close()
@@ -328,7 +619,23 @@ func Call(c *Conn, payload []byte, deadline time.Time, maxBody int, done <-chan 
 			break
 		}
 	}
-	return wire.AppendBody(f.Payload, body), true, nil
+	return append(wire.AppendBody(f.Payload, body), trailers...), true, nil
+}
+
+// Start opens a stream on c and sends payload, a marshalled wire.Request,
+// as its Request frame; end says the body in it is whole, otherwise the
+// rest follows in Data frames (and perhaps Trailers) that the caller sends.
+// The caller reads the answer with Recv and ends the stream.
+func Start(c *Conn, payload []byte, end bool) (*Stream, error) {
+	s, err := c.Open()
+	if err != nil {
+		return nil, err
+	}
+	if err := s.Send(TypeRequest, end, payload); err != nil {
+		s.Close()
+		return nil, err
+	}
+	return s, nil
 }
 
 // ErrTooLarge reports an answer over the caller's limit.
@@ -408,7 +715,9 @@ func RoundTrip(c *Conn, r *http.Request, service string) (*http.Response, error)
 		resp.Body = io.NopCloser(bytes.NewReader(reply.GetBody()))
 		resp.ContentLength = int64(len(reply.GetBody()))
 	} else {
-		resp.Body = &replyBody{streamBody: streamBody{s: s, done: ctx.Done(), cur: reply.GetBody()}}
+		rb := &replyBody{streamBody: streamBody{s: s, done: ctx.Done(), cur: reply.GetBody()}}
+		rb.trailer = &resp.Trailer
+		resp.Body = rb
 		resp.ContentLength = -1
 	}
 	return resp, nil

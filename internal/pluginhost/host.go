@@ -196,6 +196,21 @@ func (h *Host) Do(payload []byte, deadline time.Time, maxBody int, done <-chan s
 	return reply, err
 }
 
+// Open opens a stream to the handler and sends payload, a marshalled
+// wire.Request, as its Request frame (see hop.Start); end says its body is
+// whole. A handler that cannot be reached fails with ErrUnavailable.
+func (h *Host) Open(payload []byte, end bool) (*hop.Stream, error) {
+	c, err := h.conn()
+	if err != nil {
+		return nil, err
+	}
+	s, err := hop.Start(c, payload, end)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrUnavailable, err)
+	}
+	return s, nil
+}
+
 // Stats asks the current handler process for its runtime figures.
 func (h *Host) Stats(ctx context.Context) (pluginproto.Stats, error) {
 	var st pluginproto.Stats

@@ -32,6 +32,9 @@ type Document struct {
 	Timeout Duration `json:"timeout,omitempty"`
 	// Retries is the retry policy (nil: only requests that never reached a handler are retried).
 	Retries *RetryPolicy `json:"retries,omitempty"`
+	// Streams says how long-lived answers and upgrades are carried (nil:
+	// the defaults of StreamPolicy).
+	Streams *StreamPolicy `json:"streams,omitempty"`
 	// Versions are tried in order; the first whose match holds decides.
 	// A document needs at least one rule, and the last rule must match everything.
 	Versions []VersionRule `json:"versions"`
@@ -61,6 +64,22 @@ type RetryPolicy struct {
 	Budget string `json:"budget,omitempty"`
 	// MinPerSecond is the floor of retries allowed per second whatever the budget (default 10).
 	MinPerSecond int `json:"minPerSecond,omitempty"`
+}
+
+// StreamPolicy says how a service's long-lived requests are carried.
+// Answers that are event streams (text/event-stream) and connections
+// taken over by an upgrade are long-lived whatever it says.
+type StreamPolicy struct {
+	// LongLived frees every request of the service from Timeout: it lasts
+	// while something moves, ended after IdleTimeout without a byte either
+	// way (long polls, streams of unknown length).
+	LongLived bool `json:"longLived,omitempty"`
+	// IdleTimeout ends a long-lived request after this long with nothing
+	// moving (0: one minute).
+	IdleTimeout Duration `json:"idleTimeout,omitempty"`
+	// Upgrades allows protocol upgrades (WebSocket) through to the
+	// handler (nil: allowed); false answers them 501.
+	Upgrades *bool `json:"upgrades,omitempty"`
 }
 
 // VersionRule sends matching requests to versions by weight.
@@ -116,6 +135,14 @@ func (d *Document) clone() Document {
 		r := *d.Retries
 		r.On = slices.Clone(r.On)
 		c.Retries = &r
+	}
+	if d.Streams != nil {
+		st := *d.Streams
+		if st.Upgrades != nil {
+			u := *st.Upgrades
+			st.Upgrades = &u
+		}
+		c.Streams = &st
 	}
 	c.Versions = slices.Clone(d.Versions)
 	for i := range c.Versions {

@@ -122,6 +122,7 @@ type Service struct {
 	name     string
 	timeout  time.Duration
 	retry    *RetryPolicy
+	streams  StreamPolicy
 	versions []string // sorted
 	rules    []rule
 }
@@ -160,6 +161,9 @@ func compileService(d *Document) *Service {
 		timeout:  time.Duration(d.Timeout),
 		retry:    d.Retries,
 		versions: d.VersionNames(),
+	}
+	if d.Streams != nil {
+		s.streams = *d.Streams
 	}
 	for _, vr := range d.Versions {
 		r := rule{salt: d.Service}
@@ -211,6 +215,15 @@ func (s *Service) Timeout() time.Duration { return s.timeout }
 // Retry returns the retry policy, nil if none is set. It is shared:
 // callers must not modify it.
 func (s *Service) Retry() *RetryPolicy { return s.retry }
+
+// LongLived reports whether every request of the service is long-lived,
+// and the idle timeout of its long-lived requests (0: the mesh's default).
+func (s *Service) LongLived() (bool, time.Duration) {
+	return s.streams.LongLived, time.Duration(s.streams.IdleTimeout)
+}
+
+// Upgrades reports whether protocol upgrades reach the handler.
+func (s *Service) Upgrades() bool { return s.streams.Upgrades == nil || *s.streams.Upgrades }
 
 // Decision is the outcome of Decide.
 type Decision struct {

@@ -126,6 +126,9 @@ func (d *Document) Validate() error {
 			v.addf("retries.minPerSecond", "%d, want 0 or more", r.MinPerSecond)
 		}
 	}
+	if st := d.Streams; st != nil && st.IdleTimeout < 0 {
+		v.addf("streams.idleTimeout", "%s is negative", time.Duration(st.IdleTimeout))
+	}
 	if len(d.Versions) == 0 {
 		v.addf("versions", "at least one rule required")
 	}

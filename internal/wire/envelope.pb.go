@@ -25,6 +25,56 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+// Part says what an envelope of an exchange in several parts carries.
+type Part int32
+
+const (
+	Part_PART_NONE Part = 0 // a request (the opening envelope of an exchange)
+	Part_PART_DATA Part = 1 // the next part of the request's body
+	Part_PART_PULL Part = 2 // asks for the next part of the answer
+)
+
+// Enum value maps for Part.
+var (
+	Part_name = map[int32]string{
+		0: "PART_NONE",
+		1: "PART_DATA",
+		2: "PART_PULL",
+	}
+	Part_value = map[string]int32{
+		"PART_NONE": 0,
+		"PART_DATA": 1,
+		"PART_PULL": 2,
+	}
+)
+
+func (x Part) Enum() *Part {
+	p := new(Part)
+	*p = x
+	return p
+}
+
+func (x Part) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (Part) Descriptor() protoreflect.EnumDescriptor {
+	return file_envelope_proto_enumTypes[0].Descriptor()
+}
+
+func (Part) Type() protoreflect.EnumType {
+	return &file_envelope_proto_enumTypes[0]
+}
+
+func (x Part) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use Part.Descriptor instead.
+func (Part) EnumDescriptor() ([]byte, []int) {
+	return file_envelope_proto_rawDescGZIP(), []int{0}
+}
+
 // Code says why a request failed inside the mesh. CODE_OK means the handler
 // answered, whatever its HTTP status.
 type Code int32
@@ -78,11 +128,11 @@ func (x Code) String() string {
 }
 
 func (Code) Descriptor() protoreflect.EnumDescriptor {
-	return file_envelope_proto_enumTypes[0].Descriptor()
+	return file_envelope_proto_enumTypes[1].Descriptor()
 }
 
 func (Code) Type() protoreflect.EnumType {
-	return &file_envelope_proto_enumTypes[0]
+	return &file_envelope_proto_enumTypes[1]
 }
 
 func (x Code) Number() protoreflect.EnumNumber {
@@ -91,7 +141,7 @@ func (x Code) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use Code.Descriptor instead.
 func (Code) EnumDescriptor() ([]byte, []int) {
-	return file_envelope_proto_rawDescGZIP(), []int{0}
+	return file_envelope_proto_rawDescGZIP(), []int{1}
 }
 
 // Header is one HTTP header field with all its values, in order.
@@ -291,7 +341,42 @@ type Request struct {
 	Cancel bool `protobuf:"varint,16,opt,name=cancel,proto3" json:"cancel,omitempty"`
 	// force_query keeps a '?' with nothing after it ("/p?"), which
 	// raw_query alone cannot tell from no query.
-	ForceQuery    bool `protobuf:"varint,17,opt,name=force_query,json=forceQuery,proto3" json:"force_query,omitempty"`
+	ForceQuery bool `protobuf:"varint,17,opt,name=force_query,json=forceQuery,proto3" json:"force_query,omitempty"`
+	// Streams. A request whose body is not whole, or whose answer may come
+	// in parts, is an exchange of several envelopes with one instance, all
+	// with the request's id: the opening one (part NONE), then DATA parts
+	// carrying the rest of the body in order, and PULL parts, each answered
+	// by the next part of the answer (Reply.more says whether more follows).
+	// Each side has at most one DATA and one PULL in flight: the answers
+	// pace the sender (flow control).
+	Part Part `protobuf:"varint,18,opt,name=part,proto3,enum=griddle.wire.v1.Part" json:"part,omitempty"`
+	// body_follows: the opening envelope's body is the first part of it;
+	// DATA envelopes carry the rest. The opening is answered at once; the
+	// answer comes by PULL.
+	BodyFollows bool `protobuf:"varint,19,opt,name=body_follows,json=bodyFollows,proto3" json:"body_follows,omitempty"`
+	// accept_parts: the sender can take an answer in parts (Reply.more);
+	// without it the receiver answers with the whole body or an error.
+	AcceptParts bool `protobuf:"varint,20,opt,name=accept_parts,json=acceptParts,proto3" json:"accept_parts,omitempty"`
+	// end marks the DATA envelope with the body's last part.
+	End bool `protobuf:"varint,21,opt,name=end,proto3" json:"end,omitempty"`
+	// seq numbers the DATA envelopes of one request from 1.
+	Seq uint32 `protobuf:"varint,22,opt,name=seq,proto3" json:"seq,omitempty"`
+	// trailers are the request's trailers, on its last DATA envelope (or
+	// the opening one when the body is whole).
+	Trailers []*Header `protobuf:"bytes,23,rep,name=trailers,proto3" json:"trailers,omitempty"`
+	// proto_major and proto_minor are the client's HTTP version (0: 1.1).
+	ProtoMajor int32 `protobuf:"varint,24,opt,name=proto_major,json=protoMajor,proto3" json:"proto_major,omitempty"`
+	ProtoMinor int32 `protobuf:"varint,25,opt,name=proto_minor,json=protoMinor,proto3" json:"proto_minor,omitempty"`
+	// idle_nanos is how long a long-lived exchange may go with nothing
+	// moving before it is ended (0: DefaultIdle). It applies from the
+	// start with long_lived, or once the answer turns out to be an event
+	// stream or the handler takes an upgrade's connection over.
+	IdleNanos int64 `protobuf:"varint,26,opt,name=idle_nanos,json=idleNanos,proto3" json:"idle_nanos,omitempty"`
+	// upgrade: the client asked for a protocol upgrade that the route
+	// allows; the handler may take the connection over (Reply.hijacked).
+	Upgrade bool `protobuf:"varint,27,opt,name=upgrade,proto3" json:"upgrade,omitempty"`
+	// long_lived: the request has no deadline, only the idle timeout.
+	LongLived     bool `protobuf:"varint,28,opt,name=long_lived,json=longLived,proto3" json:"long_lived,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -445,17 +530,104 @@ func (x *Request) GetForceQuery() bool {
 	return false
 }
 
+func (x *Request) GetPart() Part {
+	if x != nil {
+		return x.Part
+	}
+	return Part_PART_NONE
+}
+
+func (x *Request) GetBodyFollows() bool {
+	if x != nil {
+		return x.BodyFollows
+	}
+	return false
+}
+
+func (x *Request) GetAcceptParts() bool {
+	if x != nil {
+		return x.AcceptParts
+	}
+	return false
+}
+
+func (x *Request) GetEnd() bool {
+	if x != nil {
+		return x.End
+	}
+	return false
+}
+
+func (x *Request) GetSeq() uint32 {
+	if x != nil {
+		return x.Seq
+	}
+	return 0
+}
+
+func (x *Request) GetTrailers() []*Header {
+	if x != nil {
+		return x.Trailers
+	}
+	return nil
+}
+
+func (x *Request) GetProtoMajor() int32 {
+	if x != nil {
+		return x.ProtoMajor
+	}
+	return 0
+}
+
+func (x *Request) GetProtoMinor() int32 {
+	if x != nil {
+		return x.ProtoMinor
+	}
+	return 0
+}
+
+func (x *Request) GetIdleNanos() int64 {
+	if x != nil {
+		return x.IdleNanos
+	}
+	return 0
+}
+
+func (x *Request) GetUpgrade() bool {
+	if x != nil {
+		return x.Upgrade
+	}
+	return false
+}
+
+func (x *Request) GetLongLived() bool {
+	if x != nil {
+		return x.LongLived
+	}
+	return false
+}
+
 // Reply is the answer to a Request.
 type Reply struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
-	Status        int32                  `protobuf:"varint,2,opt,name=status,proto3" json:"status,omitempty"`
-	Headers       []*Header              `protobuf:"bytes,3,rep,name=headers,proto3" json:"headers,omitempty"`
-	Body          []byte                 `protobuf:"bytes,4,opt,name=body,proto3" json:"body,omitempty"`
-	Code          Code                   `protobuf:"varint,5,opt,name=code,proto3,enum=griddle.wire.v1.Code" json:"code,omitempty"`
-	Message       string                 `protobuf:"bytes,6,opt,name=message,proto3" json:"message,omitempty"`                   // for operators; never shown to end users
-	ErrorId       string                 `protobuf:"bytes,7,opt,name=error_id,json=errorId,proto3" json:"error_id,omitempty"`    // links this reply to a log line
-	ServedBy      string                 `protobuf:"bytes,8,opt,name=served_by,json=servedBy,proto3" json:"served_by,omitempty"` // instance id
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Id       string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Status   int32                  `protobuf:"varint,2,opt,name=status,proto3" json:"status,omitempty"`
+	Headers  []*Header              `protobuf:"bytes,3,rep,name=headers,proto3" json:"headers,omitempty"`
+	Body     []byte                 `protobuf:"bytes,4,opt,name=body,proto3" json:"body,omitempty"`
+	Code     Code                   `protobuf:"varint,5,opt,name=code,proto3,enum=griddle.wire.v1.Code" json:"code,omitempty"`
+	Message  string                 `protobuf:"bytes,6,opt,name=message,proto3" json:"message,omitempty"`                   // for operators; never shown to end users
+	ErrorId  string                 `protobuf:"bytes,7,opt,name=error_id,json=errorId,proto3" json:"error_id,omitempty"`    // links this reply to a log line
+	ServedBy string                 `protobuf:"bytes,8,opt,name=served_by,json=servedBy,proto3" json:"served_by,omitempty"` // instance id
+	// more: the answer's body continues in the answers to PULL envelopes.
+	More bool `protobuf:"varint,9,opt,name=more,proto3" json:"more,omitempty"`
+	// trailers are the answer's trailers, on its last part.
+	Trailers []*Header `protobuf:"bytes,10,rep,name=trailers,proto3" json:"trailers,omitempty"`
+	// hijacked: the handler took the connection over (an upgrade): from here
+	// on the body of every part, both ways, is raw bytes of the connection.
+	Hijacked bool `protobuf:"varint,11,opt,name=hijacked,proto3" json:"hijacked,omitempty"`
+	// head: this part carries the answer's status and headers (the first
+	// answer to a PULL after an opening with body_follows, or the reply).
+	Head          bool `protobuf:"varint,12,opt,name=head,proto3" json:"head,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -546,6 +718,34 @@ func (x *Reply) GetServedBy() string {
 	return ""
 }
 
+func (x *Reply) GetMore() bool {
+	if x != nil {
+		return x.More
+	}
+	return false
+}
+
+func (x *Reply) GetTrailers() []*Header {
+	if x != nil {
+		return x.Trailers
+	}
+	return nil
+}
+
+func (x *Reply) GetHijacked() bool {
+	if x != nil {
+		return x.Hijacked
+	}
+	return false
+}
+
+func (x *Reply) GetHead() bool {
+	if x != nil {
+		return x.Head
+	}
+	return false
+}
+
 var File_envelope_proto protoreflect.FileDescriptor
 
 const file_envelope_proto_rawDesc = "" +
@@ -569,7 +769,7 @@ const file_envelope_proto_rawDesc = "" +
 	"\vtraceparent\x18\x01 \x01(\tR\vtraceparent\x12\x1e\n" +
 	"\n" +
 	"tracestate\x18\x02 \x01(\tR\n" +
-	"tracestate\"\x9a\x04\n" +
+	"tracestate\"\xfe\x06\n" +
 	"\aRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x18\n" +
 	"\aservice\x18\x02 \x01(\tR\aservice\x12\x18\n" +
@@ -590,7 +790,22 @@ const file_envelope_proto_rawDesc = "" +
 	"\rtimeout_nanos\x18\x0f \x01(\x03R\ftimeoutNanos\x12\x16\n" +
 	"\x06cancel\x18\x10 \x01(\bR\x06cancel\x12\x1f\n" +
 	"\vforce_query\x18\x11 \x01(\bR\n" +
-	"forceQuery\"\xf3\x01\n" +
+	"forceQuery\x12)\n" +
+	"\x04part\x18\x12 \x01(\x0e2\x15.griddle.wire.v1.PartR\x04part\x12!\n" +
+	"\fbody_follows\x18\x13 \x01(\bR\vbodyFollows\x12!\n" +
+	"\faccept_parts\x18\x14 \x01(\bR\vacceptParts\x12\x10\n" +
+	"\x03end\x18\x15 \x01(\bR\x03end\x12\x10\n" +
+	"\x03seq\x18\x16 \x01(\rR\x03seq\x123\n" +
+	"\btrailers\x18\x17 \x03(\v2\x17.griddle.wire.v1.HeaderR\btrailers\x12\x1f\n" +
+	"\vproto_major\x18\x18 \x01(\x05R\n" +
+	"protoMajor\x12\x1f\n" +
+	"\vproto_minor\x18\x19 \x01(\x05R\n" +
+	"protoMinor\x12\x1d\n" +
+	"\n" +
+	"idle_nanos\x18\x1a \x01(\x03R\tidleNanos\x12\x18\n" +
+	"\aupgrade\x18\x1b \x01(\bR\aupgrade\x12\x1d\n" +
+	"\n" +
+	"long_lived\x18\x1c \x01(\bR\tlongLived\"\xec\x02\n" +
 	"\x05Reply\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x16\n" +
 	"\x06status\x18\x02 \x01(\x05R\x06status\x121\n" +
@@ -599,7 +814,16 @@ const file_envelope_proto_rawDesc = "" +
 	"\x04code\x18\x05 \x01(\x0e2\x15.griddle.wire.v1.CodeR\x04code\x12\x18\n" +
 	"\amessage\x18\x06 \x01(\tR\amessage\x12\x19\n" +
 	"\berror_id\x18\a \x01(\tR\aerrorId\x12\x1b\n" +
-	"\tserved_by\x18\b \x01(\tR\bservedBy*\x99\x01\n" +
+	"\tserved_by\x18\b \x01(\tR\bservedBy\x12\x12\n" +
+	"\x04more\x18\t \x01(\bR\x04more\x123\n" +
+	"\btrailers\x18\n" +
+	" \x03(\v2\x17.griddle.wire.v1.HeaderR\btrailers\x12\x1a\n" +
+	"\bhijacked\x18\v \x01(\bR\bhijacked\x12\x12\n" +
+	"\x04head\x18\f \x01(\bR\x04head*3\n" +
+	"\x04Part\x12\r\n" +
+	"\tPART_NONE\x10\x00\x12\r\n" +
+	"\tPART_DATA\x10\x01\x12\r\n" +
+	"\tPART_PULL\x10\x02*\x99\x01\n" +
 	"\x04Code\x12\v\n" +
 	"\aCODE_OK\x10\x00\x12\x14\n" +
 	"\x10CODE_UNAVAILABLE\x10\x01\x12\x1a\n" +
@@ -621,31 +845,35 @@ func file_envelope_proto_rawDescGZIP() []byte {
 	return file_envelope_proto_rawDescData
 }
 
-var file_envelope_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
+var file_envelope_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
 var file_envelope_proto_msgTypes = make([]protoimpl.MessageInfo, 7)
 var file_envelope_proto_goTypes = []any{
-	(Code)(0),       // 0: griddle.wire.v1.Code
-	(*Header)(nil),  // 1: griddle.wire.v1.Header
-	(*Routing)(nil), // 2: griddle.wire.v1.Routing
-	(*Trace)(nil),   // 3: griddle.wire.v1.Trace
-	(*Request)(nil), // 4: griddle.wire.v1.Request
-	(*Reply)(nil),   // 5: griddle.wire.v1.Reply
-	nil,             // 6: griddle.wire.v1.Routing.PinsEntry
-	nil,             // 7: griddle.wire.v1.Routing.ExperimentsEntry
+	(Part)(0),       // 0: griddle.wire.v1.Part
+	(Code)(0),       // 1: griddle.wire.v1.Code
+	(*Header)(nil),  // 2: griddle.wire.v1.Header
+	(*Routing)(nil), // 3: griddle.wire.v1.Routing
+	(*Trace)(nil),   // 4: griddle.wire.v1.Trace
+	(*Request)(nil), // 5: griddle.wire.v1.Request
+	(*Reply)(nil),   // 6: griddle.wire.v1.Reply
+	nil,             // 7: griddle.wire.v1.Routing.PinsEntry
+	nil,             // 8: griddle.wire.v1.Routing.ExperimentsEntry
 }
 var file_envelope_proto_depIdxs = []int32{
-	6, // 0: griddle.wire.v1.Routing.pins:type_name -> griddle.wire.v1.Routing.PinsEntry
-	7, // 1: griddle.wire.v1.Routing.experiments:type_name -> griddle.wire.v1.Routing.ExperimentsEntry
-	1, // 2: griddle.wire.v1.Request.headers:type_name -> griddle.wire.v1.Header
-	2, // 3: griddle.wire.v1.Request.routing:type_name -> griddle.wire.v1.Routing
-	3, // 4: griddle.wire.v1.Request.trace:type_name -> griddle.wire.v1.Trace
-	1, // 5: griddle.wire.v1.Reply.headers:type_name -> griddle.wire.v1.Header
-	0, // 6: griddle.wire.v1.Reply.code:type_name -> griddle.wire.v1.Code
-	7, // [7:7] is the sub-list for method output_type
-	7, // [7:7] is the sub-list for method input_type
-	7, // [7:7] is the sub-list for extension type_name
-	7, // [7:7] is the sub-list for extension extendee
-	0, // [0:7] is the sub-list for field type_name
+	7,  // 0: griddle.wire.v1.Routing.pins:type_name -> griddle.wire.v1.Routing.PinsEntry
+	8,  // 1: griddle.wire.v1.Routing.experiments:type_name -> griddle.wire.v1.Routing.ExperimentsEntry
+	2,  // 2: griddle.wire.v1.Request.headers:type_name -> griddle.wire.v1.Header
+	3,  // 3: griddle.wire.v1.Request.routing:type_name -> griddle.wire.v1.Routing
+	4,  // 4: griddle.wire.v1.Request.trace:type_name -> griddle.wire.v1.Trace
+	0,  // 5: griddle.wire.v1.Request.part:type_name -> griddle.wire.v1.Part
+	2,  // 6: griddle.wire.v1.Request.trailers:type_name -> griddle.wire.v1.Header
+	2,  // 7: griddle.wire.v1.Reply.headers:type_name -> griddle.wire.v1.Header
+	1,  // 8: griddle.wire.v1.Reply.code:type_name -> griddle.wire.v1.Code
+	2,  // 9: griddle.wire.v1.Reply.trailers:type_name -> griddle.wire.v1.Header
+	10, // [10:10] is the sub-list for method output_type
+	10, // [10:10] is the sub-list for method input_type
+	10, // [10:10] is the sub-list for extension type_name
+	10, // [10:10] is the sub-list for extension extendee
+	0,  // [0:10] is the sub-list for field type_name
 }
 
 func init() { file_envelope_proto_init() }
@@ -658,7 +886,7 @@ func file_envelope_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_envelope_proto_rawDesc), len(file_envelope_proto_rawDesc)),
-			NumEnums:      1,
+			NumEnums:      2,
 			NumMessages:   7,
 			NumExtensions: 0,
 			NumServices:   0,

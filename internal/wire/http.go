@@ -8,7 +8,10 @@ import (
 )
 
 // hopHeaders are meaningful only for a single connection and never cross a
-// hop (RFC 9110, section 7.6.1). Content-Length is derived from the body.
+// hop (RFC 9110, section 7.6.1), and the proxy authentication fields meant
+// for the edge itself. Content-Length is derived from the body. Trailer,
+// which announces trailers, travels with them. TE is put back where it
+// asks for trailers only ("TE: trailers", which gRPC requires).
 var hopHeaders = map[string]bool{
 	"Connection":          true,
 	"Proxy-Connection":    true,
@@ -16,7 +19,6 @@ var hopHeaders = map[string]bool{
 	"Proxy-Authenticate":  true,
 	"Proxy-Authorization": true,
 	"Te":                  true,
-	"Trailer":             true,
 	"Transfer-Encoding":   true,
 	"Upgrade":             true,
 	"Content-Length":      true,
@@ -39,6 +41,12 @@ func hopByHop(name string, connection []string) bool {
 	return false
 }
 
+// teTrailers reports a TE field that asks for trailers and nothing else:
+// it is kept across hops, as HTTP/2 allows and gRPC requires.
+func teTrailers(name string, values []string) bool {
+	return name == "Te" && len(values) == 1 && strings.EqualFold(strings.TrimSpace(values[0]), "trailers")
+}
+
 // EncodeHeader converts h to envelope headers, leaving out hop-by-hop fields.
 // Values are kept in order; names keep their canonical form. The envelope
 // headers share h's value slices, so h must not be modified while they are
@@ -50,7 +58,7 @@ func EncodeHeader(h http.Header) []*Header {
 	hs := make([]Header, len(h))
 	out := make([]*Header, 0, len(h))
 	for name, values := range h {
-		if hopByHop(name, conn) {
+		if hopByHop(name, conn) && !teTrailers(name, values) {
 			continue
 		}
 		x := &hs[len(out)]
@@ -58,6 +66,34 @@ func EncodeHeader(h http.Header) []*Header {
 		out = append(out, x)
 	}
 	return out
+}
+
+// EncodeTrailers converts trailers to envelope headers, every one kept.
+func EncodeTrailers(h http.Header) []*Header {
+	out := make([]*Header, 0, len(h))
+	for name, values := range h {
+		out = append(out, &Header{Name: name, Values: values})
+	}
+	return out
+}
+
+// HeaderValue is the first value of the header name (canonical) among
+// hs, "" if none.
+func HeaderValue(hs []*Header, name string) string {
+	for _, h := range hs {
+		if http.CanonicalHeaderKey(h.GetName()) == name && len(h.GetValues()) > 0 {
+			return h.GetValues()[0]
+		}
+	}
+	return ""
+}
+
+// LongLived reports whether an answer of this Content-Type streams for as
+// long as it lasts (server-sent events): the request's deadline gives way
+// to an idle timeout once its head is out.
+func LongLived(contentType string) bool {
+	mt, _, _ := strings.Cut(contentType, ";")
+	return strings.EqualFold(strings.TrimSpace(mt), "text/event-stream")
 }
 
 // DecodeHeader adds the envelope headers hs to dst, leaving out hop-by-hop
@@ -73,7 +109,7 @@ func DecodeHeader(dst http.Header, hs []*Header) {
 	}
 	for _, h := range hs {
 		name := http.CanonicalHeaderKey(h.GetName())
-		if name == "" || hopByHop(name, conn) {
+		if name == "" || hopByHop(name, conn) && !teTrailers(name, h.GetValues()) {
 			continue
 		}
 		if prev, ok := dst[name]; ok {
@@ -117,17 +153,31 @@ func (x *Request) RequestURI() string {
 // fields), status and body. It must not be used for replies whose Code is
 // not CODE_OK: those carry no HTTP answer.
 func (x *Reply) WriteHTTP(w http.ResponseWriter) error {
+	x.WriteHead(w)
+	if len(x.GetBody()) > 0 {
+		if _, err := w.Write(x.GetBody()); err != nil {
+			return err
+		}
+	}
+	WriteTrailers(w, x.GetTrailers())
+	return nil
+}
+
+// WriteHead writes the head of a reply from a handler to w: headers
+// (without hop-by-hop fields) and status. A reply whose body is whole and
+// has no trailers gets its length; otherwise the handler's own, if any
+// (an answer to HEAD, a known length streamed), else none: chunked.
+func (x *Reply) WriteHead(w http.ResponseWriter) {
 	h := w.Header()
 	DecodeHeader(h, x.GetHeaders())
 	status := int(x.GetStatus())
 	if status < 100 || status > 999 {
 		status = http.StatusBadGateway
 	}
-	// The length is the body's; without one (an answer to HEAD), the
-	// handler's own.
-	if n := len(x.GetBody()); n > 0 {
+	delete(h, "Content-Length")
+	if n := len(x.GetBody()); n > 0 && !x.GetMore() && len(x.GetTrailers()) == 0 {
 		h["Content-Length"] = []string{strconv.Itoa(n)}
-	} else {
+	} else if len(x.GetTrailers()) == 0 {
 		for _, hd := range x.GetHeaders() {
 			if hd.GetName() == "Content-Length" && len(hd.GetValues()) == 1 {
 				h["Content-Length"] = hd.GetValues()
@@ -135,11 +185,20 @@ func (x *Reply) WriteHTTP(w http.ResponseWriter) error {
 		}
 	}
 	w.WriteHeader(status)
-	if len(x.GetBody()) == 0 {
-		return nil
+}
+
+// WriteTrailers sets trailers on w after its body (net/http sends them
+// at the end of a chunked answer, or in HTTP/2's trailing HEADERS).
+func WriteTrailers(w http.ResponseWriter, trailers []*Header) {
+	if len(trailers) == 0 {
+		return
 	}
-	_, err := w.Write(x.GetBody())
-	return err
+	h := w.Header()
+	for _, t := range trailers {
+		if name := http.CanonicalHeaderKey(t.GetName()); name != "" {
+			h[http.TrailerPrefix+name] = t.GetValues()
+		}
+	}
 }
 
 // StripMeshHeaders removes from hs every X-Griddle-* header: those only the

@@ -24,16 +24,36 @@ const (
 	fieldHeaderValues    = 2
 )
 
+// DefaultIdle is how long a long-lived exchange may go with nothing moving
+// when its envelope does not say.
+const DefaultIdle = 60 * time.Second
+
+// IdleTimeout is the idle timeout of a long-lived exchange with this Head.
+func (h Head) IdleTimeout() time.Duration {
+	if h.Idle > 0 {
+		return time.Duration(h.Idle)
+	}
+	return DefaultIdle
+}
+
 // ErrMalformed reports bytes that are not a marshalled envelope.
 var ErrMalformed = errors.New("wire: malformed envelope")
 
 // Head is what a relay reads of a marshalled Request without decoding the
 // rest: its id (aliasing the message), deadline (Unix nanoseconds, 0:
-// none), budget (nanoseconds, 0: none), and whether it is a cancel.
+// none), budget (nanoseconds, 0: none), whether it is a cancel, and how it
+// stands in an exchange in parts.
 type Head struct {
 	ID                []byte
 	Deadline, Timeout int64
 	Cancel            bool
+	Part              Part
+	BodyFollows       bool
+	AcceptParts       bool
+	Upgrade           bool
+	Idle              int64 // nanoseconds; 0: DefaultIdle
+	LongLived         bool
+	Seq               uint32
 }
 
 // PeekRequest reads the Head of the marshalled Request b.
@@ -49,6 +69,20 @@ func PeekRequest(b []byte) (Head, error) {
 			h.Timeout = int64(u)
 		case fieldRequestCancel:
 			h.Cancel = u != 0
+		case reqPart:
+			h.Part = Part(int32(u))
+		case reqBodyFollows:
+			h.BodyFollows = u != 0
+		case reqAcceptParts:
+			h.AcceptParts = u != 0
+		case reqUpgrade:
+			h.Upgrade = u != 0
+		case reqIdle:
+			h.Idle = int64(u)
+		case reqLongLived:
+			h.LongLived = u != 0
+		case reqSeq:
+			h.Seq = uint32(u)
 		}
 		return nil
 	})

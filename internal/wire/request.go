@@ -61,11 +61,59 @@ func (x *Request) HTTPRequest(ctx context.Context, host string, body io.Reader) 
 		}
 	}
 	DecodeHeader(r.Header, x.GetHeaders())
-	if n > 0 { // as a server keeps it
-		r.Header["Content-Length"] = []string{strconv.FormatInt(n, 10)}
+	if body != nil && x.GetBodyFollows() {
+		// A body that streams has the length the client gave, if any.
+		if cl, err := strconv.ParseInt(x.contentLength(), 10, 64); err == nil && cl >= 0 {
+			r.ContentLength = cl
+		}
+	}
+	switch {
+	case r.ContentLength > 0 || r.ContentLength == 0 && x.contentLength() == "0": // as a server keeps it
+		r.Header["Content-Length"] = []string{strconv.FormatInt(r.ContentLength, 10)}
+	case r.ContentLength < 0 && x.GetProtoMajor() < 2:
+		r.TransferEncoding = []string{"chunked"}
+	}
+	if x.GetProtoMajor() >= 2 {
+		r.Proto, r.ProtoMajor, r.ProtoMinor = "HTTP/"+strconv.Itoa(int(x.GetProtoMajor()))+".0", int(x.GetProtoMajor()), 0
+	}
+	if x.GetUpgrade() {
+		// The fields of an upgrade, which are hop-by-hop and left out
+		// otherwise, as the client sent them.
+		for _, h := range x.GetHeaders() {
+			if name := http.CanonicalHeaderKey(h.GetName()); name == "Upgrade" || name == "Connection" {
+				r.Header[name] = h.GetValues()
+			}
+		}
+	}
+	if len(x.GetTrailers()) > 0 { // they came with the whole body
+		r.Trailer = make(http.Header, len(x.GetTrailers()))
+		DecodeHeader(r.Trailer, x.GetTrailers())
+	} else if tr := r.Header["Trailer"]; len(tr) > 0 && body != nil {
+		r.Trailer = make(http.Header)
+		for _, v := range tr {
+			for f := range strings.SplitSeq(v, ",") {
+				if f = strings.TrimSpace(f); f != "" {
+					r.Trailer[http.CanonicalHeaderKey(f)] = nil
+				}
+			}
+		}
 	}
 	r.RemoteAddr = x.GetRemoteAddr()
 	return r, nil
+}
+
+// contentLength is the Content-Length the envelope's sender put among its
+// headers for a body that follows ("" for none).
+func (x *Request) contentLength() string {
+	if !x.GetBodyFollows() {
+		return ""
+	}
+	for _, h := range x.GetHeaders() {
+		if h.GetName() == "Content-Length" && len(h.GetValues()) == 1 {
+			return h.GetValues()[0]
+		}
+	}
+	return ""
 }
 
 // Deadline is the envelope's deadline for one received at now (see

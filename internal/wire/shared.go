@@ -14,6 +14,9 @@ const (
 	reqID, reqService, reqVersion, reqMethod, reqPath, reqQuery, reqHost = 1, 2, 3, 4, 5, 6, 7
 	reqHeaders, reqBody, reqDeadline, reqAttempt, reqRouting, reqTrace   = 8, 9, 10, 11, 12, 13
 	reqRemoteAddr, reqTimeout, reqCancel, reqForceQuery                  = 14, 15, 16, 17
+	reqPart, reqBodyFollows, reqAcceptParts, reqEnd, reqSeq, reqTrailers = 18, 19, 20, 21, 22, 23
+	reqProtoMajor, reqProtoMinor, reqIdle, reqUpgrade, reqLongLived      = 24, 25, 26, 27, 28
+	repMore, repTrailers, repHijacked, repHead                           = 9, 10, 11, 12
 	repID, repStatus, repHeaders, repBody, repCode, repMessage           = 1, 2, 3, 4, 5, 6
 	repErrorID, repServedBy                                              = 7, 8
 	traceParent, traceState                                              = 1, 2
@@ -21,8 +24,9 @@ const (
 
 // The varint fields of Request and Reply; the others are length-delimited.
 var (
-	requestVarints = []protowire.Number{reqDeadline, reqAttempt, reqTimeout, reqCancel, reqForceQuery}
-	replyVarints   = []protowire.Number{repStatus, repCode}
+	requestVarints = []protowire.Number{reqDeadline, reqAttempt, reqTimeout, reqCancel, reqForceQuery,
+		reqPart, reqBodyFollows, reqAcceptParts, reqEnd, reqSeq, reqProtoMajor, reqProtoMinor, reqIdle, reqUpgrade, reqLongLived}
+	replyVarints = []protowire.Number{repStatus, repCode, repMore, repHijacked, repHead}
 )
 
 // UnmarshalShared decodes the marshalled Request b into x as proto.Unmarshal
@@ -84,6 +88,28 @@ func (x *Request) UnmarshalShared(b []byte) error {
 			x.Cancel = u != 0
 		case reqForceQuery:
 			x.ForceQuery = u != 0
+		case reqPart:
+			x.Part = Part(int32(u))
+		case reqBodyFollows:
+			x.BodyFollows = u != 0
+		case reqAcceptParts:
+			x.AcceptParts = u != 0
+		case reqEnd:
+			x.End = u != 0
+		case reqSeq:
+			x.Seq = uint32(u)
+		case reqProtoMajor:
+			x.ProtoMajor = int32(u)
+		case reqProtoMinor:
+			x.ProtoMinor = int32(u)
+		case reqIdle:
+			x.IdleNanos = int64(u)
+		case reqUpgrade:
+			x.Upgrade = u != 0
+		case reqLongLived:
+			x.LongLived = u != 0
+		case reqTrailers:
+			return appendHeader(&x.Trailers, v)
 		}
 		return nil
 	})
@@ -122,9 +148,28 @@ func (x *Reply) UnmarshalShared(b []byte) error {
 			x.Status = int32(u)
 		case repCode:
 			x.Code = Code(int32(u))
+		case repMore:
+			x.More = u != 0
+		case repHijacked:
+			x.Hijacked = u != 0
+		case repHead:
+			x.Head = u != 0
+		case repTrailers:
+			return appendHeader(&x.Trailers, v)
 		}
 		return nil
 	})
+}
+
+// appendHeader decodes the marshalled Header b onto hs (trailers: rare,
+// so not from a slab).
+func appendHeader(hs *[]*Header, b []byte) error {
+	h := &Header{}
+	if err := proto.Unmarshal(b, h); err != nil {
+		return ErrMalformed
+	}
+	*hs = append(*hs, h)
+	return nil
 }
 
 func (x *Trace) unmarshalShared(b []byte) error {

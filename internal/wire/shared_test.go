@@ -22,15 +22,33 @@ func sampleRequest() *wire.Request {
 			{Name: "X-Multi", Values: []string{"1", "2", ""}},
 			{Name: "Empty"},
 		},
-		Routing: &wire.Routing{StickyKey: "u1", Pins: map[string]string{"feed": "v2"}, Experiments: map[string]string{"e": "b"}},
-		Trace:   &wire.Trace{Traceparent: "00-ab-cd-01", Tracestate: "a=1"},
+		Routing:      &wire.Routing{StickyKey: "u1", Pins: map[string]string{"feed": "v2"}, Experiments: map[string]string{"e": "b"}},
+		Trace:        &wire.Trace{Traceparent: "00-ab-cd-01", Tracestate: "a=1"},
+		TimeoutNanos: 5e8, Cancel: true, ForceQuery: true, Part: wire.Part_PART_DATA, BodyFollows: true,
+		AcceptParts: true, End: true, Seq: 7, Trailers: []*wire.Header{{Name: "Grpc-Status", Values: []string{"0"}}},
+		ProtoMajor: 2, ProtoMinor: 0, IdleNanos: 3e10, Upgrade: true, LongLived: true,
 	}
 }
 
 func sampleReply() *wire.Reply {
 	return &wire.Reply{
 		Id: "0af7", Status: 201, Body: []byte("hello"), Code: wire.Code_CODE_INTERNAL, Message: "m", ErrorId: "e", ServedBy: "s-1",
+		More: true, Hijacked: true, Head: true, Trailers: []*wire.Header{{Name: "X-T", Values: []string{"1", "2"}}},
 		Headers: []*wire.Header{{Name: "Content-Type", Values: []string{"text/plain"}}, {Name: "Set-Cookie", Values: []string{"a=1", "b=2"}}},
+	}
+}
+
+// The samples set every field, so that the shared decoders are checked on
+// each (a field added to envelope.proto and not to them fails here).
+func TestSamplesSetEveryField(t *testing.T) {
+	for _, m := range []proto.Message{sampleRequest(), sampleReply()} {
+		r := m.ProtoReflect()
+		fs := r.Descriptor().Fields()
+		for i := range fs.Len() {
+			if f := fs.Get(i); !r.Has(f) && f.Name() != "proto_minor" { // proto_minor 0 is HTTP/2.0's
+				t.Errorf("%s: sample leaves %s unset", r.Descriptor().Name(), f.Name())
+			}
+		}
 	}
 }
 

@@ -7,6 +7,8 @@
 //	GET  /hello/sleep?ms=N     returns after N ms or when the request is cancelled
 //	GET  /hello/pid            the process id
 //	GET  /hello/status?code=N  replies with status N
+//
+// and the streaming endpoints of stream.go.
 package main
 
 import (
@@ -41,6 +43,7 @@ func newMux(failRate float64) *http.ServeMux {
 	mux.HandleFunc("GET /hello/sleep", sleep)
 	mux.HandleFunc("GET /hello/pid", pid)
 	mux.HandleFunc("GET /hello/status", status)
+	streamRoutes(mux)
 	return mux
 }
 

@@ -1,0 +1,231 @@
+package gateway
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/griddle-mesh/griddle/internal/dispatch"
+	"github.com/griddle-mesh/griddle/internal/wire"
+)
+
+const (
+	// inlineBody is the largest request body of known length sent whole in
+	// the first envelope; larger ones, and those of unknown length, stream.
+	inlineBody = 1 << 20
+	// partSize is the most body bytes one DATA envelope carries.
+	partSize = 256 << 10
+	// idleMargin is how much longer than the instance's idle timeout the
+	// gateway waits for a part, so that the instance's end arrives first.
+	idleMargin = 5 * time.Second
+)
+
+// stream carries an exchange in parts between the client and the
+// instance: the rest of the request's body up in DATA envelopes, the
+// answer down from PULL envelopes, each written and flushed as it comes.
+// first is the reply to the opening envelope: the answer's head with the
+// first of its body, or (for a body that follows) only an acknowledgement.
+// release gives back the admission slot; it runs once the head is in.
+func (g *Gateway) stream(w http.ResponseWriter, r *http.Request, req *wire.Request, first *wire.Reply, x *dispatch.Exchange, deadline time.Time, release func()) int {
+	ctx, cancel := context.WithCancel(r.Context())
+	var wg sync.WaitGroup
+	uploaded := make(chan struct{})
+	defer func() {
+		cancel()
+		select {
+		case <-uploaded:
+		default:
+			// The uploader may sit in a read of the client's body, which
+			// no context reaches: a read deadline in the past ends it.
+			_ = http.NewResponseController(w).SetReadDeadline(time.Now())
+		}
+		wg.Wait()
+	}()
+	finished := false
+	defer func() {
+		if !finished {
+			x.Cancel() // the instance stops its handler
+		}
+	}()
+
+	idle := time.Duration(req.GetIdleNanos())
+	if idle <= 0 {
+		idle = wire.DefaultIdle
+	}
+	longLived := req.GetLongLived()
+	// wait is how long one PULL may wait: until the deadline, or while a
+	// long-lived answer stays idle.
+	wait := func() time.Duration {
+		if longLived || deadline.IsZero() {
+			return idle + idleMargin
+		}
+		return max(time.Until(deadline), time.Millisecond)
+	}
+	pull := func() (*wire.Reply, error) {
+		return x.Send(ctx, &wire.Request{Part: wire.Part_PART_PULL}, wait())
+	}
+
+	rc := http.NewResponseController(w)
+	if req.GetBodyFollows() && !req.GetUpgrade() {
+		// The server's whole-request read timeout would cut a long upload
+		// off; the request's own deadline (or idle timeout) bounds it.
+		_ = rc.SetReadDeadline(time.Time{})
+		wg.Go(func() {
+			defer close(uploaded)
+			g.upload(ctx, r.Body, r, x, cancel)
+		})
+	} else {
+		close(uploaded)
+	}
+	head := first
+	if !first.GetHead() { // the opening was only acknowledged: the head comes by PULL
+		var err error
+		if head, err = pull(); err != nil {
+			release()
+			return g.failDispatch(w, r, err)
+		}
+		if head.GetCode() != wire.Code_CODE_OK {
+			release()
+			return g.failCode(w, r, head)
+		}
+	}
+	release()
+	if head.GetHijacked() {
+		finished = g.spliceUpgrade(ctx, w, head, x, pull, idle)
+		return http.StatusSwitchingProtocols
+	}
+	if !head.GetMore() { // whole after all
+		finished = true
+		w.Header().Set(wire.HeaderRequestID, req.Id)
+		_ = head.WriteHTTP(w)
+		return int(head.GetStatus())
+	}
+	if wire.LongLived(wire.HeaderValue(head.GetHeaders(), "Content-Type")) {
+		longLived = true
+	}
+	w.Header().Set(wire.HeaderRequestID, req.Id)
+	head.WriteHead(w)
+	part := head
+	for {
+		if longLived {
+			// No whole-answer write timeout: only a client that stops
+			// reading for the idle timeout is cut off.
+			_ = rc.SetWriteDeadline(time.Now().Add(idle + idleMargin))
+		}
+		if len(part.GetBody()) > 0 {
+			if _, err := w.Write(part.GetBody()); err != nil {
+				return int(head.GetStatus()) // the client went away; the deferred cancel tells the instance
+			}
+		}
+		if !part.GetMore() {
+			wire.WriteTrailers(w, part.GetTrailers())
+			finished = true
+			return int(head.GetStatus())
+		}
+		_ = rc.Flush()
+		var err error
+		if part, err = pull(); err == nil && part.GetCode() != wire.Code_CODE_OK {
+			err = errors.New(part.GetCode().String() + ": " + part.GetMessage())
+		}
+		if err != nil {
+			// The head is out: all that is left is to break the answer
+			// off, so that the client sees it incomplete, as net/http's
+			// reverse proxy does.
+			g.log.Warn("answer broken off", "request", req.Id, "instance", x.Instance(), "err", err)
+			panic(http.ErrAbortHandler)
+		}
+	}
+}
+
+// upload sends the rest of the request body from body (which belongs to r)
+// in DATA envelopes, one at a time, each after the last was taken: the
+// handler's reading paces it. Each carries what one read gave, so that
+// what the client sends moves on at once (a message of a bidirectional
+// stream). The last carries r's trailers. A failure cancels the exchange
+// (cancel).
+func (g *Gateway) upload(ctx context.Context, body io.Reader, r *http.Request, x *dispatch.Exchange, cancel context.CancelFunc) {
+	buf := make([]byte, partSize)
+	for seq := uint32(1); ; seq++ {
+		n, err := body.Read(buf)
+		end := err == io.EOF
+		if n == 0 && err == nil {
+			seq--
+			continue
+		}
+		if err != nil && !end {
+			g.log.Info("request body broken off", "err", err)
+			cancel()
+			return
+		}
+		env := &wire.Request{Part: wire.Part_PART_DATA, Seq: seq, Body: buf[:n], End: end}
+		if end && r != nil && len(r.Trailer) > 0 {
+			env.Trailers = wire.EncodeTrailers(r.Trailer)
+		}
+		reply, err := x.Send(ctx, env, 0)
+		switch {
+		case err != nil:
+			if ctx.Err() == nil {
+				g.log.Info("sending the request body failed", "instance", x.Instance(), "err", err)
+				cancel()
+			}
+			return
+		case reply.GetCode() != wire.Code_CODE_OK:
+			g.log.Info("request body refused", "instance", x.Instance(), "code", reply.GetCode(), "message", reply.GetMessage())
+			cancel()
+			return
+		case end || !reply.GetMore(): // all sent, or the handler reads no more
+			return
+		}
+	}
+}
+
+// spliceUpgrade joins the client's connection, taken over from w, with a
+// handler that took its side over (head): raw bytes both ways until either
+// side ends. It reports whether the exchange ended of itself.
+func (g *Gateway) spliceUpgrade(ctx context.Context, w http.ResponseWriter, head *wire.Reply, x *dispatch.Exchange, pull func() (*wire.Reply, error), idle time.Duration) bool {
+	conn, brw, err := http.NewResponseController(w).Hijack()
+	if err != nil {
+		g.log.Warn("upgrade: the client's connection cannot be taken over", "err", err)
+		return false
+	}
+	_ = conn.SetDeadline(time.Time{}) // the server's request timeouts end here
+	var wg sync.WaitGroup
+	defer wg.Wait() // last: the closed conn ends the uploader's read
+	defer conn.Close()
+	upCtx, stop := context.WithCancel(ctx)
+	defer stop()
+	// Up: what the client sends after its request (some may already sit in
+	// brw's buffer).
+	wg.Go(func() {
+		defer stop()
+		g.upload(upCtx, io.MultiReader(brw.Reader, conn), nil, x, stop)
+	})
+	// Down: what the handler writes, as it comes.
+	part := head
+	for {
+		if len(part.GetBody()) > 0 {
+			_ = conn.SetWriteDeadline(time.Now().Add(idle + idleMargin))
+			if _, err := conn.Write(part.GetBody()); err != nil {
+				return false
+			}
+		}
+		if !part.GetMore() {
+			closeWrite(conn)
+			return true
+		}
+		if part, err = pull(); err != nil || part.GetCode() != wire.Code_CODE_OK {
+			return false
+		}
+	}
+}
+
+// closeWrite ends the client's side of a spliced connection.
+func closeWrite(c net.Conn) {
+	if cw, ok := c.(interface{ CloseWrite() error }); ok {
+		_ = cw.CloseWrite()
+	}
+}
