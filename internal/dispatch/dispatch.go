@@ -447,7 +447,7 @@ func (d *Dispatcher) pick(service, version string, tried []*peer, trial bool) (*
 				onTrial := false
 				if wantHealthy {
 					ejected := p.ejectedUntil.Load() > now
-					if ejected && !(trial && p.onTrial(now)) || p.hung(now) && d.ejectHung(p) || p.probe(now) && p.inflight.Load() > 0 {
+					if ejected && !(trial && p.onTrial(now)) || p.hung(now) && d.ejectHung(p, true) || p.probe(now) && p.inflight.Load() > 0 {
 						continue
 					}
 					onTrial = ejected
@@ -512,7 +512,9 @@ func (d *Dispatcher) addPeers(service, version string, insts []discovery.Instanc
 			continue
 		}
 		if _, ok := d.peers[in.Address]; !ok {
-			d.peers[in.Address] = newPeer(in.Address, d.cfg.MaxReplyBytes, d.cfg.TLS)
+			p := newPeer(in.Address, d.cfg.MaxReplyBytes, d.cfg.TLS)
+			p.service = service
+			d.peers[in.Address] = p
 		}
 	}
 }
@@ -845,7 +847,7 @@ func (d *Dispatcher) awaitConnect(ctx context.Context, l *link, deadline time.Ti
 // once.
 func (d *Dispatcher) timedOut(p *peer, start time.Time) {
 	if p.progress.Load() <= start.UnixNano() {
-		d.ejectHung(p)
+		d.ejectHung(p, false)
 		return
 	}
 	d.failure(p)
@@ -853,7 +855,15 @@ func (d *Dispatcher) timedOut(p *peer, start time.Time) {
 
 // ejectHung ejects p, which holds requests it does not answer. It reports
 // true (for use in conditions).
-func (d *Dispatcher) ejectHung(p *peer) bool {
+//
+// It is not ejected when that would not single it out (othersAnswer):
+// a stall of this process (starved of CPU) makes every instance look hung,
+// and ejecting them all would help no request. locked tells whether the
+// caller holds d.mu for reading.
+func (d *Dispatcher) ejectHung(p *peer, locked bool) bool {
+	if !d.othersAnswer(p, locked) {
+		return true
+	}
 	if until, ok := p.eject(d.cfg.EjectFor); ok {
 		p.silent.Store(true)
 		d.cfg.Logger.Warn("dispatch: instance ejected: it answers nothing",
@@ -862,6 +872,40 @@ func (d *Dispatcher) ejectHung(p *peer) bool {
 			slog.Duration("for", time.Until(until).Round(time.Millisecond)))
 	}
 	return true
+}
+
+// othersAnswer reports whether ejecting p as hung singles it out: it
+// would not leave fewer than half of its service's instances in use, and
+// the other instances with requests outstanding are not all hung as well
+// (that is a stall of this process, or of all of them).
+func (d *Dispatcher) othersAnswer(p *peer, locked bool) bool {
+	if p.service == "" || d.cfg.Endpoints == nil {
+		return true
+	}
+	insts := d.cfg.Endpoints.Instances(p.service)
+	if !locked {
+		d.mu.RLock()
+		defer d.mu.RUnlock()
+	}
+	now := time.Now().UnixNano()
+	total, ejected, busy, stuck := 1, 0, 0, 0
+	for i := range insts {
+		q := d.peers[insts[i].Address]
+		if q == nil || q == p {
+			continue
+		}
+		total++
+		switch {
+		case q.ejectedUntil.Load() > now:
+			ejected++
+		case q.inflight.Load() > 0:
+			busy++
+			if q.hung(now) {
+				stuck++
+			}
+		}
+	}
+	return 2*(ejected+1) <= total && (busy == 0 || stuck < busy)
 }
 
 // failure records a failure of p and ejects it when it reaches the

@@ -688,7 +688,7 @@ func TestPeerComesBack(t *testing.T) {
 	}
 
 	d := &Dispatcher{cfg: Config{EjectFor: time.Minute}.withDefaults()}
-	d.ejectHung(p)
+	d.ejectHung(p, false)
 	if p.onTrial(time.Now().Add(time.Hour).UnixNano()) {
 		t.Error("a trial for an instance ejected for answering nothing")
 	}

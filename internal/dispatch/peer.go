@@ -28,6 +28,7 @@ import (
 // or the Dispatcher closes; close releases its socket.
 type peer struct {
 	addr         string
+	service      string // the service whose instance it is; "" in tests
 	maxReply     int
 	tls          *tls.Config // for tls+tcp:// addresses
 	inflight     atomic.Int64

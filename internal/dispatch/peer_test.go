@@ -5,6 +5,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/griddle-mesh/griddle/internal/discovery"
 )
 
 // TestLatencyOutlierEjected: of three instances one answers 150 ms slower
@@ -145,5 +147,44 @@ func TestHungProbeGoesElsewhere(t *testing.T) {
 	}
 	if probes < 2 {
 		t.Errorf("the hung instance was probed %d times after its ejections ended, want several", probes)
+	}
+}
+
+// TestAllHungNotAllEjected: when every instance holds requests without
+// answering (the caller itself stalled, or all of them), at most half are
+// ejected: ejecting them all would help no request.
+func TestAllHungNotAllEjected(t *testing.T) {
+	var servers []*server
+	eps := &endpoints{}
+	var insts []discovery.Instance
+	for _, name := range []string{"a", "b", "c"} {
+		s := startServer(t, name, 16)
+		s.hold.Store(true)
+		servers = append(servers, s)
+		insts = append(insts, s.instance("profiles", "v1"))
+	}
+	eps.set("profiles", insts...)
+	d := newDispatcher(t, Config{Endpoints: eps})
+	var wg sync.WaitGroup
+	for range 6 {
+		wg.Go(func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 1500*time.Millisecond)
+			defer cancel()
+			_, _ = d.Do(ctx, request("GET", "x"))
+		})
+	}
+	time.Sleep(noAnswerHung + 200*time.Millisecond)
+	if p, err := d.pick("profiles", "", nil, true); err == nil {
+		p.inflight.Add(-1)
+	}
+	wg.Wait() // their deadlines pass
+	ejected := 0
+	for _, s := range servers {
+		if st := statsOf(d, s.addr); !st.EjectedUntil.IsZero() {
+			ejected++
+		}
+	}
+	if ejected > 1 {
+		t.Errorf("%d of 3 instances ejected when none answers, want at most one", ejected)
 	}
 }
