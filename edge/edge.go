@@ -210,7 +210,12 @@ func (e *Edge) Run(ctx context.Context) error {
 		WriteTimeout:      e.cfg.WriteTimeout,
 		IdleTimeout:       e.cfg.IdleTimeout,
 		ErrorLog:          slog.NewLogLogger(e.cfg.Logger.Handler(), slog.LevelDebug),
+		Protocols:         new(http.Protocols),
 	}
+	// HTTP/1.1 and, on the same port, HTTP/2 with prior knowledge (h2c), as
+	// gRPC clients speak it without TLS.
+	srv.Protocols.SetHTTP1(true)
+	srv.Protocols.SetUnencryptedHTTP2(true)
 	servers := []*http.Server{srv}
 	listeners := []net.Listener{ln}
 	if e.cfg.Admin != "" {

@@ -156,18 +156,28 @@ func (t *meshTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	if d, ok := ctx.Deadline(); ok {
 		out.Header.Set(HeaderDeadline, FormatDeadline(d))
 	}
-	if in, ok := ctx.Value(inboundKey{}).(*inbound); ok {
-		setIf(out.Header, HeaderParentID, in.requestID)
-		setIf(out.Header, HeaderTraceparent, in.traceparent)
-		setIf(out.Header, HeaderTracestate, in.tracestate)
-		setIf(out.Header, HeaderRouting, in.routing)
-	}
+	propagated(ctx, func(k, v string) { out.Header.Set(k, v) })
 	conn, err := t.m.conn(ctx)
 	if err != nil {
 		closeBody(req)
 		return nil, fmt.Errorf("plugins: call to %q: %w", req.URL.Host, err)
 	}
 	return hop.RoundTrip(conn, out, "")
+}
+
+// propagated calls set with each header an outbound call inherits from
+// the incoming request ctx belongs to: its id, trace and routing context.
+func propagated(ctx context.Context, set func(key, value string)) {
+	in, ok := ctx.Value(inboundKey{}).(*inbound)
+	if !ok {
+		return
+	}
+	for _, kv := range [...][2]string{{HeaderParentID, in.requestID}, {HeaderTraceparent, in.traceparent},
+		{HeaderTracestate, in.tracestate}, {HeaderRouting, in.routing}} {
+		if kv[1] != "" {
+			set(kv[0], kv[1])
+		}
+	}
 }
 
 // connSet is the connections the sidecar opened to this handler.
@@ -205,12 +215,6 @@ func (s *connSet) closeAll() {
 	s.mu.Unlock()
 	for _, c := range conns {
 		_ = c.Close()
-	}
-}
-
-func setIf(h http.Header, key, value string) {
-	if value != "" {
-		h[key] = []string{value}
 	}
 }
 

@@ -169,16 +169,19 @@ func (s *Sidecar) openParts(head wire.Head, body []byte, deadline, wait time.Tim
 	if err != nil {
 		return s.hopFailure(id, err)
 	}
-	x := &exchange{s: st, id: string(id), deadline: deadline, idleFor: head.IdleTimeout()}
-	if head.LongLived {
-		x.idle = x.idleFor
-	}
-	if head.Upgrade {
-		x.upgrade = upgradeOf(body)
+	newExchange := func() *exchange {
+		x := &exchange{s: st, id: string(id), deadline: deadline, idleFor: head.IdleTimeout()}
+		if head.LongLived {
+			x.idle = x.idleFor
+		}
+		if head.Upgrade {
+			x.upgrade = upgradeOf(body)
+		}
+		return x
 	}
 	if head.BodyFollows {
 		// The answer comes by PULL, while the body goes on in DATA.
-		s.exchanges.add(x)
+		s.exchanges.add(newExchange())
 		b, _ := proto.Marshal(&wire.Reply{Id: string(id), More: true, ServedBy: s.cfg.ID})
 		return b, 0 // counted when its head goes back (pull)
 	}
@@ -190,6 +193,7 @@ func (s *Sidecar) openParts(head wire.Head, body []byte, deadline, wait time.Tim
 	if f.End { // whole: as a plain request
 		return s.answer(id, f.Payload)
 	}
+	x := newExchange()
 	s.exchanges.add(x)
 	reply, status := s.head(x, f)
 	if reply == nil {

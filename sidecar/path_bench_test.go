@@ -41,6 +41,28 @@ func startPath(tb testing.TB) (string, *Sidecar) { return startPathOn(tb, "tcp:/
 // deployed, inproc as in griddle up; edits change the edge's configuration.
 func startPathOn(tb testing.TB, listen string, edits ...func(*edge.Config)) (string, *Sidecar) {
 	tb.Helper()
+	return startMesh(tb, meshSpec{listen: listen, plugin: "../services/hello", service: "hello", prefixes: []string{"/hello/"},
+		probe: "/hello/greet?name=x", edits: edits})
+}
+
+// meshSpec says what startMesh runs: one service's handler plugin (a
+// package path) exposed at prefixes, its sidecar listening on listen, the
+// edge's configuration changed by edits; probe is a path that answers 200
+// once the edge can reach the service, or with probeAny any answer but
+// 404 and 5xx.
+type meshSpec struct {
+	listen, plugin, service, probe string
+	probeAny                       bool
+	prefixes                       []string
+	edits                          []func(*edge.Config)
+	// also are more services, each with a sidecar of its own.
+	also []meshSpec
+}
+
+// startMesh runs the whole request path for spec but the client in this
+// process, and returns the edge's address and the sidecar.
+func startMesh(tb testing.TB, spec meshSpec) (string, *Sidecar) {
+	tb.Helper()
 	quiet := slog.New(slog.DiscardHandler)
 	ctx, cancel := context.WithCancel(context.Background())
 
@@ -57,34 +79,49 @@ func startPathOn(tb testing.TB, listen string, edits ...func(*edge.Config)) (str
 		tb.Fatal(err)
 	}
 
-	s, err := New(Config{
-		Service: "hello", Version: "v1", Listen: listen,
-		Plugin: plugintest.Build(tb, "../services/hello"), HTTPPrefixes: []string{"/hello/"},
-		DrainGrace: time.Millisecond, Logger: quiet,
-	}, Deps{Etcd: cli, Dispatcher: d, Catalog: cat})
-	if err != nil {
-		tb.Fatal(err)
+	var sidecars []*Sidecar
+	for _, sp := range append([]meshSpec{spec}, spec.also...) {
+		if sp.listen == "" {
+			sp.listen = "tcp://127.0.0.1:0"
+		}
+		sc, err := New(Config{
+			Service: sp.service, Version: "v1", Listen: sp.listen,
+			Plugin: plugintest.Build(tb, sp.plugin), HTTPPrefixes: sp.prefixes,
+			DrainGrace: time.Millisecond, Logger: quiet,
+		}, Deps{Etcd: cli, Dispatcher: d, Catalog: cat})
+		if err != nil {
+			tb.Fatal(err)
+		}
+		sidecars = append(sidecars, sc)
 	}
+	s := sidecars[0]
 	ecfg := edge.Config{Listen: "127.0.0.1:0", Logger: quiet, NoAdmission: true}
-	for _, edit := range edits {
+	for _, edit := range spec.edits {
 		edit(&ecfg)
 	}
 	e, err := edge.New(ecfg, edge.Deps{Routes: cat, Dispatcher: d})
 	if err != nil {
 		tb.Fatal(err)
 	}
-	sDone, eDone := make(chan struct{}), make(chan struct{})
-	go func() { defer close(sDone); _ = s.Run(ctx) }()
+	var running sync.WaitGroup
+	eDone := make(chan struct{})
+	for _, sc := range sidecars {
+		running.Go(func() { _ = sc.Run(ctx) })
+	}
 	go func() { defer close(eDone); _ = e.Run(ctx) }()
 	tb.Cleanup(func() {
 		cancel()
 		<-eDone
-		<-sDone
+		running.Wait()
 		<-catDone
 		d.Close()
 		cli.Close()
 	})
-	for _, ready := range []<-chan struct{}{s.Ready(), e.Ready()} {
+	readies := []<-chan struct{}{e.Ready()}
+	for _, sc := range sidecars {
+		readies = append(readies, sc.Ready())
+	}
+	for _, ready := range readies {
 		select {
 		case <-ready:
 		case <-time.After(30 * time.Second):
@@ -94,15 +131,19 @@ func startPathOn(tb testing.TB, listen string, edits ...func(*edge.Config)) (str
 
 	// Wait for the edge to learn the route and the instance.
 	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(20 * time.Millisecond) {
-		resp, err := http.Get("http://" + e.Addr() + "/hello/greet?name=x")
+		resp, err := http.Get("http://" + e.Addr() + spec.probe)
 		if err == nil {
 			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
+			if resp.StatusCode == http.StatusOK || spec.probeAny && resp.StatusCode != 404 && resp.StatusCode < 500 {
 				break
 			}
 		}
 		if time.Now().After(deadline) {
-			tb.Fatalf("no answer through the edge: %v", err)
+			status := 0
+			if resp != nil {
+				status = resp.StatusCode
+			}
+			tb.Fatalf("no answer through the edge: %d %v", status, err)
 		}
 	}
 	return e.Addr(), s

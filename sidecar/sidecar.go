@@ -25,6 +25,7 @@ import (
 	_ "go.nanomsg.org/mangos/v3/transport/ipc"    // registers ipc://
 	_ "go.nanomsg.org/mangos/v3/transport/tcp"    // registers tcp://
 	_ "go.nanomsg.org/mangos/v3/transport/tlstcp" // registers tls+tcp://
+	"golang.org/x/net/http2"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/griddle-mesh/griddle/internal/discovery"
@@ -257,7 +258,28 @@ func (s *Sidecar) meshHandler() (h http.Handler, unary func(context.Context, []b
 			plugins.EventsHost: events.Handler(pub, s.log),
 		}, gw)
 	}
-	return h, unary, pub, stop, nil
+	return tunnels(h, s.log), unary, pub, stop, nil
+}
+
+// tunnels serves, beside next, the handler's tunnels (wire.UpgradeTunnel):
+// connections over which it speaks HTTP/2 to the mesh, as a gRPC client
+// does (plugins.MeshAPI.DialGRPC). Each request on one is served by next.
+func tunnels(next http.Handler, log *slog.Logger) http.Handler {
+	h2 := &http2.Server{}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Upgrade") != wire.UpgradeTunnel {
+			next.ServeHTTP(w, r)
+			return
+		}
+		conn, _, err := http.NewResponseController(w).Hijack()
+		if err != nil {
+			log.Warn("a tunnel from the handler cannot be taken over", "err", err)
+			http.Error(w, "tunnel refused", http.StatusBadRequest)
+			return
+		}
+		// ServeConn returns when the handler closes the tunnel.
+		h2.ServeConn(conn, &http2.ServeConnOpts{Handler: next, BaseConfig: &http.Server{ReadHeaderTimeout: 10 * time.Second}})
+	})
 }
 
 // listen opens the REP socket on --listen and records the bound address.

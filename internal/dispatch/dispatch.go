@@ -638,6 +638,9 @@ func (d *Dispatcher) Stats() []InstanceStats {
 	return out
 }
 
+// grpcUnavailable is gRPC's UNAVAILABLE status code.
+const grpcUnavailable = 14
+
 // result classifies one attempt.
 type result int
 
@@ -768,7 +771,13 @@ func (d *Dispatcher) try(ctx context.Context, p *peer, msg *mangos.Message, id s
 		d.failure(p)
 		return reply, done, nil
 	}
-	if d.cfg.Eject5xx && reply.Status >= 500 {
+	if c, ok := wire.GRPCStatus(reply.Headers, reply.Trailers); ok && c == grpcUnavailable {
+		// A gRPC server says it cannot serve: an instance failure, as
+		// CODE_UNAVAILABLE is, though it came in a 200.
+		d.failure(p)
+		return reply, done, nil
+	}
+	if d.cfg.Eject5xx && reply.FigureStatus() >= 500 {
 		d.failure(p)
 		return reply, done, nil
 	}

@@ -60,7 +60,9 @@ func (x *Exchange) Send(ctx context.Context, env *wire.Request, wait time.Durati
 			}
 		}()
 	}
-	_ = mc.SetOption(mangos.OptionSendDeadline, maxSendWait)
+	// A part waits for the instance as long as its answer may (0: ctx
+	// alone bounds it): under load the connection's queue may be slow.
+	_ = mc.SetOption(mangos.OptionSendDeadline, wait)
 	if err := mc.SendMsg(msg); err != nil {
 		msg.Free()
 		reusable = false

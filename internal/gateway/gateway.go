@@ -49,7 +49,8 @@ type Config struct {
 	Dispatcher Dispatcher
 	// Timeout bounds each request, retries included (0: 10s).
 	Timeout time.Duration
-	// MaxBodyBytes bounds request bodies; larger ones get 413 (0: 8 MiB).
+	// MaxBodyBytes bounds request bodies, streamed or not; larger ones get
+	// 413 (0: 1 GiB). At most 1 MiB of a body is held in memory.
 	MaxBodyBytes int64
 	// TrustMeshHeaders makes the gateway honour X-Griddle-Deadline,
 	// X-Griddle-Request-Id and X-Griddle-Routing from the client. Only the
@@ -114,7 +115,7 @@ func New(cfg Config) (*Gateway, error) {
 		cfg.Timeout = 10 * time.Second
 	}
 	if cfg.MaxBodyBytes == 0 {
-		cfg.MaxBodyBytes = 8 << 20
+		cfg.MaxBodyBytes = 1 << 30
 	}
 	g := &Gateway{cfg: cfg, log: cfg.Logger}
 	if g.log == nil {
@@ -194,14 +195,27 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, service string
 	buf := g.bufs.Get().(*bytes.Buffer)
 	defer g.putBuf(buf)
 	buf.Reset()
-	if r.Body != nil && r.Body != http.NoBody { // net/http's server gives bodiless requests NoBody
-		var src io.Reader = r.Body
+	// body is what is left of the request's body to stream.
+	var body io.Reader
+	if r.Body != nil && r.Body != http.NoBody && !upgrade { // net/http's server gives bodiless requests NoBody
+		body = http.MaxBytesReader(w, r.Body, g.cfg.MaxBodyBytes)
+		var err error
 		if whole {
-			src = http.MaxBytesReader(w, r.Body, g.cfg.MaxBodyBytes)
+			_, err = buf.ReadFrom(body)
 		} else {
-			src = io.LimitReader(r.Body, partSize) // the first part; the rest follows
+			// The first part is what one read gives: a client that sends a
+			// message and waits for the answer (a bidirectional stream)
+			// must not wait for more.
+			buf.Grow(partSize)
+			p := buf.AvailableBuffer()[:partSize]
+			var n int
+			n, err = body.Read(p)
+			buf.Write(p[:n])
+			if err == io.EOF {
+				err = nil
+			}
 		}
-		if _, err := buf.ReadFrom(src); err != nil {
+		if err != nil {
 			if _, tooLarge := errors.AsType[*http.MaxBytesError](err); tooLarge {
 				return outcome{status: g.fail(w, r, http.StatusRequestEntityTooLarge, "body_too_large", "request body too large", nil)}
 			}
@@ -272,6 +286,13 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, service string
 		pol.Attempts = 1 // the body streams from the client: it cannot be sent again
 	}
 
+	if v := r.Header["Grpc-Timeout"]; len(v) == 1 && wire.IsGRPC(r.Header.Get("Content-Type")) {
+		// A gRPC call's own timeout becomes the mesh's deadline.
+		if d, ok := wire.ParseGRPCTimeout(v[0]); ok && start.Add(d).Before(deadline) {
+			deadline = start.Add(d)
+			req.LongLived = false
+		}
+	}
 	if req.LongLived {
 		deadline = time.Time{}
 	} else {
@@ -291,14 +312,14 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, service string
 		release()
 		out.status = g.failCode(w, r, reply)
 	case x != nil:
-		out.status = g.stream(w, r, req, reply, x, deadline, release)
+		out.status = g.stream(w, r, body, req, reply, x, deadline, release)
 	default:
 		release()
 		w.Header().Set(wire.HeaderRequestID, req.Id)
 		if err := reply.WriteHTTP(w); err != nil {
 			g.log.Debug("writing reply", "service", service, "request", req.Id, "err", err)
 		}
-		out.status = int(reply.GetStatus())
+		out.status = reply.FigureStatus()
 	}
 	return out
 }
@@ -416,6 +437,14 @@ func (g *Gateway) fail(w http.ResponseWriter, r *http.Request, status int, code,
 		"method", r.Method, "path", r.URL.Path, "err", cause)
 	h := w.Header()
 	h.Set(wire.HeaderErrorID, id)
+	if wire.IsGRPC(r.Header.Get("Content-Type")) {
+		// A gRPC client reads a status, not a page: a trailers-only answer.
+		h.Set("Content-Type", "application/grpc")
+		h.Set("Grpc-Status", strconv.Itoa(wire.HTTPGRPCStatus(status)))
+		h.Set("Grpc-Message", code+": "+msg+" (error "+id+")")
+		w.WriteHeader(http.StatusOK)
+		return status
+	}
 	h.Set("Content-Type", "application/json")
 	if status == http.StatusServiceUnavailable {
 		h.Set("Retry-After", "1")

@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/griddle-mesh/griddle/internal/dispatch"
@@ -29,8 +30,9 @@ const (
 // answer down from PULL envelopes, each written and flushed as it comes.
 // first is the reply to the opening envelope: the answer's head with the
 // first of its body, or (for a body that follows) only an acknowledgement.
-// release gives back the admission slot; it runs once the head is in.
-func (g *Gateway) stream(w http.ResponseWriter, r *http.Request, req *wire.Request, first *wire.Reply, x *dispatch.Exchange, deadline time.Time, release func()) int {
+// body is what is left of the request's body (nil: none). release gives
+// back the admission slot; it runs once the head is in.
+func (g *Gateway) stream(w http.ResponseWriter, r *http.Request, body io.Reader, req *wire.Request, first *wire.Reply, x *dispatch.Exchange, deadline time.Time, release func()) int {
 	ctx, cancel := context.WithCancel(r.Context())
 	var wg sync.WaitGroup
 	uploaded := make(chan struct{})
@@ -70,13 +72,17 @@ func (g *Gateway) stream(w http.ResponseWriter, r *http.Request, req *wire.Reque
 	}
 
 	rc := http.NewResponseController(w)
-	if req.GetBodyFollows() && !req.GetUpgrade() {
+	var tooLarge atomic.Bool
+	if req.GetBodyFollows() && !req.GetUpgrade() && body != nil {
 		// The server's whole-request read timeout would cut a long upload
 		// off; the request's own deadline (or idle timeout) bounds it.
 		_ = rc.SetReadDeadline(time.Time{})
 		wg.Go(func() {
 			defer close(uploaded)
-			g.upload(ctx, r.Body, r, x, cancel)
+			if err := g.upload(ctx, body, r, x, cancel); err != nil {
+				_, big := errors.AsType[*http.MaxBytesError](err)
+				tooLarge.Store(big)
+			}
 		})
 	} else {
 		close(uploaded)
@@ -86,6 +92,9 @@ func (g *Gateway) stream(w http.ResponseWriter, r *http.Request, req *wire.Reque
 		var err error
 		if head, err = pull(); err != nil {
 			release()
+			if tooLarge.Load() {
+				return g.fail(w, r, http.StatusRequestEntityTooLarge, "body_too_large", "request body too large", nil)
+			}
 			return g.failDispatch(w, r, err)
 		}
 		if head.GetCode() != wire.Code_CODE_OK {
@@ -102,7 +111,7 @@ func (g *Gateway) stream(w http.ResponseWriter, r *http.Request, req *wire.Reque
 		finished = true
 		w.Header().Set(wire.HeaderRequestID, req.Id)
 		_ = head.WriteHTTP(w)
-		return int(head.GetStatus())
+		return head.FigureStatus()
 	}
 	if wire.LongLived(wire.HeaderValue(head.GetHeaders(), "Content-Type")) {
 		longLived = true
@@ -124,6 +133,9 @@ func (g *Gateway) stream(w http.ResponseWriter, r *http.Request, req *wire.Reque
 		if !part.GetMore() {
 			wire.WriteTrailers(w, part.GetTrailers())
 			finished = true
+			if c, ok := wire.GRPCStatus(head.GetHeaders(), part.GetTrailers()); ok && head.GetStatus() == http.StatusOK {
+				return wire.GRPCHTTPStatus(c)
+			}
 			return int(head.GetStatus())
 		}
 		_ = rc.Flush()
@@ -146,8 +158,8 @@ func (g *Gateway) stream(w http.ResponseWriter, r *http.Request, req *wire.Reque
 // handler's reading paces it. Each carries what one read gave, so that
 // what the client sends moves on at once (a message of a bidirectional
 // stream). The last carries r's trailers. A failure cancels the exchange
-// (cancel).
-func (g *Gateway) upload(ctx context.Context, body io.Reader, r *http.Request, x *dispatch.Exchange, cancel context.CancelFunc) {
+// (cancel); a failed read of the body is returned.
+func (g *Gateway) upload(ctx context.Context, body io.Reader, r *http.Request, x *dispatch.Exchange, cancel context.CancelFunc) error {
 	buf := make([]byte, partSize)
 	for seq := uint32(1); ; seq++ {
 		n, err := body.Read(buf)
@@ -159,7 +171,7 @@ func (g *Gateway) upload(ctx context.Context, body io.Reader, r *http.Request, x
 		if err != nil && !end {
 			g.log.Info("request body broken off", "err", err)
 			cancel()
-			return
+			return err
 		}
 		env := &wire.Request{Part: wire.Part_PART_DATA, Seq: seq, Body: buf[:n], End: end}
 		if end && r != nil && len(r.Trailer) > 0 {
@@ -172,13 +184,13 @@ func (g *Gateway) upload(ctx context.Context, body io.Reader, r *http.Request, x
 				g.log.Info("sending the request body failed", "instance", x.Instance(), "err", err)
 				cancel()
 			}
-			return
+			return nil
 		case reply.GetCode() != wire.Code_CODE_OK:
 			g.log.Info("request body refused", "instance", x.Instance(), "code", reply.GetCode(), "message", reply.GetMessage())
 			cancel()
-			return
+			return nil
 		case end || !reply.GetMore(): // all sent, or the handler reads no more
-			return
+			return nil
 		}
 	}
 }
@@ -202,7 +214,7 @@ func (g *Gateway) spliceUpgrade(ctx context.Context, w http.ResponseWriter, head
 	// brw's buffer).
 	wg.Go(func() {
 		defer stop()
-		g.upload(upCtx, io.MultiReader(brw.Reader, conn), nil, x, stop)
+		_ = g.upload(upCtx, io.MultiReader(brw.Reader, conn), nil, x, stop)
 	})
 	// Down: what the handler writes, as it comes.
 	part := head

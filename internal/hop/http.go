@@ -88,8 +88,8 @@ func (srv *Server) Serve(s *Stream) {
 	}
 	rc := &x.ctx
 	rc.start(env)
-	defer rc.cancel(context.Canceled)
-	s.OnCancel(func() { rc.cancel(context.Canceled) })
+	defer rc.end()
+	s.OnCancel(rc.cancel)
 	var ctx context.Context = rc
 	if srv.Context != nil {
 		ctx = srv.Context(ctx, s, env)
@@ -143,24 +143,33 @@ func (srv *Server) Serve(s *Stream) {
 	}
 }
 
-// requestContext is the context of a request served on a stream: its
-// deadline is the envelope's, unless an event-stream answer lifts it.
+// requestContext is the context of a request served on a stream: it is
+// cancelled by the peer, at the end of Serve, or at the envelope's
+// deadline, unless an event-stream answer lifted the deadline first.
 type requestContext struct {
-	context.Context // cancelled by the deadline's timer, the peer, or Serve's end
-	deadline        time.Time
-	lifted          atomic.Bool
-	timer           *time.Timer
-	cancel          context.CancelCauseFunc
+	context.Context
+	deadline time.Time
+	lifted   atomic.Bool
+	timer    *time.Timer
+	cancel   context.CancelFunc
 }
 
 func (c *requestContext) start(env *wire.Request) {
-	c.Context, c.cancel = context.WithCancelCause(context.Background())
+	c.Context, c.cancel = context.WithCancel(context.Background())
 	if d, ok := env.Deadline(time.Now()); ok && !env.GetLongLived() {
 		c.deadline = d
-		c.timer = time.AfterFunc(time.Until(d), func() { c.cancel(context.DeadlineExceeded) })
+		c.timer = time.AfterFunc(time.Until(d), c.cancel)
 	} else {
 		c.lifted.Store(true)
 	}
+}
+
+// end cancels the context and stops its timer: the request is over.
+func (c *requestContext) end() {
+	if c.timer != nil {
+		c.timer.Stop()
+	}
+	c.cancel()
 }
 
 // lift takes the deadline away, unless it has passed.
@@ -178,11 +187,11 @@ func (c *requestContext) Deadline() (time.Time, bool) {
 	return c.deadline, true
 }
 
-// Err implements context.Context: context.DeadlineExceeded once the deadline
-// passed, as a context made by context.WithDeadline says.
+// Err implements context.Context: context.DeadlineExceeded once the
+// deadline has passed, as a context made by context.WithDeadline says.
 func (c *requestContext) Err() error {
 	err := c.Context.Err()
-	if err != nil && context.Cause(c.Context) == context.DeadlineExceeded {
+	if err != nil && !c.lifted.Load() && !time.Now().Before(c.deadline) {
 		return context.DeadlineExceeded
 	}
 	return err
@@ -353,7 +362,7 @@ func (w *ResponseWriter) flush(end bool) {
 	}
 	if !w.headSent {
 		w.headSent = true
-		if w.err = w.sendReply(nil, false); w.err != nil {
+		if w.err = w.sendReply(nil, false, nil); w.err != nil {
 			return
 		}
 	}
@@ -372,6 +381,12 @@ func (w *ResponseWriter) finish() error {
 		return w.err
 	}
 	trailers := w.trailer()
+	if trailers != nil && !w.headSent && len(*w.buf) < chunkSize {
+		// Head, body and trailers in one frame (gRPC's trailers-only
+		// answers, small answers with trailers).
+		w.headSent = true
+		return w.sendReply(*w.buf, true, trailers)
+	}
 	if trailers != nil {
 		// The trailers end the stream: the head and body go first.
 		w.flush(false)
@@ -385,7 +400,7 @@ func (w *ResponseWriter) finish() error {
 		return w.err
 	}
 	w.headSent = true
-	return w.sendReply(*w.buf, true)
+	return w.sendReply(*w.buf, true, nil)
 }
 
 // trailer collects the answer's trailers as net/http's server does: the
@@ -432,8 +447,9 @@ func declaredTrailers(h http.Header) []string {
 	return names
 }
 
-// sendReply sends the answer's head with body as one Reply frame.
-func (w *ResponseWriter) sendReply(body []byte, end bool) error {
+// sendReply sends the answer's head with body (and, ending it, trailers)
+// as one Reply frame.
+func (w *ResponseWriter) sendReply(body []byte, end bool, trailers http.Header) error {
 	if _, ok := w.header["Content-Type"]; !ok && len(body) > 0 && bodyAllowed(w.status) {
 		w.header["Content-Type"] = []string{http.DetectContentType(body)}
 	}
@@ -446,6 +462,12 @@ func (w *ResponseWriter) sendReply(body []byte, end bool) error {
 	b := getBuf()
 	defer putBuf(b)
 	*b = wire.AppendReply(*b, w.status, w.header, body, w.stripMesh)
+	if trailers != nil {
+		var err error
+		if *b, err = (proto.MarshalOptions{}).MarshalAppend(*b, &wire.Reply{Trailers: wire.EncodeTrailers(trailers)}); err != nil {
+			return err
+		}
+	}
 	return w.s.Send(TypeReply, end, *b)
 }
 
@@ -479,6 +501,29 @@ func (w *ResponseWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	body.done = nil // the conn outlives the handler's call, and its context
 	c := &hijackedConn{s: w.s, body: body, remote: w.env.GetRemoteAddr(), buf: w.buf}
 	return c, bufio.NewReadWriter(bufio.NewReader(c), bufio.NewWriter(c)), nil
+}
+
+// Tunnel opens a stream on c whose peer takes it over (an upgrade its
+// Handler hijacks) and returns it as a connection: bytes both ways, until
+// either side closes. payload is the marshalled wire.Request that asks for
+// the upgrade; the peer's answer must be the hijacked one, which comes
+// before done is closed (nil: no bound).
+func Tunnel(c *Conn, payload []byte, done <-chan struct{}) (net.Conn, error) {
+	s, err := Start(c, payload, false)
+	if err != nil {
+		return nil, err
+	}
+	f, err := s.Recv(time.Time{}, done)
+	if err != nil {
+		s.Close()
+		return nil, err
+	}
+	var reply wire.Reply
+	if f.Type != TypeReply || reply.UnmarshalShared(f.Payload) != nil || !reply.GetHijacked() {
+		s.Close()
+		return nil, fmt.Errorf("%w: the peer answered %d %s instead of taking the stream over", ErrProtocol, reply.GetStatus(), reply.GetCode())
+	}
+	return &hijackedConn{s: s, body: &streamBody{s: s}, remote: "sidecar"}, nil
 }
 
 // hijackedConn is a stream taken over by a handler: reads are the
@@ -524,7 +569,9 @@ func (c *hijackedConn) Close() error {
 	c.closed = true
 	err := c.s.Send(TypeData, true, nil)
 	c.s.Close()
-	putBuf(c.buf)
+	if c.buf != nil {
+		putBuf(c.buf)
+	}
 	return err
 }
 

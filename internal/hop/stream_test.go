@@ -110,12 +110,39 @@ func TestTrailersBothWays(t *testing.T) {
 	if err := hop.SendTrailers(s, http.Header{"X-Checksum": {"abc"}}); err != nil {
 		t.Fatal(err)
 	}
+	// A small answer with trailers is one frame; a larger one is its head,
+	// Data and a Trailers frame.
 	reply, end := recvReply(t, s)
-	if end || reply.Status != 200 {
-		t.Fatalf("reply %d end=%v, want 200 and trailers to follow", reply.Status, end)
+	if !end || reply.Status != 200 {
+		t.Fatalf("reply %d end=%v, want 200 in one frame", reply.Status, end)
 	}
 	body := string(reply.Body)
-	var trailers http.Header
+	trailers := http.Header{}
+	for _, h := range reply.Trailers {
+		trailers[h.Name] = h.Values
+	}
+	if body != "part1;part2" {
+		t.Errorf("body %q, want part1;part2", body)
+	}
+	if trailers.Get("X-Echo") != "abc" || trailers.Get("X-Late") != "late" {
+		t.Errorf("trailers %v, want X-Echo: abc and X-Late: late", trailers)
+	}
+}
+
+// TestTrailersAfterLargeBody: trailers after a body in parts end the
+// stream in a frame of their own.
+func TestTrailersAfterLargeBody(t *testing.T) {
+	big := bytes.Repeat([]byte("0123456789"), 20000)
+	d, _ := pair(t, nil, func(w http.ResponseWriter, r *http.Request, _ *wire.Request) {
+		w.Header().Set(http.TrailerPrefix+"Grpc-Status", "0")
+		_, _ = w.Write(big)
+	})
+	s := start(t, d, &wire.Request{Method: "GET", Path: "/"}, true)
+	defer s.Close()
+	if _, end := recvReply(t, s); end {
+		t.Fatal("200 KB came in one frame")
+	}
+	var got []byte
 	for {
 		f, err := s.Recv(time.Now().Add(10*time.Second), nil)
 		if err != nil {
@@ -123,22 +150,18 @@ func TestTrailersBothWays(t *testing.T) {
 		}
 		if f.Type == hop.TypeTrailers {
 			var tr wire.Reply
-			if err := proto.Unmarshal(f.Payload, &tr); err != nil {
-				t.Fatal(err)
+			if err := proto.Unmarshal(f.Payload, &tr); err != nil || len(tr.Trailers) != 1 || tr.Trailers[0].Name != "Grpc-Status" {
+				t.Fatalf("trailers %v, %v", tr.Trailers, err)
 			}
-			trailers = http.Header{}
-			for _, h := range tr.Trailers {
-				trailers[h.Name] = h.Values
+			if !f.End {
+				t.Error("the Trailers frame does not end the stream")
 			}
 			break
 		}
-		body += string(f.Payload)
+		got = append(got, f.Payload...)
 	}
-	if body != "part1;part2" {
-		t.Errorf("body %q, want part1;part2", body)
-	}
-	if trailers.Get("X-Echo") != "abc" || trailers.Get("X-Late") != "late" {
-		t.Errorf("trailers %v, want X-Echo: abc and X-Late: late", trailers)
+	if !bytes.Equal(got, big) {
+		t.Errorf("body: %d bytes, want %d", len(got), len(big))
 	}
 }
 

@@ -41,6 +41,11 @@ const (
 	HeaderTracestate  = "Tracestate"
 )
 
+// UpgradeTunnel is the Upgrade protocol of a handler's tunnel to its
+// sidecar: a connection over which the handler speaks HTTP/2 with prior
+// knowledge to the mesh (a gRPC client's calls to other services).
+const UpgradeTunnel = "griddle-h2c"
+
 // meshHeader reports whether the canonical header name is one only the
 // mesh may set: X-Griddle-*.
 func meshHeader(name string) bool { return strings.HasPrefix(name, "X-Griddle-") }

@@ -103,17 +103,28 @@ func AppendDeadline(b []byte, deadline, now time.Time) []byte {
 }
 
 // PeekReply reads the status and code of a marshalled Reply without
-// decoding the rest.
+// decoding the rest. The status is the one the answer stands for in the
+// mesh's figures (Reply.FigureStatus): for a gRPC answer whose status came
+// with it, its gRPC status's.
 func PeekReply(b []byte) (status int32, code Code, err error) {
+	trailers := false
 	err = fields(b, replyVarints, func(num protowire.Number, _ []byte, u uint64) error {
 		switch num {
 		case fieldReplyStatus:
 			status = int32(u)
 		case fieldReplyCode:
 			code = Code(int32(u))
+		case repTrailers:
+			trailers = true
 		}
 		return nil
 	})
+	if err == nil && trailers && code == Code_CODE_OK { // rare: decoded whole
+		var r Reply
+		if err := r.UnmarshalShared(b); err == nil {
+			status = int32(r.FigureStatus())
+		}
+	}
 	return status, code, err
 }
 

@@ -76,6 +76,13 @@ func (x *Request) HTTPRequest(ctx context.Context, host string, body io.Reader) 
 	if x.GetProtoMajor() >= 2 {
 		r.Proto, r.ProtoMajor, r.ProtoMinor = "HTTP/"+strconv.Itoa(int(x.GetProtoMajor()))+".0", int(x.GetProtoMajor()), 0
 	}
+	if v := r.Header["Grpc-Timeout"]; len(v) == 1 {
+		// gRPC servers time their calls from this header: it says what
+		// is left of the mesh's deadline, not what the client first gave.
+		if d, ok := x.Deadline(time.Now()); ok && !x.GetLongLived() {
+			r.Header["Grpc-Timeout"] = []string{FormatGRPCTimeout(time.Until(d))}
+		}
+	}
 	if x.GetUpgrade() {
 		// The fields of an upgrade, which are hop-by-hop and left out
 		// otherwise, as the client sent them.
