@@ -239,12 +239,66 @@ func (s *Sidecar) head(x *exchange, f hop.Frame) ([]byte, int) {
 	if r.GetHijacked() || wire.LongLived(wire.HeaderValue(r.GetHeaders(), "Content-Type")) {
 		x.longLived()
 	}
-	b := protoAppendBool(f.Payload, true, true)
+	// What of the body (and trailers) has arrived already goes with the
+	// head: a small answer flushed in parts is still one reply.
+	more := true
+	b := f.Payload
+	if !r.GetHijacked() {
+		body, trailers, last, _ := s.gather(x, append([]byte(nil), r.GetBody()...), false)
+		if len(body) > len(r.GetBody()) {
+			b = wire.AppendBody(b, body)
+		}
+		if len(trailers) > 0 {
+			b, _ = proto.MarshalOptions{}.MarshalAppend(b, &wire.Reply{Trailers: trailers})
+		}
+		more = !last
+	}
+	b = protoAppendBool(b, true, more)
+	if !more {
+		s.exchanges.remove(x)
+	}
 	reply, status := s.answer([]byte(x.id), b)
 	if r.GetHijacked() {
 		status = http.StatusSwitchingProtocols
 	}
 	return reply, status
+}
+
+// gather collects the answer's next part from x's stream onto body: with
+// wait, it waits for the first frame (until the exchange ends); then it
+// takes what has arrived, up to maxPart bytes. last reports the answer's
+// end (its last Data frame, or the trailers, which it returns). A failure
+// after something arrived is left for the next call to find.
+func (s *Sidecar) gather(x *exchange, body []byte, wait bool) (_ []byte, trailers []*wire.Header, last bool, err error) {
+	for first := wait; len(body) < maxPart; first = false {
+		deadline := time.Now() // only what has arrived
+		if first {
+			deadline = time.Time{} // until the exchange ends
+		}
+		f, err := x.s.Recv(deadline, x.done)
+		switch {
+		case err == io.EOF:
+			return body, nil, true, nil
+		case err != nil && first:
+			return body, nil, false, err
+		case err != nil:
+			return body, nil, false, nil
+		}
+		switch f.Type {
+		case hop.TypeData:
+			body = append(body, f.Payload...)
+			if f.End {
+				return body, nil, true, nil
+			}
+		case hop.TypeTrailers:
+			var t wire.Reply
+			if err := t.UnmarshalShared(f.Payload); err == nil {
+				trailers = t.GetTrailers()
+			}
+			return body, trailers, true, nil
+		}
+	}
+	return body, nil, false, nil
 }
 
 // protoAppendBool marks a marshalled Reply as a head (and, with more, as
@@ -359,42 +413,11 @@ func (s *Sidecar) pull(x *exchange) []byte {
 		s.requests.WithLabelValues(metrics.Code(status)).Inc()
 		return b
 	}
-	reply := wire.Reply{Id: x.id, More: true}
-	var body []byte
-	for first := true; len(body) < maxPart; first = false {
-		var deadline time.Time // the first waits, until the exchange ends
-		if !first {
-			deadline = time.Now() // the rest only take what has arrived
-		}
-		f, err := recv(deadline)
-		if err == io.EOF {
-			reply.More = false
-			break
-		}
-		if err != nil {
-			if !first && errors.Is(err, hop.ErrTimeout) {
-				break
-			}
-			if first {
-				return s.partFailure(x, err)
-			}
-			break // what arrived goes back; the failure shows on the next pull
-		}
-		switch f.Type {
-		case hop.TypeData:
-			body = append(body, f.Payload...)
-			reply.More = !f.End
-		case hop.TypeTrailers:
-			var t wire.Reply
-			if err := t.UnmarshalShared(f.Payload); err == nil {
-				reply.Trailers = t.GetTrailers()
-			}
-			reply.More = false
-		}
-		if !reply.More {
-			break
-		}
+	body, trailers, last, err := s.gather(x, nil, true)
+	if err != nil {
+		return s.partFailure(x, err)
 	}
+	reply := wire.Reply{Id: x.id, More: !last, Trailers: trailers}
 	reply.Body = body
 	if !reply.More {
 		s.exchanges.remove(x)

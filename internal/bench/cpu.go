@@ -234,3 +234,14 @@ func parseProcStat(line string) (time.Duration, error) {
 }
 
 func ticks(n int64) time.Duration { return time.Duration(n) * (time.Second / clockTicks) }
+
+// ProcessCPU is the CPU time (user and system) process pid has used so
+// far, from /proc/<pid>/stat.
+func ProcessCPU(pid int) (time.Duration, error) {
+	b, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "stat"))
+	if err != nil {
+		return 0, fmt.Errorf("bench: %w", err)
+	}
+	p, err := parseStat(b)
+	return p.cpu, err
+}

@@ -212,7 +212,13 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, service string
 			n, err = body.Read(p)
 			buf.Write(p[:n])
 			if err == io.EOF {
-				err = nil
+				err, whole = nil, true
+			} else if err == nil && r.ProtoMajor >= 2 {
+				// An HTTP/2 client's body often ends with its first DATA
+				// frame (a unary gRPC call): whole, it goes in one envelope.
+				var ended bool
+				body, ended = probeEnd(body)
+				whole = ended
 			}
 		}
 		if err != nil {
@@ -229,11 +235,13 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, service string
 	if r.ProtoMajor >= 2 {
 		req.ProtoMajor, req.ProtoMinor = int32(r.ProtoMajor), int32(r.ProtoMinor)
 	}
+	if cl := r.Header["Content-Length"]; cl != nil && (!whole || r.ContentLength == 0) {
+		// The length the client gave, which the whole body cannot tell:
+		// for a body that streams, or an empty one ("Content-Length: 0").
+		req.Headers = append(req.Headers, &wire.Header{Name: "Content-Length", Values: cl})
+	}
 	if !whole {
 		req.BodyFollows = true
-		if r.ContentLength >= 0 {
-			req.Headers = append(req.Headers, &wire.Header{Name: "Content-Length", Values: []string{strconv.FormatInt(r.ContentLength, 10)}})
-		}
 	} else if len(r.Trailer) > 0 {
 		req.Trailers = wire.EncodeTrailers(r.Trailer) // read with the whole body
 	}

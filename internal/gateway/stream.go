@@ -160,7 +160,9 @@ func (g *Gateway) stream(w http.ResponseWriter, r *http.Request, body io.Reader,
 // stream). The last carries r's trailers. A failure cancels the exchange
 // (cancel); a failed read of the body is returned.
 func (g *Gateway) upload(ctx context.Context, body io.Reader, r *http.Request, x *dispatch.Exchange, cancel context.CancelFunc) error {
-	buf := make([]byte, partSize)
+	bp := partBufs.Get().(*[]byte)
+	defer partBufs.Put(bp)
+	buf := *bp
 	for seq := uint32(1); ; seq++ {
 		n, err := body.Read(buf)
 		end := err == io.EOF
@@ -233,6 +235,68 @@ func (g *Gateway) spliceUpgrade(ctx context.Context, w http.ResponseWriter, head
 			return false
 		}
 	}
+}
+
+// endProbe is how long probeEnd waits for a body's end.
+const endProbe = time.Millisecond
+
+// probeEnd waits up to endProbe for the next read of body: ended reports
+// that it was the body's end. Otherwise the read goes on in the
+// background, and rest reads its result first, then the rest of body.
+func probeEnd(body io.Reader) (rest io.Reader, ended bool) {
+	ch := make(chan readResult, 1)
+	go func() {
+		bp := partBufs.Get().(*[]byte)
+		n, err := body.Read(*bp)
+		ch <- readResult{bp, (*bp)[:n], err}
+	}()
+	t := time.NewTimer(endProbe)
+	defer t.Stop()
+	select {
+	case res := <-ch:
+		if len(res.b) == 0 && res.err == io.EOF {
+			partBufs.Put(res.buf)
+			return body, true
+		}
+		return &pendingReader{ch: nil, res: &res, body: body}, false
+	case <-t.C:
+		return &pendingReader{ch: ch, body: body}, false
+	}
+}
+
+// partBufs are buffers of partSize for the parts of streamed bodies.
+var partBufs = sync.Pool{New: func() any { b := make([]byte, partSize); return &b }}
+
+type readResult struct {
+	buf *[]byte // from partBufs, given back once b is read
+	b   []byte
+	err error
+}
+
+// pendingReader reads the result of a read begun elsewhere, then body.
+type pendingReader struct {
+	ch   chan readResult // the read under way, or nil
+	res  *readResult     // its result, once in
+	body io.Reader
+}
+
+func (p *pendingReader) Read(b []byte) (int, error) {
+	if p.ch != nil {
+		res := <-p.ch
+		p.ch, p.res = nil, &res
+	}
+	if p.res != nil {
+		n := copy(b, p.res.b)
+		p.res.b = p.res.b[n:]
+		if len(p.res.b) == 0 {
+			err := p.res.err
+			partBufs.Put(p.res.buf)
+			p.res = nil
+			return n, err
+		}
+		return n, nil
+	}
+	return p.body.Read(b)
 }
 
 // closeWrite ends the client's side of a spliced connection.

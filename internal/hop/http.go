@@ -109,7 +109,7 @@ func (srv *Server) Serve(s *Stream) {
 		body.trailer = &r.Trailer
 	}
 	w := &x.w
-	*w = ResponseWriter{s: s, r: r, env: env, ctx: rc, header: make(http.Header), head: r.Method == http.MethodHead, stripMesh: srv.StripMeshHeaders}
+	*w = ResponseWriter{s: s, r: r, env: env, ctx: rc, body: body, header: make(http.Header), head: r.Method == http.MethodHead, stripMesh: srv.StripMeshHeaders}
 	w.buf = getBuf()
 	defer func() {
 		if !w.hijacked {
@@ -288,6 +288,7 @@ type ResponseWriter struct {
 	r           *http.Request
 	env         *wire.Request
 	ctx         *requestContext
+	body        *streamBody // the request's body as it arrives (nil: whole), whatever r.Body became
 	header      http.Header
 	status      int
 	wroteHeader bool
@@ -309,9 +310,10 @@ var (
 func (w *ResponseWriter) Header() http.Header { return w.header }
 
 // WriteHeader implements http.ResponseWriter. Informational statuses (1xx)
-// are not forwarded.
+// are not forwarded, but for 101 (Switching Protocols), which net/http
+// takes as final: Hijack then sends it.
 func (w *ResponseWriter) WriteHeader(code int) {
-	if w.wroteHeader || code >= 100 && code < 200 {
+	if w.wroteHeader || code >= 100 && code < 200 && code != http.StatusSwitchingProtocols {
 		return
 	}
 	if code < 100 || code > 999 {
@@ -322,6 +324,7 @@ func (w *ResponseWriter) WriteHeader(code int) {
 
 // Write implements http.ResponseWriter.
 func (w *ResponseWriter) Write(p []byte) (int, error) {
+	p0 := p
 	if w.hijacked {
 		return 0, http.ErrHijacked
 	}
@@ -337,11 +340,18 @@ func (w *ResponseWriter) Write(p []byte) (int, error) {
 	if w.head {
 		return len(p), nil
 	}
-	*w.buf = append(*w.buf, p...)
-	if len(*w.buf) >= chunkSize {
-		w.flush(false)
+	for len(p) > 0 && w.err == nil { // a frame holds chunkSize at most
+		n := min(len(p), chunkSize-len(*w.buf))
+		*w.buf = append(*w.buf, p[:n]...)
+		p = p[n:]
+		if len(*w.buf) >= chunkSize {
+			w.flush(false)
+		}
 	}
-	return len(p), w.err
+	if w.err != nil {
+		return 0, w.err
+	}
+	return len(p0), nil
 }
 
 // Flush implements http.Flusher: what was written so far goes out now.
@@ -362,6 +372,7 @@ func (w *ResponseWriter) flush(end bool) {
 	}
 	if !w.headSent {
 		w.headSent = true
+		w.sniff(*w.buf) // as net/http does with what it holds when the head goes
 		if w.err = w.sendReply(nil, false, nil); w.err != nil {
 			return
 		}
@@ -450,9 +461,7 @@ func declaredTrailers(h http.Header) []string {
 // sendReply sends the answer's head with body (and, ending it, trailers)
 // as one Reply frame.
 func (w *ResponseWriter) sendReply(body []byte, end bool, trailers http.Header) error {
-	if _, ok := w.header["Content-Type"]; !ok && len(body) > 0 && bodyAllowed(w.status) {
-		w.header["Content-Type"] = []string{http.DetectContentType(body)}
-	}
+	w.sniff(body)
 	if !end {
 		w.trailers = declaredTrailers(w.header)
 		if wire.LongLived(w.header.Get("Content-Type")) {
@@ -469,6 +478,14 @@ func (w *ResponseWriter) sendReply(body []byte, end bool, trailers http.Header) 
 		}
 	}
 	return w.s.Send(TypeReply, end, *b)
+}
+
+// sniff sets a Content-Type from the body's first bytes where the handler
+// set none, as net/http does.
+func (w *ResponseWriter) sniff(body []byte) {
+	if _, ok := w.header["Content-Type"]; !ok && len(body) > 0 && bodyAllowed(w.status) {
+		w.header["Content-Type"] = []string{http.DetectContentType(body)}
+	}
 }
 
 // Hijack implements http.Hijacker for a request whose envelope allows an
@@ -494,12 +511,24 @@ func (w *ResponseWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	}
 	w.hijacked, w.headSent = true, true
 	w.ctx.lift()
-	body, ok := w.r.Body.(*streamBody)
-	if !ok {
+	body := w.body
+	if body == nil {
 		body = &streamBody{s: w.s, eof: true}
 	}
 	body.done = nil // the conn outlives the handler's call, and its context
 	c := &hijackedConn{s: w.s, body: body, remote: w.env.GetRemoteAddr(), buf: w.buf}
+	if w.status == http.StatusSwitchingProtocols {
+		// The handler wrote its 101 before taking the connection over, as
+		// net/http allows: it goes out first, with the header it set.
+		var hb bytes.Buffer
+		hb.WriteString("HTTP/1.1 101 Switching Protocols\r\n")
+		_ = w.header.Write(&hb)
+		hb.WriteString("\r\n")
+		if _, err := c.Write(hb.Bytes()); err != nil {
+			c.Close()
+			return nil, nil, err
+		}
+	}
 	return c, bufio.NewReadWriter(bufio.NewReader(c), bufio.NewWriter(c)), nil
 }
 

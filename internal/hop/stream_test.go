@@ -284,3 +284,73 @@ func TestEventStreamOutlivesDeadline(t *testing.T) {
 		t.Fatalf("got %d events (%q), want all 8, the last ~400 ms after a 120 ms deadline", n, events.String())
 	}
 }
+
+// TestOneLargeWrite: a body written in one call goes out in frames of a
+// bounded size, so that no part of it outgrows what the mesh carries.
+func TestOneLargeWrite(t *testing.T) {
+	big := bytes.Repeat([]byte{7}, 10<<20)
+	d, _ := pair(t, nil, func(w http.ResponseWriter, r *http.Request, _ *wire.Request) {
+		w.Header().Set("Content-Length", "10485760")
+		_, _ = w.Write(big)
+	})
+	s := start(t, d, &wire.Request{Method: "GET", Path: "/"}, true)
+	defer s.Close()
+	recvReply(t, s)
+	got := 0
+	for {
+		f, err := s.Recv(time.Now().Add(10*time.Second), nil)
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(f.Payload) > 64<<10 {
+			t.Fatalf("a frame of %d bytes", len(f.Payload))
+		}
+		got += len(f.Payload)
+		if f.End {
+			break
+		}
+	}
+	if got != len(big) {
+		t.Fatalf("got %d bytes, want %d", got, len(big))
+	}
+}
+
+// TestHijackAfter101: a handler that writes its 101 with WriteHeader
+// before hijacking (as net/http allows) has it sent with its header, and
+// reads the client's bytes even though it replaced r.Body.
+func TestHijackAfter101(t *testing.T) {
+	d, _ := pair(t, nil, func(w http.ResponseWriter, r *http.Request, env *wire.Request) {
+		r.Body = http.MaxBytesReader(w, r.Body, 1<<20) // as middleware does
+		w.Header().Set("Upgrade", "echo")
+		w.Header().Set("Connection", "Upgrade")
+		w.WriteHeader(http.StatusSwitchingProtocols)
+		c, _, err := w.(http.Hijacker).Hijack()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		buf := make([]byte, 5)
+		if _, err := io.ReadFull(c, buf); err == nil {
+			_, _ = c.Write(buf)
+		}
+	})
+	env := &wire.Request{Method: "GET", Path: "/ws", Upgrade: true, BodyFollows: true}
+	s := start(t, d, env, false)
+	defer s.Close()
+	if reply, _ := recvReply(t, s); !reply.Hijacked {
+		t.Fatal("not hijacked")
+	}
+	f, err := s.Recv(time.Now().Add(5*time.Second), nil)
+	if err != nil || !strings.HasPrefix(string(f.Payload), "HTTP/1.1 101 Switching Protocols\r\n") || !strings.Contains(string(f.Payload), "Upgrade: echo\r\n") {
+		t.Fatalf("first bytes %q %v, want the 101 with its header", f.Payload, err)
+	}
+	if err := s.Send(hop.TypeData, false, []byte("hello")); err != nil {
+		t.Fatal(err)
+	}
+	if f, err = s.Recv(time.Now().Add(5*time.Second), nil); err != nil || string(f.Payload) != "hello" {
+		t.Fatalf("echo %q %v", f.Payload, err)
+	}
+}

@@ -110,11 +110,8 @@ func (x *Request) HTTPRequest(ctx context.Context, host string, body io.Reader) 
 }
 
 // contentLength is the Content-Length the envelope's sender put among its
-// headers for a body that follows ("" for none).
+// headers for a body that follows or is empty ("" for none).
 func (x *Request) contentLength() string {
-	if !x.GetBodyFollows() {
-		return ""
-	}
 	for _, h := range x.GetHeaders() {
 		if h.GetName() == "Content-Length" && len(h.GetValues()) == 1 {
 			return h.GetValues()[0]

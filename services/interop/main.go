@@ -34,11 +34,11 @@ func main() {
 	mux := http.NewServeMux()
 	mux.Handle("GET /interop/run", &runner{conns: map[string]*grpc.ClientConn{}})
 	plugins.Serve(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.ProtoMajor == 2 && strings.HasPrefix(r.Header.Get("Content-Type"), "application/grpc") {
-			s.ServeHTTP(w, r)
+		if strings.HasPrefix(r.URL.Path, "/interop/") {
+			mux.ServeHTTP(w, r)
 			return
 		}
-		mux.ServeHTTP(w, r)
+		s.ServeHTTP(w, r) // gRPC; it refuses anything else itself
 	}))
 }
 
