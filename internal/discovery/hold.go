@@ -14,8 +14,8 @@ import (
 // those deletions at once would lose every instance whose sidecar is a
 // little slower to reconnect than the catalog itself, although the sidecar
 // never stopped serving. So a deletion of an instance that was registered
-// before the outage, seen while etcd is unreachable or within two lease
-// periods of its return, is held: the instance stays in the catalog until
+// before the outage, seen while etcd is unreachable or within three lease
+// periods (and holdSlack twice) of its return, is held: the instance stays in the catalog until
 // it registers again, a lease period has passed, or a direct probe of its
 // address (a TCP connect) fails.
 const (
@@ -23,7 +23,8 @@ const (
 	// without LeaseSeconds.
 	defaultLease = 5 * time.Second
 	// holdSlack is added to a held instance's lease: etcd's own time to
-	// elect a leader and expire leases after it returns.
+	// elect a leader and expire leases after it returns (longer on a busy
+	// machine).
 	holdSlack = 2 * time.Second
 	// holdCheckEvery is how often held instances are probed and expired.
 	holdCheckEvery = 500 * time.Millisecond
@@ -57,7 +58,7 @@ func (c *Catalog) holdable(in Instance, modRev int64) (time.Time, bool) {
 	}
 	lease := leaseOf(in)
 	now := time.Now()
-	if !outage && (recovered.IsZero() || now.Sub(recovered) > 2*lease+holdSlack) {
+	if !outage && (recovered.IsZero() || now.Sub(recovered) > 3*lease+2*holdSlack) {
 		return time.Time{}, false
 	}
 	return now.Add(lease + holdSlack), true
