@@ -62,7 +62,7 @@ func TestAuthoredTextAndNoOps(t *testing.T) {
 		t.Fatalf("diff %q, %v", d.Diff, err)
 	}
 	all, err := c.RulesList(ctx)
-	if err != nil || len(all) != 1 || all[0].Service != "feed" || all[0].Default["v1"] != 100 || all[0].Author != "alice" {
+	if err != nil || len(all) != 1 || all[0].Service != "feed" || all[0].Default["v1"] != 100 || all[0].Author != "operator" { // the token's name, not what the client says
 		t.Fatalf("list %+v, %v", all, err)
 	}
 }
@@ -162,10 +162,13 @@ func TestParseTokens(t *testing.T) {
 		want       []control.Token
 		err        string
 	}{
-		{"bare token", "s3cret\n", []control.Token{{Secret: "s3cret", Role: control.RoleOperator}}, ""},
-		{"roles and comments", "# ops\noperator a\n\ndeployer b\n", []control.Token{{Secret: "a", Role: control.RoleOperator}, {Secret: "b", Role: control.RoleDeployer}}, ""},
-		{"unknown role", "admin x\n", nil, `line 1: control: invalid config: role "admin"`},
-		{"two words", "deployer a b\n", nil, "line 1: control: invalid config: a token must be one word"},
+		{"bare token", "s3cret\n", []control.Token{{Name: "operator", Secret: "s3cret", Role: control.RoleOperator}}, ""},
+		{"roles and comments", "# ops\noperator a\n\ndeployer b\n", []control.Token{{Name: "operator", Secret: "a", Role: control.RoleOperator}, {Name: "deployer", Secret: "b", Role: control.RoleDeployer}}, ""},
+		{"named", "ann admin x\nbob viewer y\n", []control.Token{{Name: "ann", Secret: "x", Role: control.RoleAdmin}, {Name: "bob", Secret: "y", Role: control.RoleViewer}}, ""},
+		{"unknown role", "boss x\n", nil, `line 1: control: invalid config: role "boss"`},
+		{"four words", "ann deployer a b\n", nil, "line 1: control: invalid config: want TOKEN, ROLE TOKEN or NAME ROLE TOKEN"},
+		{"a name twice", "ann admin x\nann viewer y\n", nil, `line 2: control: invalid config: the name "ann" given twice`},
+		{"a token twice", "ann admin x\nbob viewer x\n", nil, "line 2: control: invalid config: a token given twice"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			got, err := control.ParseTokens(tc.text)
@@ -196,7 +199,7 @@ func FuzzParseTokens(f *testing.F) {
 			return
 		}
 		for _, tok := range ts {
-			if tok.Secret == "" || strings.ContainsAny(tok.Secret, " \t\n") || (tok.Role != control.RoleOperator && tok.Role != control.RoleDeployer) {
+			if tok.Secret == "" || strings.ContainsAny(tok.Secret, " \t\n") || tok.Name == "" || (tok.Role != control.RoleViewer && tok.Role != control.RoleDeployer && tok.Role != control.RoleOperator && tok.Role != control.RoleAdmin) {
 				t.Fatalf("accepted %+v from %q", tok, text)
 			}
 		}

@@ -47,8 +47,12 @@ type Config struct {
 	// Token is an operator's bearer token, which write calls must carry
 	// ("": none; at least one of Token and Tokens is required).
 	Token string
-	// Tokens are bearer tokens with their roles (see ParseTokens).
+	// Tokens are bearer tokens with their holders' names and roles (see
+	// ParseTokens).
 	Tokens []Token
+	// PrivateReads makes reads (the API, the page, /metrics; not
+	// /healthz) need a token too, of a viewer or better.
+	PrivateReads bool
 	// ID names this replica in the leader election ("": hostname-pid).
 	ID string
 	// SessionTTL is the leader's lease (0: DefaultSessionTTL).
@@ -155,6 +159,9 @@ func New(cfg Config) (*Server, error) {
 	s.ctrl = ctrl
 	s.routes()
 	s.handler = s.stats.instrument(s.mux)
+	if cfg.PrivateReads {
+		s.handler = s.privateReads(s.handler)
+	}
 	return s, nil
 }
 
@@ -170,7 +177,7 @@ func (s *Server) Leading() bool { return s.elector.Leading() }
 // shuts the server down (waiting up to 5s for calls in
 // flight), stops the controller, resigns and returns. It closes ln.
 func (s *Server) Run(ctx context.Context, ln net.Listener) error {
-	srv := &http.Server{Handler: s.handler, ReadHeaderTimeout: 10 * time.Second}
+	srv := &http.Server{Handler: s.handler, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second, WriteTimeout: time.Minute, IdleTimeout: 2 * time.Minute}
 	var wg sync.WaitGroup
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -227,42 +234,58 @@ func (s *Server) routes() {
 }
 
 // write wraps a handler of a write call: it needs a bearer token whose
-// role allows calls that need role.
+// role allows calls that need role; the handler sees its holder
+// (holderOf, author).
 func (s *Server) write(role Role, h http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		tok, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-		if !ok || tok == "" {
-			w.Header().Set("WWW-Authenticate", `Bearer realm="griddle"`)
-			writeJSON(w, http.StatusUnauthorized, api.Error{Message: "write calls need Authorization: Bearer <token>", Code: api.CodeUnauthorized})
-			return
+		if r = s.authorize(w, r, role); r != nil {
+			h(w, r)
 		}
-		has, ok := s.tokens.role(tok)
-		switch {
-		case !ok:
-			writeJSON(w, http.StatusForbidden, api.Error{Message: "the token is not valid", Code: api.CodeForbidden})
-			return
-		case !has.allows(role):
-			writeJSON(w, http.StatusForbidden, api.Error{Message: fmt.Sprintf("the token's role %s may not do this; it needs the %s role", has, role), Code: api.CodeForbidden})
-			return
-		}
-		h(w, r)
 	}
+}
+
+// authorize checks r's bearer token for role and returns r with its
+// holder, or answers 401 or 403 and returns nil.
+func (s *Server) authorize(w http.ResponseWriter, r *http.Request, role Role) *http.Request {
+	tok := bearer(r)
+	if tok == "" {
+		w.Header().Set("WWW-Authenticate", `Bearer realm="griddle"`)
+		writeJSON(w, http.StatusUnauthorized, api.Error{Message: "this call needs Authorization: Bearer <token>", Code: api.CodeUnauthorized})
+		return nil
+	}
+	name, has, ok := s.tokens.holder(tok)
+	switch {
+	case !ok:
+		writeJSON(w, http.StatusForbidden, api.Error{Message: "the token is not valid", Code: api.CodeForbidden})
+		return nil
+	case !has.allows(role):
+		writeJSON(w, http.StatusForbidden, api.Error{Message: fmt.Sprintf("the token's role %s may not do this; it needs the %s role", has, role), Code: api.CodeForbidden})
+		return nil
+	}
+	return withHolder(r, name, has)
+}
+
+// privateReads makes every other call need a viewer's token (or better),
+// but /healthz, which probes read.
+func (s *Server) privateReads(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/healthz" || holderOf(r).role != "" {
+			h.ServeHTTP(w, r)
+			return
+		}
+		if r = s.authorize(w, r, RoleViewer); r != nil {
+			h.ServeHTTP(w, r)
+		}
+	})
 }
 
 // tokensOf joins Config.Token (an operator's) and Config.Tokens.
 func tokensOf(cfg Config) []Token {
 	ts := slices.Clone(cfg.Tokens)
 	if cfg.Token != "" {
-		ts = append(ts, Token{Secret: cfg.Token, Role: RoleOperator})
+		ts = append(ts, Token{Name: string(RoleOperator), Secret: cfg.Token, Role: RoleOperator})
 	}
 	return ts
-}
-
-func author(r *http.Request) string {
-	if a := r.Header.Get(api.AuthorHeader); a != "" {
-		return a
-	}
-	return "anonymous"
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {
@@ -343,7 +366,7 @@ func reqCtx(r *http.Request) (context.Context, context.CancelFunc) {
 func document(r *http.Request) (*routing.Document, []byte, error) {
 	b, err := io.ReadAll(http.MaxBytesReader(nil, r.Body, maxBody))
 	if err != nil {
-		return nil, nil, fmt.Errorf("%w: body: %w", errBadRequest, err)
+		return nil, nil, fmt.Errorf("%w: body: unreadable or over %d bytes", errBadRequest, maxBody)
 	}
 	doc, err := routing.Parse(b)
 	if err != nil {
@@ -479,6 +502,10 @@ func (s *Server) putRules(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, api.Applied{Service: doc.Service, Revision: cur.Revision, Previous: cur.Revision, Unchanged: true})
 		return
 	}
+	if !holderOf(r).role.allows(RoleAdmin) && policyChanged(cur.Document, doc) {
+		writeJSON(w, http.StatusForbidden, api.Error{Message: fmt.Sprintf("changing authorization (who may call %s) needs the admin role; the token's is %s", doc.Service, holderOf(r).role), Code: api.CodeForbidden, Field: "authorization"})
+		return
+	}
 	guard, err := s.canaryGuard(ctx, doc.Service)
 	if err != nil {
 		s.fail(w, r, err)
@@ -557,6 +584,10 @@ func (s *Server) rollback(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	svc := r.PathValue("service")
+	if !holderOf(r).role.allows(RoleAdmin) && s.rollbackChangesPolicy(ctx, svc, to) {
+		writeJSON(w, http.StatusForbidden, api.Error{Message: fmt.Sprintf("this rollback changes authorization (who may call %s), which needs the admin role", svc), Code: api.CodeForbidden, Field: "authorization"})
+		return
+	}
 	guard, err := s.canaryGuard(ctx, svc)
 	if err != nil {
 		s.fail(w, r, err)
@@ -600,7 +631,7 @@ func (s *Server) startCanary(w http.ResponseWriter, r *http.Request) {
 	dec := json.NewDecoder(http.MaxBytesReader(nil, r.Body, maxBody))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&spec); err != nil {
-		s.fail(w, r, fmt.Errorf("%w: body: %w", errBadRequest, err))
+		s.fail(w, r, fmt.Errorf("%w: body: %s", errBadRequest, jsonProblem(err)))
 		return
 	}
 	if svc := r.PathValue("service"); spec.Service == "" {
@@ -637,4 +668,38 @@ func (s *Server) abort(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, c)
+}
+
+// rollbackChangesPolicy reports whether rolling svc back to revision to
+// changes its authorization policy. Lookups that fail say no: the
+// rollback itself then fails on them.
+func (s *Server) rollbackChangesPolicy(ctx context.Context, svc string, to int64) bool {
+	target, err := s.rules.Revision(ctx, svc, to)
+	if err != nil {
+		return false
+	}
+	cur, err := s.rules.Get(ctx, svc)
+	if err != nil {
+		return false
+	}
+	return policyChanged(cur.Document, target.Document)
+}
+
+// jsonProblem says what is wrong with a JSON body without Go's error text.
+func jsonProblem(err error) string {
+	var (
+		syntax *json.SyntaxError
+		typ    *json.UnmarshalTypeError
+	)
+	switch {
+	case errors.As(err, &syntax):
+		return fmt.Sprintf("not valid JSON (at byte %d)", syntax.Offset)
+	case errors.As(err, &typ):
+		return fmt.Sprintf("%s: want a %s", typ.Field, typ.Type)
+	case strings.HasPrefix(err.Error(), "json: unknown field "):
+		return "unknown field " + strings.TrimPrefix(err.Error(), "json: unknown field ")
+	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
+		return "empty or cut short"
+	}
+	return fmt.Sprintf("unreadable or over %d bytes", maxBody)
 }

@@ -155,7 +155,7 @@ func TestRulesAPI(t *testing.T) {
 		t.Fatalf("diff = %+v, %v", d, err)
 	}
 	h, err := c.History(ctx, "feed", 0)
-	if err != nil || len(h.Entries) != 2 || h.Entries[1].Comment != "first" || h.Entries[1].Author != "alice" {
+	if err != nil || len(h.Entries) != 2 || h.Entries[1].Comment != "first" || h.Entries[1].Author != "operator" {
 		t.Fatalf("history = %+v, %v", h, err)
 	}
 	if _, err := c.Rollback(ctx, "feed", a1.Revision, a1.Revision); !errors.Is(err, client.ErrConflict) {

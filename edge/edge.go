@@ -44,6 +44,8 @@ type Routes interface {
 type Config struct {
 	Listen string // host:port for end users (required)
 	Admin  string // host:port for /status and /healthz; "" disables
+	// NoPprof leaves /debug/pprof/ off the admin address.
+	NoPprof bool
 
 	Timeout           time.Duration // per request, retries included (10s)
 	MaxBodyBytes      int64         // larger bodies get 413 (8 MiB)
@@ -224,7 +226,7 @@ func (e *Edge) Run(ctx context.Context) error {
 			ln.Close()
 			return fmt.Errorf("edge: --admin: %w", err)
 		}
-		servers = append(servers, &http.Server{Handler: e.adminHandler(), ReadHeaderTimeout: 5 * time.Second})
+		servers = append(servers, &http.Server{Handler: e.adminHandler(), ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute})
 		listeners = append(listeners, aln)
 	}
 
@@ -305,9 +307,11 @@ func (e *Edge) resolve(r *http.Request) (string, bool) {
 
 func (e *Edge) adminHandler() http.Handler {
 	mux := http.NewServeMux()
-	mux.HandleFunc("GET /debug/pprof/", pprof.Index)
-	mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
-	mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
+	if !e.cfg.NoPprof {
+		mux.HandleFunc("GET /debug/pprof/", pprof.Index)
+		mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
+	}
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		w.Write([]byte("ok\n"))
 	})

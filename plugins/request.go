@@ -41,6 +41,11 @@ const (
 	HeaderEventSeq       = wire.HeaderEventSeq
 	HeaderEventTopic     = wire.HeaderEventTopic
 	HeaderEventPublisher = wire.HeaderEventPublisher
+	// HeaderEventSkipped is set on the first event delivered after events
+	// this subscriber had not received were removed by a hard retention
+	// limit of the publisher: the Seq they were removed up to. Events
+	// after the previous one delivered, up to that Seq, will never come.
+	HeaderEventSkipped = wire.HeaderEventSkipped
 )
 
 // inbound is what an outbound call inherits from the incoming request, and

@@ -16,6 +16,7 @@ import (
 
 	"github.com/griddle-mesh/griddle/internal/events/eventlog"
 	"github.com/griddle-mesh/griddle/internal/hop"
+	"github.com/griddle-mesh/griddle/internal/peercred"
 	"github.com/griddle-mesh/griddle/internal/pluginproto"
 	hclog "github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/go-plugin"
@@ -91,7 +92,7 @@ func serve(h http.Handler, stderr io.Writer, opts ...Option) int {
 		}
 	}
 	if addr := os.Getenv(EnvStandalone); addr != "" {
-		srv := &http.Server{Addr: addr, Handler: &contextHandler{h: h, mesh: newMesh(false)}, ReadHeaderTimeout: 10 * time.Second}
+		srv := &http.Server{Addr: addr, Handler: &contextHandler{h: h, mesh: newMesh(false)}, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
 		fmt.Fprintf(stderr, "serving alone on %s (%s is set): no sidecar, no mesh\n", addr, EnvStandalone)
 		err := srv.ListenAndServe()
 		fmt.Fprintf(stderr, "griddle handler: %v\n", err)
@@ -120,7 +121,7 @@ func serve(h http.Handler, stderr io.Writer, opts ...Option) int {
 	}
 
 	mesh := newMesh(true)
-	hsrv := &hopServer{mesh: mesh, ln: ln, srv: hop.Server{
+	hsrv := &hopServer{mesh: mesh, ln: ln, parentOnly: true, srv: hop.Server{
 		Handler:          (&contextHandler{h: h, mesh: mesh}).serveEnvelope,
 		Context:          mesh.inbound,
 		Logger:           slog.New(slog.NewJSONHandler(stderr, nil)),
@@ -228,6 +229,9 @@ type hopServer struct {
 	mesh *MeshAPI
 	ln   net.Listener
 	srv  hop.Server
+	// parentOnly refuses connections from any process but the one that
+	// started this one (its sidecar).
+	parentOnly bool
 
 	mu       sync.Mutex
 	closing  bool
@@ -248,8 +252,23 @@ func (s *hopServer) accept() error {
 			}
 			return err
 		}
+		// Only the sidecar that started this process may connect.
+		if err := s.checkPeer(nc); err != nil {
+			_ = nc.Close()
+			slog.Warn("griddle: a connection to the handler's socket from another process refused", "error", err)
+			continue
+		}
 		s.mesh.conns.add(hop.New(nc, hop.Config{Accepting: true, Serve: s.serve, Unary: unary}))
 	}
+}
+
+// checkPeer refuses a connection from another process than the parent,
+// with parentOnly.
+func (s *hopServer) checkPeer(nc net.Conn) error {
+	if !s.parentOnly {
+		return nil
+	}
+	return peercred.Check(nc, os.Getppid(), os.Getuid())
 }
 
 // serve serves one request, counted for shutdown.

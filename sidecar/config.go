@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/griddle-mesh/griddle/internal/discovery"
+	"github.com/griddle-mesh/griddle/internal/events"
 )
 
 // Config configures a Sidecar. Zero durations and sizes select the defaults.
@@ -26,11 +27,24 @@ type Config struct {
 	// Advertise is the URL registered in etcd ("": the bound Listen address).
 	Advertise string
 	// TLS is the server side of mutual TLS for a tls+tcp:// Listen (see
-	// package meshtls); required with one, unused otherwise.
+	// package meshtls); required with one, unused otherwise. The events
+	// PUB socket then announces on tls+tcp:// too.
 	TLS *tls.Config
+	// Peers tells who the caller on each tls+tcp:// connection is (the
+	// meshtls.Source behind TLS); the authorization policy in the
+	// service's rules is checked against it. Nil: no caller has an
+	// identity, so a policy refuses every one.
+	Peers PeerIdentities
+	// ClientTLS is the client side of mutual TLS toward other services'
+	// tls+tcp:// event announcers (nil: those are polled only).
+	ClientTLS *tls.Config
 
 	Plugin     string   // handler binary (required)
 	PluginArgs []string // its arguments
+	// HandlerEnv names variables of the sidecar's environment the handler
+	// also gets; it gets no others but PATH, HOME, TMPDIR, the locale and
+	// the time zone (so none of the sidecar's tokens).
+	HandlerEnv []string
 
 	// HTTPPrefixes are the path prefixes the edge sends to this service
 	// ("": an internal service, reached only by other services).
@@ -55,13 +69,23 @@ type Config struct {
 	// Subscriptions deliver other services' events to the handler (they
 	// need a store).
 	Subscriptions []Subscription
+	// Retention bounds this service's event log, per topic (--retain);
+	// topics not listed keep every event. One instance of the service
+	// trims at a time (elected through etcd). Needs a store.
+	Retention map[string]events.Retention
+	// RetainInterval is how often the log is trimmed
+	// (DefaultRetainInterval): a topic may exceed its cap by what is
+	// published in one interval.
+	RetainInterval time.Duration
 	// EventsListen is the mangos URL of the PUB socket announcing the
 	// events this service publishes ("": tcp on Listen's host, any port).
 	EventsListen string
 
-	Admin  string // host:port for /healthz and /status; "" disables
-	Prefix string // etcd key prefix (discovery.DefaultPrefix)
-	Logger *slog.Logger
+	Admin string // host:port for /healthz and /status; "" disables
+	// NoPprof leaves /debug/pprof/ off the admin address.
+	NoPprof bool
+	Prefix  string // etcd key prefix (discovery.DefaultPrefix)
+	Logger  *slog.Logger
 }
 
 // Validate reports the first invalid field, named as on the command line.
@@ -83,6 +107,9 @@ func (c Config) Validate() error {
 	if (u.Scheme == "tls+tcp") != (c.TLS != nil) {
 		return fmt.Errorf("sidecar: --listen: a tls+tcp:// address needs --tls-cert, --tls-key and --tls-ca, and they need one")
 	}
+	if strings.HasPrefix(c.EventsListen, "tls+tcp://") && c.TLS == nil {
+		return errors.New("sidecar: --events-listen: a tls+tcp:// address needs --tls-cert, --tls-key and --tls-ca")
+	}
 	if c.Advertise != "" {
 		if u, err := url.Parse(c.Advertise); err != nil || !listenSchemes[u.Scheme] || (u.Scheme != "ipc" && u.Scheme != "inproc" && (u.Port() == "" || u.Port() == "0")) {
 			return fmt.Errorf("sidecar: --advertise: %q is not a tcp://, tls+tcp://, ipc:// or inproc:// URL with a port", c.Advertise)
@@ -102,6 +129,14 @@ func (c Config) Validate() error {
 		if sub.Path == "" || !strings.HasPrefix(sub.Path, "/") || sub.Publisher == "" || sub.Topic == "" {
 			return fmt.Errorf("sidecar: --subscribe[%d]: want PUBLISHER/TOPIC=/PATH", i)
 		}
+	}
+	for topic, r := range c.Retention {
+		if !events.ValidTopic(topic) || r.MaxEvents < 0 || r.MaxAge < 0 || (r.MaxEvents == 0 && r.MaxAge == 0) {
+			return fmt.Errorf("sidecar: --retain %s: want a valid topic with a positive events or age bound", topic)
+		}
+	}
+	if c.RetainInterval < 0 {
+		return fmt.Errorf("sidecar: RetainInterval: %v is negative", c.RetainInterval)
 	}
 	if c.Concurrency < 0 || c.MaxBodyBytes < 0 || c.HandlerProcs < 0 {
 		return errors.New("sidecar: --concurrency, --max-body-bytes, --handler-procs: must not be negative")
@@ -137,10 +172,15 @@ func (c *Config) setDefaults() {
 	def(&c.DrainGrace, 500*time.Millisecond)
 	def(&c.DrainTimeout, 10*time.Second)
 	def(&c.OutboundTimeout, 10*time.Second)
+	def(&c.RetainInterval, DefaultRetainInterval)
 	if c.EventsListen == "" {
-		c.EventsListen = "tcp://127.0.0.1:0"
+		scheme := "tcp://"
+		if c.TLS != nil {
+			scheme = "tls+tcp://" // every mesh link, announcements too
+		}
+		c.EventsListen = scheme + "127.0.0.1:0"
 		if u, err := url.Parse(c.Listen); err == nil && (u.Scheme == "tcp" || u.Scheme == "tls+tcp") && u.Hostname() != "" {
-			c.EventsListen = "tcp://" + net.JoinHostPort(u.Hostname(), "0")
+			c.EventsListen = scheme + net.JoinHostPort(u.Hostname(), "0")
 		}
 	}
 	if c.Prefix == "" {

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/griddle-mesh/griddle/internal/events"
 )
 
 func TestConfigValidate(t *testing.T) {
@@ -40,6 +42,10 @@ func TestConfigValidate(t *testing.T) {
 		{"tls+tcp without certificates", func(c *Config) { c.Listen = "tls+tcp://127.0.0.1:0" }, "--tls-cert"},
 		{"certificates on plain tcp", func(c *Config) { c.TLS = &tls.Config{} }, "--tls-cert"},
 		{"tls+tcp with certificates", func(c *Config) { c.Listen, c.TLS = "tls+tcp://127.0.0.1:0", &tls.Config{} }, ""},
+		{"retention", func(c *Config) { c.Retention = map[string]events.Retention{"message.sent": {MaxEvents: 10}} }, ""},
+		{"retention without bound", func(c *Config) { c.Retention = map[string]events.Retention{"message.sent": {Hard: true}} }, "--retain message.sent"},
+		{"retention of a bad topic", func(c *Config) { c.Retention = map[string]events.Retention{"a/b": {MaxEvents: 1}} }, "--retain a/b"},
+		{"negative retain interval", func(c *Config) { c.RetainInterval = -time.Second }, "RetainInterval"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -66,6 +72,33 @@ func TestHandlerEnv(t *testing.T) {
 		s := &Sidecar{cfg: Config{Service: "hello", HandlerProcs: c.procs}}
 		if got := s.handlerEnv(); !slices.Equal(got, c.want) {
 			t.Errorf("HandlerProcs %d: got %q, want %q", c.procs, got, c.want)
+		}
+	}
+}
+
+func TestParseRetention(t *testing.T) {
+	for _, tc := range []struct {
+		in      string
+		topic   string
+		want    events.Retention
+		wantErr string
+	}{
+		{in: "message.sent=events:10000", topic: "message.sent", want: events.Retention{MaxEvents: 10000}},
+		{in: "t=age:24h,events:5,hard", topic: "t", want: events.Retention{MaxAge: 24 * time.Hour, MaxEvents: 5, Hard: true}},
+		{in: "message.sent", wantErr: "no valid topic"},
+		{in: "a/b=events:1", wantErr: "no valid topic"},
+		{in: "t=events:0", wantErr: "events: want a positive count"},
+		{in: "t=events:x", wantErr: "events: want a positive count"},
+		{in: "t=age:-1s", wantErr: "age: want a positive duration"},
+		{in: "t=hard", wantErr: "no bound"},
+		{in: "t=size:1", wantErr: `unknown bound "size:1"`},
+	} {
+		topic, r, err := ParseRetention(tc.in)
+		switch {
+		case tc.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tc.wantErr)):
+			t.Errorf("%q: got %v, want an error containing %q", tc.in, err, tc.wantErr)
+		case tc.wantErr == "" && (err != nil || topic != tc.topic || r != tc.want):
+			t.Errorf("%q: got %q %+v %v, want %q %+v", tc.in, topic, r, err, tc.topic, tc.want)
 		}
 	}
 }

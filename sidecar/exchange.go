@@ -55,7 +55,9 @@ type exchanges struct {
 // add registers x, ending it on its deadline or when idle.
 func (xs *exchanges) add(x *exchange) {
 	x.done = make(chan struct{})
+	x.mu.Lock() // the timer may fire at once: end waits for it to be set
 	x.timer = time.AfterFunc(x.wait(), func() { xs.abort(x) })
+	x.mu.Unlock()
 	xs.mu.Lock()
 	if xs.m == nil {
 		xs.m = make(map[string]*exchange)
@@ -361,6 +363,11 @@ func (s *Sidecar) data(x *exchange, head wire.Head, body []byte) []byte {
 	}
 	var err error
 	switch {
+	case len(env.Body) == 0 && !env.GetEnd() && len(env.GetTrailers()) == 0:
+		// An empty part asks whether the handler wants the body: answered
+		// when it begins to read it, or (more false) when it answered
+		// without (a client's "Expect: 100-continue").
+		err = x.s.AwaitDemand()
 	case len(env.GetTrailers()) > 0:
 		if len(env.Body) > 0 {
 			err = x.s.Send(hop.TypeData, false, env.Body)

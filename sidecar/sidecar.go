@@ -61,6 +61,10 @@ type Sidecar struct {
 	spawn     func()    // starts one more worker (set by Run)
 	bound     atomic.Pointer[string]
 	ready     chan struct{}
+
+	eventMetrics *eventMetrics          // the event log's figures (events.go)
+	callers      callers                // who is on each connection (authz.go)
+	authz        *prometheus.CounterVec // the authorization policy's decisions
 }
 
 // Deps are the shared parts a sidecar uses; the caller owns them.
@@ -94,9 +98,11 @@ func New(cfg Config, deps Deps) (*Sidecar, error) {
 	cfg.setDefaults()
 	s := &Sidecar{cfg: cfg, log: cfg.Logger, deps: deps, ready: make(chan struct{}), reg: metrics.NewRegistry()}
 	s.metrics = metrics.NewSidecar(s.reg)
+	s.eventMetrics = newEventMetrics(s.reg)
 	// Service and version never change: bind them once, not per request.
 	s.requests = s.metrics.Requests.MustCurryWith(prometheus.Labels{"service": cfg.Service, "version": cfg.Version})
 	s.duration = s.metrics.Duration.WithLabelValues(cfg.Service, cfg.Version)
+	s.authz = newAuthzMetric(s.reg)
 	return s, nil
 }
 
@@ -126,12 +132,13 @@ func (s *Sidecar) Run(ctx context.Context) error {
 	defer stopMesh()
 
 	host, err := pluginhost.New(pluginhost.Config{
-		Path:   s.cfg.Plugin,
-		Args:   s.cfg.PluginArgs,
-		Mesh:   mesh,
-		Unary:  unary,
-		Env:    s.handlerEnv(),
-		Logger: s.log,
+		Path:    s.cfg.Plugin,
+		Args:    s.cfg.PluginArgs,
+		Mesh:    mesh,
+		Unary:   unary,
+		Env:     s.handlerEnv(),
+		PassEnv: s.cfg.HandlerEnv,
+		Logger:  s.log,
 	})
 	if err != nil {
 		return fmt.Errorf("sidecar: --plugin: %w", err)
@@ -177,6 +184,9 @@ func (s *Sidecar) Run(ctx context.Context) error {
 		s.log.Error("the handler subscribes to events, but this sidecar has no store (--store): nothing will be delivered", "subscriptions", len(subs))
 	case len(subs) > 0:
 		wg.Go(func() { s.subscribe(bctx, s.deps.Store, subs) })
+	}
+	if len(s.cfg.Retention) > 0 && s.deps.Store != nil {
+		wg.Go(func() { s.retain(bctx, s.deps.Store) })
 	}
 	if c := s.deps.Catalog; c != nil {
 		wg.Go(func() {
@@ -231,7 +241,7 @@ func (s *Sidecar) meshHandler() (h http.Handler, unary func(context.Context, []b
 		if err != nil {
 			return nil, nil, nil, nil, fmt.Errorf("sidecar: store: %w", err)
 		}
-		pub, err = events.NewPublisher(events.PublisherConfig{Name: s.cfg.Service, Log: own, Listen: s.cfg.EventsListen, Logger: s.log})
+		pub, err = events.NewPublisher(events.PublisherConfig{Name: s.cfg.Service, Log: own, Listen: s.cfg.EventsListen, TLS: s.cfg.TLS, Logger: s.log})
 		if err != nil {
 			stop()
 			return nil, nil, nil, nil, fmt.Errorf("sidecar: --events-listen: %w", err)
@@ -294,6 +304,7 @@ func (s *Sidecar) listen() (mangos.Socket, error) {
 		sock.Close()
 		return nil, fmt.Errorf("sidecar: %w", err)
 	}
+	s.trackCallers(sock)
 	var opts map[string]any
 	if s.cfg.TLS != nil {
 		opts = map[string]any{mangos.OptionTLSConfig: s.cfg.TLS}
@@ -347,7 +358,7 @@ func (s *Sidecar) serveAdmin(wg *sync.WaitGroup) (addr string, stop func()) {
 		s.log.Error("admin listener failed", "admin", s.cfg.Admin, "err", err)
 		return "", func() {}
 	}
-	srv := &http.Server{Handler: s.adminHandler(), ReadHeaderTimeout: 5 * time.Second}
+	srv := &http.Server{Handler: s.adminHandler(), ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
 	wg.Go(func() { _ = srv.Serve(ln) })
 	return ln.Addr().String(), func() { _ = srv.Close() }
 }
@@ -394,7 +405,8 @@ func (s *Sidecar) serve(mc mangos.Context) {
 		s.metrics.InFlight.Inc()
 		start := time.Now()
 		head, err := wire.PeekRequest(msg.Body)
-		if err == nil && head.Part != wire.Part_PART_NONE {
+		allowed := s.authorized(msg.Pipe)
+		if allowed && err == nil && head.Part != wire.Part_PART_NONE {
 			// A part may wait long (a PULL for the handler to write, a
 			// DATA for it to read): it keeps this worker, and a new one
 			// takes its place.
@@ -408,7 +420,13 @@ func (s *Sidecar) serve(mc mangos.Context) {
 			_ = mc.Close()
 			return
 		}
-		reply, status := s.handle(head, err, msg.Body, start.Add(s.cfg.ClockOffset), cancel)
+		var reply []byte
+		var status int
+		if allowed {
+			reply, status = s.handle(head, err, msg.Body, start.Add(s.cfg.ClockOffset), cancel)
+		} else {
+			reply, status = s.forbidden(msg.Body)
+		}
 		select {
 		case <-cancel: // closed for this request: the next needs its own
 			cancel = make(chan struct{})

@@ -3,7 +3,6 @@ package main
 
 import (
 	"context"
-	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -17,8 +16,10 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/griddle-mesh/griddle/edge"
+	"github.com/griddle-mesh/griddle/internal/events"
 	"github.com/griddle-mesh/griddle/internal/launch"
 	"github.com/griddle-mesh/griddle/internal/meshtls"
+	"github.com/griddle-mesh/griddle/internal/store/storehttp"
 	"github.com/griddle-mesh/griddle/sidecar"
 )
 
@@ -68,7 +69,7 @@ func newRoot() *cobra.Command {
 	root.PersistentFlags().StringVar(&g.logLevel, "log-level", "info", "debug, info, warn or error")
 	root.PersistentFlags().StringVar(&g.logFormat, "log-format", "text", "text or json")
 	root.AddCommand(upCmd(g), edgeCmd(g), sidecarCmd(g), storeCmd(g), seedCmd(g), benchCmd(g))
-	root.AddCommand(controlCmd(g), routesCmd(g), canaryCmd(g), statusCmd(g))
+	root.AddCommand(controlCmd(g), routesCmd(g), canaryCmd(g), statusCmd(g), caCmd(g))
 	setupCLI(root)
 	return root
 }
@@ -128,11 +129,12 @@ func edgeCmd(g *globals) *cobra.Command {
 			if err := cfg.Validate(); err != nil {
 				return err
 			}
-			client, err := mtls.Client()
+			src, err := meshtls.Open(mtls, meshtls.Options{Want: meshtls.WantEdge, Logger: log})
 			if err != nil {
 				return err
 			}
-			m, err := etcd.connect(cmd.Context(), client, log)
+			defer src.Close()
+			m, err := etcd.connect(cmd.Context(), src, log)
 			if err != nil {
 				return err
 			}
@@ -145,6 +147,7 @@ func edgeCmd(g *globals) *cobra.Command {
 	f.StringVar(&cfg.Admin, "admin", "", "address for /status and /healthz (empty: none)")
 	f.DurationVar(&cfg.Timeout, "timeout", 10*time.Second, "deadline of each request, retries included")
 	f.Int64Var(&cfg.MaxBodyBytes, "max-body-bytes", 1<<30, "largest request body, streamed or not; larger ones get 413 (at most 1 MiB of a body is held in memory)")
+	f.BoolVar(&cfg.NoPprof, "no-pprof", false, "leave /debug/pprof/ off --admin")
 	f.BoolVar(&cfg.NoAdmission, "no-admission", false, "turn off the adaptive concurrency limit that sheds excess load with 503")
 	f.StringArrayVar(&proxies, "trusted-proxy", nil, "CIDR of proxies in front of the edge whose X-Forwarded-* headers are kept (repeatable; default: none, a client's own are replaced)")
 	f.IntVar(&cfg.Admission.MaxLimit, "admission-max", 0, "ceiling of the adaptive concurrency limit (default 16 per CPU, at least 32)")
@@ -161,7 +164,9 @@ func sidecarCmd(g *globals) *cobra.Command {
 		etcd      etcdFlags
 		storeSpec string
 		subs      []string
+		retain    []string
 		mtls      meshtls.Files
+		tokenFile string
 	)
 	cmd := &cobra.Command{
 		Use:   "sidecar",
@@ -180,27 +185,50 @@ func sidecarCmd(g *globals) *cobra.Command {
 				}
 				cfg.Subscriptions = append(cfg.Subscriptions, sub)
 			}
-			server, err := mtls.Server()
+			for i, s := range retain {
+				topic, r, err := sidecar.ParseRetention(s)
+				if err != nil {
+					return fmt.Errorf("--retain[%d]: %w", i, err)
+				}
+				if cfg.Retention == nil {
+					cfg.Retention = map[string]events.Retention{}
+				}
+				cfg.Retention[topic] = r
+			}
+			src, err := meshtls.Open(mtls, meshtls.Options{Want: meshtls.WantWorkload(cfg.Service, cfg.Version), Logger: log})
 			if err != nil {
 				return err
 			}
-			client, err := mtls.Client()
-			if err != nil {
-				return err
+			defer src.Close()
+			if src != nil {
+				cfg.TLS, cfg.ClientTLS, cfg.Peers = src.Server(), src.Client(), src
 			}
-			cfg.TLS = server
 			if err := cfg.Validate(); err != nil {
 				return err
 			}
 			if len(cfg.Subscriptions) > 0 && storeSpec == "" {
 				return errors.New("--subscribe needs --store: cursors and logs live in the store")
 			}
-			m, err := etcd.connect(cmd.Context(), client, log)
+			if len(cfg.Retention) > 0 && storeSpec == "" {
+				return errors.New("--retain needs --store: the event log lives in the store")
+			}
+			creds := launch.StoreCredentials{Token: os.Getenv("GRIDDLE_STORE_TOKEN")}
+			if tokenFile != "" {
+				b, err := os.ReadFile(tokenFile)
+				if err != nil {
+					return fmt.Errorf("--store-token-file: %w", err)
+				}
+				creds.Token = strings.TrimSpace(string(b))
+			}
+			if src != nil && strings.HasPrefix(storeSpec, "https://") {
+				creds.TLS = src.ClientFor("", storeSpec)
+			}
+			m, err := etcd.connect(cmd.Context(), src, log)
 			if err != nil {
 				return err
 			}
 			defer m.Close()
-			return launch.Sidecar(cmd.Context(), m, cfg, storeSpec)
+			return launch.Sidecar(cmd.Context(), m, cfg, storeSpec, creds)
 		},
 	}
 	f := cmd.Flags()
@@ -211,14 +239,18 @@ func sidecarCmd(g *globals) *cobra.Command {
 	f.StringVar(&cfg.Advertise, "advertise", "", "URL registered in etcd (default: the bound --listen address)")
 	f.StringVar(&cfg.Plugin, "plugin", "", "handler binary (required)")
 	f.StringArrayVar(&cfg.PluginArgs, "plugin-arg", nil, "argument for the handler (repeatable)")
+	f.StringArrayVar(&cfg.HandlerEnv, "handler-env", nil, "name of an environment variable the handler gets too (repeatable); it gets no others but PATH, HOME, TMPDIR, locale and time zone")
 	f.StringArrayVar(&cfg.HTTPPrefixes, "http-prefix", nil, "path prefix the edge sends to this service (repeatable)")
 	f.IntVar(&cfg.Concurrency, "concurrency", 128, "requests handled at once")
 	f.IntVar(&cfg.HandlerProcs, "handler-procs", 0, "GOMAXPROCS of the handler process (0: Go's default; 1 saves idle threads' wake-ups per request, and limits the handler to one core)")
 	f.DurationVar(&cfg.TTL, "ttl", 5*time.Second, "registration lease; a killed sidecar leaves the endpoint set within it")
 	f.DurationVar(&cfg.DrainTimeout, "drain-timeout", 10*time.Second, "time for in-flight work to finish on stop")
 	f.StringVar(&cfg.Admin, "admin", "", "address for /status and /healthz (empty: none)")
+	f.BoolVar(&cfg.NoPprof, "no-pprof", false, "leave /debug/pprof/ off --admin")
 	f.StringVar(&storeSpec, "store", "", "the service's state: badger:DIR (this process only), http://HOST:PORT (griddle store) or fdb:CLUSTER_FILE")
+	f.StringVar(&tokenFile, "store-token-file", "", "file holding this service's token for griddle store --tokens (default: env GRIDDLE_STORE_TOKEN); with https:// and --tls-* the certificate is enough")
 	f.StringArrayVar(&subs, "subscribe", nil, "deliver another service's events to the handler: PUBLISHER/TOPIC=/PATH (repeatable)")
+	f.StringArrayVar(&retain, "retain", nil, "bound this service's event log: TOPIC=events:N,age:DURATION[,hard] (repeatable; hard trims what subscribers have not received)")
 	f.StringVar(&cfg.EventsListen, "events-listen", "", "mangos URL announcing this service's events (default: --listen's host, any port)")
 	f.DurationVar(&cfg.ClockOffset, "clock-offset", 0, "for fault tests: add this to the clock the sidecar reads for deadlines")
 	_ = f.MarkHidden("clock-offset")
@@ -228,21 +260,45 @@ func sidecarCmd(g *globals) *cobra.Command {
 }
 
 func storeCmd(g *globals) *cobra.Command {
-	var listen, dir string
+	var (
+		cfg        launch.StoreServerConfig
+		tokensFile string
+		mtls       meshtls.Files
+	)
 	cmd := &cobra.Command{
 		Use:   "store",
-		Short: "Serve an embedded store (Badger) to the sidecars of this machine",
+		Short: "Serve an embedded store (Badger) to sidecars, each confined to its service's key space",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			log, err := g.logger()
 			if err != nil {
 				return err
 			}
-			return launch.StoreServer(cmd.Context(), listen, dir, log)
+			if tokensFile != "" {
+				b, err := os.ReadFile(tokensFile)
+				if err != nil {
+					return fmt.Errorf("store: --tokens: %w", err)
+				}
+				if cfg.Tokens, err = storehttp.ParseTokens(string(b)); err != nil {
+					return usageError(fmt.Errorf("store: --tokens %s: %w", tokensFile, err))
+				}
+			}
+			src, err := meshtls.Open(mtls, meshtls.Options{Logger: log})
+			if err != nil {
+				return err
+			}
+			defer src.Close()
+			cfg.TLS = src
+			return launch.StoreServer(cmd.Context(), cfg, log)
 		},
 	}
-	cmd.Flags().StringVar(&listen, "listen", "127.0.0.1:7400", "address sidecars reach it at (--store http://ADDRESS)")
-	cmd.Flags().StringVar(&dir, "dir", ".griddle/store", "directory of the database")
+	f := cmd.Flags()
+	f.StringVar(&cfg.Listen, "listen", "127.0.0.1:7400", "address sidecars reach it at (--store http://ADDRESS, https:// with --tls-*); beyond loopback only with --tls-*")
+	f.StringVar(&cfg.Dir, "dir", ".griddle/store", "directory of the database")
+	f.StringVar(&tokensFile, "tokens", "", "file of per-service tokens, one \"SERVICE TOKEN\" a line: each opens only its service's key space (sidecars: --store-token-file)")
+	cmd.Flags().StringVar(&mtls.Cert, "tls-cert", "", "PEM certificate to serve HTTPS with (with --tls-key and --tls-ca); sidecars' client certificates (griddle ca issue) then authenticate them")
+	cmd.Flags().StringVar(&mtls.Key, "tls-key", "", "PEM private key of --tls-cert")
+	cmd.Flags().StringVar(&mtls.CA, "tls-ca", "", "PEM CA of the sidecars' certificates")
 	return cmd
 }
 
@@ -265,26 +321,60 @@ func seedCmd(*globals) *cobra.Command {
 
 // addTLSFlags adds the mutual TLS flags of edges and sidecars.
 func addTLSFlags(cmd *cobra.Command, f *meshtls.Files) {
-	cmd.Flags().StringVar(&f.Cert, "tls-cert", "", "PEM certificate for mutual TLS on tls+tcp:// sockets (with --tls-key and --tls-ca)")
+	cmd.Flags().StringVar(&f.Cert, "tls-cert", "", "PEM certificate for mutual TLS on tls+tcp:// sockets (with --tls-key and --tls-ca); its identity (griddle ca issue) must be this process's; rewritten files are used within a second")
 	cmd.Flags().StringVar(&f.Key, "tls-key", "", "PEM private key of --tls-cert")
 	cmd.Flags().StringVar(&f.CA, "tls-ca", "", "PEM CA that signs every certificate of the mesh")
 }
 
 // etcdFlags are the flags of commands that talk to etcd.
 type etcdFlags struct {
-	endpoints string
-	prefix    string
+	endpoints    string
+	prefix       string
+	tls          meshtls.Files
+	user         string
+	passwordFile string
 }
 
 func (e *etcdFlags) add(cmd *cobra.Command) {
-	cmd.Flags().StringVar(&e.endpoints, "etcd", "127.0.0.1:2379", "etcd endpoints, comma-separated")
-	cmd.Flags().StringVar(&e.prefix, "etcd-prefix", "/griddle/", "key prefix for everything Griddle keeps in etcd")
+	f := cmd.Flags()
+	f.StringVar(&e.endpoints, "etcd", "127.0.0.1:2379", "etcd endpoints, comma-separated (https://HOST:PORT with --etcd-ca)")
+	f.StringVar(&e.prefix, "etcd-prefix", "/griddle/", "key prefix for everything Griddle keeps in etcd")
+	f.StringVar(&e.tls.CA, "etcd-ca", "", "PEM CA of etcd's server certificate: talk to etcd over TLS")
+	f.StringVar(&e.tls.Cert, "etcd-cert", "", "PEM client certificate for etcd's --client-cert-auth (with --etcd-key and --etcd-ca)")
+	f.StringVar(&e.tls.Key, "etcd-key", "", "PEM private key of --etcd-cert")
+	f.StringVar(&e.user, "etcd-user", "", "etcd user to log in as (its password from --etcd-password-file or env GRIDDLE_ETCD_PASSWORD)")
+	f.StringVar(&e.passwordFile, "etcd-password-file", "", "file holding the password of --etcd-user")
 }
 
-// connect dials etcd as the flags say; tlsCfg is the client side of mutual
-// TLS toward tls+tcp:// instances (nil: none).
-func (e *etcdFlags) connect(ctx context.Context, tlsCfg *tls.Config, log *slog.Logger) (*launch.Mesh, error) {
-	return launch.Connect(ctx, e.list(), e.prefix, tlsCfg, log)
+// connect dials etcd as the flags say; mtls is this process's mesh
+// identity toward tls+tcp:// instances (nil: none).
+func (e *etcdFlags) connect(ctx context.Context, mtls *meshtls.Source, log *slog.Logger) (*launch.Mesh, error) {
+	cfg, err := e.config()
+	if err != nil {
+		return nil, err
+	}
+	return launch.Connect(ctx, cfg, e.prefix, mtls, log)
+}
+
+// config is the etcd connection the flags describe.
+func (e *etcdFlags) config() (launch.Etcd, error) {
+	cfg := launch.Etcd{Endpoints: e.list(), Username: e.user}
+	if e.user != "" {
+		cfg.Password = os.Getenv("GRIDDLE_ETCD_PASSWORD")
+	}
+	if e.passwordFile != "" {
+		b, err := os.ReadFile(e.passwordFile)
+		if err != nil {
+			return cfg, fmt.Errorf("--etcd-password-file: %w", err)
+		}
+		cfg.Password = strings.TrimRight(string(b), "\r\n")
+	}
+	tlsCfg, err := launch.EtcdTLS(e.tls.Cert, e.tls.Key, e.tls.CA)
+	if err != nil {
+		return cfg, err
+	}
+	cfg.TLS = tlsCfg
+	return cfg, cfg.Validate()
 }
 
 func (e *etcdFlags) list() []string {

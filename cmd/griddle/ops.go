@@ -92,7 +92,7 @@ func (o *opsFlags) add(cmd *cobra.Command) {
 	}
 	f := cmd.PersistentFlags()
 	f.StringVar(&o.control, "control", def, "control plane URL (env GRIDDLE_CONTROL)")
-	f.StringVar(&o.token, "token", os.Getenv("GRIDDLE_TOKEN"), "bearer token for write calls (env GRIDDLE_TOKEN)")
+	f.StringVar(&o.token, "token", "", "bearer token for write calls (default: env GRIDDLE_TOKEN; a flag's value shows in the process list, the environment does not)")
 	f.StringVarP(&o.output, "output", "o", "text", "text, json or yaml")
 	_ = cmd.RegisterFlagCompletionFunc("output", cobra.FixedCompletions([]string{"text", "json", "yaml"}, cobra.ShellCompDirectiveNoFileComp))
 }
@@ -113,7 +113,11 @@ func (o *opsFlags) client() (*client.Client, error) {
 	if u, err := user.Current(); err == nil {
 		author = u.Username
 	}
-	return client.New(o.control, o.token, author, &http.Client{Timeout: 30 * time.Second}), nil
+	token := o.token
+	if token == "" {
+		token = os.Getenv("GRIDDLE_TOKEN")
+	}
+	return client.New(o.control, token, author, &http.Client{Timeout: 30 * time.Second}), nil
 }
 
 // print writes v as indented JSON with --output json, as YAML with
@@ -188,7 +192,8 @@ func controlCmd(g *globals) *cobra.Command {
 	}
 	f := cmd.Flags()
 	f.StringVar(&listen, "listen", "127.0.0.1:9300", "address of the API and the status page")
-	f.StringVar(&tokenFile, "token-file", "", "file of bearer tokens for write calls, one per line: TOKEN (an operator's) or ROLE TOKEN, ROLE operator or deployer (canaries only) (default: env GRIDDLE_TOKEN, an operator's)")
+	f.StringVar(&tokenFile, "token-file", "", "file of bearer tokens, one per line: NAME ROLE TOKEN (NAME is recorded as the author of its changes), ROLE TOKEN or TOKEN (an operator's); ROLE viewer, deployer (canaries), operator (rules, canaries) or admin (also authorization policies) (default: env GRIDDLE_TOKEN, an operator's)")
+	f.BoolVar(&cfg.PrivateReads, "private-reads", false, "reads (API, page, /metrics) need a token too, of a viewer or better; /healthz stays open")
 	f.StringVar(&cfg.ID, "id", "", "name of this replica in the leader election (default: hostname-pid)")
 	f.DurationVar(&cfg.SessionTTL, "session-ttl", control.DefaultSessionTTL, "leader lease: a dead leader is replaced within it")
 	f.DurationVar(&cfg.Poll, "poll", canary.DefaultPoll, "how often the canary controller looks for due steps")

@@ -100,7 +100,7 @@ func ServeDirect(ctx context.Context, cfg DirectConfig) error {
 	})
 	mux.HandleFunc("POST /messages/{to}", msgs.send)
 	mux.HandleFunc("GET /messages/{user}", msgs.list)
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second, IdleTimeout: 2 * time.Minute}
 	errc := make(chan error, 1)
 	var wg sync.WaitGroup
 	wg.Go(func() { errc <- srv.Serve(ln) })

@@ -133,7 +133,10 @@ func attack(ctx context.Context, l load) (RunResult, error) {
 	var all, served, shed, raw []time.Duration
 	r := RunResult{Target: l.target, Offered: float64(l.rate)}
 	for res := range results {
-		lat := res.Timestamp.Add(res.Latency).Sub(t0.Add(time.Duration(res.Seq) * period))
+		// vegeta's ConstantPacer sends hit Seq (from 0) one period after
+		// hit Seq-1 and the first one period after the start: it is due
+		// at t0 + (Seq+1) periods.
+		lat := res.Timestamp.Add(res.Latency).Sub(t0.Add(time.Duration(res.Seq+1) * period))
 		lat = max(lat, res.Latency)
 		all = append(all, lat)
 		raw = append(raw, res.Latency)

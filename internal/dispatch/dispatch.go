@@ -128,6 +128,10 @@ type Config struct {
 	// and them to it (see package meshtls); nil: such instances cannot be
 	// reached (ErrNoTLS, as for any instance that cannot be dialled).
 	TLS *tls.Config
+	// TLSFor, when set, is used instead of TLS: the client side toward
+	// the instance of service at address, which checks that the instance's
+	// certificate is that service's (meshtls.Source.ClientFor).
+	TLSFor func(service, address string) *tls.Config
 }
 
 // Validate reports the first problem with c. It does no I/O.
@@ -238,6 +242,9 @@ type Policy struct {
 	// answer from a handler. Both only for idempotent methods unless
 	// NonIdempotent is set.
 	OnDeadline, On5xx bool
+	// OnUnavailable retries a gRPC call answered UNAVAILABLE with nothing
+	// else (trailers only) on another instance.
+	OnUnavailable bool
 	// NonIdempotent allows the retries above, and retries after an instance
 	// broke with the request inside, for any method.
 	NonIdempotent bool
@@ -368,6 +375,11 @@ func (d *Dispatcher) do(ctx context.Context, req *wire.Request, pol Policy) (*wi
 				return nil, nil, err
 			}
 			lastReply, lastErr = nil, err
+		case retryUnavailable:
+			if !pol.OnUnavailable || !pol.mayRepeat(req.Method) {
+				return reply, p, nil
+			}
+			lastReply, lastErr = reply, nil
 		}
 	}
 	if lastReply != nil {
@@ -512,7 +524,11 @@ func (d *Dispatcher) addPeers(service, version string, insts []discovery.Instanc
 			continue
 		}
 		if _, ok := d.peers[in.Address]; !ok {
-			p := newPeer(in.Address, d.cfg.MaxReplyBytes, d.cfg.TLS)
+			tlsCfg := d.cfg.TLS
+			if d.cfg.TLSFor != nil {
+				tlsCfg = d.cfg.TLSFor(in.Service, in.Address)
+			}
+			p := newPeer(in.Address, d.cfg.MaxReplyBytes, tlsCfg)
 			p.service = service
 			d.peers[in.Address] = p
 		}
@@ -645,12 +661,13 @@ const grpcUnavailable = 14
 type result int
 
 const (
-	done           result = iota // a final reply
-	fatal                        // an error not worth another attempt
-	retryReply                   // a reply saying no handler saw the request
-	notDelivered                 // no instance received the request
-	maybeDelivered               // the request may have reached a handler
-	tryTimedOut                  // no answer within the try's own deadline
+	done             result = iota // a final reply
+	fatal                          // an error not worth another attempt
+	retryReply                     // a reply saying no handler saw the request
+	notDelivered                   // no instance received the request
+	maybeDelivered                 // the request may have reached a handler
+	tryTimedOut                    // no answer within the try's own deadline
+	retryUnavailable               // an answer that the instance cannot serve, before any of it went out
 )
 
 // try sends msg, an encoded request, to p and waits for the reply. It takes
@@ -773,8 +790,13 @@ func (d *Dispatcher) try(ctx context.Context, p *peer, msg *mangos.Message, id s
 	}
 	if c, ok := wire.GRPCStatus(reply.Headers, reply.Trailers); ok && c == grpcUnavailable {
 		// A gRPC server says it cannot serve: an instance failure, as
-		// CODE_UNAVAILABLE is, though it came in a 200.
+		// CODE_UNAVAILABLE is, though it came in a 200. Whole (trailers
+		// only), nothing of the answer went out: it may be retried where
+		// the policy allows the method's repetition.
 		d.failure(p)
+		if !reply.More {
+			return reply, retryUnavailable, nil
+		}
 		return reply, done, nil
 	}
 	if d.cfg.Eject5xx && reply.FigureStatus() >= 500 {

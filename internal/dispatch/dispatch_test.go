@@ -39,6 +39,7 @@ type server struct {
 	delay  atomic.Int64 // nanoseconds slept before answering
 	code   atomic.Int32 // wire.Code of every reply
 	hold   atomic.Bool  // keep requests until killed, never answer
+	grpc   atomic.Int32 // > 0: answer as a gRPC server with this status, trailers only
 	served atomic.Int64 // requests received
 	got    chan *wire.Request
 }
@@ -118,13 +119,19 @@ func (s *server) work(c mangos.Context) {
 				return
 			}
 		}
-		b, err := proto.Marshal(&wire.Reply{
+		reply := &wire.Reply{
 			Id:       req.Id,
 			Status:   200,
 			Body:     req.Body,
 			Code:     wire.Code(s.code.Load()),
 			ServedBy: s.name,
-		})
+		}
+		if g := s.grpc.Load(); g > 0 {
+			reply.Body = nil
+			reply.Headers = []*wire.Header{{Name: "Content-Type", Values: []string{"application/grpc"}}}
+			reply.Trailers = []*wire.Header{{Name: "Grpc-Status", Values: []string{fmt.Sprint(g)}}}
+		}
+		b, err := proto.Marshal(reply)
 		if err != nil {
 			panic(err)
 		}
@@ -281,6 +288,55 @@ func TestRetryOnRefusingReply(t *testing.T) {
 			}
 			if bad.served.Load() == 0 || retried == 0 {
 				t.Fatalf("bad server saw %d requests, %d retried: the retry path was not exercised", bad.served.Load(), retried)
+			}
+		})
+	}
+}
+
+// TestGRPCUnavailableRetried: a gRPC call answered UNAVAILABLE with
+// nothing else goes to another instance, only where the policy allows the
+// method's repetition and retries on "unavailable"; the instance counts a
+// failure either way.
+func TestGRPCUnavailableRetried(t *testing.T) {
+	for _, c := range []struct {
+		name  string
+		pol   Policy
+		retry bool
+	}{
+		{"not allowed", Policy{Attempts: 3}, false},
+		{"allowed", Policy{Attempts: 3, OnUnavailable: true, NonIdempotent: true}, true},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			bad, good := startServer(t, "bad", 4), startServer(t, "good", 4)
+			bad.grpc.Store(14)
+			eps := &endpoints{}
+			eps.set("profiles", bad.instance("profiles", "v1"), good.instance("profiles", "v1"))
+			d := newDispatcher(t, Config{Endpoints: eps})
+			sawBad, retried := false, false
+			for i := range 40 {
+				req := request("POST", fmt.Sprint(i))
+				reply, err := d.DoPolicy(t.Context(), req, c.pol)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if req.Attempt > 1 {
+					retried = true
+				}
+				if reply.ServedBy == "bad" {
+					sawBad = true
+					if st, _ := wire.GRPCStatus(reply.Headers, reply.Trailers); st != 14 {
+						t.Fatalf("bad's answer lost its status: %v", reply.Trailers)
+					}
+				}
+			}
+			if retried != c.retry {
+				t.Errorf("retried %v, want %v", retried, c.retry)
+			}
+			if c.retry && sawBad {
+				t.Error("an UNAVAILABLE reached the caller though another instance could serve")
+			}
+			if !c.retry && !sawBad {
+				t.Error("no call went to the failing instance: the case was not exercised")
 			}
 		})
 	}

@@ -58,6 +58,15 @@ type Config struct {
 	// UnsafeNoFsync turns off fsync: faster, but a machine crash can lose or
 	// corrupt data. For tests only.
 	UnsafeNoFsync bool
+	// LoopbackOnly refuses a ClientAddr or PeerAddr that is not on this
+	// machine's loopback (griddle up's etcd answers this machine only).
+	LoopbackOnly bool
+	// CertFile and KeyFile (PEM), when set, serve clients over TLS
+	// (https:// endpoints).
+	CertFile, KeyFile string
+	// ClientCAFile (PEM), with CertFile, makes every client present a
+	// certificate it signed (etcd's --client-cert-auth).
+	ClientCAFile string
 }
 
 // Validate reports the first invalid field, wrapping ErrEtcdembedConfig. It
@@ -72,12 +81,31 @@ func (c Config) Validate() error {
 	if _, _, err := splitAddr(c.PeerAddr); err != nil {
 		return fmt.Errorf("%w: PeerAddr %q: %w", ErrEtcdembedConfig, c.PeerAddr, err)
 	}
+	if c.LoopbackOnly {
+		for name, addr := range map[string]string{"ClientAddr": c.ClientAddr, "PeerAddr": c.PeerAddr} {
+			if host, _, _ := splitAddr(addr); !isLoopback(host) {
+				return fmt.Errorf("%w: %s %q: not a loopback address", ErrEtcdembedConfig, name, addr)
+			}
+		}
+	}
+	if (c.CertFile == "") != (c.KeyFile == "") || (c.ClientCAFile != "" && c.CertFile == "") {
+		return fmt.Errorf("%w: CertFile and KeyFile go together, and ClientCAFile needs them", ErrEtcdembedConfig)
+	}
 	if c.ClientAddr != "" && c.ClientAddr == c.PeerAddr {
 		if _, port, _ := splitAddr(c.ClientAddr); port != 0 {
 			return fmt.Errorf("%w: ClientAddr and PeerAddr are both %q", ErrEtcdembedConfig, c.ClientAddr)
 		}
 	}
 	return nil
+}
+
+// isLoopback reports whether host names only this machine.
+func isLoopback(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }
 
 // splitAddr parses host:port; "" gives ("127.0.0.1", 0). Port 0 means "pick one".
@@ -109,6 +137,7 @@ type Server struct {
 	closeOnce sync.Once
 	mu        sync.Mutex
 	closed    bool
+	tls       bool // clients need TLS: Client cannot make one
 }
 
 // Start starts an etcd server as described by cfg and returns once it
@@ -157,7 +186,7 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 		for _, u := range ec.AdvertiseClientUrls {
 			eps = append(eps, u.String())
 		}
-		return &Server{etcd: e, endpoints: eps, zlog: zlog, quiet: quiet}, nil
+		return &Server{etcd: e, endpoints: eps, zlog: zlog, quiet: quiet, tls: cfg.CertFile != ""}, nil
 	}
 	return nil, fmt.Errorf("%w: no free ports after %d attempts: %w", ErrEtcdembedStart, bindAttempts, lastErr)
 }
@@ -188,6 +217,14 @@ func embedConfig(cfg Config, zlog *zap.Logger) (*embed.Config, error) {
 	ec := embed.NewConfig()
 	ec.Name = memberName
 	ec.Dir = cfg.Dir
+	if cfg.CertFile != "" {
+		cu.Scheme = "https"
+		ec.ClientTLSInfo.CertFile, ec.ClientTLSInfo.KeyFile = cfg.CertFile, cfg.KeyFile
+		if cfg.ClientCAFile != "" {
+			ec.ClientTLSInfo.TrustedCAFile = cfg.ClientCAFile
+			ec.ClientTLSInfo.ClientCertAuth = true
+		}
+	}
 	ec.ListenClientUrls = []url.URL{cu}
 	ec.AdvertiseClientUrls = []url.URL{cu}
 	ec.ListenPeerUrls = []url.URL{pu}
@@ -245,6 +282,9 @@ func (s *Server) Client(ctx context.Context) (*clientv3.Client, error) {
 	s.mu.Unlock()
 	if closed {
 		return nil, ErrEtcdembedClosed
+	}
+	if s.tls {
+		return nil, errors.New("etcdembed: client: the server serves TLS; dial it with clientv3 and its CA")
 	}
 	cli, err := clientv3.New(clientv3.Config{
 		Endpoints:   s.endpoints,

@@ -49,9 +49,14 @@
 //     both deliver every event (the cursor itself never moves back).
 //
 // A Trimmer bounds a publisher's logs per topic, by age and by number of
-// events (Retention), in the background. It never removes an event that a
-// live subscriber it is told of (TrimmerConfig.Cursors) has not delivered,
-// unless the topic's Retention is Hard: then such a subscriber goes on
-// after the trimmed events and says so (TopicStatus.Skipped). Without a
-// Trimmer a log grows with every event.
+// events (Retention), in the background; run one per publisher (the
+// sidecar elects one of the publisher's instances). Every Subscriber
+// registers on the logs it follows, beside them in the publisher's key
+// space, and RegisteredCursors finds the registered subscribers' stored
+// cursors: the trim never removes an event one of them has not delivered,
+// whether it runs now or not, unless the topic's Retention is Hard. Then
+// such a subscriber goes on after the trimmed events and says so: a
+// warning in its log, TopicStatus.Skipped, SubscriberConfig.OnSkip and
+// Event.SkippedTo on the next event it delivers. Without a Trimmer a log
+// grows with every event.
 package events

@@ -3,6 +3,7 @@ package events
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"fmt"
 	"log/slog"
 	"strconv"
@@ -15,6 +16,7 @@ import (
 	// The transports announcements travel over (mangos registers them on import).
 	_ "go.nanomsg.org/mangos/v3/transport/ipc"
 	_ "go.nanomsg.org/mangos/v3/transport/tcp"
+	_ "go.nanomsg.org/mangos/v3/transport/tlstcp"
 
 	"github.com/griddle-mesh/griddle/internal/store"
 )
@@ -31,6 +33,8 @@ type PublisherConfig struct {
 	// "tcp://127.0.0.1:0" (port 0: a free port, see Publisher.Addr). Empty:
 	// no socket, subscribers find new events by polling only.
 	Listen string
+	// TLS is the server side of mutual TLS for a tls+tcp:// Listen.
+	TLS *tls.Config
 	// Logger receives announcement failures. Nil: slog.Default().
 	Logger *slog.Logger
 }
@@ -90,7 +94,7 @@ func NewPublisher(cfg PublisherConfig) (*Publisher, error) {
 			p.peers.Add(-1)
 		}
 	})
-	l, err := sock.NewListener(cfg.Listen, nil)
+	l, err := sock.NewListener(cfg.Listen, tlsOption(cfg.TLS))
 	if err == nil {
 		err = l.Listen()
 	}
@@ -218,4 +222,12 @@ func (p *Publisher) AnnounceCommitted() func(prefixes [][]byte) {
 			}
 		}
 	}
+}
+
+// tlsOption is the mangos option map that sets c, nil without one.
+func tlsOption(c *tls.Config) map[string]any {
+	if c == nil {
+		return nil
+	}
+	return map[string]any{mangos.OptionTLSConfig: c}
 }

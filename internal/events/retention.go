@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"sync"
 	"time"
 
 	"github.com/griddle-mesh/griddle/internal/events/eventlog"
@@ -42,10 +43,16 @@ type TrimmerConfig struct {
 	Cursors func(ctx context.Context, topic string) ([]Pos, error)
 	// Interval is how often Run trims; 0 means 10 s. Between two trims a
 	// topic grows by what is published meanwhile: to hold a cap within
-	// 10%, make an interval's events at most a tenth of it.
+	// 10%, make an interval's events at most a tenth of it. A trim reads
+	// the events published since the last one and those it removes, not
+	// the whole log, so a short interval costs little.
 	Interval time.Duration
 	// Logger receives trim failures; nil: slog.Default().
 	Logger *slog.Logger
+	// OnTrim, when set, is called after each trim of a topic with the
+	// events it removed and the events the log holds now, as the Trimmer
+	// counts them. It must not block.
+	OnTrim func(topic string, removed, left int)
 }
 
 // Validate reports whether c can be used; the error wraps ErrInvalid and
@@ -76,12 +83,32 @@ func (c TrimmerConfig) Validate() error {
 // Trimmer enforces Retention on a publisher's log, in the background (Run)
 // or when asked (Trim). Trimming removes the oldest events in small
 // transactions that never conflict with appends.
+//
+// A Trimmer counts each log once, then keeps the count by reading only
+// what was appended since its last trim (and counts again every
+// recountEvery trims): it assumes it is the only one removing events from
+// its logs, so run one per publisher (the sidecar elects one instance).
 type Trimmer struct {
 	cfg TrimmerConfig
+
+	mu     sync.Mutex // held by Trim; guards counts
+	counts map[string]*logCount
 }
 
-// trimBatch is how many events one trimming transaction removes at most.
+// logCount is what a Trimmer knows of one log's length.
+type logCount struct {
+	upTo   Pos // the newest event counted
+	n      int // events in the log up to upTo
+	rounds int // trims since the log was last counted in full
+}
+
+// trimBatch is how many events one trimming transaction removes at most,
+// and one read returns.
 const trimBatch = 1000
+
+// recountEvery is how many trims reuse a count before the log is counted
+// in full again.
+const recountEvery = 100
 
 // NewTrimmer validates cfg.
 func NewTrimmer(cfg TrimmerConfig) (*Trimmer, error) {
@@ -94,7 +121,7 @@ func NewTrimmer(cfg TrimmerConfig) (*Trimmer, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	return &Trimmer{cfg: cfg}, nil
+	return &Trimmer{cfg: cfg, counts: make(map[string]*logCount)}, nil
 }
 
 // Run trims every Interval until ctx ends, then returns nil. Failures are
@@ -116,6 +143,8 @@ func (t *Trimmer) Run(ctx context.Context) error {
 
 // Trim trims every topic once and returns how many events it removed.
 func (t *Trimmer) Trim(ctx context.Context) (int, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
 	total := 0
 	for topic, r := range t.cfg.Topics {
 		n, err := t.trimTopic(ctx, topic, r)
@@ -131,7 +160,11 @@ func (t *Trimmer) trimTopic(ctx context.Context, topic string, r Retention) (int
 	if r.MaxAge == 0 && r.MaxEvents == 0 {
 		return 0, nil
 	}
-	cut, err := t.cut(ctx, topic, r)
+	c, err := t.count(ctx, topic)
+	if err != nil {
+		return 0, err
+	}
+	cut, err := t.cut(ctx, topic, r, c.n)
 	if err != nil || cut == (Pos{}) {
 		return 0, err
 	}
@@ -140,13 +173,19 @@ func (t *Trimmer) trimTopic(ctx context.Context, topic string, r Retention) (int
 		if err != nil {
 			return 0, fmt.Errorf("events: trim %s/%s: cursors: %w", t.cfg.Publisher, topic, err)
 		}
-		for _, c := range cursors {
-			if bytes.Compare(c[:], cut[:]) < 0 {
-				cut = c
+		for _, cur := range cursors {
+			if bytes.Compare(cur[:], cut[:]) < 0 {
+				cut = cur
 			}
 		}
 	}
 	total := 0
+	defer func() {
+		c.n = max(c.n-total, 0)
+		if t.cfg.OnTrim != nil {
+			t.cfg.OnTrim(topic, total, c.n)
+		}
+	}()
 	for {
 		var n int
 		err := t.cfg.Log.Transact(ctx, func(tx store.Tx) error {
@@ -155,6 +194,7 @@ func (t *Trimmer) trimTopic(ctx context.Context, topic string, r Retention) (int
 			return err
 		})
 		if err != nil {
+			delete(t.counts, topic) // how much went is not known: count again
 			return total, err
 		}
 		total += n
@@ -164,47 +204,71 @@ func (t *Trimmer) trimTopic(ctx context.Context, topic string, r Retention) (int
 	}
 }
 
-// cut is the position up to which the bounds let topic's log go (the zero
-// Pos: nothing).
-func (t *Trimmer) cut(ctx context.Context, topic string, r Retention) (Pos, error) {
-	begin, end := eventlog.LogRange(t.cfg.Publisher, topic)
-	var cut Pos
-	later := func(p Pos) {
-		if bytes.Compare(p[:], cut[:]) > 0 {
-			cut = p
+// count brings the count of topic's log up to date: by reading what was
+// appended since the last count, or the whole log every recountEvery trims.
+func (t *Trimmer) count(ctx context.Context, topic string) (*logCount, error) {
+	c := t.counts[topic]
+	if c == nil || c.rounds >= recountEvery {
+		c = &logCount{}
+		t.counts[topic] = c
+	}
+	c.rounds++
+	for {
+		evs, err := t.scan(ctx, topic, c.upTo, trimBatch)
+		if err != nil {
+			delete(t.counts, topic)
+			return nil, err
+		}
+		c.n += len(evs)
+		if len(evs) > 0 {
+			c.upTo = evs[len(evs)-1].Pos
+		}
+		if len(evs) < trimBatch {
+			return c, nil
 		}
 	}
-	if r.MaxEvents > 0 {
-		// The newest MaxEvents+1 entries: the oldest of them goes.
-		var kvs []store.KeyValue
-		err := t.cfg.Log.ReadTransact(ctx, func(tx store.ReadTx) error {
-			var err error
-			kvs, err = tx.Range(begin, end, store.RangeOptions{Limit: r.MaxEvents + 1, Reverse: true})
-			return err
-		})
-		if err != nil {
-			return Pos{}, fmt.Errorf("events: trim %s/%s: %w", t.cfg.Publisher, topic, err)
-		}
-		if len(kvs) > r.MaxEvents {
-			p, err := eventlog.PosOfKey(t.cfg.Publisher, topic, kvs[len(kvs)-1].Key)
+}
+
+// scan reads up to limit events of topic after the position after.
+func (t *Trimmer) scan(ctx context.Context, topic string, after Pos, limit int) ([]Event, error) {
+	var evs []Event
+	err := t.cfg.Log.ReadTransact(ctx, func(tx store.ReadTx) error {
+		var err error
+		evs, err = eventlog.ScanAfterTx(tx, t.cfg.Publisher, topic, after, limit)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("events: trim %s/%s: %w", t.cfg.Publisher, topic, err)
+	}
+	return evs, nil
+}
+
+// cut is the position up to which the bounds let topic's log go (the zero
+// Pos: nothing), for a log of n events.
+func (t *Trimmer) cut(ctx context.Context, topic string, r Retention, n int) (Pos, error) {
+	var cut Pos
+	if r.MaxEvents > 0 && n > r.MaxEvents {
+		// The oldest n - MaxEvents go.
+		for excess, after := n-r.MaxEvents, (Pos{}); excess > 0; {
+			evs, err := t.scan(ctx, topic, after, min(excess, trimBatch))
 			if err != nil {
 				return Pos{}, err
 			}
-			later(p)
+			if len(evs) == 0 {
+				break
+			}
+			excess -= len(evs)
+			after = evs[len(evs)-1].Pos
+			cut = after
 		}
 	}
 	if r.MaxAge > 0 {
 		old := time.Now().Add(-r.MaxAge)
-		after := Pos{}
-		for {
-			var evs []Event
-			err := t.cfg.Log.ReadTransact(ctx, func(tx store.ReadTx) error {
-				var err error
-				evs, err = eventlog.ScanAfterTx(tx, t.cfg.Publisher, topic, after, trimBatch)
-				return err
-			})
+		after := cut // everything up to cut goes anyway
+		for batch := 16; ; batch = trimBatch {
+			evs, err := t.scan(ctx, topic, after, batch)
 			if err != nil {
-				return Pos{}, fmt.Errorf("events: trim %s/%s: %w", t.cfg.Publisher, topic, err)
+				return Pos{}, err
 			}
 			young := false
 			for _, ev := range evs {
@@ -212,13 +276,52 @@ func (t *Trimmer) cut(ctx context.Context, topic string, r Retention) (Pos, erro
 					young = true
 					break
 				}
-				later(ev.Pos)
+				cut = ev.Pos
 			}
-			if young || len(evs) < trimBatch {
+			if young || len(evs) < batch {
 				break
 			}
 			after = evs[len(evs)-1].Pos
 		}
 	}
 	return cut, nil
+}
+
+// RegisteredCursors returns a TrimmerConfig.Cursors that finds the
+// subscribers of a topic where they register (eventlog.RegisterTx: in the
+// publisher's log store, log) and reads each one's cursor from the store
+// cursors returns for its name. A registered subscriber counts whether it
+// runs now or not, so one that was stopped or restarted loses nothing; a
+// subscriber gone for good holds the log back until it is unregistered
+// (eventlog.UnregisterTx) or the topic's Retention is Hard.
+func RegisteredCursors(log store.Store, publisher string, cursors func(subscriber string) (store.Store, error)) func(ctx context.Context, topic string) ([]Pos, error) {
+	return func(ctx context.Context, topic string) ([]Pos, error) {
+		var names []string
+		err := log.ReadTransact(ctx, func(tx store.ReadTx) error {
+			var err error
+			names, err = eventlog.SubscribersTx(tx, publisher, topic)
+			return err
+		})
+		if err != nil {
+			return nil, err
+		}
+		out := make([]Pos, 0, len(names))
+		for _, name := range names {
+			st, err := cursors(name)
+			if err != nil {
+				return nil, fmt.Errorf("subscriber %s: %w", name, err)
+			}
+			var p Pos
+			err = st.ReadTransact(ctx, func(tx store.ReadTx) error {
+				var err error
+				p, err = CursorTx(tx, name, publisher, topic)
+				return err
+			})
+			if err != nil {
+				return nil, err
+			}
+			out = append(out, p)
+		}
+		return out, nil
+	}
 }

@@ -3,6 +3,7 @@ package events
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"fmt"
 	"log/slog"
 	"slices"
@@ -77,6 +78,16 @@ type SubscriberConfig struct {
 	RetryMin, RetryMax time.Duration
 	// Logger receives delivery failures and recoveries. Nil: slog.Default().
 	Logger *slog.Logger
+	// OnSkip, when set, is called when events of ref that the subscriber
+	// had not delivered were trimmed away (a Retention with Hard set) and
+	// it goes on after them: from is the Pos it had delivered, to the Pos
+	// the log was trimmed up to. It runs on the topic's goroutine and must
+	// not block. The skip is also logged, counted in TopicStatus.Skipped
+	// and marked on the next event delivered (Event.SkippedTo).
+	OnSkip func(ref TopicRef, from, to Pos)
+	// TLS is the client side of mutual TLS toward tls+tcp:// announcers
+	// (nil: those are not dialled, and new events are found by polling).
+	TLS *tls.Config
 }
 
 // Validate reports whether c can be used; the error wraps ErrInvalid and
@@ -269,7 +280,7 @@ func (s *Subscriber) syncDialers(sock mangos.Socket, dialers map[string]mangos.D
 		if dialers[addr] != nil {
 			continue
 		}
-		d, err := sock.NewDialer(addr, nil)
+		d, err := sock.NewDialer(addr, tlsOption(s.cfg.TLS))
 		if err == nil {
 			if err = d.Dial(); err != nil {
 				_ = d.Close()
@@ -407,6 +418,19 @@ func (t *topicRun) run(ctx context.Context) {
 	b := backoff.New(cfg.RetryMin, cfg.RetryMax)
 	var cursor Pos
 	for {
+		err := t.register(ctx)
+		if err == nil {
+			break
+		}
+		if ctx.Err() != nil {
+			return
+		}
+		t.noteError(err)
+		if !b.Wait(ctx) {
+			return
+		}
+	}
+	for {
 		c, err := t.loadCursor(ctx)
 		if err == nil {
 			cursor = c
@@ -447,13 +471,17 @@ func (t *topicRun) run(ctx context.Context) {
 		}
 	}()
 
+	var skippedTo uint64 // marked on the next event delivered
 	for {
 		evs, head, trimmed, err := t.read(ctx, cursor)
 		if err == nil && cursor != (Pos{}) && bytes.Compare(cursor[:], trimmed[:]) < 0 {
 			t.s.logger.Warn("events: events not yet delivered were trimmed away; going on after them",
 				"subscriber", cfg.Name, "publisher", t.ref.Publisher, "topic", t.ref.Topic,
 				"cursor", cursor.Seq(), "trimmed_to", trimmed.Seq())
-			cursor = trimmed
+			if cfg.OnSkip != nil {
+				cfg.OnSkip(t.ref, cursor, trimmed)
+			}
+			cursor, skippedTo = trimmed, trimmed.Seq()
 			t.mu.Lock()
 			t.st.Cursor = cursor.Seq()
 			t.st.Skipped++
@@ -472,6 +500,7 @@ func (t *topicRun) run(ctx context.Context) {
 		b.Reset()
 		t.noteHead(head)
 		for _, ev := range evs {
+			ev.SkippedTo, skippedTo = skippedTo, 0
 			if ctx.Err() != nil || !t.deliver(ctx, ev, save) {
 				return
 			}
@@ -557,6 +586,18 @@ func (t *topicRun) read(ctx context.Context, cursor Pos) (evs []Event, head uint
 		return nil, 0, Pos{}, fmt.Errorf("events: subscriber %s: read %s/%s: %w", t.s.cfg.Name, t.ref.Publisher, t.ref.Topic, err)
 	}
 	return evs, head, trimmed, nil
+}
+
+// register records the subscriber on its log, so that trims keep what it
+// has not delivered (eventlog.RegisterTx).
+func (t *topicRun) register(ctx context.Context) error {
+	err := t.ref.Log.Transact(ctx, func(tx store.Tx) error {
+		return eventlog.RegisterTx(tx, t.s.cfg.Name, t.ref.Publisher, t.ref.Topic)
+	})
+	if err != nil {
+		return fmt.Errorf("events: subscriber %s: register on %s/%s: %w", t.s.cfg.Name, t.ref.Publisher, t.ref.Topic, err)
+	}
+	return nil
 }
 
 func (t *topicRun) loadCursor(ctx context.Context) (Pos, error) {

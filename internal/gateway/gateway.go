@@ -195,12 +195,23 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, service string
 	buf := g.bufs.Get().(*bytes.Buffer)
 	defer g.putBuf(buf)
 	buf.Reset()
-	// body is what is left of the request's body to stream.
+	// body is what is left of the request's body to stream; unsized, that
+	// it came whole though the client gave no length.
 	var body io.Reader
+	unsized := false
+	// A client that sent "Expect: 100-continue" waits to be told to send
+	// its body: it is told (by net/http, at the first read) once the
+	// handler begins to read it.
+	expect := r.ProtoMajor == 1 && strings.EqualFold(r.Header.Get("Expect"), "100-continue")
+	if expect {
+		whole = false
+	}
 	if r.Body != nil && r.Body != http.NoBody && !upgrade { // net/http's server gives bodiless requests NoBody
 		body = http.MaxBytesReader(w, r.Body, g.cfg.MaxBodyBytes)
 		var err error
-		if whole {
+		if expect {
+			// nothing read before the handler asks
+		} else if whole {
 			_, err = buf.ReadFrom(body)
 		} else {
 			// The first part is what one read gives: a client that sends a
@@ -213,12 +224,13 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, service string
 			buf.Write(p[:n])
 			if err == io.EOF {
 				err, whole = nil, true
+				unsized = true
 			} else if err == nil && r.ProtoMajor >= 2 {
 				// An HTTP/2 client's body often ends with its first DATA
 				// frame (a unary gRPC call): whole, it goes in one envelope.
 				var ended bool
 				body, ended = probeEnd(body)
-				whole = ended
+				whole, unsized = ended, ended
 			}
 		}
 		if err != nil {
@@ -231,7 +243,7 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, service string
 
 	deadline := start.Add(g.cfg.Timeout)
 	req := wire.NewRequest(r, service, buf.Bytes())
-	req.AcceptParts = true
+	req.AcceptParts, req.Unsized = true, unsized
 	if r.ProtoMajor >= 2 {
 		req.ProtoMajor, req.ProtoMinor = int32(r.ProtoMajor), int32(r.ProtoMinor)
 	}
@@ -290,6 +302,9 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, service string
 		req.Routing = rc
 	}
 	pol := g.policy(service, rp)
+	if rp != nil && len(rp.GRPCMethods) > 0 && wire.IsGRPC(r.Header.Get("Content-Type")) && slices.Contains(rp.GRPCMethods, r.URL.Path) {
+		pol.NonIdempotent = true // the rules say this method may be repeated
+	}
 	if !whole {
 		pol.Attempts = 1 // the body streams from the client: it cannot be sent again
 	}
@@ -368,6 +383,8 @@ func (g *Gateway) policy(service string, rp *routing.RetryPolicy) dispatch.Polic
 				pol.OnDeadline = true
 			case "5xx":
 				pol.On5xx = true
+			case "unavailable":
+				pol.OnUnavailable = true
 			}
 		}
 	}

@@ -6,9 +6,11 @@ package launch
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"sync"
 	"time"
 
@@ -17,6 +19,7 @@ import (
 	"github.com/griddle-mesh/griddle/edge"
 	"github.com/griddle-mesh/griddle/internal/discovery"
 	"github.com/griddle-mesh/griddle/internal/dispatch"
+	"github.com/griddle-mesh/griddle/internal/meshtls"
 	"github.com/griddle-mesh/griddle/sidecar"
 )
 
@@ -37,28 +40,63 @@ type Mesh struct {
 	wg     sync.WaitGroup
 }
 
-// Connect dials etcd at endpoints and starts the catalog. It returns once
-// the catalog has its first view of etcd or syncWait has passed (then it
-// keeps trying in the background and says so in the log). Close releases it.
-//
-// tlsCfg, when set, is the client side of mutual TLS toward instances at
-// tls+tcp:// addresses (see package meshtls).
-func Connect(ctx context.Context, endpoints []string, prefix string, tlsCfg *tls.Config, log *slog.Logger) (*Mesh, error) {
-	if len(endpoints) == 0 {
-		return nil, errors.New("--etcd: at least one endpoint is required")
+// Etcd says how a component reaches etcd.
+type Etcd struct {
+	Endpoints []string
+	// TLS, when set, is the client side of TLS toward etcd (its CA, and
+	// the client certificate etcd's --client-cert-auth asks for).
+	TLS *tls.Config
+	// Username and Password log in with etcd's authentication (both or
+	// neither).
+	Username, Password string
+}
+
+// Validate reports a configuration that cannot work, naming the flag.
+func (e Etcd) Validate() error {
+	switch {
+	case len(e.Endpoints) == 0:
+		return errors.New("--etcd: at least one endpoint is required")
+	case (e.Username == "") != (e.Password == ""):
+		return errors.New("--etcd-user: needs a password (--etcd-password-file or GRIDDLE_ETCD_PASSWORD), and a password needs a user")
+	}
+	return nil
+}
+
+// Client dials etcd as e says.
+func (e Etcd) Client() (*clientv3.Client, error) {
+	if err := e.Validate(); err != nil {
+		return nil, err
 	}
 	cli, err := clientv3.New(clientv3.Config{
-		Endpoints:            endpoints,
+		Endpoints:            e.Endpoints,
 		DialTimeout:          5 * time.Second,
 		DialKeepAliveTime:    5 * time.Second,
 		DialKeepAliveTimeout: 3 * time.Second,
 		DialOptions:          discovery.DialOptions(),
+		TLS:                  e.TLS,
+		Username:             e.Username,
+		Password:             e.Password,
 		Logger:               nil,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("--etcd: %w", err)
 	}
-	m, err := newMesh(ctx, cli, prefix, tlsCfg, log)
+	return cli, nil
+}
+
+// Connect dials etcd and starts the catalog. It returns once the catalog
+// has its first view of etcd or syncWait has passed (then it keeps trying
+// in the background and says so in the log). Close releases it.
+//
+// mtls, when set, is this process's mesh identity: the client side of
+// mutual TLS toward instances at tls+tcp:// addresses, each checked to be
+// of the service it is registered for (see package meshtls).
+func Connect(ctx context.Context, etcd Etcd, prefix string, mtls *meshtls.Source, log *slog.Logger) (*Mesh, error) {
+	cli, err := etcd.Client()
+	if err != nil {
+		return nil, err
+	}
+	m, err := newMesh(ctx, cli, prefix, mtls, log)
 	if err != nil {
 		cli.Close()
 		return nil, err
@@ -66,12 +104,16 @@ func Connect(ctx context.Context, endpoints []string, prefix string, tlsCfg *tls
 	return m, nil
 }
 
-func newMesh(ctx context.Context, cli *clientv3.Client, prefix string, tlsCfg *tls.Config, log *slog.Logger) (*Mesh, error) {
+func newMesh(ctx context.Context, cli *clientv3.Client, prefix string, mtls *meshtls.Source, log *slog.Logger) (*Mesh, error) {
 	if prefix == "" {
 		prefix = discovery.DefaultPrefix
 	}
 	cat := discovery.NewCatalog(cli, prefix, log)
-	d, err := dispatch.New(dispatch.Config{Endpoints: cat, Logger: log, TLS: tlsCfg})
+	dcfg := dispatch.Config{Endpoints: cat, Logger: log}
+	if mtls != nil {
+		dcfg.TLSFor = mtls.ClientFor
+	}
+	d, err := dispatch.New(dcfg)
 	if err != nil {
 		return nil, err
 	}
@@ -108,10 +150,11 @@ func Edge(ctx context.Context, m *Mesh, cfg edge.Config) error {
 }
 
 // Sidecar runs a sidecar on m until ctx is done, then drains it. storeSpec
-// is its --store (see OpenStore).
-func Sidecar(ctx context.Context, m *Mesh, cfg sidecar.Config, storeSpec string) error {
+// is its --store (see OpenStore), creds what it authenticates to a
+// `griddle store` with.
+func Sidecar(ctx context.Context, m *Mesh, cfg sidecar.Config, storeSpec string, creds StoreCredentials) error {
 	cfg.Prefix = m.Prefix
-	st, err := OpenStore(ctx, storeSpec, m.log)
+	st, err := OpenStoreWith(ctx, storeSpec, creds, m.log)
 	if err != nil {
 		return err
 	}
@@ -123,4 +166,36 @@ func Sidecar(ctx context.Context, m *Mesh, cfg sidecar.Config, storeSpec string)
 		return err
 	}
 	return s.Run(ctx)
+}
+
+// EtcdTLS is the client side of TLS toward etcd: ca (PEM) verifies etcd's
+// certificate, cert and key (PEM, both or neither) are presented to an
+// etcd started with --client-cert-auth. Nil, nil when all three are "".
+func EtcdTLS(cert, key, ca string) (*tls.Config, error) {
+	if cert == "" && key == "" && ca == "" {
+		return nil, nil
+	}
+	if ca == "" {
+		return nil, errors.New("--etcd-ca: required with --etcd-cert and --etcd-key")
+	}
+	if (cert == "") != (key == "") {
+		return nil, errors.New("--etcd-cert, --etcd-key: both or neither")
+	}
+	pem, err := os.ReadFile(ca)
+	if err != nil {
+		return nil, fmt.Errorf("--etcd-ca: %w", err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(pem) {
+		return nil, fmt.Errorf("--etcd-ca: %s holds no PEM certificate", ca)
+	}
+	cfg := &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: pool}
+	if cert != "" {
+		pair, err := tls.LoadX509KeyPair(cert, key)
+		if err != nil {
+			return nil, fmt.Errorf("--etcd-cert, --etcd-key: %w", err)
+		}
+		cfg.Certificates = []tls.Certificate{pair}
+	}
+	return cfg, nil
 }

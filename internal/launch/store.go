@@ -2,9 +2,11 @@ package launch
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"strings"
 	"time"
 
@@ -33,6 +35,22 @@ const (
 //
 // "" means no store: handlers' store calls then fail.
 func OpenStore(ctx context.Context, spec string, log *slog.Logger) (store.Backend, error) {
+	return OpenStoreWith(ctx, spec, StoreCredentials{}, log)
+}
+
+// StoreCredentials are how a sidecar authenticates to `griddle store`
+// (http:// or https:// specs; unused by the others).
+type StoreCredentials struct {
+	// Token is the service's bearer token (--store-token-file); over
+	// http:// only to a loopback address.
+	Token string
+	// TLS is the client side toward an https:// store: its CA, and the
+	// sidecar's certificate, whose identity names its service.
+	TLS *tls.Config
+}
+
+// OpenStoreWith is OpenStore with credentials for `griddle store`.
+func OpenStoreWith(ctx context.Context, spec string, creds StoreCredentials, log *slog.Logger) (store.Backend, error) {
 	scheme, rest, _ := strings.Cut(spec, ":")
 	switch {
 	case spec == "":
@@ -44,15 +62,38 @@ func OpenStore(ctx context.Context, spec string, log *slog.Logger) (store.Backen
 		}
 		return b, nil
 	case scheme == "http" || scheme == "https":
-		return storehttp.NewClient(&http.Client{Transport: &http.Transport{
-			// Bounded: a burst opens connections that then idle out
-			// (the store closes idle ones after storeIdleTimeout, later).
+		u, err := url.Parse(spec)
+		if err != nil || u.Host == "" {
+			return nil, fmt.Errorf("--store %q: want http://HOST:PORT or https://HOST:PORT", spec)
+		}
+		if creds.Token != "" && scheme == "http" && !isLoopback(u.Hostname()) {
+			return nil, fmt.Errorf("--store-token-file: a token is sent over http:// to loopback addresses only; use https:// for %s", u.Host)
+		}
+		var rt http.RoundTripper = &http.Transport{
+			// Bounded: a burst opens connections that then idle out.
 			MaxConnsPerHost:     storeMaxConns,
 			MaxIdleConnsPerHost: storeMaxIdleConns,
 			IdleConnTimeout:     storeClientIdleTimeout,
-		}}, spec), nil
+			TLSClientConfig:     creds.TLS,
+		}
+		if creds.Token != "" {
+			rt = bearer{token: "Bearer " + creds.Token, next: rt}
+		}
+		return storehttp.NewClient(&http.Client{Transport: rt}, spec), nil
 	case scheme == "fdb":
 		return openFDB(ctx, rest)
 	}
 	return nil, fmt.Errorf("--store %q: want badger:DIR, http://HOST:PORT or fdb:CLUSTER_FILE", spec)
+}
+
+// bearer adds an Authorization header to each request.
+type bearer struct {
+	token string
+	next  http.RoundTripper
+}
+
+func (b bearer) RoundTrip(r *http.Request) (*http.Response, error) {
+	r = r.Clone(r.Context())
+	r.Header.Set("Authorization", b.token)
+	return b.next.RoundTrip(r)
 }

@@ -2,6 +2,7 @@ package launch
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -10,6 +11,8 @@ import (
 	"net/http/pprof"
 	"time"
 
+	"github.com/griddle-mesh/griddle/internal/events"
+	"github.com/griddle-mesh/griddle/internal/meshtls"
 	"github.com/griddle-mesh/griddle/internal/store/badgerstore"
 	"github.com/griddle-mesh/griddle/internal/store/storehttp"
 )
@@ -17,37 +20,101 @@ import (
 // storeIdleTimeout closes a store client's idle connection.
 const storeIdleTimeout = 2 * time.Minute
 
-// StoreServer runs `griddle store`: it owns an embedded Badger database in
-// dir and serves it to the sidecars of one machine over HTTP at listen
-// (their --store http://listen), until ctx ends.
-func StoreServer(ctx context.Context, listen, dir string, log *slog.Logger) error {
-	if dir == "" {
+// StoreServerConfig configures `griddle store`.
+type StoreServerConfig struct {
+	Listen string // host:port
+	Dir    string // the database's directory
+	// Tokens, when set, are the per-service tokens sidecars authenticate
+	// with (--tokens).
+	Tokens *storehttp.Tokens
+	// TLS, when set, serves over TLS and authenticates sidecars by the
+	// workload identity of their client certificates (--tls-*).
+	TLS *meshtls.Source
+}
+
+// Validate reports a configuration that cannot or must not run: without
+// TLS the server listens on loopback only, where tokens do not cross a
+// network in the clear.
+func (c StoreServerConfig) Validate() error {
+	if c.Dir == "" {
 		return errors.New("store: --dir: required")
 	}
-	if _, _, err := net.SplitHostPort(listen); err != nil {
+	host, _, err := net.SplitHostPort(c.Listen)
+	if err != nil {
 		return fmt.Errorf("store: --listen: %w", err)
 	}
-	b, err := badgerstore.Open(ctx, badgerstore.Config{Dir: dir, Logger: log})
+	if c.TLS == nil && !isLoopback(host) {
+		return fmt.Errorf("store: --listen: %s is not a loopback address: serving beyond this machine needs --tls-cert, --tls-key and --tls-ca", c.Listen)
+	}
+	return nil
+}
+
+// isLoopback reports whether host names only this machine.
+func isLoopback(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+// StoreServer runs `griddle store`: it owns an embedded Badger database in
+// cfg.Dir and serves it to the sidecars over HTTP (or HTTPS with cfg.TLS)
+// at cfg.Listen (their --store http(s)://listen), until ctx ends. With
+// credentials (cfg.Tokens, cfg.TLS) each sidecar works only in its own
+// service's key space, and reads no more of others' than their event logs.
+func StoreServer(ctx context.Context, cfg StoreServerConfig, log *slog.Logger) error {
+	if err := cfg.Validate(); err != nil {
+		return err
+	}
+	b, err := badgerstore.Open(ctx, badgerstore.Config{Dir: cfg.Dir, Logger: log})
 	if err != nil {
 		return fmt.Errorf("store: %w", err)
 	}
 	defer b.Close()
-	srv := storehttp.NewServer(b, storehttp.WithLogger(log))
+	opts := []storehttp.Option{storehttp.WithLogger(log)}
+	var auths []storehttp.Authenticator
+	if cfg.Tokens != nil {
+		auths = append(auths, cfg.Tokens.Authenticate)
+	}
+	if cfg.TLS != nil {
+		auths = append(auths, storehttp.ClientCertificate)
+	}
+	if len(auths) > 0 {
+		opts = append(opts, storehttp.WithAuth(storehttp.AnyOf(auths...), []byte(events.KeyPrefix)))
+	} else {
+		log.Warn("store: no --tokens and no --tls-*: every process of this machine can read and write every service's key space")
+	}
+	srv := storehttp.NewServer(b, opts...)
 	defer srv.Close()
-	ln, err := net.Listen("tcp", listen)
+	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
 		return fmt.Errorf("store: --listen: %w", err)
 	}
-	// Its goroutines and heap on /debug/pprof/ (soak tests read them);
-	// idle connections are closed after storeIdleTimeout, so that clients
-	// that went away leave nothing behind.
-	mux := http.NewServeMux()
-	mux.Handle("/", srv)
-	mux.HandleFunc("GET /debug/pprof/", pprof.Index)
-	hs := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second, IdleTimeout: storeIdleTimeout}
+	// On loopback (no TLS), its goroutines and heap on /debug/pprof/
+	// (soak tests read them); idle connections are closed after
+	// storeIdleTimeout, so that clients that went away leave nothing
+	// behind.
+	var h http.Handler = srv
+	if cfg.TLS == nil {
+		mux := http.NewServeMux()
+		mux.Handle("/", srv)
+		mux.HandleFunc("GET /debug/pprof/", pprof.Index)
+		h = mux
+	}
+	hs := &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 30 * time.Second, IdleTimeout: storeIdleTimeout}
+	if cfg.TLS != nil {
+		hs.TLSConfig = storeServerTLS(cfg.TLS)
+	}
 	errc := make(chan error, 1)
-	go func() { errc <- hs.Serve(ln) }()
-	log.Info("store serving", "listen", ln.Addr().String(), "dir", dir)
+	go func() {
+		if cfg.TLS != nil {
+			errc <- hs.ServeTLS(ln, "", "")
+			return
+		}
+		errc <- hs.Serve(ln)
+	}()
+	log.Info("store serving", "listen", ln.Addr().String(), "dir", cfg.Dir, "tls", cfg.TLS != nil, "tokens", cfg.Tokens != nil)
 	select {
 	case <-ctx.Done():
 	case err := <-errc:
@@ -58,4 +125,21 @@ func StoreServer(ctx context.Context, listen, dir string, log *slog.Logger) erro
 	err = hs.Shutdown(sctx)
 	<-errc
 	return err
+}
+
+// storeServerTLS is src's server side, asking for client certificates but
+// not requiring one, so a sidecar with a token and none is heard (and
+// refused when it has neither).
+func storeServerTLS(src *meshtls.Source) *tls.Config {
+	c := src.Server()
+	get := c.GetConfigForClient
+	c.GetConfigForClient = func(hi *tls.ClientHelloInfo) (*tls.Config, error) {
+		cc, err := get(hi)
+		if cc != nil {
+			cc.ClientAuth = tls.VerifyClientCertIfGiven
+			cc.NextProtos = []string{"http/1.1"}
+		}
+		return cc, err
+	}
+	return c
 }

@@ -21,6 +21,7 @@ import (
 	"github.com/griddle-mesh/griddle/control"
 	"github.com/griddle-mesh/griddle/edge"
 	"github.com/griddle-mesh/griddle/internal/etcdembed"
+	"github.com/griddle-mesh/griddle/internal/events"
 	"github.com/griddle-mesh/griddle/internal/store/badgerstore"
 	"github.com/griddle-mesh/griddle/internal/wire"
 	"github.com/griddle-mesh/griddle/sidecar"
@@ -33,6 +34,9 @@ type Service struct {
 	Version  string
 	Package  string   // main package, relative to the module root (./services/hello)
 	Prefixes []string // paths the edge sends to it; none for internal services
+	// Retention bounds the service's event log per topic (see
+	// sidecar.Config.Retention); nil keeps every event.
+	Retention map[string]events.Retention
 }
 
 // ExampleServices returns the services of services/, as griddle up runs them.
@@ -40,7 +44,10 @@ func ExampleServices() []Service {
 	return []Service{
 		{Name: "hello", Version: "v1", Package: "./services/hello", Prefixes: []string{"/hello/"}},
 		{Name: "profiles", Version: "v1", Package: "./services/profiles", Prefixes: []string{"/profiles/"}},
-		{Name: "messages", Version: "v1", Package: "./services/messages", Prefixes: []string{"/messages/"}},
+		{Name: "messages", Version: "v1", Package: "./services/messages", Prefixes: []string{"/messages/"},
+			// feed is registered on the topic: it gets every event that
+			// is trimmed only once it has it.
+			Retention: map[string]events.Retention{"message.sent": {MaxEvents: 100_000, MaxAge: 7 * 24 * time.Hour}}},
 		{Name: "feed", Version: "v1", Package: "./services/feed", Prefixes: []string{"/feed/"}}, // subscribes to messages' events itself
 	}
 }
@@ -78,6 +85,10 @@ func (c UpConfig) Validate() error {
 		if _, _, err := net.SplitHostPort(addr); err != nil {
 			return fmt.Errorf("up: %s: %w", flag, err)
 		}
+	}
+	// The embedded etcd has no TLS and no users: this machine only.
+	if host, _, _ := net.SplitHostPort(c.EtcdAddr); c.EtcdAddr != "" && !isLoopback(host) {
+		return fmt.Errorf("up: --etcd-listen: %s is not a loopback address; the embedded etcd answers this machine only", c.EtcdAddr)
 	}
 	for flag, addr := range map[string]string{"--admin": c.Admin, "--control": c.Control} {
 		if addr != "" && addr != "-" {
@@ -151,7 +162,7 @@ func Up(ctx context.Context, cfg UpConfig) error {
 		return err
 	}
 
-	etcd, err := etcdembed.Start(ctx, etcdembed.Config{Dir: filepath.Join(cfg.Dir, "etcd"), ClientAddr: cfg.EtcdAddr, Logger: log})
+	etcd, err := etcdembed.Start(ctx, etcdembed.Config{Dir: filepath.Join(cfg.Dir, "etcd"), ClientAddr: cfg.EtcdAddr, LoopbackOnly: true, Logger: log})
 	if err != nil {
 		return fmt.Errorf("up: embedded etcd: %w", err)
 	}
@@ -195,6 +206,7 @@ func Up(ctx context.Context, cfg UpConfig) error {
 				// plane's figures and canaries; registered in etcd.
 				Admin:        "127.0.0.1:0",
 				HandlerProcs: cfg.HandlerProcs,
+				Retention:    svc.Retention,
 				Prefix:       m.Prefix, Logger: log,
 			}, sidecar.Deps{Etcd: m.Etcd, Dispatcher: m.Dispatcher, Catalog: m.Catalog, Store: st})
 			if err != nil {

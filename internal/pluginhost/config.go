@@ -27,9 +27,13 @@ type Config struct {
 	Path string
 	// Args are passed to the handler after its name.
 	Args []string
-	// Env is added to the handler's environment (KEY=value), after the
-	// sidecar's own.
+	// Env is added to the handler's environment (KEY=value).
 	Env []string
+	// PassEnv names variables of the sidecar's environment the handler
+	// gets too. Of the rest it gets only what every process needs (see
+	// handlerEnv): nothing the sidecar was given for itself, such as its
+	// tokens and passwords.
+	PassEnv []string
 	// Mesh serves the handler's own calls into the mesh (other services,
 	// the store, events), which arrive on the same connections as its
 	// requests. Nil: they are answered 502.

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/griddle-mesh/griddle/internal/hop"
+	"github.com/griddle-mesh/griddle/internal/peercred"
 	"github.com/griddle-mesh/griddle/internal/pluginproto"
 	"github.com/griddle-mesh/griddle/internal/wire"
 	"github.com/hashicorp/go-plugin"
@@ -260,6 +261,11 @@ func (h *Host) dial(p *proc) (*hop.Conn, error) {
 	if err != nil {
 		return nil, fmt.Errorf("dial %s: %w: %w", p.socket, ErrUnavailable, err)
 	}
+	// Only the handler's own socket: not one another process put there.
+	if err := peercred.Check(nc, p.pid, os.Getuid()); err != nil {
+		_ = nc.Close()
+		return nil, fmt.Errorf("dial %s: %w: %w", p.socket, ErrUnavailable, err)
+	}
 	return hop.New(nc, hop.Config{Serve: h.mesh.Serve, Unary: h.cfg.Unary}), nil
 }
 
@@ -441,7 +447,7 @@ func (h *Host) launch(ctx context.Context) (*proc, error) {
 	sock := filepath.Join(dir, "http.sock")
 
 	cmd := exec.Command(h.cfg.Path, h.cfg.Args...)
-	cmd.Env = append(os.Environ(),
+	cmd.Env = append(handlerEnv(os.Environ(), h.cfg.PassEnv),
 		pluginproto.EnvHandlerSocket+"="+sock,
 		// go-plugin's own socket goes in the private directory too, so that
 		// Close removes it even after the handler was killed.
@@ -456,7 +462,7 @@ func (h *Host) launch(ctx context.Context) (*proc, error) {
 		HandshakeConfig:  pluginproto.Handshake(),
 		Plugins:          pluginproto.Plugins(nil),
 		Cmd:              cmd,
-		SkipHostEnv:      true, // cmd.Env already holds the host's environment
+		SkipHostEnv:      true, // cmd.Env holds what the handler may see of the host's environment
 		AllowedProtocols: []plugin.Protocol{plugin.ProtocolGRPC},
 		StartTimeout:     h.cfg.StartTimeout,
 		Logger:           newSlogAdapter(h.cfg.Logger, base),

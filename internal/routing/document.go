@@ -38,6 +38,9 @@ type Document struct {
 	// Versions are tried in order; the first whose match holds decides.
 	// A document needs at least one rule, and the last rule must match everything.
 	Versions []VersionRule `json:"versions"`
+	// Authorization says which services may call this one (nil: all; see
+	// Authorization).
+	Authorization *Authorization `json:"authorization,omitempty"`
 }
 
 // HTTPRoute exposes a service at the edge.
@@ -60,6 +63,13 @@ type RetryPolicy struct {
 	// NonIdempotent allows retrying methods other than GET, HEAD, OPTIONS,
 	// TRACE, PUT and DELETE for the reasons in On.
 	NonIdempotent bool `json:"nonIdempotent,omitempty"`
+	// GRPCMethods are the gRPC methods ("/package.Service/Method") that
+	// may be retried for the reasons in On, as idempotent requests are: a
+	// gRPC call is a POST, retried otherwise only when it never reached a
+	// handler. As gRPC's own retries, only before the answer began (a
+	// trailers-only UNAVAILABLE counts as "unavailable"), and only for a
+	// call whose request was whole.
+	GRPCMethods []string `json:"grpcMethods,omitempty"`
 	// Budget caps retries at this share of live requests, e.g. "10%" (default 10%).
 	Budget string `json:"budget,omitempty"`
 	// MinPerSecond is the floor of retries allowed per second whatever the budget (default 10).
@@ -134,8 +144,10 @@ func (d *Document) clone() Document {
 	if d.Retries != nil {
 		r := *d.Retries
 		r.On = slices.Clone(r.On)
+		r.GRPCMethods = slices.Clone(r.GRPCMethods)
 		c.Retries = &r
 	}
+	c.Authorization = d.Authorization.clone()
 	if d.Streams != nil {
 		st := *d.Streams
 		if st.Upgrades != nil {

@@ -164,3 +164,13 @@ func FuzzParse(f *testing.F) {
 		}
 	})
 }
+
+func TestGRPCMethodsValidated(t *testing.T) {
+	_, err := Parse([]byte("service: p\nretries: {attempts: 2, on: [unavailable], grpcMethods: [/pkg.Svc/Get, Get]}\nversions: [{to: {v1: 100}}]\n"))
+	if err == nil || !strings.Contains(err.Error(), "retries.grpcMethods[1]") {
+		t.Fatalf("got %v, want retries.grpcMethods[1] named", err)
+	}
+	if _, err := Parse([]byte("service: p\nretries: {attempts: 2, grpcMethods: [/pkg.Svc/Get]}\nversions: [{to: {v1: 100}}]\n")); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -66,6 +66,7 @@ func Compile(docs []Document, revision int64) (*Table, error) {
 			continue
 		}
 		t.services[d.Service] = compileService(&t.docs[i])
+		t.services[d.Service].policy = compilePolicy(d.Authorization)
 		for _, h := range d.HTTP {
 			r := route{prefix: h.PathPrefix, service: d.Service}
 			for _, m := range h.Methods {
@@ -125,6 +126,7 @@ type Service struct {
 	streams  StreamPolicy
 	versions []string // sorted
 	rules    []rule
+	policy   *Policy // nil: every caller allowed
 }
 
 // rule is one compiled VersionRule.

@@ -122,6 +122,11 @@ func (d *Document) Validate() error {
 				v.addf("retries.budget", "%q must be a percentage above 0%% and at most 100%%, such as \"10%%\"", r.Budget)
 			}
 		}
+		for i, m := range r.GRPCMethods {
+			if svc, meth, ok := strings.Cut(strings.TrimPrefix(m, "/"), "/"); !strings.HasPrefix(m, "/") || !ok || svc == "" || meth == "" || strings.Contains(meth, "/") {
+				v.addf(fmt.Sprintf("retries.grpcMethods[%d]", i), "%q must be a gRPC method path, such as \"/package.Service/Method\"", m)
+			}
+		}
 		if r.MinPerSecond < 0 {
 			v.addf("retries.minPerSecond", "%d, want 0 or more", r.MinPerSecond)
 		}
@@ -135,6 +140,7 @@ func (d *Document) Validate() error {
 	for i := range d.Versions {
 		v.rule(d, i)
 	}
+	v.authorization(d.Authorization)
 	return v.err()
 }
 

@@ -93,6 +93,9 @@ const (
 	Code_CODE_BAD_REQUEST Code = 5
 	// The handler was reached and then failed without an HTTP answer.
 	Code_CODE_INTERNAL Code = 6
+	// The receiving sidecar's authorization policy does not allow the
+	// caller (known from its mTLS certificate): never retried.
+	Code_CODE_FORBIDDEN Code = 7
 )
 
 // Enum value maps for Code.
@@ -105,6 +108,7 @@ var (
 		4: "CODE_NO_INSTANCE",
 		5: "CODE_BAD_REQUEST",
 		6: "CODE_INTERNAL",
+		7: "CODE_FORBIDDEN",
 	}
 	Code_value = map[string]int32{
 		"CODE_OK":                0,
@@ -114,6 +118,7 @@ var (
 		"CODE_NO_INSTANCE":       4,
 		"CODE_BAD_REQUEST":       5,
 		"CODE_INTERNAL":          6,
+		"CODE_FORBIDDEN":         7,
 	}
 )
 
@@ -146,9 +151,12 @@ func (Code) EnumDescriptor() ([]byte, []int) {
 
 // Header is one HTTP header field with all its values, in order.
 type Header struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
-	Values        []string               `protobuf:"bytes,2,rep,name=values,proto3" json:"values,omitempty"`
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Name   string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Values []string               `protobuf:"bytes,2,rep,name=values,proto3" json:"values,omitempty"`
+	// raw_values stand for values when one of them is not UTF-8 (obs-text
+	// bytes, which HTTP/1.1 allows and a proto3 string may not hold).
+	RawValues     [][]byte `protobuf:"bytes,3,rep,name=raw_values,json=rawValues,proto3" json:"raw_values,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -193,6 +201,13 @@ func (x *Header) GetName() string {
 func (x *Header) GetValues() []string {
 	if x != nil {
 		return x.Values
+	}
+	return nil
+}
+
+func (x *Header) GetRawValues() [][]byte {
+	if x != nil {
+		return x.RawValues
 	}
 	return nil
 }
@@ -376,7 +391,10 @@ type Request struct {
 	// allows; the handler may take the connection over (Reply.hijacked).
 	Upgrade bool `protobuf:"varint,27,opt,name=upgrade,proto3" json:"upgrade,omitempty"`
 	// long_lived: the request has no deadline, only the idle timeout.
-	LongLived     bool `protobuf:"varint,28,opt,name=long_lived,json=longLived,proto3" json:"long_lived,omitempty"`
+	LongLived bool `protobuf:"varint,28,opt,name=long_lived,json=longLived,proto3" json:"long_lived,omitempty"`
+	// unsized: the client gave no length (chunked, or HTTP/2 without
+	// content-length), though the body came whole: the handler sees none.
+	Unsized       bool `protobuf:"varint,29,opt,name=unsized,proto3" json:"unsized,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -607,6 +625,13 @@ func (x *Request) GetLongLived() bool {
 	return false
 }
 
+func (x *Request) GetUnsized() bool {
+	if x != nil {
+		return x.Unsized
+	}
+	return false
+}
+
 // Reply is the answer to a Request.
 type Reply struct {
 	state    protoimpl.MessageState `protogen:"open.v1"`
@@ -750,10 +775,12 @@ var File_envelope_proto protoreflect.FileDescriptor
 
 const file_envelope_proto_rawDesc = "" +
 	"\n" +
-	"\x0eenvelope.proto\x12\x0fgriddle.wire.v1\"4\n" +
+	"\x0eenvelope.proto\x12\x0fgriddle.wire.v1\"S\n" +
 	"\x06Header\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x16\n" +
-	"\x06values\x18\x02 \x03(\tR\x06values\"\xa6\x02\n" +
+	"\x06values\x18\x02 \x03(\tR\x06values\x12\x1d\n" +
+	"\n" +
+	"raw_values\x18\x03 \x03(\fR\trawValues\"\xa6\x02\n" +
 	"\aRouting\x12\x1d\n" +
 	"\n" +
 	"sticky_key\x18\x01 \x01(\tR\tstickyKey\x126\n" +
@@ -769,7 +796,7 @@ const file_envelope_proto_rawDesc = "" +
 	"\vtraceparent\x18\x01 \x01(\tR\vtraceparent\x12\x1e\n" +
 	"\n" +
 	"tracestate\x18\x02 \x01(\tR\n" +
-	"tracestate\"\xfe\x06\n" +
+	"tracestate\"\x98\a\n" +
 	"\aRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x18\n" +
 	"\aservice\x18\x02 \x01(\tR\aservice\x12\x18\n" +
@@ -805,7 +832,8 @@ const file_envelope_proto_rawDesc = "" +
 	"idle_nanos\x18\x1a \x01(\x03R\tidleNanos\x12\x18\n" +
 	"\aupgrade\x18\x1b \x01(\bR\aupgrade\x12\x1d\n" +
 	"\n" +
-	"long_lived\x18\x1c \x01(\bR\tlongLived\"\xec\x02\n" +
+	"long_lived\x18\x1c \x01(\bR\tlongLived\x12\x18\n" +
+	"\aunsized\x18\x1d \x01(\bR\aunsized\"\xec\x02\n" +
 	"\x05Reply\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x16\n" +
 	"\x06status\x18\x02 \x01(\x05R\x06status\x121\n" +
@@ -823,7 +851,7 @@ const file_envelope_proto_rawDesc = "" +
 	"\x04Part\x12\r\n" +
 	"\tPART_NONE\x10\x00\x12\r\n" +
 	"\tPART_DATA\x10\x01\x12\r\n" +
-	"\tPART_PULL\x10\x02*\x99\x01\n" +
+	"\tPART_PULL\x10\x02*\xad\x01\n" +
 	"\x04Code\x12\v\n" +
 	"\aCODE_OK\x10\x00\x12\x14\n" +
 	"\x10CODE_UNAVAILABLE\x10\x01\x12\x1a\n" +
@@ -831,7 +859,8 @@ const file_envelope_proto_rawDesc = "" +
 	"\x0fCODE_OVERLOADED\x10\x03\x12\x14\n" +
 	"\x10CODE_NO_INSTANCE\x10\x04\x12\x14\n" +
 	"\x10CODE_BAD_REQUEST\x10\x05\x12\x11\n" +
-	"\rCODE_INTERNAL\x10\x06B/Z-github.com/griddle-mesh/griddle/internal/wireb\x06proto3"
+	"\rCODE_INTERNAL\x10\x06\x12\x12\n" +
+	"\x0eCODE_FORBIDDEN\x10\aB/Z-github.com/griddle-mesh/griddle/internal/wireb\x06proto3"
 
 var (
 	file_envelope_proto_rawDescOnce sync.Once

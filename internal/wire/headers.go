@@ -34,6 +34,10 @@ const (
 	HeaderEventSeq       = "X-Griddle-Event-Seq"
 	HeaderEventTopic     = "X-Griddle-Event-Topic"
 	HeaderEventPublisher = "X-Griddle-Event-Publisher"
+	// HeaderEventSkipped is set on the first event delivered after events
+	// the subscriber had not received were trimmed away (a hard
+	// retention): the Seq they were trimmed up to.
+	HeaderEventSkipped = "X-Griddle-Event-Skipped"
 	// HeaderAuthor names who made a change through the control plane.
 	HeaderAuthor = "X-Griddle-Author"
 	// HeaderTraceparent and HeaderTracestate are the W3C trace context.

@@ -5,6 +5,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 )
 
 // hopHeaders are meaningful only for a single connection and never cross a
@@ -63,6 +64,9 @@ func EncodeHeader(h http.Header) []*Header {
 		}
 		x := &hs[len(out)]
 		x.Name, x.Values = name, values
+		if !validUTF8(values) {
+			x.Values, x.RawValues = nil, rawValues(values)
+		}
 		out = append(out, x)
 	}
 	return out
@@ -72,7 +76,43 @@ func EncodeHeader(h http.Header) []*Header {
 func EncodeTrailers(h http.Header) []*Header {
 	out := make([]*Header, 0, len(h))
 	for name, values := range h {
-		out = append(out, &Header{Name: name, Values: values})
+		x := &Header{Name: name, Values: values}
+		if !validUTF8(values) {
+			x.Values, x.RawValues = nil, rawValues(values)
+		}
+		out = append(out, x)
+	}
+	return out
+}
+
+// Strings is h's values, wherever they are held (Values, or RawValues
+// for values that are not all UTF-8).
+func (h *Header) Strings() []string {
+	if h == nil || len(h.RawValues) == 0 {
+		return h.GetValues()
+	}
+	out := make([]string, len(h.RawValues))
+	for i, v := range h.RawValues {
+		out[i] = string(v)
+	}
+	return out
+}
+
+// validUTF8 reports whether every value is UTF-8, as a proto3 string
+// must be.
+func validUTF8(values []string) bool {
+	for _, v := range values {
+		if !utf8.ValidString(v) {
+			return false
+		}
+	}
+	return true
+}
+
+func rawValues(values []string) [][]byte {
+	out := make([][]byte, len(values))
+	for i, v := range values {
+		out[i] = []byte(v)
 	}
 	return out
 }
@@ -109,13 +149,14 @@ func DecodeHeader(dst http.Header, hs []*Header) {
 	}
 	for _, h := range hs {
 		name := http.CanonicalHeaderKey(h.GetName())
-		if name == "" || hopByHop(name, conn) && !teTrailers(name, h.GetValues()) {
+		values := h.Strings()
+		if name == "" || hopByHop(name, conn) && !teTrailers(name, values) {
 			continue
 		}
 		if prev, ok := dst[name]; ok {
-			dst[name] = append(prev, h.GetValues()...)
+			dst[name] = append(prev, values...)
 		} else {
-			dst[name] = slices.Clip(h.GetValues())
+			dst[name] = slices.Clip(values)
 		}
 	}
 }

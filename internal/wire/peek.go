@@ -22,6 +22,7 @@ const (
 	fieldReplyServedBy   = 8
 	fieldHeaderName      = 1
 	fieldHeaderValues    = 2
+	fieldHeaderRawValues = 3
 )
 
 // DefaultIdle is how long a long-lived exchange may go with nothing moving

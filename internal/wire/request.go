@@ -67,6 +67,9 @@ func (x *Request) HTTPRequest(ctx context.Context, host string, body io.Reader) 
 			r.ContentLength = cl
 		}
 	}
+	if x.GetUnsized() {
+		r.ContentLength = -1 // whole here, but the client gave no length
+	}
 	switch {
 	case r.ContentLength > 0 || r.ContentLength == 0 && x.contentLength() == "0": // as a server keeps it
 		r.Header["Content-Length"] = []string{strconv.FormatInt(r.ContentLength, 10)}

@@ -16,6 +16,7 @@ const (
 	reqRemoteAddr, reqTimeout, reqCancel, reqForceQuery                  = 14, 15, 16, 17
 	reqPart, reqBodyFollows, reqAcceptParts, reqEnd, reqSeq, reqTrailers = 18, 19, 20, 21, 22, 23
 	reqProtoMajor, reqProtoMinor, reqIdle, reqUpgrade, reqLongLived      = 24, 25, 26, 27, 28
+	reqUnsized                                                           = 29
 	repMore, repTrailers, repHijacked, repHead                           = 9, 10, 11, 12
 	repID, repStatus, repHeaders, repBody, repCode, repMessage           = 1, 2, 3, 4, 5, 6
 	repErrorID, repServedBy                                              = 7, 8
@@ -25,7 +26,7 @@ const (
 // The varint fields of Request and Reply; the others are length-delimited.
 var (
 	requestVarints = []protowire.Number{reqDeadline, reqAttempt, reqTimeout, reqCancel, reqForceQuery,
-		reqPart, reqBodyFollows, reqAcceptParts, reqEnd, reqSeq, reqProtoMajor, reqProtoMinor, reqIdle, reqUpgrade, reqLongLived}
+		reqPart, reqBodyFollows, reqAcceptParts, reqEnd, reqSeq, reqProtoMajor, reqProtoMinor, reqIdle, reqUpgrade, reqLongLived, reqUnsized}
 	replyVarints = []protowire.Number{repStatus, repCode, repMore, repHijacked, repHead}
 )
 
@@ -108,6 +109,8 @@ func (x *Request) UnmarshalShared(b []byte) error {
 			x.Upgrade = u != 0
 		case reqLongLived:
 			x.LongLived = u != 0
+		case reqUnsized:
+			x.Unsized = u != 0
 		case reqTrailers:
 			return appendHeader(&x.Trailers, v)
 		}
@@ -304,6 +307,8 @@ func (s *headerSlab) add(b []byte) (*Header, error) {
 			h.Name = shared(v)
 		case fieldHeaderValues:
 			s.values = append(s.values, shared(v))
+		case fieldHeaderRawValues:
+			h.RawValues = append(h.RawValues, v)
 		}
 		return nil
 	})

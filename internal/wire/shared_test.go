@@ -21,12 +21,13 @@ func sampleRequest() *wire.Request {
 			{Name: "Accept", Values: []string{"*/*"}},
 			{Name: "X-Multi", Values: []string{"1", "2", ""}},
 			{Name: "Empty"},
+			{Name: "X-Latin1", RawValues: [][]byte{{'c', 0xe9}}},
 		},
 		Routing:      &wire.Routing{StickyKey: "u1", Pins: map[string]string{"feed": "v2"}, Experiments: map[string]string{"e": "b"}},
 		Trace:        &wire.Trace{Traceparent: "00-ab-cd-01", Tracestate: "a=1"},
 		TimeoutNanos: 5e8, Cancel: true, ForceQuery: true, Part: wire.Part_PART_DATA, BodyFollows: true,
 		AcceptParts: true, End: true, Seq: 7, Trailers: []*wire.Header{{Name: "Grpc-Status", Values: []string{"0"}}},
-		ProtoMajor: 2, ProtoMinor: 0, IdleNanos: 3e10, Upgrade: true, LongLived: true,
+		ProtoMajor: 2, ProtoMinor: 0, IdleNanos: 3e10, Upgrade: true, LongLived: true, Unsized: true,
 	}
 }
 

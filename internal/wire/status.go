@@ -21,6 +21,8 @@ func (c Code) HTTPStatus() int {
 		return http.StatusServiceUnavailable
 	case Code_CODE_BAD_REQUEST:
 		return http.StatusBadRequest
+	case Code_CODE_FORBIDDEN:
+		return http.StatusForbidden
 	default: // CODE_NO_INSTANCE, CODE_INTERNAL and codes newer than this build
 		return http.StatusBadGateway
 	}
@@ -38,6 +40,8 @@ func (c Code) ErrorCode() string {
 		return "no_instance"
 	case Code_CODE_BAD_REQUEST:
 		return "bad_request"
+	case Code_CODE_FORBIDDEN:
+		return "forbidden"
 	default:
 		return "bad_gateway"
 	}

@@ -20,6 +20,7 @@ func TestCodeStatus(t *testing.T) {
 		{wire.Code_CODE_OVERLOADED, http.StatusServiceUnavailable, "unavailable"},
 		{wire.Code_CODE_NO_INSTANCE, http.StatusBadGateway, "no_instance"},
 		{wire.Code_CODE_BAD_REQUEST, http.StatusBadRequest, "bad_request"},
+		{wire.Code_CODE_FORBIDDEN, http.StatusForbidden, "forbidden"},
 		{wire.Code_CODE_INTERNAL, http.StatusBadGateway, "bad_gateway"},
 		{wire.Code(99), http.StatusBadGateway, "bad_gateway"}, // newer than this build
 	} {

@@ -186,6 +186,11 @@ func receive(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(http.StatusNoContent)
 		return
 	}
+	if to := r.Header.Get(plugins.HeaderEventSkipped); to != "" {
+		// A hard retention of messages' log removed events before they
+		// reached this feed: their entries will never be added.
+		slog.WarnContext(ctx, "feed: events were trimmed away before delivery; their entries are missing", "skipped_to_seq", to, "event_id", eventID)
+	}
 	name, err := senderName(r, ev.From)
 	if err != nil {
 		slog.ErrorContext(ctx, "feed: sender's name", "event_id", eventID, "from", ev.From, "error", err)

@@ -154,11 +154,8 @@ func send(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusServiceUnavailable, "store unavailable")
 		return
 	}
-	// Subscribers find the event within their poll interval anyway; the
-	// announcement only makes it sooner.
-	if err := mesh.Announce(ctx, TopicSent); err != nil {
-		slog.WarnContext(ctx, "messages: announce", "error", err, "request_id", plugins.RequestID(ctx))
-	}
+	// The sidecar announces the event as the transaction commits: no call
+	// of its own (mesh.Announce) is needed.
 	writeJSON(w, http.StatusCreated, map[string]string{"id": m.ID})
 }
 

@@ -24,6 +24,11 @@ import (
 //	l/<publisher>/<topic>/<stamp, store.StampBytes> → one encoded Event
 //	t/<publisher>/<topic>                           → the Pos of the last event trimmed away
 //	c/<subscriber>/<publisher>/<topic>              → cursor: the Pos last delivered
+//	r/<publisher>/<topic>/<subscriber>              → "": subscriber follows this log
+//
+// Cursors live in the subscriber's key space, registrations (r/) in the
+// publisher's, beside the log: whoever trims a log finds there whose
+// cursors it must respect.
 //
 // A log entry's key is completed by the store when the appending
 // transaction commits (store.Tx.SetStamped), so appends read nothing and
@@ -60,6 +65,11 @@ type Event struct {
 	Time        time.Time // when it was published; time.Now() when zero
 	ContentType string    // media type of Body; may be empty
 	Body        []byte
+	// SkippedTo is set by a Subscriber on the first event it delivers
+	// after events it had not delivered were trimmed away (a hard
+	// Retention): the Seq they were trimmed up to. 0 otherwise; never
+	// stored.
+	SkippedTo uint64
 }
 
 // ValidName reports whether s can name a publishing or subscribing service:
@@ -424,3 +434,60 @@ func LogRange(publisher, topic string) (begin, end []byte) {
 // DecodeEvent decodes a log entry's value (without its Pos, which is in its
 // key); errors wrap ErrCorrupt.
 func DecodeEvent(v []byte) (Event, error) { return decodeEvent(v) }
+
+func registrationPrefix(publisher, topic string) []byte {
+	return []byte(KeyPrefix + "r/" + publisher + "/" + topic + "/")
+}
+
+// RegisterTx records, in the key space of the log of (publisher, topic),
+// that subscriber follows it: a Trimmer that finds it there keeps what
+// subscriber has not delivered yet (see SubscribersTx). It is a blind
+// write, safe to repeat.
+func RegisterTx(tx store.Tx, subscriber, publisher, topic string) error {
+	if !ValidName(subscriber) {
+		return fmt.Errorf("%w: subscriber %q", ErrInvalid, subscriber)
+	}
+	if err := checkNames(publisher, topic); err != nil {
+		return err
+	}
+	if err := tx.Set(append(registrationPrefix(publisher, topic), subscriber...), nil); err != nil {
+		return fmt.Errorf("events: register %s on %s/%s: %w", subscriber, publisher, topic, err)
+	}
+	return nil
+}
+
+// UnregisterTx removes subscriber's registration on (publisher, topic):
+// from then on, trims no longer wait for its cursor.
+func UnregisterTx(tx store.Tx, subscriber, publisher, topic string) error {
+	if !ValidName(subscriber) {
+		return fmt.Errorf("%w: subscriber %q", ErrInvalid, subscriber)
+	}
+	if err := checkNames(publisher, topic); err != nil {
+		return err
+	}
+	if err := tx.Clear(append(registrationPrefix(publisher, topic), subscriber...)); err != nil {
+		return fmt.Errorf("events: unregister %s from %s/%s: %w", subscriber, publisher, topic, err)
+	}
+	return nil
+}
+
+// SubscribersTx returns the subscribers registered on (publisher, topic)
+// (RegisterTx), in name order.
+func SubscribersTx(tx store.ReadTx, publisher, topic string) ([]string, error) {
+	if err := checkNames(publisher, topic); err != nil {
+		return nil, err
+	}
+	begin := registrationPrefix(publisher, topic)
+	end := append(bytes.Clone(begin[:len(begin)-1]), '0') // '0' follows '/'
+	kvs, err := tx.Range(begin, end, store.RangeOptions{})
+	if err != nil {
+		return nil, fmt.Errorf("events: subscribers of %s/%s: %w", publisher, topic, err)
+	}
+	names := make([]string, 0, len(kvs))
+	for _, kv := range kvs {
+		if name := string(kv.Key[len(begin):]); ValidName(name) {
+			names = append(names, name)
+		}
+	}
+	return names, nil
+}

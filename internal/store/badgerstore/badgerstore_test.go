@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"os"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -239,4 +241,53 @@ func BenchmarkCommit(b *testing.B) {
 			})
 		})
 	}
+}
+
+// BenchmarkCommitSteady is BenchmarkCommit in memory once the commit log
+// holds as many commits as it keeps (store.MaxTransactionTime and a
+// second of them): from then on every commit also drops an old one.
+func BenchmarkCommitSteady(b *testing.B) {
+	bk, err := badgerstore.Open(b.Context(), badgerstore.Config{InMemory: true})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer bk.Close()
+	s, err := bk.Space("messages")
+	if err != nil {
+		b.Fatal(err)
+	}
+	value := bytes.Repeat([]byte("m"), 200)
+	var n atomic.Uint64
+	commit := func() error {
+		i := n.Add(1)
+		return s.Transact(context.Background(), func(tx store.Tx) error {
+			if err := tx.Set(fmt.Appendf(nil, "m/%d", i), value); err != nil {
+				return err
+			}
+			return tx.SetStamped([]byte("log/"), value)
+		})
+	}
+	var wg sync.WaitGroup
+	until := time.Now().Add(store.MaxTransactionTime + 2*time.Second)
+	for range 8 {
+		wg.Go(func() {
+			for time.Now().Before(until) {
+				if err := commit(); err != nil {
+					b.Error(err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	b.ResetTimer()
+	b.SetParallelism(4)
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			if err := commit(); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
 }

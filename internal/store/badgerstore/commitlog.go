@@ -30,9 +30,14 @@ func (r keyRange) contains(k []byte) bool {
 type commitLog struct {
 	pos atomic.Uint64
 
-	mu      sync.Mutex
-	entries []commitEntry // ascending seq; none older than keep
-	stamp   uint64        // the last stamp counter value committed (stampKey)
+	mu sync.Mutex
+	// entries[head:] are the commits remembered, ascending seq, none older
+	// than keep; the expired ones before head are dropped in bulk once
+	// they are half the slice, so that dropping costs O(1) per commit (at
+	// 2,000 commits/s, keep holds about 12,000).
+	entries []commitEntry
+	head    int
+	stamp   uint64 // the last stamp counter value committed (stampKey)
 }
 
 // stampKey holds the stamp counter, written by every commit that stamps
@@ -102,12 +107,14 @@ func (l *commitLog) commit(t *tx) error {
 	t.committed = done
 	l.stamp = next
 	now := time.Now()
-	drop := 0
-	for drop < len(l.entries) && now.Sub(l.entries[drop].at) > keep {
-		drop++
+	for l.head < len(l.entries) && now.Sub(l.entries[l.head].at) > keep {
+		l.entries[l.head] = commitEntry{} // its keys can go
+		l.head++
 	}
-	if drop > 0 {
-		l.entries = append(l.entries[:0], l.entries[drop:]...)
+	if l.head > 0 && l.head >= len(l.entries)/2 {
+		n := copy(l.entries, l.entries[l.head:])
+		clear(l.entries[n:])
+		l.entries, l.head = l.entries[:n], 0
 	}
 	seq := l.pos.Load() + 1
 	l.entries = append(l.entries, commitEntry{seq: seq, at: now, keys: t.writes})
@@ -118,11 +125,12 @@ func (l *commitLog) commit(t *tx) error {
 // check returns ErrConflict if a commit numbered above start wrote into one
 // of ranges. Called with mu held.
 func (l *commitLog) check(start uint64, ranges []keyRange) error {
-	if start < l.pos.Load() && (len(l.entries) == 0 || l.entries[0].seq > start+1) {
+	live := l.entries[l.head:]
+	if start < l.pos.Load() && (len(live) == 0 || live[0].seq > start+1) {
 		return fmt.Errorf("%w: commits since the transaction began were forgotten", store.ErrConflict)
 	}
-	for i := len(l.entries) - 1; i >= 0 && l.entries[i].seq > start; i-- {
-		for _, k := range l.entries[i].keys {
+	for i := len(live) - 1; i >= 0 && live[i].seq > start; i-- {
+		for _, k := range live[i].keys {
 			for _, r := range ranges {
 				if r.contains(k) {
 					return fmt.Errorf("%w: a range this transaction read was written to", store.ErrConflict)

@@ -101,6 +101,10 @@ func (s *remoteSpace) forward(ctx context.Context, op []byte) ([]byte, error) {
 		return nil, fmt.Errorf("storehttp: reading the answer: %w", err)
 	}
 	if resp.StatusCode != http.StatusOK || resp.Header.Get("Content-Type") != ContentTypeOp {
+		var e storepb.Error
+		if resp.Header.Get("Content-Type") == ContentType && proto.Unmarshal(data, &e) == nil {
+			return nil, errorOf(&e) // refused before the operation (WithAuth)
+		}
 		return nil, fmt.Errorf("storehttp: %s: unexpected answer %s", s.op, resp.Status)
 	}
 	return data, nil
@@ -351,6 +355,8 @@ func errorOf(e *storepb.Error) error {
 		sentinel = store.ErrSpace
 	case storepb.Code_CODE_TOO_MANY_TRANSACTIONS:
 		sentinel = ErrTooManyTransactions
+	case storepb.Code_CODE_UNAUTHENTICATED:
+		sentinel = ErrUnauthenticated
 	default:
 		return fmt.Errorf("storehttp: server: %s: %s", e.Code, e.Message)
 	}

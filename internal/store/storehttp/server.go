@@ -55,6 +55,8 @@ var ErrTooManyTransactions = errors.New("storehttp: too many open transactions")
 type Server struct {
 	b         store.Backend
 	space     string
+	auth      Authenticator           // nil: every request is served (auth.go)
+	shared    []byte                  // what other services' spaces may be read under (WithAuth)
 	committed func(prefixes [][]byte) // see WithCommitted; nil: none
 	log       *slog.Logger
 	mux       *http.ServeMux
@@ -117,7 +119,14 @@ func NewServer(b store.Backend, opts ...Option) *Server {
 }
 
 // ServeHTTP implements http.Handler.
-func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.mux.ServeHTTP(w, r) }
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if s.auth != nil {
+		if r = s.authenticate(w, r); r == nil {
+			return
+		}
+	}
+	s.mux.ServeHTTP(w, r)
+}
 
 // Close aborts the open transactions, waits for their goroutines and makes
 // every later request fail with CODE_CLOSED.
@@ -137,7 +146,8 @@ type serverTxn struct {
 	started  chan struct{} // closed when fn runs: the transaction is open
 	done     chan struct{} // closed when run returns
 	readOnly bool
-	err      error // why run ended before it started; read after done
+	owner    string // the service that began it (WithAuth), else ""
+	err      error  // why run ended before it started; read after done
 }
 
 // op is one request for a transaction's goroutine. reply has room for the
@@ -160,6 +170,9 @@ var errRetry = errors.New("storehttp: conflict: the client retries")
 func (s *Server) spaceOf(r *http.Request) (store.Store, error) {
 	if s.space != "" {
 		return s.b.Space(s.space)
+	}
+	if caller := callerOf(r); caller != "" {
+		return s.confined(caller, r.PathValue("space"))
 	}
 	return s.b.Space(r.PathValue("space"))
 }
@@ -188,6 +201,7 @@ func (s *Server) begin(w http.ResponseWriter, r *http.Request) {
 		started:  make(chan struct{}),
 		done:     make(chan struct{}),
 		readOnly: r.URL.Query().Get("readonly") == "1",
+		owner:    callerOf(r),
 	}
 	s.mu.Lock()
 	if s.closed {
@@ -393,6 +407,9 @@ func (s *Server) op(w http.ResponseWriter, r *http.Request) {
 	t := s.txns[r.PathValue("txn")]
 	closed := s.closed
 	s.mu.Unlock()
+	if t != nil && t.owner != callerOf(r) { // another service's: as if unknown
+		t = nil
+	}
 	if t == nil {
 		if closed {
 			s.fail(w, store.ErrClosed)
@@ -462,6 +479,7 @@ func codeOf(err error) (storepb.Code, int, error) {
 		{store.ErrReadOnly, storepb.Code_CODE_READ_ONLY, http.StatusForbidden},
 		{store.ErrClosed, storepb.Code_CODE_CLOSED, http.StatusServiceUnavailable},
 		{store.ErrSpace, storepb.Code_CODE_SPACE, http.StatusForbidden},
+		{ErrUnauthenticated, storepb.Code_CODE_UNAUTHENTICATED, http.StatusUnauthorized},
 		{errBadRequest, storepb.Code_CODE_BAD_REQUEST, http.StatusBadRequest},
 		{context.Canceled, storepb.Code_CODE_CANCELED, http.StatusServiceUnavailable},
 		{ErrTooManyTransactions, storepb.Code_CODE_TOO_MANY_TRANSACTIONS, http.StatusServiceUnavailable},
