@@ -77,6 +77,7 @@ func (e Etcd) Client(log *slog.Logger) (*clientv3.Client, error) {
 		DialTimeout:          5 * time.Second,
 		DialKeepAliveTime:    5 * time.Second,
 		DialKeepAliveTimeout: 3 * time.Second,
+		DialOptions:          discovery.DialOptions(),
 		TLS:                  e.TLS,
 		Username:             e.Username,
 		Password:             e.Password,
