@@ -193,6 +193,11 @@ func (s *Sidecar) openParts(head wire.Head, body []byte, deadline, wait time.Tim
 		return s.hopFailure(id, err)
 	}
 	if f.End { // whole: as a plain request
+		if !time.Now().Before(wait) {
+			// An answer at or past the deadline (a handler that answers
+			// when its context expires) is a deadline missed.
+			return s.codeReply(id, wire.Code_CODE_DEADLINE_EXCEEDED, "answered past the deadline")
+		}
 		return s.answer(id, f.Payload)
 	}
 	x := newExchange()
