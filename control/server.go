@@ -221,6 +221,7 @@ func (s *Server) routes() {
 	m.HandleFunc("POST /v1/rules/{service}/validate", s.validate)
 	m.HandleFunc("PUT /v1/rules/{service}", s.write(RoleOperator, s.putRules))
 	m.HandleFunc("POST /v1/rules/{service}/diff", s.diff)
+	m.HandleFunc("POST /v1/rules/{service}/dry-run", s.dryRun)
 	m.HandleFunc("GET /v1/rules/{service}/history", s.history)
 	m.HandleFunc("POST /v1/rules/{service}/rollback", s.write(RoleOperator, s.rollback))
 	m.HandleFunc("GET /v1/canaries", s.listCanaries)

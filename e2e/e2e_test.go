@@ -234,7 +234,7 @@ func TestErrors(t *testing.T) {
 func TestServiceToService(t *testing.T) {
 	m := meshtest.Start(t, bin)
 	m.Sidecar("hello", "v1")
-	m.Sidecar("profiles", "v1", "--http-prefix", "/profiles/")
+	prof := m.Sidecar("profiles", "v1", "--http-prefix", "/profiles/")
 	e := m.Edge("--timeout", "3s")
 	seed(t, e.Addr, 10)
 
@@ -258,6 +258,14 @@ func TestServiceToService(t *testing.T) {
 	}
 	if d, err := strconv.ParseInt(got.MyDeadline, 10, 64); err != nil || time.Until(time.Unix(0, d)) > 3*time.Second {
 		t.Errorf("deadline %q is not within the edge's 3s timeout", got.MyDeadline)
+	}
+	// The call is counted by caller and callee; without rules, the edge
+	// labels the latency with the version that served, and the status class.
+	if n := scrape(t, prof.Admin, `griddle_outbound_requests_total{caller="profiles",code="200",experiment="",service="hello",variant="",version="v1"}`); n < 1 {
+		t.Errorf("profiles' outbound calls to hello v1: %v counted, want at least 1", n)
+	}
+	if n := scrape(t, e.Admin, `griddle_edge_request_duration_seconds_count{class="2xx",experiment="",service="profiles",variant="",version="v1"}`); n < 1 {
+		t.Errorf("the edge's latency of profiles v1, 2xx: %v observed, want at least 1", n)
 	}
 }
 

@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"io"
+	"log/slog"
 	"net/http"
 	"path/filepath"
 	"strings"
@@ -97,7 +98,7 @@ func TestEtcdOverTLS(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cli, err := (launch.Etcd{Endpoints: []string{ep}, TLS: tlsCfg}).Client()
+	cli, err := (launch.Etcd{Endpoints: []string{ep}, TLS: tlsCfg}).Client(slog.Default())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -117,6 +117,13 @@ func TestPageInChromium(t *testing.T) {
 
 	// A good split: applied with compare-and-swap; the page reloads and the split shows in the live rates.
 	setEditor("v1: 50, v2: 50")
+	// The dry run replays the edge's sample: half of the traffic would move to v2.
+	b.do(t, `document.querySelector('#dry-run').click()`)
+	b.waitFor(t, "the dry run", `document.querySelector('#edit-result').textContent.includes('would move 50.0% of requests')`, 10*time.Second)
+	b.screenshot(t, shots, "2b-dry-run")
+	if r := rulesRevision(t, url); r != first {
+		t.Fatalf("the dry run changed the rules: revision %d, want %d", r, first)
+	}
 	b.do(t, `document.querySelector('#apply').click()`)
 	b.waitFor(t, "the applied message", `document.querySelector('#flash').textContent.includes('applied revision')`, 15*time.Second)
 	b.waitFor(t, "v2 to take about half the traffic", rowRate("v2")+" > 10 && "+rowRate("v2")+" / ("+rowRate("v1")+" + "+rowRate("v2")+") > 0.3", 30*time.Second)

@@ -26,6 +26,8 @@ import (
 	"github.com/griddle-mesh/griddle/internal/gateway"
 	"github.com/griddle-mesh/griddle/internal/metrics"
 	"github.com/griddle-mesh/griddle/internal/routing"
+	"github.com/griddle-mesh/griddle/internal/sample"
+	"github.com/griddle-mesh/griddle/internal/trace"
 	"github.com/prometheus/client_golang/prometheus"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
@@ -89,6 +91,14 @@ type Config struct {
 	// Listen port serves HTTP/1.1 and HTTP/2 with prior knowledge (h2c).
 	HTTPSListen, HTTPSCert, HTTPSKey string
 
+	// Sample sizes the sample of recent requests kept for dry runs of
+	// rules (served on the admin address at /sample); NoSample turns it off.
+	Sample   sample.Config
+	NoSample bool
+
+	// AccessLog, when set, gets a line per request.
+	AccessLog *slog.Logger
+
 	Logger *slog.Logger
 }
 
@@ -112,6 +122,9 @@ func (c Config) Validate() error {
 		}
 	}
 	if err := c.Admission.Validate(); err != nil {
+		return fmt.Errorf("edge: %w", err)
+	}
+	if err := c.Sample.Validate(); err != nil {
 		return fmt.Errorf("edge: %w", err)
 	}
 	if c.MaxBodyBytes < 0 || c.MaxHeaderBytes < 0 {
@@ -183,7 +196,8 @@ type Edge struct {
 	metrics   *metrics.Gateway
 	admission *admission.Fair // nil: no limit
 	conns     *connLimit
-	certs     *certReloader // nil: no HTTPS
+	certs     *certReloader   // nil: no HTTPS
+	sample    *sample.Sampler // nil: none kept
 }
 
 // Deps are the shared parts an edge uses; the caller owns them.
@@ -194,6 +208,8 @@ type Deps struct {
 	// that operators see which rule revision it runs.
 	Etcd   *clientv3.Client
 	Prefix string
+	// Tracer, when set, makes a span of each request (nil: none).
+	Tracer *trace.Tracer
 }
 
 // New validates cfg and builds an Edge; it does no I/O.
@@ -220,6 +236,13 @@ func New(cfg Config, deps Deps) (*Edge, error) {
 		return nil, fmt.Errorf("edge: --max-buffered-bytes: %w", err)
 	}
 	e.conns = &connLimit{max: int64(cfg.MaxConns)}
+	if !cfg.NoSample {
+		smp, err := sample.New(cfg.Sample)
+		if err != nil {
+			return nil, fmt.Errorf("edge: %w", err)
+		}
+		e.sample = smp
+	}
 	gw, err := gateway.New(gateway.Config{
 		Resolve:      e.resolve,
 		Dispatcher:   d,
@@ -231,6 +254,9 @@ func New(cfg Config, deps Deps) (*Edge, error) {
 		Pins:         e.pins,
 		Metrics:      e.metrics,
 		Rules:        routes.Rules,
+		Sample:       e.sample,
+		AccessLog:    cfg.AccessLog,
+		Tracer:       deps.Tracer,
 
 		TrustedProxies: cfg.TrustedProxies,
 	})
@@ -434,6 +460,9 @@ func (e *Edge) adminHandler() http.Handler {
 		w.Write([]byte("ok\n"))
 	})
 	mux.Handle("GET /metrics", metrics.Handler(e.reg))
+	if e.sample != nil {
+		mux.Handle("GET /sample", e.sample.Handler())
+	}
 	mux.HandleFunc("GET /status", func(w http.ResponseWriter, _ *http.Request) {
 		st := e.routes.Status()
 		w.Header().Set("Content-Type", "application/json")

@@ -1,9 +1,11 @@
 package sidecar
 
 import (
+	"context"
 	"encoding/json"
 	"net/http"
 	"net/http/pprof"
+	"time"
 
 	"github.com/griddle-mesh/griddle/internal/discovery"
 	"github.com/griddle-mesh/griddle/internal/metrics"
@@ -66,6 +68,24 @@ func (s *Sidecar) adminHandler() http.Handler {
 		}
 	})
 	mux.Handle("GET /metrics", metrics.Handler(s.reg))
+	// /debug/handler is the handler process's runtime figures (goroutines,
+	// heap), read from it over the hop.
+	mux.HandleFunc("GET /debug/handler", func(w http.ResponseWriter, r *http.Request) {
+		h := s.host.Load()
+		if h == nil {
+			http.Error(w, "no handler process", http.StatusServiceUnavailable)
+			return
+		}
+		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+		defer cancel()
+		st, err := h.Stats(ctx)
+		if err != nil {
+			http.Error(w, "the handler did not report its figures", http.StatusServiceUnavailable)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(st)
+	})
 	mux.HandleFunc("GET /status", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		enc := json.NewEncoder(w)

@@ -193,6 +193,11 @@ func (s *Sidecar) openParts(head wire.Head, body []byte, deadline, wait time.Tim
 		return s.hopFailure(id, err)
 	}
 	if f.End { // whole: as a plain request
+		if !time.Now().Before(wait) {
+			// An answer at or past the deadline (a handler that answers
+			// when its context expires) is a deadline missed.
+			return s.codeReply(id, wire.Code_CODE_DEADLINE_EXCEEDED, "answered past the deadline")
+		}
 		return s.answer(id, f.Payload)
 	}
 	x := newExchange()
@@ -363,6 +368,11 @@ func (s *Sidecar) data(x *exchange, head wire.Head, body []byte) []byte {
 	}
 	var err error
 	switch {
+	case len(env.Body) == 0 && !env.GetEnd() && len(env.GetTrailers()) == 0:
+		// An empty part asks whether the handler wants the body: answered
+		// when it begins to read it, or (more false) when it answered
+		// without (a client's "Expect: 100-continue").
+		err = x.s.AwaitDemand()
 	case len(env.GetTrailers()) > 0:
 		if len(env.Body) > 0 {
 			err = x.s.Send(hop.TypeData, false, env.Body)

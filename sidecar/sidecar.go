@@ -37,6 +37,7 @@ import (
 	"github.com/griddle-mesh/griddle/internal/routing"
 	"github.com/griddle-mesh/griddle/internal/store"
 	"github.com/griddle-mesh/griddle/internal/store/storehttp"
+	"github.com/griddle-mesh/griddle/internal/trace"
 	"github.com/griddle-mesh/griddle/internal/wire"
 	"github.com/griddle-mesh/griddle/plugins"
 	pluginstore "github.com/griddle-mesh/griddle/plugins/store"
@@ -53,7 +54,7 @@ type Sidecar struct {
 	reg       *prometheus.Registry
 	metrics   *metrics.Sidecar
 	requests  *prometheus.CounterVec // metrics.Requests of this service and version, by code
-	duration  prometheus.Observer
+	duration  [6]prometheus.Observer // by status class (status/100)
 	inflight  atomic.Int64
 	draining  atomic.Bool
 	running   running   // the requests in the handler, by id, for cancels
@@ -77,6 +78,9 @@ type Deps struct {
 	// Store is where the service's state and events live (optional:
 	// without it the handler's store and publishing calls fail).
 	Store store.Backend
+	// Tracer, when set, makes spans of the requests the sidecar serves and
+	// of its handler's outbound calls (nil: none).
+	Tracer *trace.Tracer
 }
 
 // Catalog is what the sidecar reads of discovery (discovery.Catalog).
@@ -101,7 +105,9 @@ func New(cfg Config, deps Deps) (*Sidecar, error) {
 	s.eventMetrics = newEventMetrics(s.reg)
 	// Service and version never change: bind them once, not per request.
 	s.requests = s.metrics.Requests.MustCurryWith(prometheus.Labels{"service": cfg.Service, "version": cfg.Version})
-	s.duration = s.metrics.Duration.WithLabelValues(cfg.Service, cfg.Version)
+	for st := range s.duration {
+		s.duration[st] = s.metrics.Duration.WithLabelValues(cfg.Service, cfg.Version, metrics.Class(st*100))
+	}
 	s.authz = newAuthzMetric(s.reg)
 	return s, nil
 }
@@ -225,6 +231,8 @@ func (s *Sidecar) meshHandler() (h http.Handler, unary func(context.Context, []b
 		TrustMeshHeaders: true,
 		Logger:           s.log,
 		Rules:            s.rules(),
+		Metrics:          metrics.NewOutbound(s.reg, s.cfg.Service),
+		Tracer:           s.deps.Tracer,
 	})
 	if err != nil {
 		return nil, nil, nil, nil, err
@@ -446,7 +454,7 @@ func (s *Sidecar) serve(mc mangos.Context) {
 		}
 		if status != 0 { // 0: a cancel, not a request
 			s.requests.WithLabelValues(metrics.Code(status)).Inc()
-			s.duration.Observe(time.Since(start).Seconds())
+			s.duration[min(max(status/100, 0), 5)].Observe(time.Since(start).Seconds())
 		}
 		msg.Body = append(msg.Body[:0], reply...)
 		if err := mc.SendMsg(msg); err != nil {
@@ -494,10 +502,14 @@ func (s *Sidecar) handle(head wire.Head, err error, body []byte, now time.Time, 
 	}
 	// The wait is timed on the process's own clock, whatever now says.
 	wait := time.Now().Add(deadline.Sub(now))
+	body, spans := s.deps.Tracer.Hop(body, s.cfg.Service, s.cfg.Version)
 	if head.BodyFollows || head.AcceptParts || head.Upgrade {
-		return s.openParts(head, body, deadline, wait, canceled)
+		reply, status := s.openParts(head, body, deadline, wait, canceled)
+		spans.End(reply, nil) // an answer in parts: at its head
+		return reply, status
 	}
 	reply, err := s.host.Load().Do(body, wait, s.cfg.MaxBodyBytes, canceled)
+	spans.End(reply, err)
 	if err == nil && !time.Now().Before(wait) {
 		// An answer at or past the deadline (a handler that answers when
 		// its context expires) is a deadline missed, whichever timer won.

@@ -18,8 +18,11 @@ import (
 	"github.com/griddle-mesh/griddle/edge"
 	"github.com/griddle-mesh/griddle/internal/events"
 	"github.com/griddle-mesh/griddle/internal/launch"
+	"github.com/griddle-mesh/griddle/internal/logging"
 	"github.com/griddle-mesh/griddle/internal/meshtls"
+	"github.com/griddle-mesh/griddle/internal/sample"
 	"github.com/griddle-mesh/griddle/internal/store/storehttp"
+	"github.com/griddle-mesh/griddle/internal/trace"
 	"github.com/griddle-mesh/griddle/sidecar"
 )
 
@@ -41,21 +44,18 @@ func main() {
 type globals struct {
 	logLevel  string
 	logFormat string
+	otlp      string
+	ratio     float64
+}
+
+// tracer is the tracer of a component named service (nil without
+// --otlp-endpoint); Shutdown flushes it.
+func (g *globals) tracer(service, version string) (*trace.Tracer, error) {
+	return trace.New(trace.Config{Endpoint: g.otlp, Ratio: g.ratio, Service: service, Version: version})
 }
 
 func (g *globals) logger() (*slog.Logger, error) {
-	var level slog.Level
-	if err := level.UnmarshalText([]byte(g.logLevel)); err != nil {
-		return nil, fmt.Errorf("--log-level: %w", err)
-	}
-	opts := &slog.HandlerOptions{Level: level}
-	switch g.logFormat {
-	case "text":
-		return slog.New(slog.NewTextHandler(os.Stderr, opts)), nil
-	case "json":
-		return slog.New(slog.NewJSONHandler(os.Stderr, opts)), nil
-	}
-	return nil, fmt.Errorf("--log-format: %q is not text or json", g.logFormat)
+	return logging.New(logging.Config{Level: g.logLevel, Format: g.logFormat}, os.Stderr)
 }
 
 func newRoot() *cobra.Command {
@@ -68,6 +68,8 @@ func newRoot() *cobra.Command {
 	}
 	root.PersistentFlags().StringVar(&g.logLevel, "log-level", "info", "debug, info, warn or error")
 	root.PersistentFlags().StringVar(&g.logFormat, "log-format", "text", "text or json")
+	root.PersistentFlags().StringVar(&g.otlp, "otlp-endpoint", os.Getenv("OTEL_EXPORTER_OTLP_ENDPOINT"), "export trace spans over OTLP/HTTP to this collector, e.g. http://127.0.0.1:4318 (env OTEL_EXPORTER_OTLP_ENDPOINT; empty: no tracing)")
+	root.PersistentFlags().Float64Var(&g.ratio, "trace-ratio", 1, "share of new traces recorded (requests that come with a traceparent follow its decision)")
 	root.AddCommand(upCmd(g), edgeCmd(g), sidecarCmd(g), storeCmd(g), seedCmd(g), benchCmd(g))
 	root.AddCommand(controlCmd(g), routesCmd(g), canaryCmd(g), statusCmd(g), caCmd(g))
 	root.AddCommand(pinCmd())
@@ -88,6 +90,10 @@ func upCmd(g *globals) *cobra.Command {
 			}
 			cfg.Logger = log
 			cfg.Out = cmd.OutOrStdout()
+			if cfg.Tracer, err = g.tracer("griddle-up", ""); err != nil {
+				return err
+			}
+			defer shutdownTracer(cfg.Tracer, log)
 			return launch.Up(cmd.Context(), cfg)
 		},
 	}
@@ -100,6 +106,8 @@ func upCmd(g *globals) *cobra.Command {
 	f.IntVar(&cfg.Instances, "instances", 1, "sidecars (each with its handler process) per service")
 	f.IntVar(&cfg.HandlerProcs, "handler-procs", 0, "GOMAXPROCS of each handler process (0: Go's default; 1 saves idle threads' wake-ups per request, and limits a handler to one core)")
 	f.StringSliceVar(&cfg.Only, "services", nil, "run only these example services (default: all)")
+	f.BoolVar(&cfg.Demo, "demo", false, "the quick start's demo: hello in v1, v2 (greets with hi) and v3 (v2 failing half its greetings), hello's first rules, and demo traffic")
+	f.IntVar(&cfg.DemoRate, "demo-rate", launch.DefaultDemoRate, "requests per second of demo traffic with --demo (0: none)")
 	return cmd
 }
 
@@ -111,6 +119,7 @@ func edgeCmd(g *globals) *cobra.Command {
 		proxies []string
 		pinFrom []string
 		pinKeys []string
+		access  string
 	)
 	cmd := &cobra.Command{
 		Use:   "edge",
@@ -143,11 +152,27 @@ func edgeCmd(g *globals) *cobra.Command {
 				return err
 			}
 			defer src.Close()
+			if access != "" {
+				w, closeLog, err := logging.Open(access)
+				if err != nil {
+					return fmt.Errorf("edge: --access-log: %w", err)
+				}
+				defer closeLog()
+				if cfg.AccessLog, err = logging.New(logging.Config{Format: g.logFormat}, w); err != nil {
+					return err
+				}
+			}
+			tr, err := g.tracer("griddle-edge", "")
+			if err != nil {
+				return err
+			}
+			defer shutdownTracer(tr, log)
 			m, err := etcd.connect(cmd.Context(), src, log)
 			if err != nil {
 				return err
 			}
 			defer m.Close()
+			m.Tracer = tr
 			return launch.Edge(cmd.Context(), m, cfg)
 		},
 	}
@@ -158,6 +183,12 @@ func edgeCmd(g *globals) *cobra.Command {
 	f.Int64Var(&cfg.MaxBodyBytes, "max-body-bytes", 1<<30, "largest request body, streamed or not; larger ones get 413 (at most 1 MiB of a body is held in memory)")
 	f.BoolVar(&cfg.NoPprof, "no-pprof", false, "leave /debug/pprof/ off --admin")
 	f.BoolVar(&cfg.NoAdmission, "no-admission", false, "turn off the adaptive concurrency limit that sheds excess load with 503")
+	f.StringVar(&access, "access-log", "", "write a line per request (method, path, service, version, experiment, status, duration, ids) to this file, - for stderr, in --log-format (empty: none)")
+	f.IntVar(&cfg.Sample.Every, "sample-every", sample.DefaultEvery, "keep one request in this many for dry runs of rules (its method, path, pins and what the rules read; never bodies)")
+	f.IntVar(&cfg.Sample.Size, "sample-size", sample.DefaultSize, "how many sampled requests are kept for dry runs")
+	f.StringArrayVar(&cfg.Sample.Headers, "sample-header", nil, "record this header in sampled requests whatever the rules read, for dry runs of rules that would (repeatable)")
+	f.StringArrayVar(&cfg.Sample.Cookies, "sample-cookie", nil, "record this cookie in sampled requests whatever the rules read, e.g. a new experiment's sticky key (repeatable)")
+	f.BoolVar(&cfg.NoSample, "no-sample", false, "keep no sample of requests (routes apply --dry-run then has nothing to replay)")
 	f.StringArrayVar(&proxies, "trusted-proxy", nil, "CIDR of proxies in front of the edge whose X-Forwarded-* headers are kept (repeatable; default: none, a client's own are replaced)")
 	f.IntVar(&cfg.Admission.MaxLimit, "admission-max", 0, "ceiling of the adaptive concurrency limit (default 16 per CPU, at least 32)")
 	f.IntVar(&cfg.Admission.QueueSize, "admission-queue", 256, "requests that may wait for a slot under the concurrency limit")
@@ -239,11 +270,17 @@ func sidecarCmd(g *globals) *cobra.Command {
 			if src != nil && strings.HasPrefix(storeSpec, "https://") {
 				creds.TLS = src.ClientFor("", storeSpec)
 			}
+			tr, err := g.tracer(cfg.Service, cfg.Version)
+			if err != nil {
+				return err
+			}
+			defer shutdownTracer(tr, log)
 			m, err := etcd.connect(cmd.Context(), src, log)
 			if err != nil {
 				return err
 			}
 			defer m.Close()
+			m.Tracer = tr
 			return launch.Sidecar(cmd.Context(), m, cfg, storeSpec, creds)
 		},
 	}
@@ -401,4 +438,13 @@ func (e *etcdFlags) list() []string {
 		}
 	}
 	return out
+}
+
+// shutdownTracer exports the spans still pending, for up to 5s.
+func shutdownTracer(t *trace.Tracer, log *slog.Logger) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := t.Shutdown(ctx); err != nil {
+		log.Warn("exporting the last trace spans failed", "err", err)
+	}
 }

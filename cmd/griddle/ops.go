@@ -264,12 +264,15 @@ func routesCmd(g *globals) *cobra.Command {
 	var file string
 	var revision int64
 	var comment string
+	var dryRun bool
 	apply := &cobra.Command{
 		Use:   "apply -f FILE",
 		Short: "Make FILE (YAML or JSON) the rules of its service",
 		Long: "Apply validates FILE and stores it, as written, if the rules are still at --revision (the revision you read with get).\n" +
 			"Without --revision it is based on the revision in FILE (the output of get -o json) or else on whatever is current.\n" +
 			"A document that changes nothing (same meaning, same comments) writes nothing and says so.\n" +
+			"With --dry-run nothing is written: the document is replayed against the requests the edges sampled and\n" +
+			"the share of traffic and the sticky keys it would move, per version, are printed.\n" +
 			"Exit status: 2 invalid document or usage, 3 stale revision or a canary steers the rules, 1 any other error.",
 		Args: cobra.NoArgs,
 		RunE: withExitCodes(func(cmd *cobra.Command, _ []string) error {
@@ -283,6 +286,18 @@ func routesCmd(g *globals) *cobra.Command {
 			c, err := o.client()
 			if err != nil {
 				return err
+			}
+			if dryRun {
+				rep, err := c.DryRun(cmd.Context(), in.doc.Service, in.text)
+				if err != nil {
+					return err
+				}
+				return o.print(cmd.OutOrStdout(), rep, func(w io.Writer) {
+					io.WriteString(w, rep.Text)
+					if rep.Failed > 0 {
+						fmt.Fprintf(w, "%d of %d edges could not be read; their requests are not counted\n", rep.Failed, rep.Edges)
+					}
+				})
 			}
 			switch {
 			case cmd.Flags().Changed("revision"):
@@ -315,6 +330,7 @@ func routesCmd(g *globals) *cobra.Command {
 	apply.Flags().StringVarP(&file, "file", "f", "", "the document, YAML or JSON, or the output of get -o json (- for stdin)")
 	apply.Flags().Int64Var(&revision, "revision", 0, "the revision your change is based on (0: the service has no rules yet)")
 	apply.Flags().StringVar(&comment, "comment", "", "why, for the history")
+	apply.Flags().BoolVar(&dryRun, "dry-run", false, "write nothing: report what share of recent traffic and which sticky keys the document would move")
 
 	var dfile string
 	diff := &cobra.Command{

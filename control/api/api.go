@@ -16,6 +16,7 @@
 //	PUT  /v1/rules/{service}                 body: YAML or JSON; If-Match or ?revision= → Applied   (write)
 //	                                         refused (409 canary_running) while a canary runs
 //	POST /v1/rules/{service}/diff            body: YAML or JSON → Diff (of the texts, patch-ready)
+//	POST /v1/rules/{service}/dry-run         body: YAML or JSON → DryRun: what it would move of the edges' sample
 //	GET  /v1/rules/{service}/history?limit=  History
 //	POST /v1/rules/{service}/rollback?to=REV If-Match or ?revision= → Applied                     (write)
 //	GET  /v1/canaries                        []canary.Canary
@@ -33,6 +34,7 @@ import (
 	"time"
 
 	"github.com/griddle-mesh/griddle/control/canary"
+	"github.com/griddle-mesh/griddle/control/dryrun"
 	"github.com/griddle-mesh/griddle/control/rulestore"
 	"github.com/griddle-mesh/griddle/internal/discovery"
 	"github.com/griddle-mesh/griddle/internal/routing"
@@ -162,4 +164,17 @@ type Instance struct {
 type Edge struct {
 	discovery.Edge
 	Behind bool `json:"behind"`
+}
+
+// DryRun answers a dry run: the proposal replayed against the requests
+// the edges sampled, beside the rules in force (at Revision; 0: none).
+type DryRun struct {
+	dryrun.Report
+	Revision int64 `json:"revision"`
+	// Edges is how many edges were asked for their sample; Failed how many
+	// could not be read (or have no admin address).
+	Edges  int `json:"edges"`
+	Failed int `json:"failed"`
+	// Text is the report as the CLI prints it.
+	Text string `json:"text"`
 }

@@ -169,6 +169,13 @@ func (c *Client) Diff(ctx context.Context, service string, doc []byte) (api.Diff
 	return out, c.do(ctx, http.MethodPost, rulesPath(service, "/diff"), doc, nil, &out)
 }
 
+// DryRun replays doc against the requests the edges sampled and reports
+// what it would move; nothing changes.
+func (c *Client) DryRun(ctx context.Context, service string, doc []byte) (api.DryRun, error) {
+	var out api.DryRun
+	return out, c.do(ctx, http.MethodPost, rulesPath(service, "/dry-run"), doc, nil, &out)
+}
+
 // History returns up to limit revisions, newest first (0: the server's default).
 func (c *Client) History(ctx context.Context, service string, limit int) (api.History, error) {
 	var out api.History

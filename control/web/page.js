@@ -72,6 +72,11 @@
         show(res, r.ok, r.ok ? (r.body.diff || "no changes") : errText(r));
       });
     };
+    $("#dry-run").onclick = function () {
+      call("POST", "/v1/rules/" + svc + "/dry-run", ed.value).then(function (r) {
+        show(res, r.ok, r.ok ? r.body.text : errText(r));
+      });
+    };
     $("#apply").onclick = function () {
       call("PUT", "/v1/rules/" + svc, ed.value, { "If-Match": '"' + ed.dataset.revision + '"' }).then(function (r) {
         if (!r.ok) { show(res, false, errText(r)); return; }

@@ -46,6 +46,12 @@ type Status struct {
 	// DisconnectedSince is when the current outage began; zero while
 	// Connected, and before the first contact with etcd.
 	DisconnectedSince time.Time
+	// Held counts instances kept although etcd no longer lists them: they
+	// were registered before an outage, and their lease ran out while
+	// etcd was away or just back. Each is kept until it registers again,
+	// a lease period of the new session has passed, or a direct probe of
+	// its address fails.
+	Held int
 }
 
 // Catalog is a local, eventually consistent copy of the instances and
@@ -65,9 +71,14 @@ type Catalog struct {
 	synced  chan struct{} // closed by the first successful list
 	running atomic.Bool
 
-	mu     sync.Mutex // guards status and outage
+	mu     sync.Mutex // guards status, outage, outageRev and recovered
 	status Status
 	outage bool // an outage has been logged and not yet its end
+	// outageRev is the revision the catalog had when the last outage
+	// began: instances written at or before it were known before it.
+	outageRev int64
+	// recovered is when etcd answered again after the last outage.
+	recovered time.Time
 
 	// Owned by the goroutine running Run.
 	instances  map[string]map[string]Instance // service → key → instance
@@ -75,6 +86,8 @@ type Catalog struct {
 	edges      map[string]Edge                // key → edge
 	rules      map[string]ruleEntry           // key → valid rule document
 	rulesDirty bool                           // rules changed since the last publish
+	modRevs    map[string]int64               // instance key → revision that wrote it
+	held       map[string]heldInstance        // instance key → why and until when it is kept
 }
 
 // ruleEntry is a valid rule document and the etcd revision that wrote it.
@@ -109,6 +122,8 @@ func NewCatalog(cli *clientv3.Client, prefix string, logger *slog.Logger) *Catal
 		exposures: map[string]Exposure{},
 		edges:     map[string]Edge{},
 		rules:     map[string]ruleEntry{},
+		modRevs:   map[string]int64{},
+		held:      map[string]heldInstance{},
 	}
 	noRules, _ := routing.Compile(nil, 0) // cannot fail: there is nothing to compile
 	c.snap.Store(&snapshot{instances: map[string][]Instance{}, rules: noRules, changed: make(chan struct{})})
@@ -227,7 +242,23 @@ func (c *Catalog) listAndWatch(ctx context.Context) error {
 	wctx, wcancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
 	defer wcancel()
 	wch := c.cli.Watch(wctx, c.prefix, clientv3.WithPrefix(), clientv3.WithRev(rev+1), clientv3.WithProgressNotify())
-	for wresp := range wch {
+	tick := time.NewTicker(holdCheckEvery)
+	defer tick.Stop()
+	for {
+		var wresp clientv3.WatchResponse
+		select {
+		case <-tick.C:
+			c.checkHeld(ctx)
+			continue
+		case w, ok := <-wch:
+			if !ok {
+				if ctx.Err() != nil {
+					return ctx.Err()
+				}
+				return fmt.Errorf("watch %s: channel closed", c.prefix)
+			}
+			wresp = w
+		}
 		if err := wresp.Err(); err != nil {
 			// A compaction arrives as CompactRevision != 0, and Err is then
 			// rpctypes.ErrCompacted.
@@ -241,10 +272,6 @@ func (c *Catalog) listAndWatch(ctx context.Context) error {
 			c.setRevision(rev)
 		}
 	}
-	if ctx.Err() != nil {
-		return ctx.Err()
-	}
-	return fmt.Errorf("watch %s: channel closed", c.prefix)
 }
 
 // close1 closes ch unless it is already closed. Only Run's goroutine calls it.
@@ -292,6 +319,7 @@ func (c *Catalog) disconnected(err error) {
 		return
 	}
 	c.outage = true
+	c.outageRev = c.status.Revision
 	c.status.DisconnectedSince = time.Now()
 	c.logger.Warn("discovery: etcd unreachable; serving last known state",
 		"prefix", c.prefix, "revision", c.status.Revision, "err", err)
@@ -308,6 +336,7 @@ func (c *Catalog) reachableLocked() {
 	c.status.Connected = true
 	if c.outage {
 		c.outage = false
+		c.recovered = time.Now()
 		c.logger.Info("discovery: etcd reachable again", "prefix", c.prefix,
 			"outage", time.Since(c.status.DisconnectedSince).Round(time.Millisecond))
 	}
@@ -429,6 +458,12 @@ func (c *Catalog) put(key string, value []byte, modRev int64, dirty map[string]s
 			c.instances[svc] = m
 		}
 		m[key] = in
+		c.modRevs[key] = modRev
+		if _, ok := c.held[key]; ok {
+			delete(c.held, key)
+			c.logger.Info("discovery: held instance registered again", "key", key)
+		}
+		c.dropHeldAt(in.Address, key, dirty)
 		dirty[svc] = struct{}{}
 		return true
 	case kindExposure:
@@ -469,6 +504,8 @@ func (c *Catalog) del(key string, dirty map[string]struct{}) bool {
 		if len(m) == 0 {
 			delete(c.instances, svc)
 		}
+		delete(c.modRevs, key)
+		delete(c.held, key)
 		dirty[svc] = struct{}{}
 		return true
 	case kindExposure:
@@ -482,8 +519,13 @@ func (c *Catalog) del(key string, dirty map[string]struct{}) bool {
 }
 
 // reset replaces the working state by a full list and publishes it.
+// Instances the list lacks that may only have lost their lease to an
+// outage are held (see holdable).
 func (c *Catalog) reset(kvs []*mvccpb.KeyValue) {
+	oldInstances, oldRevs, oldHeld := c.instances, c.modRevs, c.held
 	c.instances = map[string]map[string]Instance{}
+	c.modRevs = map[string]int64{}
+	c.held = map[string]heldInstance{}
 	c.exposures = map[string]Exposure{}
 	c.edges = map[string]Edge{}
 	c.rules = map[string]ruleEntry{}
@@ -492,6 +534,19 @@ func (c *Catalog) reset(kvs []*mvccpb.KeyValue) {
 	for _, kv := range kvs {
 		c.put(string(kv.Key), kv.Value, kv.ModRevision, dirty)
 	}
+	for svc, m := range oldInstances {
+		for key, in := range m {
+			if _, listed := c.modRevs[key]; listed {
+				continue
+			}
+			if h, ok := oldHeld[key]; ok {
+				c.keep(svc, key, in, oldRevs[key], h.until)
+			} else if until, ok := c.holdable(in, oldRevs[key]); ok {
+				c.keep(svc, key, in, oldRevs[key], until)
+			}
+		}
+	}
+	c.publishHeld()
 	c.publish(nil)
 }
 
@@ -506,10 +561,11 @@ func (c *Catalog) apply(events []*clientv3.Event) {
 		case clientv3.EventTypePut:
 			changed = c.put(key, ev.Kv.Value, ev.Kv.ModRevision, dirty) || changed
 		case clientv3.EventTypeDelete:
-			changed = c.del(key, dirty) || changed
+			changed = c.delOrHold(key, dirty) || changed
 		}
 	}
 	if changed {
+		c.publishHeld()
 		c.publish(dirty)
 	}
 }

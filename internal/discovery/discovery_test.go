@@ -80,8 +80,10 @@ func TestRegisterUpdateClose(t *testing.T) {
 	case <-ctx.Done():
 		t.Fatal("Changed() not closed after Register")
 	}
-	if got := cat.Instances("profiles"); len(got) != 1 || got[0] != in {
-		t.Fatalf("Instances(profiles) = %+v, want [%+v]", got, in)
+	want := in
+	want.LeaseSeconds = 60 // the registration records its lease
+	if got := cat.Instances("profiles"); len(got) != 1 || got[0] != want {
+		t.Fatalf("Instances(profiles) = %+v, want [%+v]", got, want)
 	}
 	if got, want := cat.Services(), []string{"profiles"}; !slices.Equal(got, want) {
 		t.Fatalf("Services() = %v, want %v", got, want)

@@ -12,4 +12,10 @@
 // Watch from the next revision, re-listing on compaction. Reads are lock-free
 // and never wait for etcd. If etcd becomes unreachable the Catalog keeps its
 // last known state (static stability) and reports the outage in Status.
+// When etcd returns, instances registered before the outage that etcd has
+// meanwhile expired are held (Status.Held) until they register again, a
+// lease period has passed, or a connect to their address fails; and a
+// Registration whose lease was lost registers again as soon as etcd
+// answers (clients built with DialOptions retry their connection at least
+// once a second).
 package discovery

@@ -63,6 +63,7 @@ func newClient(t *testing.T, endpoints ...string) *clientv3.Client {
 	cli, err := clientv3.New(clientv3.Config{
 		Endpoints:   endpoints,
 		DialTimeout: 5 * time.Second,
+		DialOptions: discovery.DialOptions(), // as Griddle's processes reconnect
 		Logger:      zap.NewNop(),
 	})
 	if err != nil {

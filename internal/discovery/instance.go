@@ -26,6 +26,11 @@ type Instance struct {
 	// Events is the mangos URL of the sidecar's PUB socket, where it
 	// announces the events its service publishes ("" if none).
 	Events string `json:"events,omitempty"`
+	// LeaseSeconds is the ttl of the registration's lease, set by
+	// Register: how long a catalog waits after an etcd outage for the
+	// instance to register again before it believes it gone (0: not
+	// known; defaultLease).
+	LeaseSeconds int64 `json:"leaseSeconds,omitempty"`
 }
 
 // Exposure says which HTTP paths the edge sends to a service. It is stored

@@ -16,10 +16,14 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
-// Back-off bounds for re-registering after a lost lease.
+// Back-off bounds for re-registering after a lost lease. Each try waits
+// for the client's connection (gRPC's wait for ready), so it goes through
+// as soon as etcd answers again; the pause between tries only keeps fast
+// failures (no leader yet) from spinning, and stays short so that the
+// entry is back well within a lease period of etcd's return.
 const (
-	regBackoffMin = 100 * time.Millisecond
-	regBackoffMax = 5 * time.Second
+	regBackoffMin = 50 * time.Millisecond
+	regBackoffMax = 500 * time.Millisecond
 )
 
 // Registration is a sidecar's own entry in etcd: InstanceKey → JSON of the
@@ -82,8 +86,8 @@ func register(ctx context.Context, cli *clientv3.Client, key string, entry any, 
 		ttl:    int64(math.Ceil(ttl.Seconds())),
 		logger: logger,
 		done:   make(chan struct{}),
-		entry:  entry,
 	}
+	r.entry = r.withLease(entry)
 	lease, err := r.grantAndPut(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("discovery: register %s: %w", r.key, err)
@@ -93,6 +97,15 @@ func register(ctx context.Context, cli *clientv3.Client, key string, entry any, 
 	r.cancel = cancel
 	go r.keep(kctx, lease)
 	return r, nil
+}
+
+// withLease returns entry with the lease's ttl recorded, for an Instance.
+func (r *Registration) withLease(entry any) any {
+	if in, ok := entry.(Instance); ok {
+		in.LeaseSeconds = r.ttl
+		return in
+	}
+	return entry
 }
 
 // grantAndPut grants a new lease and puts the current Instance under it. On
@@ -211,8 +224,8 @@ func (r *Registration) Update(ctx context.Context, in Instance) error {
 	if !ok || in.Service != old.Service || in.Version != old.Version || in.ID != old.ID {
 		return fmt.Errorf("%w: update of %s changes service, version or id", ErrDiscoveryInvalid, r.key)
 	}
-	r.entry = in
-	if err := r.put(ctx, in, r.lease); err != nil {
+	r.entry = r.withLease(in)
+	if err := r.put(ctx, r.entry, r.lease); err != nil {
 		return fmt.Errorf("discovery: update: %w", err)
 	}
 	return nil

@@ -15,6 +15,7 @@ import (
 	"go.nanomsg.org/mangos/v3"
 
 	"github.com/griddle-mesh/griddle/internal/discovery"
+	"github.com/griddle-mesh/griddle/internal/trace"
 	"github.com/griddle-mesh/griddle/internal/wire"
 )
 
@@ -201,8 +202,9 @@ func New(cfg Config) (*Dispatcher, error) {
 		peers:    make(map[string]*peer),
 		services: make(map[string]struct{}),
 	}
-	d.wg.Add(1)
+	d.wg.Add(2)
 	go d.sweeper()
+	go d.outliers()
 	return d, nil
 }
 
@@ -341,7 +343,18 @@ func (d *Dispatcher) do(ctx context.Context, req *wire.Request, pol Policy) (*wi
 				tryDeadline = t
 			}
 		}
+		var sp trace.Span
+		msg.Body, sp = trace.Attempt(ctx, msg.Body, req.Service, attempt, p.addr)
+		// A request that may be repeated probing an instance that was hung
+		// waits only as long as makes it hung, then goes elsewhere.
+		probe := p.probe(time.Now().UnixNano()) && pol.mayRepeat(req.Method)
+		if probe {
+			if t := time.Now().Add(p.hungLimit()); t.Before(tryDeadline) {
+				tryDeadline = t
+			}
+		}
 		reply, res, err := d.try(ctx, p, msg, req.Id, tryDeadline, deadline)
+		sp.End(int(reply.GetStatus()))
 		p.inflight.Add(-1)
 		switch res {
 		case done:
@@ -362,7 +375,7 @@ func (d *Dispatcher) do(ctx context.Context, req *wire.Request, pol Policy) (*wi
 			}
 			lastReply, lastErr = nil, err
 		case tryTimedOut:
-			if !pol.OnDeadline || !pol.mayRepeat(req.Method) {
+			if !probe && (!pol.OnDeadline || !pol.mayRepeat(req.Method)) {
 				return nil, nil, err
 			}
 			lastReply, lastErr = nil, err
@@ -429,6 +442,7 @@ func (d *Dispatcher) pick(service, version string, tried []*peer, trial bool) (*
 			return nil, ErrClosed
 		}
 		missing, matched := false, false
+		var trialPeer *peer
 		eligible := buf[:0]
 		for pass := 0; pass < 4 && len(eligible) == 0; pass++ {
 			wantHealthy, wantUntried := pass == 0 || pass == 1, pass == 0 || pass == 2
@@ -446,11 +460,19 @@ func (d *Dispatcher) pick(service, version string, tried []*peer, trial bool) (*
 				if s := in.Started.UnixNano(); s != p.started.Load() {
 					p.restarted(s)
 				}
-				if wantHealthy && (p.ejectedUntil.Load() > now && !(trial && p.onTrial(now)) || p.hung(now) && d.ejectHung(p)) {
-					continue
+				onTrial := false
+				if wantHealthy {
+					ejected := p.ejectedUntil.Load() > now
+					if ejected && !(trial && p.onTrial(now)) || p.hung(now) && d.ejectHung(p, true) || p.probe(now) && p.inflight.Load() > 0 {
+						continue
+					}
+					onTrial = ejected
 				}
 				if wantUntried && slices.Contains(tried, p) {
 					continue
+				}
+				if onTrial {
+					trialPeer = p // its trial is taken: it gets this request
 				}
 				eligible = append(eligible, p)
 			}
@@ -472,7 +494,9 @@ func (d *Dispatcher) pick(service, version string, tried []*peer, trial bool) (*
 			break
 		}
 		p := eligible[0]
-		if n := len(eligible); n > 1 {
+		if trialPeer != nil {
+			p = trialPeer
+		} else if n := len(eligible); n > 1 {
 			i, j := rand.IntN(n), rand.IntN(n-1)
 			if j >= i {
 				j++
@@ -508,7 +532,9 @@ func (d *Dispatcher) addPeers(service, version string, insts []discovery.Instanc
 			if d.cfg.TLSFor != nil {
 				tlsCfg = d.cfg.TLSFor(in.Service, in.Address)
 			}
-			d.peers[in.Address] = newPeer(in.Address, d.cfg.MaxReplyBytes, tlsCfg)
+			p := newPeer(in.Address, d.cfg.MaxReplyBytes, tlsCfg)
+			p.service = service
+			d.peers[in.Address] = p
 		}
 	}
 }
@@ -731,6 +757,9 @@ func (d *Dispatcher) try(ctx context.Context, p *peer, msg *mangos.Message, id s
 		switch {
 		case errors.Is(err, mangos.ErrClosed):
 			reusable = false
+			if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+				d.timedOut(p, start) // the caller's deadline is the try's
+			}
 			return d.closedResult(ctx, p)
 		case errors.Is(err, mangos.ErrRecvTimeout) && deadline.Before(final):
 			d.timedOut(p, start)
@@ -749,7 +778,8 @@ func (d *Dispatcher) try(ctx context.Context, p *peer, msg *mangos.Message, id s
 		d.failure(p)
 		return nil, fatal, fmt.Errorf("%w: reply from %s: %w", ErrUnavailable, p.addr, err)
 	}
-	p.answered(time.Since(start))
+	took := time.Since(start)
+	p.answered(took)
 	switch reply.Code {
 	case wire.Code_CODE_UNAVAILABLE:
 		d.failure(p)
@@ -777,7 +807,7 @@ func (d *Dispatcher) try(ctx context.Context, p *peer, msg *mangos.Message, id s
 		d.failure(p)
 		return reply, done, nil
 	}
-	p.success()
+	p.success(took, d.cfg.EjectFor)
 	return reply, done, nil
 }
 
@@ -852,7 +882,7 @@ func (d *Dispatcher) awaitConnect(ctx context.Context, l *link, deadline time.Ti
 // once.
 func (d *Dispatcher) timedOut(p *peer, start time.Time) {
 	if p.progress.Load() <= start.UnixNano() {
-		d.ejectHung(p)
+		d.ejectHung(p, false)
 		return
 	}
 	d.failure(p)
@@ -860,7 +890,15 @@ func (d *Dispatcher) timedOut(p *peer, start time.Time) {
 
 // ejectHung ejects p, which holds requests it does not answer. It reports
 // true (for use in conditions).
-func (d *Dispatcher) ejectHung(p *peer) bool {
+//
+// It is not ejected when that would not single it out (othersAnswer):
+// a stall of this process (starved of CPU) makes every instance look hung,
+// and ejecting them all would help no request. locked tells whether the
+// caller holds d.mu for reading.
+func (d *Dispatcher) ejectHung(p *peer, locked bool) bool {
+	if !d.othersAnswer(p, locked) {
+		return true
+	}
 	if until, ok := p.eject(d.cfg.EjectFor); ok {
 		p.silent.Store(true)
 		d.cfg.Logger.Warn("dispatch: instance ejected: it answers nothing",
@@ -869,6 +907,40 @@ func (d *Dispatcher) ejectHung(p *peer) bool {
 			slog.Duration("for", time.Until(until).Round(time.Millisecond)))
 	}
 	return true
+}
+
+// othersAnswer reports whether ejecting p as hung singles it out: it
+// would not leave fewer than half of its service's instances in use, and
+// the other instances with requests outstanding are not all hung as well
+// (that is a stall of this process, or of all of them).
+func (d *Dispatcher) othersAnswer(p *peer, locked bool) bool {
+	if p.service == "" || d.cfg.Endpoints == nil {
+		return true
+	}
+	insts := d.cfg.Endpoints.Instances(p.service)
+	if !locked {
+		d.mu.RLock()
+		defer d.mu.RUnlock()
+	}
+	now := time.Now().UnixNano()
+	total, ejected, busy, stuck := 1, 0, 0, 0
+	for i := range insts {
+		q := d.peers[insts[i].Address]
+		if q == nil || q == p {
+			continue
+		}
+		total++
+		switch {
+		case q.ejectedUntil.Load() > now:
+			ejected++
+		case q.inflight.Load() > 0:
+			busy++
+			if q.hung(now) {
+				stuck++
+			}
+		}
+	}
+	return 2*(ejected+1) <= total && (busy == 0 || stuck < busy)
 }
 
 // failure records a failure of p and ejects it when it reaches the

@@ -571,7 +571,7 @@ func TestEjectionBackoff(t *testing.T) {
 	if _, ok := p.failure(1, time.Second); ok {
 		t.Fatal("an ejected peer was ejected again")
 	}
-	p.success()
+	p.success(0, time.Second)
 	p.ejectedUntil.Store(0)
 	if until, _ := p.failure(3, time.Second); !until.IsZero() {
 		t.Fatal("a failure after a success ejected before the threshold")
@@ -738,13 +738,13 @@ func TestPeerComesBack(t *testing.T) {
 	if p.onTrial(now + int64(trialEvery/2)) {
 		t.Error("a second trial within trialEvery")
 	}
-	p.success()
+	p.success(0, time.Second)
 	if p.ejectedUntil.Load() != 0 {
 		t.Error("still ejected after an answer")
 	}
 
 	d := &Dispatcher{cfg: Config{EjectFor: time.Minute}.withDefaults()}
-	d.ejectHung(p)
+	d.ejectHung(p, false)
 	if p.onTrial(time.Now().Add(time.Hour).UnixNano()) {
 		t.Error("a trial for an instance ejected for answering nothing")
 	}

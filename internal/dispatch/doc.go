@@ -7,7 +7,10 @@
 // of two choices over in-flight requests, retries only where it is safe
 // (the request never reached a handler, or it may have but the method is
 // idempotent), never past the request's deadline, and ejects instances whose
-// transport keeps failing for a growing back-off period.
+// transport keeps failing, that hold requests without answering, or whose
+// answers take far longer than those of the other instances of their
+// service and version (a latency outlier), for a growing back-off period;
+// trial requests bring an ejected instance back once it answers (in time).
 //
 // The wire protocol: the request body of a REQ message is a proto-encoded
 // wire.Request; the REP peer answers with a proto-encoded wire.Reply.

@@ -3,6 +3,8 @@ package dispatch
 import (
 	"crypto/tls"
 	"fmt"
+	"log/slog"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -17,6 +19,7 @@ import (
 	_ "go.nanomsg.org/mangos/v3/transport/tlstcp"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/griddle-mesh/griddle/internal/discovery"
 	"github.com/griddle-mesh/griddle/internal/wire"
 )
 
@@ -25,6 +28,7 @@ import (
 // or the Dispatcher closes; close releases its socket.
 type peer struct {
 	addr         string
+	service      string // the service whose instance it is; "" in tests
 	maxReply     int
 	tls          *tls.Config // for tls+tcp:// addresses
 	inflight     atomic.Int64
@@ -46,6 +50,11 @@ type peer struct {
 	// silent is set while p is ejected for answering nothing (hung): it
 	// gets no trials, which would only wait for their deadlines.
 	silent atomic.Bool
+	// samples counts the answers in latency since it was last reset.
+	samples atomic.Int64
+	// slowLimit is set while p is ejected as a latency outlier: the answer
+	// time (nanoseconds) a trial must beat to end the ejection.
+	slowLimit atomic.Int64
 
 	mu        sync.Mutex
 	fails     int   // consecutive transport failures
@@ -200,6 +209,7 @@ func (p *peer) sent(start time.Time) {
 // answered records an answer from p that took took.
 func (p *peer) answered(took time.Duration) {
 	p.progress.Store(time.Now().UnixNano())
+	p.samples.Add(1)
 	old := p.latency.Load()
 	if old == 0 {
 		p.latency.Store(int64(took))
@@ -218,11 +228,22 @@ func (p *peer) hung(now int64) bool {
 	if p.inflight.Load() == 0 {
 		return false
 	}
-	limit := noAnswerHung
+	return now-p.progress.Load() > int64(p.hungLimit())
+}
+
+// hungLimit is how long p may hold requests without answering any before
+// it counts as hung.
+func (p *peer) hungLimit() time.Duration {
 	if l := time.Duration(p.latency.Load()); l > 0 {
-		limit = max(minHung, hungFactor*l)
+		return max(minHung, hungFactor*l)
 	}
-	return now-p.progress.Load() > int64(limit)
+	return noAnswerHung
+}
+
+// probe reports whether p was ejected as hung and that ejection is over:
+// it is given one request at a time (a probe) until it answers again.
+func (p *peer) probe(now int64) bool {
+	return p.silent.Load() && p.ejectedUntil.Load() <= now
 }
 
 // eject ejects p now unless it is ejected already, as a failure reaching
@@ -236,15 +257,43 @@ func (p *peer) eject(ejectFor time.Duration) (until time.Time, ok bool) {
 	return p.ejectLocked(ejectFor), true
 }
 
-// success records an answer from a handler: the instance is healthy, and
-// an ejected one (on trial) is back at once.
-func (p *peer) success() {
+// success records an answer from a handler that took took: the instance
+// is healthy, and an ejected one (on trial) is back at once, unless it was
+// ejected as a latency outlier and took longer than its limit: then its
+// ejection starts again, longer.
+func (p *peer) success(took time.Duration, ejectFor time.Duration) {
+	if lim := p.slowLimit.Load(); lim > 0 {
+		if int64(took) > lim {
+			p.mu.Lock()
+			p.fails = 0
+			p.ejectLocked(ejectFor)
+			p.mu.Unlock()
+			return
+		}
+		// Back at its peers' pace: its average starts afresh, or the slow
+		// answers before would eject it again at once.
+		p.latency.Store(int64(took))
+		p.samples.Store(1)
+	}
 	p.mu.Lock()
 	p.fails = 0
 	p.ejections = 0
 	p.mu.Unlock()
 	p.ejectedUntil.Store(0)
 	p.silent.Store(false)
+	p.slowLimit.Store(0)
+}
+
+// ejectSlow ejects p, whose answers take longer than limit (nanoseconds)
+// while its peers' do not, unless it is ejected already.
+func (p *peer) ejectSlow(limit int64, ejectFor time.Duration) (until time.Time, ok bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.ejectedUntil.Load() > time.Now().UnixNano() {
+		return time.Time{}, false
+	}
+	p.slowLimit.Store(limit)
+	return p.ejectLocked(ejectFor), true
 }
 
 // restarted notes the start time of the instance registered at p's
@@ -257,6 +306,9 @@ func (p *peer) restarted(started int64) {
 		p.mu.Unlock()
 		p.ejectedUntil.Store(0)
 		p.silent.Store(false)
+		p.slowLimit.Store(0)
+		p.latency.Store(0)
+		p.samples.Store(0)
 		p.progress.Store(time.Now().UnixNano())
 	}
 }
@@ -269,6 +321,119 @@ func (p *peer) onTrial(now int64) bool {
 	}
 	last := p.trial.Load()
 	return now-last >= int64(trialEvery) && p.trial.CompareAndSwap(last, now)
+}
+
+// Latency outliers: an instance whose moving average answer time is more
+// than outlierFactor times the median of the other instances of its
+// service and version, and at least outlierMinGap above it, is ejected
+// (with the usual back-off); its trials end the ejection once one answers
+// within that limit. At most half of a group is ejected this way, and only
+// instances with outlierMinSamples answers are judged or compared.
+const (
+	outlierEvery      = 250 * time.Millisecond
+	outlierFactor     = 3
+	outlierMinGap     = 50 * time.Millisecond
+	outlierMinSamples = 10
+)
+
+// outliers ejects latency outliers every outlierEvery until Close.
+func (d *Dispatcher) outliers() {
+	defer d.wg.Done()
+	t := time.NewTicker(outlierEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-d.done:
+			return
+		case <-t.C:
+			d.ejectOutliers()
+		}
+	}
+}
+
+// ejectOutliers compares the instances of each service and version this
+// Dispatcher has sent to, and ejects the ones much slower than the rest.
+func (d *Dispatcher) ejectOutliers() {
+	d.mu.RLock()
+	services := make([]string, 0, len(d.services))
+	for s := range d.services {
+		services = append(services, s)
+	}
+	d.mu.RUnlock()
+	now := time.Now().UnixNano()
+	for _, svc := range services {
+		insts := d.cfg.Endpoints.Instances(svc) // sorted by version
+		for i := 0; i < len(insts); {
+			j := i + 1
+			for j < len(insts) && insts[j].Version == insts[i].Version {
+				j++
+			}
+			if j-i >= 2 {
+				d.ejectSlowIn(insts[i:j], now)
+			}
+			i = j
+		}
+	}
+}
+
+// ejectSlowIn judges one group of instances of the same service and
+// version.
+func (d *Dispatcher) ejectSlowIn(group []discovery.Instance, now int64) {
+	var buf [32]*peer
+	peers := buf[:0]
+	d.mu.RLock()
+	for k := range group {
+		if p := d.peers[group[k].Address]; p != nil {
+			peers = append(peers, p)
+		}
+	}
+	d.mu.RUnlock()
+	ejected := 0
+	var judged []*peer
+	for _, p := range peers {
+		switch {
+		case p.ejectedUntil.Load() > now:
+			ejected++
+		case p.samples.Load() >= outlierMinSamples:
+			judged = append(judged, p)
+		}
+	}
+	if len(judged) < 2 {
+		return
+	}
+	lat := make([]int64, 0, len(judged))
+	for _, p := range judged {
+		others := lat[:0]
+		for _, q := range judged {
+			if q != p {
+				others = append(others, q.latency.Load())
+			}
+		}
+		med := median(others)
+		limit := max(outlierFactor*med, med+int64(outlierMinGap))
+		l := p.latency.Load()
+		if l <= limit || 2*(ejected+1) > len(peers) {
+			continue
+		}
+		if until, ok := p.ejectSlow(limit, d.cfg.EjectFor); ok {
+			ejected++
+			d.cfg.Logger.Warn("dispatch: instance ejected: much slower than its peers",
+				slog.String("address", p.addr),
+				slog.Duration("latency", time.Duration(l).Round(time.Microsecond)),
+				slog.Duration("peers_median", time.Duration(med).Round(time.Microsecond)),
+				slog.Duration("for", time.Until(until).Round(time.Millisecond)))
+		}
+	}
+}
+
+// median of xs, which it reorders; xs is not empty.
+func median(xs []int64) int64 {
+	slices.Sort(xs)
+	n := len(xs)
+	if n%2 == 1 {
+		return xs[n/2]
+	}
+	return (xs[n/2-1] + xs[n/2]) / 2
 }
 
 // ready reports whether the socket has had a connection; before that, Do

@@ -18,6 +18,8 @@ import (
 	"go.etcd.io/etcd/server/v3/embed"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
+
+	"github.com/griddle-mesh/griddle/internal/logging"
 )
 
 // Errors returned by this package; match them with errors.Is.
@@ -157,7 +159,7 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 		level = zapcore.InfoLevel
 	}
 	quiet := new(atomic.Bool)
-	zlog := newZapLogger(lg, level, quiet)
+	zlog := logging.Zap(lg, level, quiet)
 
 	var lastErr error
 	for range bindAttempts {

@@ -25,8 +25,11 @@ import (
 
 	"github.com/griddle-mesh/griddle/internal/admission"
 	"github.com/griddle-mesh/griddle/internal/dispatch"
+	"github.com/griddle-mesh/griddle/internal/logging"
 	"github.com/griddle-mesh/griddle/internal/metrics"
 	"github.com/griddle-mesh/griddle/internal/routing"
+	"github.com/griddle-mesh/griddle/internal/sample"
+	"github.com/griddle-mesh/griddle/internal/trace"
 	"github.com/griddle-mesh/griddle/internal/wire"
 )
 
@@ -81,6 +84,13 @@ type Config struct {
 	// edge); any other client's are replaced by what the edge sees. Only
 	// without TrustMeshHeaders.
 	TrustedProxies []netip.Prefix
+	// Tracer, when set, makes a span of each request (trace.Tracer.Request).
+	Tracer *trace.Tracer
+	// AccessLog, when set, gets a line per request (logging.LogAccess).
+	AccessLog *slog.Logger
+	// Sample, when set, records what the rules read of one request in
+	// Sample's Every, for dry runs of proposed rules.
+	Sample *sample.Sampler
 }
 
 // Validate reports the first invalid field.
@@ -142,13 +152,18 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	service, ok := g.cfg.Resolve(r)
 	if !ok {
-		g.fail(w, r, http.StatusNotFound, "no_route", "no service serves this path", nil)
+		status := g.fail(w, r, http.StatusNotFound, "no_route", "no service serves this path", nil)
+		logging.LogAccess(r.Context(), g.cfg.AccessLog, r, logging.Access{Status: status, Duration: time.Since(start), ErrorID: w.Header().Get(wire.HeaderErrorID)})
 		return
 	}
 	out := g.forward(w, r, service, start)
+	if g.cfg.AccessLog != nil {
+		logging.LogAccess(r.Context(), g.cfg.AccessLog, r, logging.Access{Service: service, Version: out.version, Experiment: out.experiment, Variant: out.variant,
+			Status: out.status, Duration: time.Since(start), Retries: out.retries, RequestID: w.Header().Get(wire.HeaderRequestID), ErrorID: w.Header().Get(wire.HeaderErrorID)})
+	}
 	if m := g.cfg.Metrics; m != nil {
 		m.Requests.WithLabelValues(service, out.version, out.experiment, out.variant, metrics.Code(out.status)).Inc()
-		m.Duration.WithLabelValues(service, out.version).Observe(time.Since(start).Seconds())
+		m.Duration.WithLabelValues(service, out.version, out.experiment, out.variant, metrics.Class(out.status)).Observe(time.Since(start).Seconds())
 		if out.retries > 0 {
 			m.Retries.WithLabelValues(service).Add(float64(out.retries))
 		}
@@ -209,10 +224,19 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, service string
 	// it came whole though the client gave no length.
 	var body io.Reader
 	unsized := false
+	// A client that sent "Expect: 100-continue" waits to be told to send
+	// its body: it is told (by net/http, at the first read) once the
+	// handler begins to read it.
+	expect := r.ProtoMajor == 1 && strings.EqualFold(r.Header.Get("Expect"), "100-continue")
+	if expect {
+		whole = false
+	}
 	if r.Body != nil && r.Body != http.NoBody && !upgrade { // net/http's server gives bodiless requests NoBody
 		body = http.MaxBytesReader(w, r.Body, g.cfg.MaxBodyBytes)
 		var err error
-		if whole {
+		if expect {
+			// nothing read before the handler asks
+		} else if whole {
 			if b := g.cfg.Bodies; b != nil && r.ContentLength > 0 {
 				if !b.TryAcquire(r.ContentLength) {
 					return outcome{status: g.fail(w, r, http.StatusServiceUnavailable, "body_budget", "too many request bytes in flight: retry later", nil)}
@@ -317,6 +341,9 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, service string
 	if !whole {
 		pol.Attempts = 1 // the body streams from the client: it cannot be sent again
 	}
+	if g.cfg.Sample.Due() {
+		g.cfg.Sample.Record(r, service, svc, rc, req.Version)
+	}
 
 	if v := r.Header["Grpc-Timeout"]; len(v) == 1 && wire.IsGRPC(r.Header.Get("Content-Type")) {
 		// A gRPC call's own timeout becomes the mesh's deadline.
@@ -331,11 +358,20 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, service string
 		req.DeadlineUnixNano = deadline.UnixNano()
 	}
 	req.Trace = traceOf(r)
+	ctx := r.Context()
+	if g.cfg.Tracer != nil {
+		var sp trace.Span
+		ctx, sp = g.cfg.Tracer.Request(ctx, g.cfg.TrustMeshHeaders, req)
+		defer func() { sp.End(out.status) }()
+	}
 
 	// The dispatcher bounds the call by req's deadline; a context with
 	// the same deadline would only add a timer per request.
-	reply, x, err := g.cfg.Dispatcher.DoExchange(r.Context(), req, pol)
+	reply, x, err := g.cfg.Dispatcher.DoExchange(ctx, req, pol)
 	out.version, out.retries = req.Version, max(int(req.Attempt)-1, 0)
+	if out.version == "" { // no rules: any version served it; label it by the one that did
+		out.version = metrics.ServedVersion(reply)
+	}
 	switch {
 	case err != nil:
 		release()

@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -79,7 +80,7 @@ func (g *Gateway) stream(w http.ResponseWriter, r *http.Request, body io.Reader,
 		_ = rc.SetReadDeadline(time.Time{})
 		wg.Go(func() {
 			defer close(uploaded)
-			if err := g.upload(ctx, body, r, x, cancel); err != nil {
+			if err := g.upload(ctx, body, r, x, cancel, strings.EqualFold(r.Header.Get("Expect"), "100-continue")); err != nil {
 				_, big := errors.AsType[*http.MaxBytesError](err)
 				tooLarge.Store(big)
 			}
@@ -159,11 +160,19 @@ func (g *Gateway) stream(w http.ResponseWriter, r *http.Request, body io.Reader,
 // what the client sends moves on at once (a message of a bidirectional
 // stream). The last carries r's trailers. A failure cancels the exchange
 // (cancel); a failed read of the body is returned.
-func (g *Gateway) upload(ctx context.Context, body io.Reader, r *http.Request, x *dispatch.Exchange, cancel context.CancelFunc) error {
+func (g *Gateway) upload(ctx context.Context, body io.Reader, r *http.Request, x *dispatch.Exchange, cancel context.CancelFunc, ask bool) error {
+	seq := uint32(1)
+	if ask { // first an empty part: does the handler want the body?
+		reply, err := x.Send(ctx, &wire.Request{Part: wire.Part_PART_DATA, Seq: seq}, 0)
+		if err != nil || reply.GetCode() != wire.Code_CODE_OK || !reply.GetMore() {
+			return nil // it answered without: the body stays unread
+		}
+		seq++
+	}
 	bp := partBufs.Get().(*[]byte)
 	defer partBufs.Put(bp)
 	buf := *bp
-	for seq := uint32(1); ; seq++ {
+	for ; ; seq++ {
 		n, err := body.Read(buf)
 		end := err == io.EOF
 		if n == 0 && err == nil {
@@ -216,7 +225,7 @@ func (g *Gateway) spliceUpgrade(ctx context.Context, w http.ResponseWriter, head
 	// brw's buffer).
 	wg.Go(func() {
 		defer stop()
-		_ = g.upload(upCtx, io.MultiReader(brw.Reader, conn), nil, x, stop)
+		_ = g.upload(upCtx, io.MultiReader(brw.Reader, conn), nil, x, stop, false)
 	})
 	// Down: what the handler writes, as it comes.
 	part := head

@@ -372,6 +372,41 @@ type Stream struct {
 	credit   int64         // Data bytes this side may still send
 	read     int64         // Data bytes read since the last Window sent
 	credited chan struct{} // signalled when credit grows or the stream ends
+	demanded bool          // the peer's application began to read the body
+}
+
+// Demand tells the peer that the application began to read the body it
+// sends on s (an empty Window frame): for a sender that waits to be asked,
+// as an HTTP client that sent "Expect: 100-continue" does.
+func (s *Stream) Demand() error {
+	return s.c.write(TypeWindow, 0, s.id, make([]byte, 4))
+}
+
+// AwaitDemand waits until the peer's application began to read the body
+// (Demand). It fails as sending Data would: with ErrAnswered once the peer
+// has answered without reading, or the stream's error.
+func (s *Stream) AwaitDemand() error {
+	for {
+		s.mu.Lock()
+		switch {
+		case s.demanded:
+			s.mu.Unlock()
+			return nil
+		case s.err == io.EOF && s.mine:
+			s.mu.Unlock()
+			return ErrAnswered
+		case s.err != nil && s.err != io.EOF:
+			err := s.err
+			s.mu.Unlock()
+			return err
+		}
+		if s.credited == nil {
+			s.credited = make(chan struct{}, 1)
+		}
+		ch := s.credited
+		s.mu.Unlock()
+		<-ch
+	}
 }
 
 // Conn is the connection s belongs to.
@@ -383,10 +418,14 @@ func newStream(c *Conn, id uint32, mine bool) *Stream {
 	return s
 }
 
-// grant adds n to what s may send.
+// grant adds n to what s may send; a grant of 0 says the peer's
+// application wants the body (see Stream.AwaitDemand).
 func (s *Stream) grant(n int64) {
 	s.mu.Lock()
 	s.credit += n
+	if n == 0 {
+		s.demanded = true
+	}
 	ch := s.credited
 	s.mu.Unlock()
 	if ch != nil {

@@ -109,6 +109,9 @@ func (srv *Server) Serve(s *Stream) {
 	}
 	if body != nil {
 		body.trailer = &r.Trailer
+		// A client that asked to be told to send its body hears it when
+		// the handler first reads, as from net/http's server.
+		body.demand = strings.EqualFold(r.Header.Get("Expect"), "100-continue")
 	}
 	w := &x.w
 	*w = ResponseWriter{s: s, r: r, env: env, ctx: rc, body: body, header: make(http.Header), head: r.Method == http.MethodHead, stripMesh: srv.StripMeshHeaders}
@@ -214,9 +217,16 @@ type streamBody struct {
 	eof      bool
 	deadline atomic.Int64 // Unix nanoseconds; 0: none
 	trailer  *http.Header // filled from a Trailers frame (nil: dropped)
+	demand   bool         // tell the peer at the first read (Stream.Demand)
 }
 
 func (b *streamBody) Read(p []byte) (int, error) {
+	if b.demand {
+		b.demand = false
+		if err := b.s.Demand(); err != nil {
+			return 0, err
+		}
+	}
 	for len(b.cur) == 0 {
 		if b.eof {
 			return 0, io.EOF

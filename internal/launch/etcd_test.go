@@ -2,6 +2,7 @@ package launch
 
 import (
 	"context"
+	"log/slog"
 	"path/filepath"
 	"testing"
 	"time"
@@ -48,7 +49,7 @@ func TestEtcdTLSAndUsers(t *testing.T) {
 	eps := srv.Endpoints()
 
 	try := func(e Etcd) error {
-		cli, err := e.Client()
+		cli, err := e.Client(slog.Default())
 		if err != nil {
 			return err
 		}
@@ -78,7 +79,7 @@ func TestEtcdTLSAndUsers(t *testing.T) {
 
 	// Authentication: a root user, then a griddle user with a role on
 	// Griddle's prefix.
-	cli, err := (Etcd{Endpoints: eps, TLS: withCert}).Client()
+	cli, err := (Etcd{Endpoints: eps, TLS: withCert}).Client(slog.Default())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -15,11 +15,14 @@ import (
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap/zapcore"
 
 	"github.com/griddle-mesh/griddle/edge"
 	"github.com/griddle-mesh/griddle/internal/discovery"
 	"github.com/griddle-mesh/griddle/internal/dispatch"
+	"github.com/griddle-mesh/griddle/internal/logging"
 	"github.com/griddle-mesh/griddle/internal/meshtls"
+	"github.com/griddle-mesh/griddle/internal/trace"
 	"github.com/griddle-mesh/griddle/sidecar"
 )
 
@@ -34,6 +37,8 @@ type Mesh struct {
 	Catalog    *discovery.Catalog
 	Dispatcher *dispatch.Dispatcher
 	Prefix     string
+	// Tracer, when set, traces what is started with the Mesh (nil: nothing).
+	Tracer *trace.Tracer
 
 	log    *slog.Logger
 	cancel context.CancelFunc
@@ -62,8 +67,8 @@ func (e Etcd) Validate() error {
 	return nil
 }
 
-// Client dials etcd as e says.
-func (e Etcd) Client() (*clientv3.Client, error) {
+// Client dials etcd as e says; its client logs to log, in the process's format.
+func (e Etcd) Client(log *slog.Logger) (*clientv3.Client, error) {
 	if err := e.Validate(); err != nil {
 		return nil, err
 	}
@@ -72,10 +77,11 @@ func (e Etcd) Client() (*clientv3.Client, error) {
 		DialTimeout:          5 * time.Second,
 		DialKeepAliveTime:    5 * time.Second,
 		DialKeepAliveTimeout: 3 * time.Second,
+		DialOptions:          discovery.DialOptions(),
 		TLS:                  e.TLS,
 		Username:             e.Username,
 		Password:             e.Password,
-		Logger:               nil,
+		Logger:               logging.Zap(log, zapcore.WarnLevel, nil), // etcd's client in the process's own log format
 	})
 	if err != nil {
 		return nil, fmt.Errorf("--etcd: %w", err)
@@ -91,7 +97,7 @@ func (e Etcd) Client() (*clientv3.Client, error) {
 // mutual TLS toward instances at tls+tcp:// addresses, each checked to be
 // of the service it is registered for (see package meshtls).
 func Connect(ctx context.Context, etcd Etcd, prefix string, mtls *meshtls.Source, log *slog.Logger) (*Mesh, error) {
-	cli, err := etcd.Client()
+	cli, err := etcd.Client(log)
 	if err != nil {
 		return nil, err
 	}
@@ -141,7 +147,7 @@ func (m *Mesh) Close() {
 
 // Edge runs an edge on m until ctx is done.
 func Edge(ctx context.Context, m *Mesh, cfg edge.Config) error {
-	e, err := edge.New(cfg, edge.Deps{Routes: m.Catalog, Dispatcher: m.Dispatcher, Etcd: m.Etcd, Prefix: m.Prefix})
+	e, err := edge.New(cfg, edge.Deps{Routes: m.Catalog, Dispatcher: m.Dispatcher, Etcd: m.Etcd, Prefix: m.Prefix, Tracer: m.Tracer})
 	if err != nil {
 		return err
 	}
@@ -160,7 +166,7 @@ func Sidecar(ctx context.Context, m *Mesh, cfg sidecar.Config, storeSpec string,
 	if st != nil {
 		defer st.Close()
 	}
-	s, err := sidecar.New(cfg, sidecar.Deps{Etcd: m.Etcd, Dispatcher: m.Dispatcher, Catalog: m.Catalog, Store: st})
+	s, err := sidecar.New(cfg, sidecar.Deps{Etcd: m.Etcd, Dispatcher: m.Dispatcher, Catalog: m.Catalog, Store: st, Tracer: m.Tracer})
 	if err != nil {
 		return err
 	}

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"time"
 
 	"github.com/griddle-mesh/griddle/internal/events"
@@ -15,6 +16,9 @@ import (
 	"github.com/griddle-mesh/griddle/internal/store/badgerstore"
 	"github.com/griddle-mesh/griddle/internal/store/storehttp"
 )
+
+// storeIdleTimeout closes a store client's idle connection.
+const storeIdleTimeout = 2 * time.Minute
 
 // StoreServerConfig configures `griddle store`.
 type StoreServerConfig struct {
@@ -87,7 +91,18 @@ func StoreServer(ctx context.Context, cfg StoreServerConfig, log *slog.Logger) e
 	if err != nil {
 		return fmt.Errorf("store: --listen: %w", err)
 	}
-	hs := &http.Server{Handler: srv, ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 30 * time.Second, IdleTimeout: 2 * time.Minute}
+	// On loopback (no TLS), its goroutines and heap on /debug/pprof/
+	// (soak tests read them); idle connections are closed after
+	// storeIdleTimeout, so that clients that went away leave nothing
+	// behind.
+	var h http.Handler = srv
+	if cfg.TLS == nil {
+		mux := http.NewServeMux()
+		mux.Handle("/", srv)
+		mux.HandleFunc("GET /debug/pprof/", pprof.Index)
+		h = mux
+	}
+	hs := &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 30 * time.Second, IdleTimeout: storeIdleTimeout}
 	if cfg.TLS != nil {
 		hs.TLSConfig = storeServerTLS(cfg.TLS)
 	}

@@ -19,10 +19,12 @@ import (
 	"time"
 
 	"github.com/griddle-mesh/griddle/control"
+	"github.com/griddle-mesh/griddle/control/rulestore"
 	"github.com/griddle-mesh/griddle/edge"
 	"github.com/griddle-mesh/griddle/internal/etcdembed"
 	"github.com/griddle-mesh/griddle/internal/events"
 	"github.com/griddle-mesh/griddle/internal/store/badgerstore"
+	"github.com/griddle-mesh/griddle/internal/trace"
 	"github.com/griddle-mesh/griddle/internal/wire"
 	"github.com/griddle-mesh/griddle/sidecar"
 )
@@ -37,6 +39,7 @@ type Service struct {
 	// Retention bounds the service's event log per topic (see
 	// sidecar.Config.Retention); nil keeps every event.
 	Retention map[string]events.Retention
+	Args      []string // the handler's arguments
 }
 
 // ExampleServices returns the services of services/, as griddle up runs them.
@@ -74,6 +77,13 @@ type UpConfig struct {
 	HandlerProcs int
 	Out          io.Writer // where Up says what runs where (os.Stdout)
 	Logger       *slog.Logger
+	// Tracer, when set, traces the edge's and sidecars' requests.
+	Tracer *trace.Tracer
+	// Demo runs DemoServices (hello in v1, v2 and v3) instead of
+	// ExampleServices, gives hello its first rules (v1: 100) and sends
+	// DemoRate requests per second of demo traffic (0: none).
+	Demo     bool
+	DemoRate int
 }
 
 // Validate reports the first invalid field, named as on the command line.
@@ -107,6 +117,9 @@ func (c UpConfig) Validate() error {
 			return fmt.Errorf("up: --services: no example service %q", name)
 		}
 	}
+	if c.DemoRate < 0 {
+		return fmt.Errorf("up: --demo-rate: %d is negative", c.DemoRate)
+	}
 	if c.Instances < 0 || c.Instances > 64 {
 		return fmt.Errorf("up: --instances: %d, want 1 to 64", c.Instances)
 	}
@@ -132,6 +145,9 @@ func (c *UpConfig) setDefaults() {
 	}
 	if c.Services == nil {
 		c.Services = ExampleServices()
+		if c.Demo {
+			c.Services = DemoServices()
+		}
 		if len(c.Only) > 0 {
 			c.Services = slices.DeleteFunc(c.Services, func(s Service) bool { return !slices.Contains(c.Only, s.Name) })
 		}
@@ -177,6 +193,7 @@ func Up(ctx context.Context, cfg UpConfig) error {
 		return err
 	}
 	defer m.Close()
+	m.Tracer = cfg.Tracer
 	st, err := badgerstore.Open(ctx, badgerstore.Config{Dir: filepath.Join(cfg.Dir, "store"), Logger: log})
 	if err != nil {
 		return fmt.Errorf("up: store: %w", err)
@@ -199,16 +216,16 @@ func Up(ctx context.Context, cfg UpConfig) error {
 	for i, svc := range cfg.Services {
 		for n := range cfg.Instances {
 			s, err := sidecar.New(sidecar.Config{
-				Service: svc.Name, Version: svc.Version, ID: fmt.Sprintf("%s-%d", svc.Name, n+1),
+				Service: svc.Name, Version: svc.Version, ID: instanceName(cfg.Services, svc, n+1), PluginArgs: svc.Args,
 				// The edge is in this process: no socket between them.
-				Listen: fmt.Sprintf("inproc://griddle-up/%s-%d", svc.Name, n+1), Plugin: bins[i], HTTPPrefixes: svc.Prefixes,
+				Listen: "inproc://griddle-up/" + instanceName(cfg.Services, svc, n+1), Plugin: bins[i], HTTPPrefixes: svc.Prefixes,
 				// An admin port of its own (any free one) for the control
 				// plane's figures and canaries; registered in etcd.
 				Admin:        "127.0.0.1:0",
 				HandlerProcs: cfg.HandlerProcs,
 				Retention:    svc.Retention,
 				Prefix:       m.Prefix, Logger: log,
-			}, sidecar.Deps{Etcd: m.Etcd, Dispatcher: m.Dispatcher, Catalog: m.Catalog, Store: st})
+			}, sidecar.Deps{Etcd: m.Etcd, Dispatcher: m.Dispatcher, Catalog: m.Catalog, Store: st, Tracer: m.Tracer})
 			if err != nil {
 				return err
 			}
@@ -216,8 +233,12 @@ func Up(ctx context.Context, cfg UpConfig) error {
 			run("sidecar "+svc.Name, s.Run)
 		}
 	}
-	e, err := edge.New(edge.Config{Listen: cfg.Listen, Admin: cfg.Admin, Logger: log},
-		edge.Deps{Routes: m.Catalog, Dispatcher: m.Dispatcher, Etcd: m.Etcd, Prefix: m.Prefix})
+	ecfg := edge.Config{Listen: cfg.Listen, Admin: cfg.Admin, Logger: log}
+	if cfg.Demo { // what the walkthrough's rules will read, so that their dry run has it
+		ecfg.Sample.Headers, ecfg.Sample.Cookies = []string{"x-beta"}, []string{"uid"}
+	}
+	e, err := edge.New(ecfg,
+		edge.Deps{Routes: m.Catalog, Dispatcher: m.Dispatcher, Etcd: m.Etcd, Prefix: m.Prefix, Tracer: m.Tracer})
 	if err != nil {
 		return err
 	}
@@ -255,6 +276,12 @@ func Up(ctx context.Context, cfg UpConfig) error {
 			log.Warn("seeding example profiles failed", "err", err)
 		}
 	}
+	if cfg.Demo {
+		if err := applyDemoRules(ctx, rulestore.New(m.Etcd, m.Prefix, nil)); err != nil {
+			return fmt.Errorf("up: --demo: hello's first rules: %w", err)
+		}
+		wg.Go(func() { demoTraffic(ctx, "http://"+e.Addr(), cfg.DemoRate) })
+	}
 	fmt.Fprintf(cfg.Out, "griddle up: the mesh is running\n")
 	fmt.Fprintf(cfg.Out, "  %-14s %-28s data %s\n", "etcd", strings.Join(etcd.Endpoints(), ","), filepath.Join(cfg.Dir, "etcd"))
 	fmt.Fprintf(cfg.Out, "  %-14s %-28s", "edge", "http://"+e.Addr())
@@ -273,6 +300,10 @@ func Up(ctx context.Context, cfg UpConfig) error {
 			addrs = append(addrs, c.Address())
 		}
 		fmt.Fprintf(cfg.Out, "  %-14s %-28s handler %s, routes %s\n", svc.Name+" "+svc.Version, strings.Join(addrs, " "), bins[i], strings.Join(svc.Prefixes, " "))
+	}
+	if cfg.Demo {
+		fmt.Fprintf(cfg.Out, "Demo: hello v1; v2 greets with hi; v3 is v2 failing half its greetings. v1 serves all until you route (rules in docs/demo/).\n"+
+			"  %d requests/s of demo traffic from 200 users (uid cookie), one in ten with x-beta: 1. The page: http://%s/services/hello\n", cfg.DemoRate, cfg.Control)
 	}
 	fmt.Fprintf(cfg.Out, "Try: curl 'http://%s/hello/greet?name=world'\n     curl http://%s/profiles/42\nCtrl-C stops everything.\n", e.Addr(), e.Addr())
 
@@ -355,6 +386,9 @@ func buildHandlers(ctx context.Context, cfg UpConfig) ([]string, error) {
 	for i, svc := range cfg.Services {
 		bin := filepath.Join(binDir, svc.Name)
 		bins[i] = bin
+		if slices.ContainsFunc(cfg.Services[:i], func(s Service) bool { return s.Package == svc.Package }) {
+			continue // another version of a service built already
+		}
 		if src == "" || lookErr != nil {
 			if _, err := os.Stat(bin); err != nil {
 				return nil, fmt.Errorf("up: no handler binary for %s at %s, and no Go toolchain and module source to build it (run from the griddle checkout)", svc.Name, bin)

@@ -79,7 +79,9 @@ type Mesh struct {
 	Etcd  *etcdembed.Server
 	Cli   *clientv3.Client
 	Store string // the store's URL, as sidecars' --store
-	dir   string
+	// StoreProc is the `griddle store` process behind Store.
+	StoreProc *Proc
+	dir       string
 }
 
 // Start starts an embedded etcd for one test.
@@ -109,7 +111,30 @@ func Start(t testing.TB, bin Binaries) *Mesh {
 		return err == nil
 	})
 	m.Store = "http://" + storeAddr
+	m.StoreProc = st
 	return m
+}
+
+// StopEtcd stops the mesh's etcd; its data stays for StartEtcd.
+func (m *Mesh) StopEtcd() {
+	m.t.Helper()
+	if err := m.Etcd.Close(); err != nil {
+		m.t.Errorf("stopping etcd: %v", err)
+	}
+}
+
+// StartEtcd starts the mesh's etcd again, after StopEtcd, on the same
+// data and addresses.
+func (m *Mesh) StartEtcd() {
+	m.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	srv, err := etcdembed.Start(ctx, etcdembed.Config{Dir: filepath.Join(m.dir, "etcd"), ClientAddr: m.Etcd.ClientAddr(), PeerAddr: m.Etcd.PeerAddr()})
+	if err != nil {
+		m.t.Fatalf("restarting etcd: %v", err)
+	}
+	m.t.Cleanup(func() { srv.Close() })
+	m.Etcd = srv
 }
 
 // EtcdEndpoints is the --etcd flag for processes of this mesh.
@@ -124,6 +149,10 @@ type Proc struct {
 	log   *SyncBuffer
 	done  chan struct{}
 	err   error
+	m     *Mesh
+	path  string
+	env   []string
+	args  []string
 }
 
 // Sidecar starts `griddle sidecar` for service (whose handler Build
@@ -198,14 +227,8 @@ func (m *Mesh) Griddle(name string, args ...string) *Proc {
 
 func (m *Mesh) startBinary(name, path string, env []string, args ...string) *Proc {
 	m.t.Helper()
-	p := &Proc{Name: name, log: &SyncBuffer{}, done: make(chan struct{})}
-	p.cmd = exec.Command(path, args...)
-	p.cmd.Env = append(os.Environ(), env...)
-	p.cmd.Stdout, p.cmd.Stderr = p.log, p.log
-	if err := p.cmd.Start(); err != nil {
-		m.t.Fatalf("starting %s: %v", name, err)
-	}
-	go func() { p.err = p.cmd.Wait(); close(p.done) }()
+	p := &Proc{Name: name, log: &SyncBuffer{}, m: m, path: path, env: env, args: args}
+	p.start()
 	m.t.Cleanup(func() {
 		p.Kill()
 		if m.t.Failed() {
@@ -213,6 +236,27 @@ func (m *Mesh) startBinary(name, path string, env []string, args ...string) *Pro
 		}
 	})
 	return p
+}
+
+func (p *Proc) start() {
+	p.m.t.Helper()
+	p.done = make(chan struct{})
+	p.cmd = exec.Command(p.path, p.args...)
+	p.cmd.Env = append(os.Environ(), p.env...)
+	p.cmd.Stdout, p.cmd.Stderr = p.log, p.log
+	if err := p.cmd.Start(); err != nil {
+		p.m.t.Fatalf("starting %s: %v", p.Name, err)
+	}
+	cmd, done := p.cmd, p.done
+	go func() { p.err = cmd.Wait(); close(done) }()
+}
+
+// Restart starts p's command again with the same arguments (and so the
+// same addresses) once p has exited; it does not wait for readiness.
+func (p *Proc) Restart() {
+	p.m.t.Helper()
+	<-p.done
+	p.start()
 }
 
 func (m *Mesh) waitFor(p *Proc, ok func() bool) {

@@ -10,6 +10,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/griddle-mesh/griddle/internal/wire"
 )
 
 // latencyBuckets resolve the 25 ms target finely: seconds, 100 µs to 10 s.
@@ -28,10 +30,12 @@ func Handler(reg *prometheus.Registry) http.Handler {
 }
 
 // Gateway is what a gateway (the edge, or a sidecar's outbound socket)
-// records per request. Role is "edge" or "outbound".
+// records per request. Role is "edge" or "outbound". Service and version
+// are those the request was sent to (for outbound calls, the callee: the
+// sidecar registers them with a constant caller label, see NewOutbound).
 type Gateway struct {
 	Requests        *prometheus.CounterVec   // service, version, experiment, variant, code
-	Duration        *prometheus.HistogramVec // service, version
+	Duration        *prometheus.HistogramVec // service, version, experiment, variant, class
 	Retries         *prometheus.CounterVec   // service
 	BudgetExhausted *prometheus.CounterVec   // service
 	Shed            *prometheus.CounterVec   // service
@@ -46,8 +50,8 @@ func NewGateway(reg prometheus.Registerer, role string) *Gateway {
 			Help: "Requests answered, by service, version, experiment, variant and HTTP status."},
 			[]string{"service", "version", "experiment", "variant", "code"}),
 		Duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: ns + "_request_duration_seconds",
-			Help: "Time from receiving a request to writing its answer.", Buckets: latencyBuckets},
-			[]string{"service", "version"}),
+			Help: "Time from receiving a request to writing its answer, by service, version, experiment, variant and status class (2xx, 5xx).", Buckets: latencyBuckets},
+			[]string{"service", "version", "experiment", "variant", "class"}),
 		Retries: prometheus.NewCounterVec(prometheus.CounterOpts{Name: ns + "_retries_total",
 			Help: "Tries beyond the first."}, []string{"service"}),
 		BudgetExhausted: prometheus.NewCounterVec(prometheus.CounterOpts{Name: ns + "_retry_budget_exhausted_total",
@@ -61,10 +65,17 @@ func NewGateway(reg prometheus.Registerer, role string) *Gateway {
 	return g
 }
 
+// NewOutbound registers the series of a sidecar's outbound calls (role
+// "outbound") on reg, each with the label caller: the calling service.
+// The callee is the label service.
+func NewOutbound(reg prometheus.Registerer, caller string) *Gateway {
+	return NewGateway(prometheus.WrapRegistererWith(prometheus.Labels{"caller": caller}, reg), "outbound")
+}
+
 // Sidecar is what a sidecar records about the requests its handler serves.
 type Sidecar struct {
 	Requests *prometheus.CounterVec   // service, version, code
-	Duration *prometheus.HistogramVec // service, version
+	Duration *prometheus.HistogramVec // service, version, class
 	InFlight prometheus.Gauge
 	Dropped  prometheus.Counter // past their deadline on arrival
 	Rule     prometheus.Gauge
@@ -77,8 +88,8 @@ func NewSidecar(reg prometheus.Registerer) *Sidecar {
 			Help: "Requests handled, by service, version and HTTP status (or mesh error code)."},
 			[]string{"service", "version", "code"}),
 		Duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "griddle_sidecar_request_duration_seconds",
-			Help: "Time the handler took, as seen by the sidecar.", Buckets: latencyBuckets},
-			[]string{"service", "version"}),
+			Help: "Time the handler took, as seen by the sidecar, by status class (2xx, 5xx).", Buckets: latencyBuckets},
+			[]string{"service", "version", "class"}),
 		InFlight: prometheus.NewGauge(prometheus.GaugeOpts{Name: "griddle_sidecar_in_flight",
 			Help: "Requests being handled now."}),
 		Dropped: prometheus.NewCounter(prometheus.CounterOpts{Name: "griddle_sidecar_dropped_total",
@@ -98,6 +109,30 @@ func Code(status int) string {
 	}
 	return strconv.Itoa(status)
 }
+
+// ServedVersion is the version label of a request sent to any version:
+// the version that answered (the sidecar's X-Griddle-Version), "" when
+// none did.
+func ServedVersion(reply *wire.Reply) string {
+	for _, h := range reply.GetHeaders() {
+		if h.GetName() == wire.HeaderVersion && len(h.GetValues()) > 0 {
+			return h.GetValues()[0]
+		}
+	}
+	return ""
+}
+
+// Class is the class label of an HTTP status: "1xx" to "5xx", "other"
+// outside 100-599.
+func Class(status int) string {
+	if status >= 100 && status < 600 {
+		return classes[status/100]
+	}
+	return "other"
+}
+
+// Classes are the class labels by status/100, for binding once.
+var classes = [6]string{"other", "1xx", "2xx", "3xx", "4xx", "5xx"}
 
 var codes = func() (c [600]string) {
 	for i := range c {

@@ -1,8 +1,8 @@
 // Command hello is an example Griddle handler used by the SDK's tests and
 // as a target for other services' outbound calls.
 //
-//	GET  /hello/greet?name=X   200 "hello, X"; X-Seen-Deadline: ctx deadline (Unix ns) or "none";
-//	                           500 for a share of requests when started with -fail-rate
+//	GET  /hello/greet?name=X   200 "hello, X" ("<greeting>, X" with -greeting); X-Seen-Deadline: ctx
+//	                           deadline (Unix ns) or "none"; 500 for a share of requests with -fail-rate
 //	*    /hello/echo           echoes body, Content-Type, X-Test-* headers, method, query, path
 //	GET  /hello/sleep?ms=N     returns after N ms or when the request is cancelled
 //	GET  /hello/pid            the process id
@@ -26,18 +26,19 @@ import (
 
 func main() {
 	failRate := flag.Float64("fail-rate", 0, "share of greetings answered with 500, to rehearse a bad release (0 to 1)")
+	greeting := flag.String("greeting", "hello", "the word greetings start with (griddle up --demo's v2 says hi)")
 	flag.Parse()
-	plugins.Serve(newMux(*failRate))
+	plugins.Serve(newMux(*failRate, *greeting))
 }
 
-func newMux(failRate float64) *http.ServeMux {
+func newMux(failRate float64, greeting string) *http.ServeMux {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /hello/greet", func(w http.ResponseWriter, r *http.Request) {
 		if failRate > 0 && rand.Float64() < failRate {
 			http.Error(w, "failing on purpose (-fail-rate)", http.StatusInternalServerError)
 			return
 		}
-		greet(w, r)
+		greet(w, r, greeting)
 	})
 	mux.HandleFunc("/hello/echo", echo)
 	mux.HandleFunc("GET /hello/sleep", sleep)
@@ -47,14 +48,14 @@ func newMux(failRate float64) *http.ServeMux {
 	return mux
 }
 
-func greet(w http.ResponseWriter, r *http.Request) {
+func greet(w http.ResponseWriter, r *http.Request, greeting string) {
 	seen := "none"
 	if d, ok := r.Context().Deadline(); ok {
 		seen = strconv.FormatInt(d.UnixNano(), 10)
 	}
 	w.Header().Set("X-Seen-Deadline", seen)
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-	io.WriteString(w, "hello, "+r.URL.Query().Get("name"))
+	io.WriteString(w, greeting+", "+r.URL.Query().Get("name"))
 }
 
 func echo(w http.ResponseWriter, r *http.Request) {

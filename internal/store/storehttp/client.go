@@ -353,6 +353,8 @@ func errorOf(e *storepb.Error) error {
 		sentinel = store.ErrClosed
 	case storepb.Code_CODE_SPACE:
 		sentinel = store.ErrSpace
+	case storepb.Code_CODE_TOO_MANY_TRANSACTIONS:
+		sentinel = ErrTooManyTransactions
 	case storepb.Code_CODE_UNAUTHENTICATED:
 		sentinel = ErrUnauthenticated
 	default:

@@ -38,6 +38,16 @@ const OwnSpace = "_"
 // maxRequestBytes bounds a request body: the largest SetRequest and some.
 const maxRequestBytes = store.MaxKeyBytes + store.MaxValueBytes + 1024
 
+// DefaultMaxTransactions bounds the transactions a Server keeps open at
+// once (each holds a goroutine and the backend's transaction state until
+// commit, abort or MaxTransactionTime); see WithMaxTransactions.
+const DefaultMaxTransactions = 1024
+
+// ErrTooManyTransactions: a transaction was refused because the server
+// already holds its cap of open ones (WithMaxTransactions). Nothing was
+// done; the client may try again later.
+var ErrTooManyTransactions = errors.New("storehttp: too many open transactions")
+
 // Server serves the protocol over a store.Backend, which the caller keeps
 // owning (Close does not close it). Each open transaction holds one
 // goroutine of the Server, ended by commit, abort, MaxTransactionTime or
@@ -55,9 +65,10 @@ type Server struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 
-	mu     sync.Mutex
-	txns   map[string]*serverTxn
-	closed bool
+	mu      sync.Mutex
+	txns    map[string]*serverTxn
+	maxTxns int
+	closed  bool
 
 	stats serverStats
 }
@@ -77,6 +88,10 @@ func WithSpace(name string) Option { return func(s *Server) { s.space = name } }
 // without a call of their own). It must not block.
 func WithCommitted(fn func(prefixes [][]byte)) Option { return func(s *Server) { s.committed = fn } }
 
+// WithMaxTransactions caps the transactions open at once; a begin beyond
+// it is refused with ErrTooManyTransactions. n < 1: DefaultMaxTransactions.
+func WithMaxTransactions(n int) Option { return func(s *Server) { s.maxTxns = n } }
+
 // WithLogger sets where the Server logs the internal errors that it
 // answers with CODE_UNSPECIFIED (with an id that the client's error
 // carries too); nil, the default, drops them.
@@ -88,6 +103,9 @@ func NewServer(b store.Backend, opts ...Option) *Server {
 	s := &Server{b: b, ctx: ctx, cancel: cancel, txns: make(map[string]*serverTxn)}
 	for _, o := range opts {
 		o(s)
+	}
+	if s.maxTxns < 1 {
+		s.maxTxns = DefaultMaxTransactions
 	}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
@@ -189,6 +207,11 @@ func (s *Server) begin(w http.ResponseWriter, r *http.Request) {
 	if s.closed {
 		s.mu.Unlock()
 		s.fail(w, store.ErrClosed)
+		return
+	}
+	if len(s.txns) >= s.maxTxns {
+		s.mu.Unlock()
+		s.fail(w, fmt.Errorf("%w: %d open, the cap", ErrTooManyTransactions, s.maxTxns))
 		return
 	}
 	s.txns[id] = t
@@ -459,6 +482,7 @@ func codeOf(err error) (storepb.Code, int, error) {
 		{ErrUnauthenticated, storepb.Code_CODE_UNAUTHENTICATED, http.StatusUnauthorized},
 		{errBadRequest, storepb.Code_CODE_BAD_REQUEST, http.StatusBadRequest},
 		{context.Canceled, storepb.Code_CODE_CANCELED, http.StatusServiceUnavailable},
+		{ErrTooManyTransactions, storepb.Code_CODE_TOO_MANY_TRANSACTIONS, http.StatusServiceUnavailable},
 	} {
 		if errors.Is(err, c.err) {
 			return c.code, c.status, c.err

@@ -28,18 +28,19 @@ const (
 type Code int32
 
 const (
-	Code_CODE_UNSPECIFIED       Code = 0 // internal error
-	Code_CODE_CONFLICT          Code = 1 // the client retries the whole transaction
-	Code_CODE_KEY_TOO_LARGE     Code = 2
-	Code_CODE_VALUE_TOO_LARGE   Code = 3
-	Code_CODE_TRANSACTION_LARGE Code = 4
-	Code_CODE_TRANSACTION_TIME  Code = 5 // too old, or an unknown (expired) transaction id
-	Code_CODE_READ_ONLY         Code = 6
-	Code_CODE_CLOSED            Code = 7
-	Code_CODE_SPACE             Code = 8  // invalid or forbidden key space
-	Code_CODE_BAD_REQUEST       Code = 9  // malformed request
-	Code_CODE_CANCELED          Code = 10 // the transaction was cancelled (server shutting down)
-	Code_CODE_UNAUTHENTICATED   Code = 11 // no valid credentials (a server that asks for them)
+	Code_CODE_UNSPECIFIED           Code = 0 // internal error
+	Code_CODE_CONFLICT              Code = 1 // the client retries the whole transaction
+	Code_CODE_KEY_TOO_LARGE         Code = 2
+	Code_CODE_VALUE_TOO_LARGE       Code = 3
+	Code_CODE_TRANSACTION_LARGE     Code = 4
+	Code_CODE_TRANSACTION_TIME      Code = 5 // too old, or an unknown (expired) transaction id
+	Code_CODE_READ_ONLY             Code = 6
+	Code_CODE_CLOSED                Code = 7
+	Code_CODE_SPACE                 Code = 8  // invalid or forbidden key space
+	Code_CODE_BAD_REQUEST           Code = 9  // malformed request
+	Code_CODE_CANCELED              Code = 10 // the transaction was cancelled (server shutting down)
+	Code_CODE_UNAUTHENTICATED       Code = 11 // no valid credentials (a server that asks for them)
+	Code_CODE_TOO_MANY_TRANSACTIONS Code = 12 // the server's cap on open transactions is reached; retry later
 )
 
 // Enum value maps for Code.
@@ -57,20 +58,22 @@ var (
 		9:  "CODE_BAD_REQUEST",
 		10: "CODE_CANCELED",
 		11: "CODE_UNAUTHENTICATED",
+		12: "CODE_TOO_MANY_TRANSACTIONS",
 	}
 	Code_value = map[string]int32{
-		"CODE_UNSPECIFIED":       0,
-		"CODE_CONFLICT":          1,
-		"CODE_KEY_TOO_LARGE":     2,
-		"CODE_VALUE_TOO_LARGE":   3,
-		"CODE_TRANSACTION_LARGE": 4,
-		"CODE_TRANSACTION_TIME":  5,
-		"CODE_READ_ONLY":         6,
-		"CODE_CLOSED":            7,
-		"CODE_SPACE":             8,
-		"CODE_BAD_REQUEST":       9,
-		"CODE_CANCELED":          10,
-		"CODE_UNAUTHENTICATED":   11,
+		"CODE_UNSPECIFIED":           0,
+		"CODE_CONFLICT":              1,
+		"CODE_KEY_TOO_LARGE":         2,
+		"CODE_VALUE_TOO_LARGE":       3,
+		"CODE_TRANSACTION_LARGE":     4,
+		"CODE_TRANSACTION_TIME":      5,
+		"CODE_READ_ONLY":             6,
+		"CODE_CLOSED":                7,
+		"CODE_SPACE":                 8,
+		"CODE_BAD_REQUEST":           9,
+		"CODE_CANCELED":              10,
+		"CODE_UNAUTHENTICATED":       11,
+		"CODE_TOO_MANY_TRANSACTIONS": 12,
 	}
 )
 
@@ -646,7 +649,7 @@ const file_store_proto_rawDesc = "" +
 	"\x03end\x18\x02 \x01(\fR\x03end\"M\n" +
 	"\x05Error\x12*\n" +
 	"\x04code\x18\x01 \x01(\x0e2\x16.griddle.store.v1.CodeR\x04code\x12\x18\n" +
-	"\amessage\x18\x02 \x01(\tR\amessage*\x90\x02\n" +
+	"\amessage\x18\x02 \x01(\tR\amessage*\xb0\x02\n" +
 	"\x04Code\x12\x14\n" +
 	"\x10CODE_UNSPECIFIED\x10\x00\x12\x11\n" +
 	"\rCODE_CONFLICT\x10\x01\x12\x16\n" +
@@ -661,7 +664,8 @@ const file_store_proto_rawDesc = "" +
 	"\x10CODE_BAD_REQUEST\x10\t\x12\x11\n" +
 	"\rCODE_CANCELED\x10\n" +
 	"\x12\x18\n" +
-	"\x14CODE_UNAUTHENTICATED\x10\vBBZ@github.com/griddle-mesh/griddle/internal/store/storehttp/storepbb\x06proto3"
+	"\x14CODE_UNAUTHENTICATED\x10\v\x12\x1e\n" +
+	"\x1aCODE_TOO_MANY_TRANSACTIONS\x10\fBBZ@github.com/griddle-mesh/griddle/internal/store/storehttp/storepbb\x06proto3"
 
 var (
 	file_store_proto_rawDescOnce sync.Once

@@ -1,4 +1,4 @@
-package etcdembed
+package logging
 
 import (
 	"context"
@@ -10,12 +10,18 @@ import (
 	"go.uber.org/zap/zapcore"
 )
 
-// newZapLogger returns a zap logger that forwards entries at or above min to
-// the slog logger lg. etcd logs through zap only; this bridge keeps a Griddle
-// process on one log stream.
-// Once *quiet is set, entries are dropped: etcd reports its own orderly
-// shutdown as errors.
-func newZapLogger(lg *slog.Logger, min zapcore.Level, quiet *atomic.Bool) *zap.Logger {
+// Zap returns a zap logger that forwards entries at or above min to the
+// slog logger lg, each with component=etcd. etcd (its server and its
+// client) logs through zap only; this bridge keeps a Griddle process on
+// one log stream, in one format. Once *quiet is set, entries are dropped
+// (etcd reports its own orderly shutdown as errors); quiet may be nil.
+func Zap(lg *slog.Logger, min zapcore.Level, quiet *atomic.Bool) *zap.Logger {
+	if lg == nil {
+		lg = slog.Default()
+	}
+	if quiet == nil {
+		quiet = new(atomic.Bool)
+	}
 	return zap.New(&slogCore{h: lg.Handler(), min: min, quiet: quiet})
 }
 
