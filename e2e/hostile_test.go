@@ -95,7 +95,7 @@ func (h *hostileMesh) versionLabels(t *testing.T) []string {
 	resp.Body.Close()
 	var vs []string
 	for _, m := range versionLabel.FindAllStringSubmatch(string(b), -1) {
-		if !slices.Contains(vs, m[1]) {
+		if m[1] != "" && !slices.Contains(vs, m[1]) { // "": no version chosen
 			vs = append(vs, m[1])
 		}
 	}
