@@ -385,29 +385,7 @@ func (s *Stream) Demand() error {
 // AwaitDemand waits until the peer's application began to read the body
 // (Demand). It fails as sending Data would: with ErrAnswered once the peer
 // has answered without reading, or the stream's error.
-func (s *Stream) AwaitDemand() error {
-	for {
-		s.mu.Lock()
-		switch {
-		case s.demanded:
-			s.mu.Unlock()
-			return nil
-		case s.err == io.EOF && s.mine:
-			s.mu.Unlock()
-			return ErrAnswered
-		case s.err != nil && s.err != io.EOF:
-			err := s.err
-			s.mu.Unlock()
-			return err
-		}
-		if s.credited == nil {
-			s.credited = make(chan struct{}, 1)
-		}
-		ch := s.credited
-		s.mu.Unlock()
-		<-ch
-	}
-}
+func (s *Stream) AwaitDemand() error { return s.await(func() bool { return s.demanded }) }
 
 // Conn is the connection s belongs to.
 func (s *Stream) Conn() *Conn { return s.c }
@@ -437,9 +415,12 @@ func (s *Stream) grant(n int64) {
 }
 
 // awaitCredit waits until s may send Data: its window is not used up.
-// It fails once the peer has given up on s or, with ErrAnswered, has sent
-// its last frame.
-func (s *Stream) awaitCredit() error {
+func (s *Stream) awaitCredit() error { return s.await(func() bool { return s.credit > 0 }) }
+
+// await waits until ready (called with s.mu held) holds, woken by grants
+// and by the stream's end. It fails once the peer has given up on s or,
+// with ErrAnswered, has sent its last frame.
+func (s *Stream) await(ready func() bool) error {
 	for {
 		s.mu.Lock()
 		switch {
@@ -450,7 +431,7 @@ func (s *Stream) awaitCredit() error {
 			err := s.err
 			s.mu.Unlock()
 			return err
-		case s.credit > 0:
+		case ready():
 			s.mu.Unlock()
 			return nil
 		}
