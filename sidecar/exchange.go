@@ -337,7 +337,9 @@ func (s *Sidecar) hopFailure(id []byte, err error) ([]byte, int) {
 func (s *Sidecar) part(head wire.Head, body []byte) []byte {
 	x := s.exchanges.get(head.ID)
 	if x == nil {
-		b, _ := s.codeReply(head.ID, wire.Code_CODE_BAD_REQUEST, "no such exchange here (ended, or never begun)")
+		// Ended (its deadline or idle timeout passed, or it was
+		// cancelled), or never begun here.
+		b, _ := s.codeReply(head.ID, wire.Code_CODE_DEADLINE_EXCEEDED, "no such exchange here: ended, or never begun")
 		return b
 	}
 	x.touch()

@@ -3,6 +3,7 @@ package gateway
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -100,6 +101,11 @@ func (g *Gateway) stream(w http.ResponseWriter, r *http.Request, body io.Reader,
 		}
 		if head.GetCode() != wire.Code_CODE_OK {
 			release()
+			if !deadline.IsZero() && !time.Now().Before(deadline) {
+				// The instance ended the exchange at its deadline before
+				// this pull came: whatever it says, the deadline passed.
+				return g.failDispatch(w, r, fmt.Errorf("%w: %s", dispatch.ErrDeadline, head.GetMessage()))
+			}
 			return g.failCode(w, r, head)
 		}
 	}
