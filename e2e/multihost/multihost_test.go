@@ -42,6 +42,7 @@ const (
 // does not answer.
 const rules = `
 service: hello
+http: [{pathPrefix: /hello/}]
 timeout: 3s
 retries: {attempts: 3, perTry: 250ms, on: [unavailable, deadline], budget: 20%, minPerSecond: 20}
 versions:
