@@ -178,7 +178,7 @@ func (c Config) withDefaults() Config {
 
 // Dispatcher sends requests to instances of services. It is safe for
 // concurrent use. It owns one socket per instance address it has sent to and
-// one sweeper goroutine; Close releases them.
+// two background goroutines (the sweep, the outlier check); Close releases them.
 type Dispatcher struct {
 	cfg  Config
 	done chan struct{} // closed by Close
@@ -203,12 +203,12 @@ func New(cfg Config) (*Dispatcher, error) {
 		services: make(map[string]struct{}),
 	}
 	d.wg.Add(2)
-	go d.sweeper()
-	go d.outliers()
+	go d.every(sweepEvery, d.sweep)
+	go d.every(outlierEvery, d.ejectOutliers)
 	return d, nil
 }
 
-// Close closes all sockets and stops the sweeper. Do calls in flight return
+// Close closes all sockets and stops the background goroutines. Do calls in flight return
 // ErrClosed promptly, and later ones return ErrClosed at once. Close is
 // idempotent and always returns nil.
 func (d *Dispatcher) Close() error {
@@ -548,30 +548,37 @@ func (d *Dispatcher) isClosed() bool {
 	}
 }
 
-// sweeper closes, every sweepEvery, the sockets of addresses that are no
-// longer an instance of any service this Dispatcher has sent to. It stops
-// when Close closes d.done.
-func (d *Dispatcher) sweeper() {
+// every runs fn every interval until Close closes d.done: the sweep of
+// sockets no longer in use and the ejection of latency outliers.
+func (d *Dispatcher) every(interval time.Duration, fn func()) {
 	defer d.wg.Done()
-	t := time.NewTicker(sweepEvery)
+	t := time.NewTicker(interval)
 	defer t.Stop()
 	for {
 		select {
 		case <-d.done:
 			return
 		case <-t.C:
-			d.sweep()
+			fn()
 		}
 	}
 }
 
-func (d *Dispatcher) sweep() {
+// serviceNames are the services this Dispatcher has sent to.
+func (d *Dispatcher) serviceNames() []string {
 	d.mu.RLock()
+	defer d.mu.RUnlock()
 	services := make([]string, 0, len(d.services))
 	for s := range d.services {
 		services = append(services, s)
 	}
-	d.mu.RUnlock()
+	return services
+}
+
+// sweep closes the sockets of addresses that are no longer an instance of
+// any service this Dispatcher has sent to.
+func (d *Dispatcher) sweep() {
+	services := d.serviceNames()
 
 	live := make(map[string]struct{})
 	var gone []string

@@ -336,30 +336,10 @@ const (
 	outlierMinSamples = 10
 )
 
-// outliers ejects latency outliers every outlierEvery until Close.
-func (d *Dispatcher) outliers() {
-	defer d.wg.Done()
-	t := time.NewTicker(outlierEvery)
-	defer t.Stop()
-	for {
-		select {
-		case <-d.done:
-			return
-		case <-t.C:
-			d.ejectOutliers()
-		}
-	}
-}
-
 // ejectOutliers compares the instances of each service and version this
 // Dispatcher has sent to, and ejects the ones much slower than the rest.
 func (d *Dispatcher) ejectOutliers() {
-	d.mu.RLock()
-	services := make([]string, 0, len(d.services))
-	for s := range d.services {
-		services = append(services, s)
-	}
-	d.mu.RUnlock()
+	services := d.serviceNames()
 	now := time.Now().UnixNano()
 	for _, svc := range services {
 		insts := d.cfg.Endpoints.Instances(svc) // sorted by version

@@ -8,18 +8,9 @@ import (
 	"google.golang.org/protobuf/encoding/protowire"
 )
 
-// Field numbers of the envelope that a relay reads or adds without
-// decoding the whole message (see envelope.proto).
+// Field numbers of Header (see envelope.proto); those of Request and
+// Reply are in shared.go.
 const (
-	fieldRequestID       = 1
-	fieldRequestDeadline = 10
-	fieldRequestTimeout  = 15
-	fieldRequestCancel   = 16
-	fieldReplyID         = 1
-	fieldReplyStatus     = 2
-	fieldReplyHeaders    = 3
-	fieldReplyCode       = 5
-	fieldReplyServedBy   = 8
 	fieldHeaderName      = 1
 	fieldHeaderValues    = 2
 	fieldHeaderRawValues = 3
@@ -62,13 +53,13 @@ func PeekRequest(b []byte) (Head, error) {
 	var h Head
 	err := fields(b, requestVarints, func(num protowire.Number, v []byte, u uint64) error {
 		switch num {
-		case fieldRequestID:
+		case reqID:
 			h.ID = v
-		case fieldRequestDeadline:
+		case reqDeadline:
 			h.Deadline = int64(u)
-		case fieldRequestTimeout:
+		case reqTimeout:
 			h.Timeout = int64(u)
-		case fieldRequestCancel:
+		case reqCancel:
 			h.Cancel = u != 0
 		case reqPart:
 			h.Part = Part(int32(u))
@@ -97,9 +88,9 @@ func PeekRequest(b []byte) (Head, error) {
 // clock time and as the budget left from now: a field appended to a
 // message overrides an earlier one.
 func AppendDeadline(b []byte, deadline, now time.Time) []byte {
-	b = protowire.AppendTag(b, fieldRequestDeadline, protowire.VarintType)
+	b = protowire.AppendTag(b, reqDeadline, protowire.VarintType)
 	b = protowire.AppendVarint(b, uint64(deadline.UnixNano()))
-	b = protowire.AppendTag(b, fieldRequestTimeout, protowire.VarintType)
+	b = protowire.AppendTag(b, reqTimeout, protowire.VarintType)
 	return protowire.AppendVarint(b, uint64(max(deadline.Sub(now), 1)))
 }
 
@@ -111,9 +102,9 @@ func PeekReply(b []byte) (status int32, code Code, err error) {
 	trailers := false
 	err = fields(b, replyVarints, func(num protowire.Number, _ []byte, u uint64) error {
 		switch num {
-		case fieldReplyStatus:
+		case repStatus:
 			status = int32(u)
-		case fieldReplyCode:
+		case repCode:
 			code = Code(int32(u))
 		case repTrailers:
 			trailers = true
@@ -134,14 +125,14 @@ func PeekReply(b []byte) (status int32, code Code, err error) {
 // answer without decoding it. Appended scalar fields override earlier
 // ones; the header joins the others.
 func AppendReplyFields(b, id []byte, servedBy, header, value string) []byte {
-	b = protowire.AppendTag(b, fieldReplyID, protowire.BytesType)
+	b = protowire.AppendTag(b, repID, protowire.BytesType)
 	b = protowire.AppendBytes(b, id)
-	b = protowire.AppendTag(b, fieldReplyServedBy, protowire.BytesType)
+	b = protowire.AppendTag(b, repServedBy, protowire.BytesType)
 	b = protowire.AppendString(b, servedBy)
 	if header != "" {
 		n := protowire.SizeTag(fieldHeaderName) + protowire.SizeBytes(len(header)) +
 			protowire.SizeTag(fieldHeaderValues) + protowire.SizeBytes(len(value))
-		b = protowire.AppendTag(b, fieldReplyHeaders, protowire.BytesType)
+		b = protowire.AppendTag(b, repHeaders, protowire.BytesType)
 		b = protowire.AppendVarint(b, uint64(n))
 		b = protowire.AppendTag(b, fieldHeaderName, protowire.BytesType)
 		b = protowire.AppendString(b, header)
@@ -157,7 +148,7 @@ func AppendReplyFields(b, id []byte, servedBy, header, value string) []byte {
 // without building one.
 func AppendReply(b []byte, status int, h http.Header, body []byte, stripMesh bool) []byte {
 	if status != 0 {
-		b = protowire.AppendTag(b, fieldReplyStatus, protowire.VarintType)
+		b = protowire.AppendTag(b, repStatus, protowire.VarintType)
 		b = protowire.AppendVarint(b, uint64(int64(status)))
 	}
 	conn := h["Connection"]
@@ -170,7 +161,7 @@ func AppendReply(b []byte, status int, h http.Header, body []byte, stripMesh boo
 		for _, v := range values {
 			n += protowire.SizeTag(fieldHeaderValues) + protowire.SizeBytes(len(v))
 		}
-		b = protowire.AppendTag(b, fieldReplyHeaders, protowire.BytesType)
+		b = protowire.AppendTag(b, repHeaders, protowire.BytesType)
 		b = protowire.AppendVarint(b, uint64(n))
 		b = protowire.AppendTag(b, fieldHeaderName, protowire.BytesType)
 		b = protowire.AppendString(b, name)
