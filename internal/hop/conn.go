@@ -373,6 +373,10 @@ type Stream struct {
 	read     int64         // Data bytes read since the last Window sent
 	credited chan struct{} // signalled when credit grows or the stream ends
 	demanded bool          // the peer's application began to read the body
+	// complete, when set, takes the stream's first frame (or why none
+	// will come) instead of a reader of the queue; see Go.
+	complete func(Frame, error)
+	gone     bool // finished: cancelled, closed or broken
 }
 
 // Demand tells the peer that the application began to read the body it
@@ -463,10 +467,16 @@ func (s *Stream) consumed(n int) {
 
 func (s *Stream) push(f Frame) {
 	s.mu.Lock()
-	s.queue = append(s.queue, f)
 	if f.End && s.err == nil {
 		s.err = io.EOF
 	}
+	if fn := s.complete; fn != nil {
+		s.complete = nil
+		s.mu.Unlock()
+		fn(f, nil)
+		return
+	}
+	s.queue = append(s.queue, f)
 	s.mu.Unlock()
 	select {
 	case s.signal <- struct{}{}:
@@ -480,10 +490,20 @@ func (s *Stream) finish(err error) {
 	if s.err == nil {
 		s.err = err
 	}
+	// A cancel after the last frame arrived (a request whose body came
+	// whole) leaves err at io.EOF for the queue's reader, but still
+	// cancels.
+	s.gone = true
 	fn := s.onCancel
 	s.onCancel = nil
 	ch := s.credited
+	complete := s.complete
+	s.complete = nil
+	err = s.err
 	s.mu.Unlock()
+	if complete != nil {
+		complete(Frame{}, err)
+	}
 	for _, c := range [...]chan struct{}{s.signal, ch} {
 		if c != nil {
 			select {
@@ -501,7 +521,7 @@ func (s *Stream) finish(err error) {
 // breaks; at once if that has already happened.
 func (s *Stream) OnCancel(fn func()) {
 	s.mu.Lock()
-	gone := s.err != nil && s.err != io.EOF
+	gone := s.gone || s.err != nil && s.err != io.EOF
 	if !gone {
 		s.onCancel = fn
 	}
