@@ -134,21 +134,24 @@ func (s *Sidecar) Run(ctx context.Context) error {
 	var wg sync.WaitGroup // the goroutines Run starts besides the workers
 	defer wg.Wait()
 
-	mesh, unary, pub, stopMesh, err := s.meshHandler()
+	mesh, storeSrv, pub, stopMesh, err := s.meshHandler()
 	if err != nil {
 		return err
 	}
 	defer stopMesh()
 
-	host, err := pluginhost.New(pluginhost.Config{
+	hcfg := pluginhost.Config{
 		Path:    s.cfg.Plugin,
 		Args:    s.cfg.PluginArgs,
 		Mesh:    mesh,
-		Unary:   unary,
 		Env:     s.handlerEnv(),
 		PassEnv: s.cfg.HandlerEnv,
 		Logger:  s.log,
-	})
+	}
+	if storeSrv != nil {
+		hcfg.Unary, hcfg.Quick = storeSrv.Op, storeSrv.Quick
+	}
+	host, err := pluginhost.New(hcfg)
 	if err != nil {
 		return fmt.Errorf("sidecar: --plugin: %w", err)
 	}
@@ -226,8 +229,9 @@ func (s *Sidecar) subscriptions(host *pluginhost.Host) []Subscription {
 
 // meshHandler is what serves the handler's own calls into the mesh, which
 // arrive on its connections: outbound calls, and, with a store, the store
-// (unary: its one-key reads) and publishing. stop closes what it opened.
-func (s *Sidecar) meshHandler() (h http.Handler, unary func(context.Context, []byte) []byte, pub *events.Publisher, stop func(), err error) {
+// (storeSrv, also for its unary calls: one-key reads) and publishing. stop
+// closes what it opened.
+func (s *Sidecar) meshHandler() (h http.Handler, storeSrv *storehttp.Server, pub *events.Publisher, stop func(), err error) {
 	gw, err := gateway.New(gateway.Config{
 		Resolve:          resolveHost,
 		Dispatcher:       s.deps.Dispatcher,
@@ -262,10 +266,9 @@ func (s *Sidecar) meshHandler() (h http.Handler, unary func(context.Context, []b
 		closers = append(closers, pub.Close)
 		// Events a handler appends in its transactions are announced as the
 		// transaction commits, without a call of its own.
-		storeSrv := storehttp.NewServer(s.deps.Store, storehttp.WithSpace(s.cfg.Service), storehttp.WithLogger(s.log),
+		storeSrv = storehttp.NewServer(s.deps.Store, storehttp.WithSpace(s.cfg.Service), storehttp.WithLogger(s.log),
 			storehttp.WithCommitted(pub.AnnounceCommitted()))
 		closers = append(closers, storeSrv.Close)
-		unary = storeSrv.Op
 		stats := func(f func(storehttp.Stats) uint64) func() uint64 {
 			return func() uint64 { return f(storeSrv.Stats()) }
 		}
@@ -281,7 +284,7 @@ func (s *Sidecar) meshHandler() (h http.Handler, unary func(context.Context, []b
 			plugins.EventsHost: events.Handler(pub, s.log),
 		}, gw)
 	}
-	return tunnels(h, s.log), unary, pub, stop, nil
+	return tunnels(h, s.log), storeSrv, pub, stop, nil
 }
 
 // tunnels serves, beside next, the handler's tunnels (wire.UpgradeTunnel):

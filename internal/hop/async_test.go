@@ -4,7 +4,10 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
+	"net"
 	"net/http"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -116,5 +119,56 @@ func TestGoConnectionLost(t *testing.T) {
 	a.Close()
 	if o := await(t, got); !errors.Is(o.err, hop.ErrClosed) {
 		t.Fatalf("got %v, want ErrClosed", o.err)
+	}
+}
+
+// TestUnaryQuick: unary calls the Quick function picks are answered on the
+// connection's reader, the others on workers; both get their answers, and
+// a slow call on a worker does not hold up a quick one.
+func TestUnaryQuick(t *testing.T) {
+	dir := t.TempDir()
+	ln, err := net.Listen("unix", filepath.Join(dir, "s"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	accepted := make(chan net.Conn, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err == nil {
+			accepted <- c
+		}
+	}()
+	dc, err := net.Dial("unix", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	release := make(chan struct{})
+	serve := func(ctx context.Context, p []byte) []byte {
+		if string(p) == "slow" {
+			<-release
+		}
+		return append([]byte("re:"), p...)
+	}
+	quick := func(p []byte) bool { return string(p) != "slow" }
+	server := hop.New(<-accepted, hop.Config{Accepting: true, Unary: serve, Quick: quick})
+	client := hop.New(dc, hop.Config{})
+	defer func() { client.Close(); server.Close() }()
+
+	slow := make(chan []byte, 1)
+	go func() {
+		b, _ := hop.Unary(client, []byte("slow"), nil)
+		slow <- b
+	}()
+	for i := range 100 {
+		want := fmt.Sprintf("re:get-%d", i)
+		b, err := hop.Unary(client, []byte(want[3:]), nil)
+		if err != nil || string(b) != want {
+			t.Fatalf("quick call %d: got %q %v, want %q", i, b, err, want)
+		}
+	}
+	close(release)
+	if b := <-slow; string(b) != "re:slow" {
+		t.Fatalf("slow call: got %q", b)
 	}
 }

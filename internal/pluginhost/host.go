@@ -282,7 +282,7 @@ func (h *Host) dial(p *proc) (*hop.Conn, error) {
 		_ = nc.Close()
 		return nil, fmt.Errorf("dial %s: %w: %w", p.socket, ErrUnavailable, err)
 	}
-	return hop.New(nc, hop.Config{Serve: h.mesh.Serve, Unary: h.cfg.Unary}), nil
+	return hop.New(nc, hop.Config{Serve: h.mesh.Serve, Unary: h.cfg.Unary, Quick: h.cfg.Quick}), nil
 }
 
 // closeConns closes p's connections; later picks find none.
