@@ -441,7 +441,7 @@ func (s *Sidecar) serve(mc mangos.Context) {
 			_ = mc.Close()
 			return
 		}
-		if allowed && err == nil && !head.Cancel && !head.BodyFollows && !head.AcceptParts && !head.Upgrade {
+		if allowed && err == nil && !head.Cancel && !head.BodyFollows && !head.Upgrade {
 			if !s.startUnary(mc, msg, head, start) {
 				continue
 			}
@@ -495,17 +495,21 @@ type unary struct {
 	s       *Sidecar
 	mc      mangos.Context
 	msg     *mangos.Message
-	id      []byte // of msg.Body, which stays untouched until the reply
+	head    wire.Head // of msg.Body, which stays untouched until the reply
+	id      []byte
 	key     string // in s.running; "" without an id
 	start   time.Time
-	wait    time.Time
+	dl      time.Time // the deadline on the clock of now (ClockOffset)
+	wait    time.Time // the same on this process's clock
+	env     []byte    // the envelope as it went to the handler
 	spans   trace.Hop
 	pending *hop.Pending
 }
 
-// startUnary sends an envelope whose body is whole and whose answer is
-// wanted whole to the handler, and returns true once it is on its way: its
-// reply, and mc, are then the reader's to finish. Otherwise the reply went
+// startUnary sends an envelope whose body is whole to the handler, and
+// returns true once it is on its way: its reply, and mc, are then the
+// reader's to finish (an answer in parts, where the edge accepts them,
+// goes on as an exchange from its head). Otherwise the reply went
 // out already (a request past its deadline, a handler that cannot be
 // reached) and mc is still the caller's.
 func (s *Sidecar) startUnary(mc mangos.Context, msg *mangos.Message, head wire.Head, start time.Time) bool {
@@ -515,11 +519,18 @@ func (s *Sidecar) startUnary(mc mangos.Context, msg *mangos.Message, head wire.H
 		s.reply(mc, msg, nil, 0, start)
 		return false
 	}
-	u := &unary{s: s, mc: mc, msg: msg, id: head.ID, start: start, wait: time.Now().Add(deadline.Sub(now))}
+	u := &unary{s: s, mc: mc, msg: msg, head: head, id: head.ID, start: start, dl: deadline, wait: time.Now().Add(deadline.Sub(now))}
 	body := wire.AppendDeadline(msg.Body, deadline, now)
 	body, u.spans = s.deps.Tracer.Hop(body, s.cfg.Service, s.cfg.Version)
 	s.slots <- struct{}{} // given back by done
-	p, err := s.host.Load().Go(u.wait, s.cfg.MaxBodyBytes, u.done)
+	var p *hop.Pending
+	var err error
+	if head.AcceptParts {
+		u.env = body
+		p, err = s.host.Load().GoParts(u.wait, u.first)
+	} else {
+		p, err = s.host.Load().Go(u.wait, s.cfg.MaxBodyBytes, u.done)
+	}
 	if err == nil {
 		u.pending = p
 		if len(u.id) > 0 {
@@ -543,29 +554,54 @@ func (s *Sidecar) startUnary(mc mangos.Context, msg *mangos.Message, head wire.H
 // Cancel stops the request in the handler: a cancel from the edge.
 func (u *unary) Cancel() { u.pending.Cancel() }
 
-// done takes the handler's answer (or why there is none), replies on the
-// request's context and gives that context back for another worker.
+// done takes the handler's whole answer (or why there is none).
 func (u *unary) done(answer []byte, err error) {
-	s := u.s
+	u.s.ended(u, answer, err)
+	switch {
+	case err == nil && !time.Now().Before(u.wait):
+		// An answer at or past the deadline (a handler that answers when
+		// its context expires) is a deadline missed, whichever timer won.
+		u.finish(u.s.codeReply(u.id, wire.Code_CODE_DEADLINE_EXCEEDED, "answered past the deadline"))
+	case err != nil:
+		u.finish(u.s.hopFailure(u.id, err))
+	default:
+		u.finish(u.s.answer(u.id, answer))
+	}
+}
+
+// first takes the first frame of an answer that may come in parts (or
+// why there is none).
+func (u *unary) first(f hop.Frame, err error) {
+	u.s.ended(u, f.Payload, err)
+	if err != nil {
+		u.finish(u.s.hopFailure(u.id, err))
+		return
+	}
+	if f.End {
+		u.finish(u.s.first(u.head, u.pending.Stream(), f, u.dl, u.wait, u.env))
+		return
+	}
+	// The head of an answer in parts: the exchange starts off the reader,
+	// which meanwhile reads on what follows the head (it goes with the
+	// head when it has arrived: see Sidecar.head).
+	go func() { u.finish(u.s.first(u.head, u.pending.Stream(), f, u.dl, u.wait, u.env)) }()
+}
+
+// ended records that the handler's part of u is over: its answer (or its
+// head) has come, or it failed.
+func (s *Sidecar) ended(u *unary, answer []byte, err error) {
 	if u.key != "" {
 		s.running.remove(u.key, u)
 	}
 	<-s.slots
 	u.spans.End(answer, err)
-	var reply []byte
-	var status int
-	switch {
-	case err == nil && !time.Now().Before(u.wait):
-		// An answer at or past the deadline (a handler that answers when
-		// its context expires) is a deadline missed, whichever timer won.
-		reply, status = s.codeReply(u.id, wire.Code_CODE_DEADLINE_EXCEEDED, "answered past the deadline")
-	case err != nil:
-		reply, status = s.hopFailure(u.id, err)
-	default:
-		reply, status = s.answer(u.id, answer)
-	}
-	s.reply(u.mc, u.msg, reply, status, u.start)
-	s.contexts.put(u.mc)
+}
+
+// finish replies on the request's context and gives that context back for
+// another worker.
+func (u *unary) finish(reply []byte, status int) {
+	u.s.reply(u.mc, u.msg, reply, status, u.start)
+	u.s.contexts.put(u.mc)
 }
 
 // deadline is when the request with head, received at now, must be

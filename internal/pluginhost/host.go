@@ -213,6 +213,22 @@ func (h *Host) Go(deadline time.Time, maxBody int, fn func(reply []byte, err err
 	return p, nil
 }
 
+// GoParts prepares a request to the handler whose answer's first frame
+// goes to fn on the connection's reader (see hop.GoParts); Start on the
+// result sends it. Either failing means the handler never saw it: the
+// error is then ErrUnavailable.
+func (h *Host) GoParts(deadline time.Time, fn func(f hop.Frame, err error)) (*hop.Pending, error) {
+	c, err := h.conn()
+	if err != nil {
+		return nil, err
+	}
+	p, err := hop.GoParts(c, deadline, fn)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrUnavailable, err)
+	}
+	return p, nil
+}
+
 // Open opens a stream to the handler and sends payload, a marshalled
 // wire.Request, as its Request frame (see hop.Start); end says its body is
 // whole. A handler that cannot be reached fails with ErrUnavailable.
