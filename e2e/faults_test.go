@@ -325,11 +325,18 @@ func TestFaultsOnLinks(t *testing.T) {
 			mayFail: inFlightOrEjecting, maxFail: sc.rate / 2,
 		},
 		{
+			// Held, a reset link is a store this sidecar cannot reach: once
+			// three calls in a row have failed, the sidecar marks its
+			// handler's 503s Unhealthy, the edge sends those reads to the
+			// other instance and ejects this one. Only the reads before
+			// that may fail; then its trials fail over too.
+			name:   "sidecar→store: reset held",
+			inject: setFaults(storeLink, faultproxy.Faults{Reset: true}), heal: heal(storeLink),
+			mayFail: inFlightOrEjecting, maxFail: sc.rate / 20,
+		},
+		{
 			// The store's connections are reset once: only the requests
-			// reading the store at that moment may fail. (Held for longer, a
-			// reset link is a store this sidecar cannot reach: its handler
-			// answers 503 to every read until the link heals, as 5xx do not
-			// eject an instance unless dispatch.Config.Eject5xx is set.)
+			// reading the store at that moment may fail.
 			name:   "sidecar→store: reset once",
 			inject: setFaults(storeLink, faultproxy.Faults{Reset: true}), heal: heal(storeLink),
 			hold:    10 * time.Millisecond,
