@@ -800,7 +800,15 @@ func (d *Dispatcher) try(ctx context.Context, p *peer, msg *mangos.Message, id s
 		return nil, fatal, fmt.Errorf("%w: reply from %s: %w", ErrUnavailable, p.addr, err)
 	}
 	took := time.Since(start)
-	p.answered(took)
+	if reply.Code == wire.Code_CODE_DEADLINE_EXCEEDED {
+		// A deadline missed is progress (the instance answers) but no
+		// measure of its answer time: counted in, an instance that misses
+		// every deadline (its store holds its reads) would be hung only
+		// after 16 deadlines, and its probes would wait as long.
+		p.progress.Store(time.Now().UnixNano())
+	} else {
+		p.answered(took)
+	}
 	switch reply.Code {
 	case wire.Code_CODE_UNAVAILABLE:
 		d.failure(p)
