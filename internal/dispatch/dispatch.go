@@ -939,7 +939,9 @@ func (d *Dispatcher) ejectHung(p *peer, locked bool) bool {
 		return true
 	}
 	until, ok := p.eject(d.cfg.EjectFor)
-	p.silent.Store(true) // ejected already (a trial that got no answer): probes, not trials, from now on
+	// It answers nothing: probes, not trials, once its ejection ends, also
+	// when it was ejected already (a trial of it got no answer).
+	p.silent.Store(true)
 	if ok {
 		d.cfg.Logger.Warn("dispatch: instance ejected: it answers nothing",
 			slog.String("address", p.addr),
