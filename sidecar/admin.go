@@ -24,6 +24,11 @@ type Status struct {
 	// Draining is true once the sidecar has begun to stop: it has left
 	// the endpoint set and finishes what is in flight.
 	Draining bool `json:"draining"`
+	// StoreReachable tells whether the store server answers (see
+	// storehttp.Client.Reachable); absent for a store with no link of its
+	// own (embedded) or none. While false, the handler's 5xx answers are
+	// marked as this instance's failures, so that callers move away.
+	StoreReachable *bool `json:"storeReachable,omitempty"`
 	// Etcd is discovery's view of etcd; absent when the sidecar has no catalog.
 	Etcd *discovery.Status `json:"etcd,omitempty"`
 }
@@ -33,6 +38,10 @@ func (s *Sidecar) Status() Status {
 	st := Status{Service: s.cfg.Service, Version: s.cfg.Version, ID: s.cfg.ID, Address: s.Address(), InFlight: s.inflight.Load(), Draining: s.draining.Load()}
 	if h := s.host.Load(); h != nil {
 		st.HandlerHealthy, st.HandlerPID, st.HandlerRestarts = h.Healthy(), h.PID(), h.Restarts()
+	}
+	if s.storeLink != nil {
+		ok := s.storeLink.Reachable()
+		st.StoreReachable = &ok
 	}
 	if s.deps.Catalog != nil {
 		es := s.deps.Catalog.Status()

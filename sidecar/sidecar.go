@@ -66,6 +66,8 @@ type Sidecar struct {
 	bound     atomic.Pointer[string]
 	ready     chan struct{}
 
+	storeLink reachability // the store's link, when it can tell (nil: it cannot fail apart)
+
 	eventMetrics *eventMetrics          // the event log's figures (events.go)
 	callers      callers                // who is on each connection (authz.go)
 	authz        *prometheus.CounterVec // the authorization policy's decisions
@@ -85,6 +87,10 @@ type Deps struct {
 	// of its handler's outbound calls (nil: none).
 	Tracer *trace.Tracer
 }
+
+// reachability is a store that tells whether its server answers
+// (storehttp.Client); an embedded store has no link to lose.
+type reachability interface{ Reachable() bool }
 
 // Catalog is what the sidecar reads of discovery (discovery.Catalog).
 type Catalog interface {
@@ -112,6 +118,7 @@ func New(cfg Config, deps Deps) (*Sidecar, error) {
 		s.duration[st] = s.metrics.Duration.WithLabelValues(cfg.Service, cfg.Version, metrics.Class(st*100))
 	}
 	s.authz = newAuthzMetric(s.reg)
+	s.storeLink, _ = deps.Store.(reachability)
 	return s, nil
 }
 
