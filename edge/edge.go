@@ -299,7 +299,8 @@ func (e *Edge) Run(ctx context.Context) error {
 	plain.SetUnencryptedHTTP2(true)
 	srv := e.publicServer(&plain)
 	servers := []*http.Server{srv}
-	listeners := []net.Listener{&limitListener{Listener: ln, lim: e.conns, plain: true}}
+	srv.ConnContext = withGuard
+	listeners := []net.Listener{guardListener{Listener: &limitListener{Listener: ln, lim: e.conns, plain: true}, maxHeaderBytes: e.cfg.MaxHeaderBytes}}
 	serve := []func(s *http.Server, l net.Listener) error{(*http.Server).Serve}
 	closeAll := func() {
 		for _, l := range listeners {
@@ -385,7 +386,7 @@ func (e *Edge) Run(ctx context.Context) error {
 // publicServer is an http.Server for end users speaking protos.
 func (e *Edge) publicServer(protos *http.Protocols) *http.Server {
 	return &http.Server{
-		Handler:           e.gw,
+		Handler:           refuseFraming(e.gw),
 		MaxHeaderBytes:    e.cfg.MaxHeaderBytes,
 		ReadHeaderTimeout: e.cfg.ReadHeaderTimeout,
 		ReadTimeout:       e.cfg.ReadTimeout,
