@@ -16,7 +16,7 @@ import (
 
 // ErrUnauthenticated is a request to a Server with WithAuth that carries
 // no credentials it knows (401).
-var ErrUnauthenticated = errors.New("storehttp: no valid credentials")
+var ErrUnauthenticated = errors.New("storehttp: no valid credentials: send \"Authorization: Bearer TOKEN\" with the service's token (griddle store --tokens, griddle sidecar --store-token-file) or a client certificate with the service's identity (griddle ca issue)")
 
 // Authenticator names the service a request speaks for; ok is false for a
 // request without valid credentials.
@@ -38,6 +38,7 @@ type callerKey struct{}
 func (s *Server) authenticate(w http.ResponseWriter, r *http.Request) *http.Request {
 	svc, ok := s.auth(r)
 	if !ok || store.ValidSpace(svc) != nil {
+		w.Header().Set("WWW-Authenticate", `Bearer realm="griddle store"`)
 		s.fail(w, ErrUnauthenticated)
 		return nil
 	}
