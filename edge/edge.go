@@ -24,6 +24,7 @@ import (
 	"github.com/griddle-mesh/griddle/internal/admission"
 	"github.com/griddle-mesh/griddle/internal/discovery"
 	"github.com/griddle-mesh/griddle/internal/gateway"
+	"github.com/griddle-mesh/griddle/internal/loopback"
 	"github.com/griddle-mesh/griddle/internal/metrics"
 	"github.com/griddle-mesh/griddle/internal/routing"
 	"github.com/griddle-mesh/griddle/internal/sample"
@@ -49,6 +50,9 @@ type Routes interface {
 type Config struct {
 	Listen string // host:port for end users (required)
 	Admin  string // host:port for /status and /healthz; "" disables
+	// AdminPublic allows an Admin address beyond loopback: what it serves
+	// needs no credentials.
+	AdminPublic bool
 	// NoPprof leaves /debug/pprof/ off the admin address.
 	NoPprof bool
 
@@ -110,10 +114,8 @@ func (c Config) Validate() error {
 	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
 		return fmt.Errorf("edge: --listen: %w", err)
 	}
-	if c.Admin != "" {
-		if _, _, err := net.SplitHostPort(c.Admin); err != nil {
-			return fmt.Errorf("edge: --admin: %w", err)
-		}
+	if err := loopback.CheckAdmin("edge: --admin", c.Admin, c.AdminPublic, "--admin-public"); err != nil {
+		return err
 	}
 	for name, d := range map[string]time.Duration{"--timeout": c.Timeout, "ReadHeaderTimeout": c.ReadHeaderTimeout,
 		"ReadTimeout": c.ReadTimeout, "WriteTimeout": c.WriteTimeout, "IdleTimeout": c.IdleTimeout, "ShutdownTimeout": c.ShutdownTimeout} {

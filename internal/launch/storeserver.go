@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/griddle-mesh/griddle/internal/events"
+	"github.com/griddle-mesh/griddle/internal/loopback"
 	"github.com/griddle-mesh/griddle/internal/meshtls"
 	"github.com/griddle-mesh/griddle/internal/store/badgerstore"
 	"github.com/griddle-mesh/griddle/internal/store/storehttp"
@@ -52,19 +53,10 @@ func (c StoreServerConfig) Validate() error {
 	if err != nil {
 		return fmt.Errorf("store: --listen: %w", err)
 	}
-	if c.TLS == nil && !isLoopback(host) {
+	if c.TLS == nil && !loopback.Host(host) {
 		return fmt.Errorf("store: --listen: %s is not a loopback address: serving beyond this machine needs --tls-cert, --tls-key and --tls-ca", c.Listen)
 	}
 	return nil
-}
-
-// isLoopback reports whether host names only this machine.
-func isLoopback(host string) bool {
-	if host == "localhost" {
-		return true
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
 }
 
 // StoreServer runs `griddle store`: it owns an embedded Badger database in
