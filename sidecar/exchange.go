@@ -171,19 +171,9 @@ func (s *Sidecar) openParts(head wire.Head, body []byte, deadline, wait time.Tim
 	if err != nil {
 		return s.hopFailure(id, err)
 	}
-	newExchange := func() *exchange {
-		x := &exchange{s: st, id: string(id), deadline: deadline, idleFor: head.IdleTimeout()}
-		if head.LongLived {
-			x.idle = x.idleFor
-		}
-		if head.Upgrade {
-			x.upgrade = upgradeOf(body)
-		}
-		return x
-	}
 	if head.BodyFollows {
 		// The answer comes by PULL, while the body goes on in DATA.
-		s.exchanges.add(newExchange())
+		s.exchanges.add(newExchange(head, st, deadline, body))
 		b, _ := proto.Marshal(&wire.Reply{Id: string(id), More: true, ServedBy: s.cfg.ID})
 		return b, 0 // counted when its head goes back (pull)
 	}
@@ -192,6 +182,14 @@ func (s *Sidecar) openParts(head wire.Head, body []byte, deadline, wait time.Tim
 		st.Close()
 		return s.hopFailure(id, err)
 	}
+	return s.first(head, st, f, deadline, wait, body)
+}
+
+// first is the reply to the first frame f of the answer on st to the
+// request with head (its envelope env): the whole answer, or its head
+// when the body follows in parts, which then goes on as an exchange.
+func (s *Sidecar) first(head wire.Head, st *hop.Stream, f hop.Frame, deadline, wait time.Time, env []byte) ([]byte, int) {
+	id := head.ID
 	if f.End { // whole: as a plain request
 		if !time.Now().Before(wait) {
 			// An answer at or past the deadline (a handler that answers
@@ -200,7 +198,7 @@ func (s *Sidecar) openParts(head wire.Head, body []byte, deadline, wait time.Tim
 		}
 		return s.answer(id, f.Payload)
 	}
-	x := newExchange()
+	x := newExchange(head, st, deadline, env)
 	s.exchanges.add(x)
 	reply, status := s.head(x, f)
 	if reply == nil {
@@ -208,6 +206,19 @@ func (s *Sidecar) openParts(head wire.Head, body []byte, deadline, wait time.Tim
 		return s.codeReply(id, wire.Code_CODE_INTERNAL, "undecodable answer from the handler")
 	}
 	return reply, status
+}
+
+// newExchange is the exchange of the request with head (its envelope
+// env) on st.
+func newExchange(head wire.Head, st *hop.Stream, deadline time.Time, env []byte) *exchange {
+	x := &exchange{s: st, id: string(head.ID), deadline: deadline, idleFor: head.IdleTimeout()}
+	if head.LongLived {
+		x.idle = x.idleFor
+	}
+	if head.Upgrade {
+		x.upgrade = upgradeOf(env)
+	}
+	return x
 }
 
 // upgradeOf is the protocol an upgrade request asks for, lower case.

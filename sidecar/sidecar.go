@@ -31,6 +31,7 @@ import (
 	"github.com/griddle-mesh/griddle/internal/discovery"
 	"github.com/griddle-mesh/griddle/internal/events"
 	"github.com/griddle-mesh/griddle/internal/gateway"
+	"github.com/griddle-mesh/griddle/internal/hop"
 	"github.com/griddle-mesh/griddle/internal/metrics"
 	"github.com/griddle-mesh/griddle/internal/pluginhost"
 	"github.com/griddle-mesh/griddle/internal/pluginproto"
@@ -57,9 +58,11 @@ type Sidecar struct {
 	duration  [6]prometheus.Observer // by status class (status/100)
 	inflight  atomic.Int64
 	draining  atomic.Bool
-	running   running   // the requests in the handler, by id, for cancels
-	exchanges exchanges // the requests served in parts, by id
-	spawn     func()    // starts one more worker (set by Run)
+	running   running       // the requests in the handler, by id, for cancels
+	exchanges exchanges     // the requests served in parts, by id
+	spawn     func()        // starts one more worker (set by Run)
+	contexts  contextPool   // idle REP contexts (set by Run)
+	slots     chan struct{} // one per request in the handler answered from the reader: at most Concurrency
 	bound     atomic.Pointer[string]
 	ready     chan struct{}
 
@@ -131,21 +134,24 @@ func (s *Sidecar) Run(ctx context.Context) error {
 	var wg sync.WaitGroup // the goroutines Run starts besides the workers
 	defer wg.Wait()
 
-	mesh, unary, pub, stopMesh, err := s.meshHandler()
+	mesh, storeSrv, pub, stopMesh, err := s.meshHandler()
 	if err != nil {
 		return err
 	}
 	defer stopMesh()
 
-	host, err := pluginhost.New(pluginhost.Config{
+	hcfg := pluginhost.Config{
 		Path:    s.cfg.Plugin,
 		Args:    s.cfg.PluginArgs,
 		Mesh:    mesh,
-		Unary:   unary,
 		Env:     s.handlerEnv(),
 		PassEnv: s.cfg.HandlerEnv,
 		Logger:  s.log,
-	})
+	}
+	if storeSrv != nil {
+		hcfg.Unary, hcfg.Quick = storeSrv.Op, storeSrv.Quick
+	}
+	host, err := pluginhost.New(hcfg)
 	if err != nil {
 		return fmt.Errorf("sidecar: --plugin: %w", err)
 	}
@@ -161,6 +167,8 @@ func (s *Sidecar) Run(ctx context.Context) error {
 		return err
 	}
 	defer sock.Close()
+	s.contexts = contextPool{sock: sock, free: make(chan mangos.Context, s.cfg.Concurrency)}
+	s.slots = make(chan struct{}, s.cfg.Concurrency)
 	var workers sync.WaitGroup
 	s.spawn = func() {
 		if mc, err := sock.OpenContext(); err == nil { // fails once the socket closes
@@ -221,8 +229,9 @@ func (s *Sidecar) subscriptions(host *pluginhost.Host) []Subscription {
 
 // meshHandler is what serves the handler's own calls into the mesh, which
 // arrive on its connections: outbound calls, and, with a store, the store
-// (unary: its one-key reads) and publishing. stop closes what it opened.
-func (s *Sidecar) meshHandler() (h http.Handler, unary func(context.Context, []byte) []byte, pub *events.Publisher, stop func(), err error) {
+// (storeSrv, also for its unary calls: one-key reads) and publishing. stop
+// closes what it opened.
+func (s *Sidecar) meshHandler() (h http.Handler, storeSrv *storehttp.Server, pub *events.Publisher, stop func(), err error) {
 	gw, err := gateway.New(gateway.Config{
 		Resolve:          resolveHost,
 		Dispatcher:       s.deps.Dispatcher,
@@ -257,10 +266,9 @@ func (s *Sidecar) meshHandler() (h http.Handler, unary func(context.Context, []b
 		closers = append(closers, pub.Close)
 		// Events a handler appends in its transactions are announced as the
 		// transaction commits, without a call of its own.
-		storeSrv := storehttp.NewServer(s.deps.Store, storehttp.WithSpace(s.cfg.Service), storehttp.WithLogger(s.log),
+		storeSrv = storehttp.NewServer(s.deps.Store, storehttp.WithSpace(s.cfg.Service), storehttp.WithLogger(s.log),
 			storehttp.WithCommitted(pub.AnnounceCommitted()))
 		closers = append(closers, storeSrv.Close)
-		unary = storeSrv.Op
 		stats := func(f func(storehttp.Stats) uint64) func() uint64 {
 			return func() uint64 { return f(storeSrv.Stats()) }
 		}
@@ -276,7 +284,7 @@ func (s *Sidecar) meshHandler() (h http.Handler, unary func(context.Context, []b
 			plugins.EventsHost: events.Handler(pub, s.log),
 		}, gw)
 	}
-	return tunnels(h, s.log), unary, pub, stop, nil
+	return tunnels(h, s.log), storeSrv, pub, stop, nil
 }
 
 // tunnels serves, beside next, the handler's tunnels (wire.UpgradeTunnel):
@@ -405,7 +413,7 @@ func (s *Sidecar) serve(mc mangos.Context) {
 	// cancel is closed by a cancel from the edge for the request in hand;
 	// the worker keeps it from one request to the next, and makes a new
 	// one only after a cancel closed it.
-	cancel := make(chan struct{})
+	cancel := make(cancelChan)
 	for {
 		msg, err := mc.RecvMsg()
 		if err != nil {
@@ -433,6 +441,17 @@ func (s *Sidecar) serve(mc mangos.Context) {
 			_ = mc.Close()
 			return
 		}
+		if allowed && err == nil && !head.Cancel && !head.BodyFollows && !head.Upgrade {
+			if !s.startUnary(mc, msg, head, start) {
+				continue
+			}
+			// The answer goes back on mc from the handler connection's
+			// reader; this worker takes the next request on another.
+			if mc, err = s.contexts.get(); err != nil {
+				return
+			}
+			continue
+		}
 		var reply []byte
 		var status int
 		if allowed {
@@ -442,34 +461,169 @@ func (s *Sidecar) serve(mc mangos.Context) {
 		}
 		select {
 		case <-cancel: // closed for this request: the next needs its own
-			cancel = make(chan struct{})
+			cancel = make(cancelChan)
 		default:
 		}
-		s.metrics.InFlight.Dec()
-		if reply == nil { // past its deadline: nobody waits for the answer
-			msg.Free()
-			s.inflight.Add(-1)
-			s.metrics.Dropped.Inc()
-			continue
-		}
-		if status != 0 { // 0: a cancel, not a request
-			s.requests.WithLabelValues(metrics.Code(status)).Inc()
-			s.duration[min(max(status/100, 0), 5)].Observe(time.Since(start).Seconds())
-		}
-		msg.Body = append(msg.Body[:0], reply...)
-		if err := mc.SendMsg(msg); err != nil {
-			msg.Free()
-			s.log.Debug("sending reply failed", "err", err)
-		}
-		s.inflight.Add(-1)
+		s.reply(mc, msg, reply, status, start)
 	}
+}
+
+// reply sends the marshalled reply to the request msg that arrived on mc at
+// start, and counts it; a nil reply (work past its deadline) is dropped.
+func (s *Sidecar) reply(mc mangos.Context, msg *mangos.Message, reply []byte, status int, start time.Time) {
+	s.metrics.InFlight.Dec()
+	defer s.inflight.Add(-1)
+	if reply == nil { // past its deadline: nobody waits for the answer
+		msg.Free()
+		s.metrics.Dropped.Inc()
+		return
+	}
+	if status != 0 { // 0: a cancel, not a request
+		s.requests.WithLabelValues(metrics.Code(status)).Inc()
+		s.duration[min(max(status/100, 0), 5)].Observe(time.Since(start).Seconds())
+	}
+	msg.Body = append(msg.Body[:0], reply...)
+	if err := mc.SendMsg(msg); err != nil {
+		msg.Free()
+		s.log.Debug("sending reply failed", "err", err)
+	}
+}
+
+// unary is a request whose whole answer goes back from the handler
+// connection's reader (startUnary): no goroutine waits for it.
+type unary struct {
+	s       *Sidecar
+	mc      mangos.Context
+	msg     *mangos.Message
+	head    wire.Head // of msg.Body, which stays untouched until the reply
+	id      []byte
+	key     string // in s.running; "" without an id
+	start   time.Time
+	dl      time.Time // the deadline on the clock of now (ClockOffset)
+	wait    time.Time // the same on this process's clock
+	env     []byte    // the envelope as it went to the handler
+	spans   trace.Hop
+	pending *hop.Pending
+}
+
+// startUnary sends an envelope whose body is whole to the handler, and
+// returns true once it is on its way: its reply, and mc, are then the
+// reader's to finish (an answer in parts, where the edge accepts them,
+// goes on as an exchange from its head). Otherwise the reply went
+// out already (a request past its deadline, a handler that cannot be
+// reached) and mc is still the caller's.
+func (s *Sidecar) startUnary(mc mangos.Context, msg *mangos.Message, head wire.Head, start time.Time) bool {
+	now := start.Add(s.cfg.ClockOffset)
+	deadline := s.deadline(head, now)
+	if !deadline.After(now) {
+		s.reply(mc, msg, nil, 0, start)
+		return false
+	}
+	u := &unary{s: s, mc: mc, msg: msg, head: head, id: head.ID, start: start, dl: deadline, wait: time.Now().Add(deadline.Sub(now))}
+	body := wire.AppendDeadline(msg.Body, deadline, now)
+	body, u.spans = s.deps.Tracer.Hop(body, s.cfg.Service, s.cfg.Version)
+	s.slots <- struct{}{} // given back by done
+	var p *hop.Pending
+	var err error
+	if head.AcceptParts {
+		u.env = body
+		p, err = s.host.Load().GoParts(u.wait, u.first)
+	} else {
+		p, err = s.host.Load().Go(u.wait, s.cfg.MaxBodyBytes, u.done)
+	}
+	if err == nil {
+		u.pending = p
+		if len(u.id) > 0 {
+			u.key = s.running.add(u.id, u)
+		}
+		err = p.Start(body)
+	}
+	if err != nil {
+		if u.key != "" {
+			s.running.remove(u.key, u)
+		}
+		<-s.slots
+		u.spans.End(nil, err)
+		reply, status := s.hopFailure(u.id, err)
+		s.reply(mc, msg, reply, status, start)
+		return false
+	}
+	return true
+}
+
+// Cancel stops the request in the handler: a cancel from the edge.
+func (u *unary) Cancel() { u.pending.Cancel() }
+
+// done takes the handler's whole answer (or why there is none).
+func (u *unary) done(answer []byte, err error) {
+	u.s.ended(u, answer, err)
+	switch {
+	case err == nil && !time.Now().Before(u.wait):
+		// An answer at or past the deadline (a handler that answers when
+		// its context expires) is a deadline missed, whichever timer won.
+		u.finish(u.s.codeReply(u.id, wire.Code_CODE_DEADLINE_EXCEEDED, "answered past the deadline"))
+	case err != nil:
+		u.finish(u.s.hopFailure(u.id, err))
+	default:
+		u.finish(u.s.answer(u.id, answer))
+	}
+}
+
+// first takes the first frame of an answer that may come in parts (or
+// why there is none).
+func (u *unary) first(f hop.Frame, err error) {
+	u.s.ended(u, f.Payload, err)
+	if err != nil {
+		u.finish(u.s.hopFailure(u.id, err))
+		return
+	}
+	if f.End {
+		u.finish(u.s.first(u.head, u.pending.Stream(), f, u.dl, u.wait, u.env))
+		return
+	}
+	// The head of an answer in parts: the exchange starts off the reader,
+	// which meanwhile reads on what follows the head (it goes with the
+	// head when it has arrived: see Sidecar.head).
+	go func() { u.finish(u.s.first(u.head, u.pending.Stream(), f, u.dl, u.wait, u.env)) }()
+}
+
+// ended records that the handler's part of u is over: its answer (or its
+// head) has come, or it failed.
+func (s *Sidecar) ended(u *unary, answer []byte, err error) {
+	if u.key != "" {
+		s.running.remove(u.key, u)
+	}
+	<-s.slots
+	u.spans.End(answer, err)
+}
+
+// finish replies on the request's context and gives that context back for
+// another worker.
+func (u *unary) finish(reply []byte, status int) {
+	u.s.reply(u.mc, u.msg, reply, status, u.start)
+	u.s.contexts.put(u.mc)
+}
+
+// deadline is when the request with head, received at now, must be
+// answered by. The budget left when the edge sent it counts from now, on
+// this machine's clock (wire.ReceivedDeadline). A long-lived request has
+// none: its answer's head may take up to the idle timeout.
+func (s *Sidecar) deadline(head wire.Head, now time.Time) time.Time {
+	deadline, ok := wire.ReceivedDeadline(head.Deadline, head.Timeout, now)
+	switch {
+	case head.LongLived:
+		return now.Add(head.IdleTimeout())
+	case !ok:
+		return now.Add(s.cfg.OutboundTimeout)
+	}
+	return deadline
 }
 
 // handle runs one marshalled envelope, received at now, through the handler
 // and returns the marshalled reply and the status it stands for. It
 // returns nil for work whose deadline has already passed. A cancel for the
 // request closes cancel, which must be open.
-func (s *Sidecar) handle(head wire.Head, err error, body []byte, now time.Time, cancel chan struct{}) ([]byte, int) {
+func (s *Sidecar) handle(head wire.Head, err error, body []byte, now time.Time, cancel cancelChan) ([]byte, int) {
 	if err != nil {
 		return s.codeReply(nil, wire.Code_CODE_BAD_REQUEST, "undecodable envelope")
 	}
@@ -480,16 +634,7 @@ func (s *Sidecar) handle(head wire.Head, err error, body []byte, now time.Time, 
 		b, _ := s.codeReply(id, wire.Code_CODE_OK, "")
 		return b, 0
 	}
-	// The budget left when the edge sent it counts from now, on this
-	// machine's clock (wire.ReceivedDeadline). A long-lived request has
-	// none: its answer's head may take up to the idle timeout.
-	deadline, ok := wire.ReceivedDeadline(head.Deadline, head.Timeout, now)
-	switch {
-	case head.LongLived:
-		deadline = now.Add(head.IdleTimeout())
-	case !ok:
-		deadline = now.Add(s.cfg.OutboundTimeout)
-	}
+	deadline := s.deadline(head, now)
 	if !deadline.After(now) {
 		return nil, 0
 	}
@@ -561,41 +706,78 @@ func resolveHost(r *http.Request) (string, bool) {
 // reach, by request id.
 type running struct {
 	mu sync.Mutex
-	m  map[string]chan struct{}
+	m  map[string]canceler
 }
 
-// add registers the request id, whose cancel closes ch, and returns its
+// canceler is a request in the handler that a cancel from the edge stops.
+type canceler interface{ Cancel() }
+
+// cancelChan is a worker's request: a cancel closes it.
+type cancelChan chan struct{}
+
+func (c cancelChan) Cancel() { close(c) }
+
+// add registers the request id, whose cancel c stops, and returns its
 // key. A retry that arrives while an earlier try of the same request still
 // runs here takes its place.
-func (r *running) add(id []byte, ch chan struct{}) string {
+func (r *running) add(id []byte, c canceler) string {
 	key := string(id)
 	r.mu.Lock()
 	if r.m == nil {
-		r.m = make(map[string]chan struct{})
+		r.m = make(map[string]canceler)
 	}
-	r.m[key] = ch
+	r.m[key] = c
 	r.mu.Unlock()
 	return key
 }
 
 // remove forgets the request, unless a later try has taken its place.
-func (r *running) remove(key string, ch chan struct{}) {
+func (r *running) remove(key string, c canceler) {
 	r.mu.Lock()
-	if r.m[key] == ch {
+	if r.m[key] == c {
 		delete(r.m, key)
 	}
 	r.mu.Unlock()
 }
 
-// cancel stops the request with id, if it runs here. The channel is
-// closed under the lock, so a worker that has removed its request since
+// cancel stops the request with id, if it runs here. A worker's channel
+// is closed under the lock, so a worker that has removed its request since
 // finds it closed or untouched, never closed later for its next one.
 func (r *running) cancel(key string) {
 	r.mu.Lock()
-	defer r.mu.Unlock()
-	if ch := r.m[key]; ch != nil {
-		delete(r.m, key)
+	c := r.m[key]
+	delete(r.m, key)
+	if ch, ok := c.(cancelChan); ok {
 		close(ch)
+		c = nil
+	}
+	r.mu.Unlock()
+	if c != nil {
+		c.Cancel() // outside the lock: it ends the request, which removes itself
+	}
+}
+
+// contextPool keeps the REP socket's idle contexts for the workers: a
+// worker whose request is answered from the reader takes another one.
+type contextPool struct {
+	sock mangos.Socket
+	free chan mangos.Context
+}
+
+func (p *contextPool) get() (mangos.Context, error) {
+	select {
+	case mc := <-p.free:
+		return mc, nil
+	default:
+		return p.sock.OpenContext() // fails once the socket closes
+	}
+}
+
+func (p *contextPool) put(mc mangos.Context) {
+	select {
+	case p.free <- mc:
+	default:
+		_ = mc.Close()
 	}
 }
 

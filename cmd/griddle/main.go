@@ -104,7 +104,7 @@ func upCmd(g *globals) *cobra.Command {
 	f.StringVar(&cfg.Control, "control", "127.0.0.1:9300", "the control plane's API and status page (- disables)")
 	f.StringVar(&cfg.EtcdAddr, "etcd-listen", "127.0.0.1:2379", "embedded etcd's client address")
 	f.IntVar(&cfg.Instances, "instances", 1, "sidecars (each with its handler process) per service")
-	f.IntVar(&cfg.HandlerProcs, "handler-procs", 0, "GOMAXPROCS of each handler process (0: Go's default; 1 saves idle threads' wake-ups per request, and limits a handler to one core)")
+	f.IntVar(&cfg.HandlerProcs, "handler-procs", 0, "GOMAXPROCS of each handler process (0: the cores shared among the handler processes, at least 1 each; a handler allowed more cores than it keeps busy pays for waking idle threads on every request)")
 	f.StringSliceVar(&cfg.Only, "services", nil, "run only these example services (default: all)")
 	f.BoolVar(&cfg.Demo, "demo", false, "the quick start's demo: hello in v1, v2 (greets with hi) and v3 (v2 failing half its greetings), hello's first rules, and demo traffic")
 	f.IntVar(&cfg.DemoRate, "demo-rate", launch.DefaultDemoRate, "requests per second of demo traffic with --demo (0: none)")

@@ -1,6 +1,7 @@
 package dispatch
 
 import (
+	"bytes"
 	"crypto/tls"
 	"fmt"
 	"log/slog"
@@ -453,12 +454,22 @@ func encode(r *wire.Request) (*mangos.Message, error) {
 	return m, nil
 }
 
-// decode unmarshals a reply without copying: the reply keeps m's body,
-// so m is not freed for reuse.
+// decode unmarshals a reply and frees m. The reply shares its bytes with
+// a copy of m's body, one allocation where a message that is not given
+// back to mangos' pool costs three; a body beyond the pool's largest
+// messages is shared as it is, uncopied, and m is left to the collector.
 func decode(m *mangos.Message) (*wire.Reply, error) {
+	b := m.Body
+	if len(b) <= pooledMessage {
+		b = bytes.Clone(b)
+		m.Free()
+	}
 	r := new(wire.Reply)
-	if err := r.UnmarshalShared(m.Body); err != nil {
+	if err := r.UnmarshalShared(b); err != nil {
 		return nil, err
 	}
 	return r, nil
 }
+
+// pooledMessage is the largest body of the messages mangos keeps for reuse.
+const pooledMessage = 64 << 10

@@ -676,38 +676,45 @@ func Call(c *Conn, payload []byte, deadline time.Time, maxBody int, done <-chan 
 	if f.End {
 		return f.Payload, true, nil
 	}
-	// The head and then the body in parts: the body is put together and
-	// appended to the head as its body field, which overrides any earlier.
+	reply, err = gather(s, f, deadline, maxBody, done)
+	return reply, true, err
+}
+
+// gather puts together an answer whose head, f, came without its body: the
+// body that follows in parts is appended to the head as its body field,
+// which overrides any earlier, and the trailers after it. On failure s is
+// closed.
+func gather(s *Stream, f Frame, deadline time.Time, maxBody int, done <-chan struct{}) ([]byte, error) {
 	var head wire.Reply
 	if err := head.UnmarshalShared(f.Payload); err != nil {
 		s.Close()
-		return nil, true, fmt.Errorf("%w: reply: %w", ErrProtocol, err)
+		return nil, fmt.Errorf("%w: reply: %w", ErrProtocol, err)
 	}
 	body := append([]byte(nil), head.Body...)
 	var trailers []byte
 	for {
-		f, err := s.Recv(deadline, done)
+		part, err := s.Recv(deadline, done)
 		if err == io.EOF {
 			break
 		}
 		if err != nil {
 			s.Close()
-			return nil, true, err
+			return nil, err
 		}
-		if f.Type == TypeTrailers {
-			trailers = f.Payload // a Reply of trailers only: appended, it merges
+		if part.Type == TypeTrailers {
+			trailers = part.Payload // a Reply of trailers only: appended, it merges
 			break
 		}
-		if len(body)+len(f.Payload) > maxBody {
+		if len(body)+len(part.Payload) > maxBody {
 			s.Close()
-			return nil, true, fmt.Errorf("%w: answer body exceeds %d bytes", ErrTooLarge, maxBody)
+			return nil, fmt.Errorf("%w: answer body exceeds %d bytes", ErrTooLarge, maxBody)
 		}
-		body = append(body, f.Payload...)
-		if f.End {
+		body = append(body, part.Payload...)
+		if part.End {
 			break
 		}
 	}
-	return append(wire.AppendBody(f.Payload, body), trailers...), true, nil
+	return append(wire.AppendBody(f.Payload, body), trailers...), nil
 }
 
 // Start opens a stream on c and sends payload, a marshalled wire.Request,

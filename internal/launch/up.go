@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -73,8 +74,12 @@ type UpConfig struct {
 	// Instances is the number of sidecars, each with its handler process,
 	// per service (1).
 	Instances int
-	// HandlerProcs is each handler process's GOMAXPROCS (0: Go's
-	// default; see sidecar.Config.HandlerProcs).
+	// HandlerProcs is each handler process's GOMAXPROCS (see
+	// sidecar.Config.HandlerProcs). 0: the cores this process may use
+	// shared among the handler processes, at least one each: they share
+	// the machine with each other and with this process, and a handler
+	// allowed more cores than it keeps busy pays for waking idle threads
+	// on every request.
 	HandlerProcs int
 	Out          io.Writer // where Up says what runs where (os.Stdout)
 	Logger       *slog.Logger
@@ -216,6 +221,10 @@ func Up(ctx context.Context, cfg UpConfig) error {
 		})
 	}
 
+	procs := cfg.HandlerProcs
+	if procs == 0 {
+		procs = max(1, runtime.GOMAXPROCS(0)/max(1, len(cfg.Services)*cfg.Instances))
+	}
 	var cars []*sidecar.Sidecar
 	for i, svc := range cfg.Services {
 		for n := range cfg.Instances {
@@ -226,7 +235,7 @@ func Up(ctx context.Context, cfg UpConfig) error {
 				// An admin port of its own (any free one) for the control
 				// plane's figures and canaries; registered in etcd.
 				Admin:        "127.0.0.1:0",
-				HandlerProcs: cfg.HandlerProcs,
+				HandlerProcs: procs,
 				Retention:    svc.Retention,
 				Prefix:       m.Prefix, Logger: log,
 			}, sidecar.Deps{Etcd: m.Etcd, Dispatcher: m.Dispatcher, Catalog: m.Catalog, Store: st, Tracer: m.Tracer})

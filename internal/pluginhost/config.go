@@ -41,6 +41,9 @@ type Config struct {
 	// Unary answers the handler's unary calls (store reads: see
 	// storehttp.Server.Op). Nil: they are cancelled.
 	Unary func(ctx context.Context, op []byte) []byte
+	// Quick picks the unary calls answered on the connection's reader
+	// (see hop.Config.Quick). Nil: none.
+	Quick func(op []byte) bool
 	// Logger receives the host's events and the handler's log output.
 	// Nil: slog.Default().
 	Logger *slog.Logger

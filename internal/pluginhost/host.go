@@ -197,6 +197,38 @@ func (h *Host) Do(payload []byte, deadline time.Time, maxBody int, done <-chan s
 	return reply, err
 }
 
+// Go prepares a request to the handler whose answer goes to fn, as Do
+// would return it, on the connection's reader (see hop.Go); Start on the
+// result sends it. Either failing means the handler never saw it: the
+// error is then ErrUnavailable.
+func (h *Host) Go(deadline time.Time, maxBody int, fn func(reply []byte, err error)) (*hop.Pending, error) {
+	c, err := h.conn()
+	if err != nil {
+		return nil, err
+	}
+	p, err := hop.Go(c, deadline, maxBody, fn)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrUnavailable, err)
+	}
+	return p, nil
+}
+
+// GoParts prepares a request to the handler whose answer's first frame
+// goes to fn on the connection's reader (see hop.GoParts); Start on the
+// result sends it. Either failing means the handler never saw it: the
+// error is then ErrUnavailable.
+func (h *Host) GoParts(deadline time.Time, fn func(f hop.Frame, err error)) (*hop.Pending, error) {
+	c, err := h.conn()
+	if err != nil {
+		return nil, err
+	}
+	p, err := hop.GoParts(c, deadline, fn)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrUnavailable, err)
+	}
+	return p, nil
+}
+
 // Open opens a stream to the handler and sends payload, a marshalled
 // wire.Request, as its Request frame (see hop.Start); end says its body is
 // whole. A handler that cannot be reached fails with ErrUnavailable.
@@ -266,7 +298,7 @@ func (h *Host) dial(p *proc) (*hop.Conn, error) {
 		_ = nc.Close()
 		return nil, fmt.Errorf("dial %s: %w: %w", p.socket, ErrUnavailable, err)
 	}
-	return hop.New(nc, hop.Config{Serve: h.mesh.Serve, Unary: h.cfg.Unary}), nil
+	return hop.New(nc, hop.Config{Serve: h.mesh.Serve, Unary: h.cfg.Unary, Quick: h.cfg.Quick}), nil
 }
 
 // closeConns closes p's connections; later picks find none.

@@ -144,6 +144,13 @@ type Backend interface {
 	Close() error
 }
 
+// InProcess is implemented by a Backend whose data lives in this process
+// (an embedded database): a one-key read is a lookup in memory or a read
+// of a local file, never a wait on the network.
+type InProcess interface {
+	InProcess() bool
+}
+
 // ValidSpace reports whether name is a key space name: 1 to MaxSpaceBytes
 // bytes of lowercase ASCII letters, digits, '-' and '.'. The error wraps
 // ErrSpace.

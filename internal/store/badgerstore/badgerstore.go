@@ -213,6 +213,9 @@ func (b *Backend) Close() error {
 }
 
 // Space returns the Store of key space name.
+// InProcess implements store.InProcess: the database is this process's.
+func (b *Backend) InProcess() bool { return true }
+
 func (b *Backend) Space(name string) (store.Store, error) {
 	if err := store.ValidSpace(name); err != nil {
 		return nil, err

@@ -45,6 +45,17 @@ const (
 	opError byte = 1 // an Error follows
 )
 
+// Quick reports whether op is a one-key read of a backend in this process
+// (store.InProcess): answered in about the time a goroutine hand-off
+// takes, so that its caller may run it on a connection's reader.
+func (s *Server) Quick(op []byte) bool {
+	if len(op) == 0 || op[0] != OpGet {
+		return false
+	}
+	l, ok := s.b.(store.InProcess)
+	return ok && l.InProcess()
+}
+
 // Op answers one operation in the Server's own space (WithSpace): op is
 // its first byte and request message. The answer is for DecodeGet (OpGet)
 // or Decode (every operation).

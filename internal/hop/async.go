@@ -1,0 +1,147 @@
+package hop
+
+import (
+	"fmt"
+	"sync/atomic"
+	"time"
+)
+
+// Pending is a request sent with Go or GoParts: its answer is handed to a
+// function on the connection's reader as it arrives, so that no goroutine
+// waits for it.
+type Pending struct {
+	s        *Stream
+	deadline time.Time
+	maxBody  int
+	whole    func(reply []byte, err error) // Go's
+	parts    func(f Frame, err error)      // GoParts'
+	timer    atomic.Pointer[time.Timer]    // set by Start; Cancel may race with it
+	ended    atomic.Bool
+}
+
+// Go opens a stream on c for a request whose answer, as Call returns it,
+// goes to fn: called once, on the connection's reader goroutine (or a
+// timer's, or Cancel's caller), so fn must not block for long. Start sends
+// the request; until then fn is never called.
+func Go(c *Conn, deadline time.Time, maxBody int, fn func(reply []byte, err error)) (*Pending, error) {
+	s, err := c.Open()
+	if err != nil {
+		return nil, err
+	}
+	return &Pending{s: s, deadline: deadline, maxBody: maxBody, whole: fn}, nil
+}
+
+// GoParts is Go for a request whose answer may come in parts: fn gets the
+// answer's first frame, a Reply frame (f.End when the answer is whole), or
+// why none came; the rest of an answer in parts is then the caller's to
+// read from Stream, and the deadline no longer applies to it.
+func GoParts(c *Conn, deadline time.Time, fn func(f Frame, err error)) (*Pending, error) {
+	s, err := c.Open()
+	if err != nil {
+		return nil, err
+	}
+	return &Pending{s: s, deadline: deadline, parts: fn}, nil
+}
+
+// Stream is the request's stream.
+func (p *Pending) Stream() *Stream { return p.s }
+
+// Start sends payload, a marshalled wire.Request whose body is whole, as
+// the stream's Request frame. When it fails nothing was sent and the
+// function is never called.
+func (p *Pending) Start(payload []byte) error {
+	if !p.deadline.IsZero() {
+		d := time.Until(p.deadline)
+		if d <= 0 {
+			p.abandon()
+			return ErrTimeout
+		}
+		// A timer that fires before the request is out calls the
+		// function: then Start reports success whatever Send does.
+		p.timer.Store(time.AfterFunc(d, p.expire))
+	}
+	// Set under the stream's lock, which the reader takes to hand over the
+	// answer: what the caller did before Start is visible to the function.
+	p.s.mu.Lock()
+	p.s.complete = p.first
+	p.s.mu.Unlock()
+	if err := p.s.Send(TypeRequest, true, payload); err != nil && p.abandon() {
+		return err
+	}
+	return nil
+}
+
+// Cancel gives up on the request: the peer is told, and the function gets
+// ErrCanceled unless the answer came first.
+func (p *Pending) Cancel() { p.stop(ErrCanceled) }
+
+// expire is stop for the deadline, on the timer's goroutine.
+func (p *Pending) expire() { p.stop(ErrTimeout) }
+
+// abandon ends a request that was never sent, without calling the
+// function, and reports whether it did: false when the function has been
+// called already.
+func (p *Pending) abandon() bool {
+	if !p.claim() {
+		return false
+	}
+	p.s.Close()
+	return true
+}
+
+// stop ends the request for err, cancelling it at the peer.
+func (p *Pending) stop(err error) {
+	if p.claim() {
+		p.s.Close()
+		p.call(Frame{}, nil, err)
+	}
+}
+
+// claim reports whether this is the request's end, the first: only that
+// calls the function.
+func (p *Pending) claim() bool {
+	if !p.ended.CompareAndSwap(false, true) {
+		return false
+	}
+	if t := p.timer.Load(); t != nil {
+		t.Stop()
+	}
+	return true
+}
+
+// call hands the outcome to the function: f to GoParts', reply to Go's.
+func (p *Pending) call(f Frame, reply []byte, err error) {
+	if p.parts != nil {
+		p.parts(f, err)
+	} else {
+		p.whole(reply, err)
+	}
+}
+
+// first takes the stream's first frame, or why none will come. For Go, an
+// answer whose body follows in parts is put together on a goroutine of its
+// own.
+func (p *Pending) first(f Frame, err error) {
+	switch {
+	case err != nil:
+		if p.claim() {
+			p.call(Frame{}, nil, err)
+		}
+	case f.Type != TypeReply:
+		p.s.Close()
+		if p.claim() {
+			p.call(Frame{}, nil, fmt.Errorf("%w: frame type %d before the reply", ErrProtocol, f.Type))
+		}
+	case p.parts != nil || f.End:
+		if p.claim() {
+			p.call(f, f.Payload, nil)
+		}
+	default:
+		go func() {
+			reply, err := gather(p.s, f, p.deadline, p.maxBody, nil)
+			if p.claim() {
+				p.whole(reply, err)
+			}
+		}()
+	}
+}
