@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/griddle-mesh/griddle/internal/events"
+	"github.com/griddle-mesh/griddle/internal/events/eventlog"
 	"github.com/griddle-mesh/griddle/internal/loopback"
 	"github.com/griddle-mesh/griddle/internal/meshtls"
 	"github.com/griddle-mesh/griddle/internal/store/badgerstore"
@@ -82,7 +83,8 @@ func StoreServer(ctx context.Context, cfg StoreServerConfig, log *slog.Logger) e
 	if cfg.TLS != nil {
 		auths = append(auths, storehttp.ClientCertificate)
 	}
-	opts = append(opts, storehttp.WithAuth(storehttp.AnyOf(auths...), []byte(events.KeyPrefix)))
+	opts = append(opts, storehttp.WithAuth(storehttp.AnyOf(auths...), []byte(events.KeyPrefix)),
+		storehttp.WithMarks([]byte(eventlog.RegistrationsPrefix)))
 	srv := storehttp.NewServer(b, opts...)
 	defer srv.Close()
 	ln, err := net.Listen("tcp", cfg.Listen)
