@@ -328,9 +328,10 @@ func (e *Edge) Run(ctx context.Context) error {
 		tlsProtos.SetHTTP2(true)
 		ts := e.publicServer(&tlsProtos)
 		ts.TLSConfig = &tls.Config{MinVersion: tls.VersionTLS12, GetCertificate: certs.GetCertificate, NextProtos: []string{"h2", "http/1.1"}}
+		ts.ConnContext = withGuard
 		servers = append(servers, ts)
-		listeners = append(listeners, &limitListener{Listener: tln, lim: e.conns})
-		serve = append(serve, func(s *http.Server, l net.Listener) error { return s.ServeTLS(l, "", "") })
+		listeners = append(listeners, newTLSEntry(&limitListener{Listener: tln, lim: e.conns}, ts.TLSConfig, e.cfg.MaxHeaderBytes, e.cfg.ReadHeaderTimeout))
+		serve = append(serve, (*http.Server).Serve)
 	}
 	if e.cfg.Admin != "" {
 		aln, err := net.Listen("tcp", e.cfg.Admin)

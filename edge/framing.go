@@ -3,10 +3,13 @@ package edge
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"errors"
 	"net"
 	"net/http"
 	"strconv"
+	"sync"
+	"time"
 )
 
 // HTTP/1.x framing that net/http tolerates but an intermediary must not:
@@ -27,8 +30,9 @@ import (
 // is read: the answers of earlier requests on the connection go out first,
 // in order, and the refusal is the connection's last.
 //
-// HTTP/2 (prior knowledge) carries no such framing and is passed through
-// untouched, as are the bytes after a protocol upgrade (EndFraming).
+// HTTP/2 (prior knowledge, or by ALPN: tlsEntry) carries no such framing
+// and is passed through untouched, as are the bytes after a protocol
+// upgrade (EndFraming).
 type framingGuard struct {
 	net.Conn
 	maxHead int // longest head checked; a longer one is left to net/http's 431
@@ -42,6 +46,9 @@ type framingGuard struct {
 	done    bool  // the refusal was handed over: nothing more is read
 	refusal string
 	tail    []byte // what is handed to net/http after buf[:ready]: the refusal request
+	// tls is the connection's TLS state when the guard is over TLS (the
+	// requests' r.TLS, which net/http sets only on a *tls.Conn).
+	tls *tls.ConnectionState
 }
 
 const (
@@ -332,15 +339,95 @@ func withGuard(ctx context.Context, c net.Conn) context.Context {
 // end of the connection, and hands every other request to next.
 func refuseFraming(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		g, _ := r.Context().Value(guardKey{}).(*framingGuard)
+		if g != nil && g.tls != nil && r.TLS == nil {
+			r.TLS = g.tls
+		}
 		if r.Method != refusedMethod {
 			next.ServeHTTP(w, r)
 			return
 		}
 		reason := "request refused"
-		if g, ok := r.Context().Value(guardKey{}).(*framingGuard); ok && g.refusal != "" {
+		if g != nil && g.refusal != "" {
 			reason = g.refusal
 		}
 		w.Header().Set("Connection", "close")
 		http.Error(w, "400 Bad Request: "+reason, http.StatusBadRequest)
 	})
 }
+
+// tlsEntry is the HTTPS listener. It completes each TLS handshake itself,
+// in a goroutine of its own and within handshakeTimeout, and hands
+// net/http an HTTP/2 connection as the *tls.Conn net/http serves HTTP/2 on,
+// and an HTTP/1 one behind a framingGuard (whose requests get their TLS
+// state back from refuseFraming). Close stops it; Accept then fails.
+type tlsEntry struct {
+	ln             net.Listener
+	cfg            *tls.Config
+	maxHeaderBytes int
+	timeout        time.Duration
+
+	conns chan net.Conn
+	done  chan struct{} // closed when the accept loop has ended
+	err   error         // why it ended; read after done
+	wg    sync.WaitGroup
+}
+
+func newTLSEntry(ln net.Listener, cfg *tls.Config, maxHeaderBytes int, handshakeTimeout time.Duration) *tlsEntry {
+	t := &tlsEntry{ln: ln, cfg: cfg, maxHeaderBytes: maxHeaderBytes, timeout: handshakeTimeout,
+		conns: make(chan net.Conn), done: make(chan struct{})}
+	go t.loop()
+	return t
+}
+
+func (t *tlsEntry) loop() {
+	defer close(t.done)
+	for {
+		c, err := t.ln.Accept()
+		if err != nil {
+			t.err = err
+			return
+		}
+		t.wg.Go(func() { t.handshake(c) })
+	}
+}
+
+func (t *tlsEntry) handshake(c net.Conn) {
+	tc := tls.Server(c, t.cfg)
+	_ = tc.SetDeadline(time.Now().Add(t.timeout))
+	if err := tc.Handshake(); err != nil {
+		_ = tc.Close()
+		return
+	}
+	_ = tc.SetDeadline(time.Time{})
+	var out net.Conn = tc
+	if cs := tc.ConnectionState(); cs.NegotiatedProtocol != "h2" {
+		g := newFramingGuard(tc, t.maxHeaderBytes)
+		g.tls = &cs
+		out = g
+	}
+	select {
+	case t.conns <- out:
+	case <-t.done:
+		_ = out.Close()
+	}
+}
+
+func (t *tlsEntry) Accept() (net.Conn, error) {
+	select {
+	case c := <-t.conns:
+		return c, nil
+	case <-t.done:
+		return nil, t.err
+	}
+}
+
+// Close stops accepting and waits for the handshakes under way.
+func (t *tlsEntry) Close() error {
+	err := t.ln.Close()
+	<-t.done
+	t.wg.Wait()
+	return err
+}
+
+func (t *tlsEntry) Addr() net.Addr { return t.ln.Addr() }

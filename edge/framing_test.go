@@ -1,14 +1,18 @@
 package edge
 
 import (
+	"crypto/tls"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"regexp"
 	"slices"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -102,5 +106,57 @@ func TestFramingGuard(t *testing.T) {
 				t.Errorf("the handler saw %q, want %q", seen, c.seen)
 			}
 		})
+	}
+}
+
+// TestFramingGuardOverTLS: on the HTTPS listener, HTTP/1.1 goes through the
+// guard (and its requests keep their TLS state), HTTP/2 by ALPN does not.
+func TestFramingGuardOverTLS(t *testing.T) {
+	certs := httptest.NewUnstartedServer(nil)
+	certs.StartTLS() // for its certificate
+	certs.Close()
+	var calls atomic.Int64
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		calls.Add(1)
+		fmt.Fprintf(w, "%s tls=%v", r.Proto, r.TLS != nil)
+	})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := &tls.Config{Certificates: certs.TLS.Certificates, NextProtos: []string{"h2", "http/1.1"}}
+	var protos http.Protocols
+	protos.SetHTTP1(true)
+	protos.SetHTTP2(true)
+	srv := &http.Server{Handler: refuseFraming(h), ConnContext: withGuard, TLSConfig: cfg, Protocols: &protos}
+	entry := newTLSEntry(ln, cfg, 1<<20, 5*time.Second)
+	go srv.Serve(entry)
+	t.Cleanup(func() { srv.Close() })
+
+	conn, err := tls.Dial("tcp", ln.Addr().String(), &tls.Config{InsecureSkipVerify: true, NextProtos: []string{"http/1.1"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	io.WriteString(conn, "GET /ok HTTP/1.1\r\nHost: x\r\n\r\nPOST /a HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n")
+	_ = conn.SetReadDeadline(time.Now().Add(3 * time.Second))
+	b, _ := io.ReadAll(conn)
+	if got := regexp.MustCompile(`HTTP/1\.1 \d{3}`).FindAllString(string(b), -1); !slices.Equal(got, []string{"HTTP/1.1 200", "HTTP/1.1 400"}) ||
+		!strings.Contains(string(b), "HTTP/1.1 tls=true") || !strings.Contains(string(b), "both Content-Length and Transfer-Encoding") {
+		t.Errorf("HTTP/1.1 over TLS: answers %q, want a 200 with the TLS state, then the refusal:\n%s", got, b)
+	}
+	if n := calls.Load(); n != 1 {
+		t.Errorf("the handler ran %d times, want once (the request before the refused one)", n)
+	}
+
+	c := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}, ForceAttemptHTTP2: true}}
+	resp, err := c.Get("https://" + ln.Addr().String() + "/h2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.ProtoMajor != 2 || string(body) != "HTTP/2.0 tls=true" {
+		t.Errorf("HTTP/2 by ALPN: %s %q, want HTTP/2 with the TLS state", resp.Proto, body)
 	}
 }
