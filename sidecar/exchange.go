@@ -238,10 +238,22 @@ func (s *Sidecar) answer(id, payload []byte) ([]byte, int) {
 		return s.codeReply(id, wire.Code_CODE_INTERNAL, "undecodable answer from the handler")
 	}
 	payload = wire.AppendReplyFields(payload, id, s.cfg.ID, wire.HeaderVersion, s.cfg.Version)
+	if code == wire.Code_CODE_OK && status >= 500 && s.storeUnreachable() {
+		// The handler failed while this instance cannot reach its store:
+		// the cause is the instance's, not the request's, and another
+		// instance may well serve it.
+		payload = wire.AppendUnhealthy(payload)
+	}
 	if code != wire.Code_CODE_OK {
 		return payload, code.HTTPStatus()
 	}
 	return payload, int(status)
+}
+
+// storeUnreachable reports whether this instance has lost its link to
+// the store (storehttp.Client.Reachable).
+func (s *Sidecar) storeUnreachable() bool {
+	return s.storeLink != nil && !s.storeLink.Reachable()
 }
 
 // head is the marshalled reply carrying the answer's head, frame f (a

@@ -64,7 +64,10 @@ type Sidecar struct {
 	contexts  contextPool   // idle REP contexts (set by Run)
 	slots     chan struct{} // one per request in the handler answered from the reader: at most Concurrency
 	bound     atomic.Pointer[string]
+	admin     atomic.Pointer[string] // the admin address served on, once Run serves it
 	ready     chan struct{}
+
+	storeLink reachability // the store's link, when it can tell (nil: it cannot fail apart)
 
 	eventMetrics *eventMetrics          // the event log's figures (events.go)
 	callers      callers                // who is on each connection (authz.go)
@@ -85,6 +88,10 @@ type Deps struct {
 	// of its handler's outbound calls (nil: none).
 	Tracer *trace.Tracer
 }
+
+// reachability is a store that tells whether its server answers
+// (storehttp.Client); an embedded store has no link to lose.
+type reachability interface{ Reachable() bool }
 
 // Catalog is what the sidecar reads of discovery (discovery.Catalog).
 type Catalog interface {
@@ -112,6 +119,7 @@ func New(cfg Config, deps Deps) (*Sidecar, error) {
 		s.duration[st] = s.metrics.Duration.WithLabelValues(cfg.Service, cfg.Version, metrics.Class(st*100))
 	}
 	s.authz = newAuthzMetric(s.reg)
+	s.storeLink, _ = deps.Store.(reachability)
 	return s, nil
 }
 
@@ -122,6 +130,15 @@ func (s *Sidecar) Ready() <-chan struct{} { return s.ready }
 // started it, or "".
 func (s *Sidecar) Address() string {
 	if a := s.bound.Load(); a != nil {
+		return *a
+	}
+	return ""
+}
+
+// AdminAddress returns the host:port the admin endpoints are served on
+// once Run has started them, or "" (none, or not yet).
+func (s *Sidecar) AdminAddress() string {
+	if a := s.admin.Load(); a != nil {
 		return *a
 	}
 	return ""
@@ -186,6 +203,7 @@ func (s *Sidecar) Run(ctx context.Context) error {
 
 	admin, stopAdmin := s.serveAdmin(&wg)
 	defer stopAdmin()
+	s.admin.Store(&admin)
 	reg, err := s.register(ctx, pub, admin)
 	if err != nil {
 		sock.Close()

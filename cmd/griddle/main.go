@@ -115,6 +115,7 @@ func edgeCmd(g *globals) *cobra.Command {
 	var (
 		cfg     edge.Config
 		etcd    etcdFlags
+		disp    launch.Dispatch
 		mtls    meshtls.Files
 		proxies []string
 		pinFrom []string
@@ -167,7 +168,7 @@ func edgeCmd(g *globals) *cobra.Command {
 				return err
 			}
 			defer shutdownTracer(tr, log)
-			m, err := etcd.connect(cmd.Context(), src, log)
+			m, err := etcd.connect(cmd.Context(), src, disp, log)
 			if err != nil {
 				return err
 			}
@@ -184,6 +185,7 @@ func edgeCmd(g *globals) *cobra.Command {
 	f.Int64Var(&cfg.MaxBodyBytes, "max-body-bytes", 1<<30, "largest request body, streamed or not; larger ones get 413 (at most 1 MiB of a body is held in memory)")
 	f.BoolVar(&cfg.NoPprof, "no-pprof", false, "leave /debug/pprof/ off --admin")
 	f.BoolVar(&cfg.NoAdmission, "no-admission", false, "turn off the adaptive concurrency limit that sheds excess load with 503")
+	f.BoolVar(&disp.Eject5xx, "eject-5xx", false, "count every 5xx answer of a handler as a failure of its instance (3 in a row eject it); without it only the instance's own failures count: broken connections, timeouts, a dead handler, an instance that cannot reach its store")
 	f.StringVar(&access, "access-log", "", "write a line per request (method, path, service, version, experiment, status, duration, ids) to this file, - for stderr, in --log-format (empty: none)")
 	f.IntVar(&cfg.Sample.Every, "sample-every", sample.DefaultEvery, "keep one request in this many for dry runs of rules (its method, path, pins and what the rules read; never bodies)")
 	f.IntVar(&cfg.Sample.Size, "sample-size", sample.DefaultSize, "how many sampled requests are kept for dry runs")
@@ -210,6 +212,7 @@ func sidecarCmd(g *globals) *cobra.Command {
 	var (
 		cfg       sidecar.Config
 		etcd      etcdFlags
+		disp      launch.Dispatch
 		storeSpec string
 		subs      []string
 		retain    []string
@@ -276,7 +279,7 @@ func sidecarCmd(g *globals) *cobra.Command {
 				return err
 			}
 			defer shutdownTracer(tr, log)
-			m, err := etcd.connect(cmd.Context(), src, log)
+			m, err := etcd.connect(cmd.Context(), src, disp, log)
 			if err != nil {
 				return err
 			}
@@ -307,6 +310,7 @@ func sidecarCmd(g *globals) *cobra.Command {
 	f.StringArrayVar(&subs, "subscribe", nil, "deliver another service's events to the handler: PUBLISHER/TOPIC=/PATH (repeatable)")
 	f.StringArrayVar(&retain, "retain", nil, "bound this service's event log: TOPIC=events:N,age:DURATION[,hard] (repeatable; hard trims what subscribers have not received)")
 	f.StringVar(&cfg.EventsListen, "events-listen", "", "mangos URL announcing this service's events (default: --listen's host, any port)")
+	f.BoolVar(&disp.Eject5xx, "eject-5xx", false, "count every 5xx answer of a handler as a failure of its instance (3 in a row eject it); without it only the instance's own failures count: broken connections, timeouts, a dead handler, an instance that cannot reach its store")
 	f.DurationVar(&cfg.ClockOffset, "clock-offset", 0, "for fault tests: add this to the clock the sidecar reads for deadlines")
 	_ = f.MarkHidden("clock-offset")
 	addTLSFlags(cmd, &mtls)
@@ -403,12 +407,12 @@ func (e *etcdFlags) add(cmd *cobra.Command) {
 
 // connect dials etcd as the flags say; mtls is this process's mesh
 // identity toward tls+tcp:// instances (nil: none).
-func (e *etcdFlags) connect(ctx context.Context, mtls *meshtls.Source, log *slog.Logger) (*launch.Mesh, error) {
+func (e *etcdFlags) connect(ctx context.Context, mtls *meshtls.Source, disp launch.Dispatch, log *slog.Logger) (*launch.Mesh, error) {
 	cfg, err := e.config()
 	if err != nil {
 		return nil, err
 	}
-	return launch.Connect(ctx, cfg, e.prefix, mtls, log)
+	return launch.Connect(ctx, cfg, e.prefix, mtls, disp, log)
 }
 
 // config is the etcd connection the flags describe.

@@ -25,6 +25,7 @@ import (
 	"github.com/griddle-mesh/griddle/control/canary"
 	"github.com/griddle-mesh/griddle/control/client"
 	"github.com/griddle-mesh/griddle/control/rulestore"
+	"github.com/griddle-mesh/griddle/internal/launch"
 	"github.com/griddle-mesh/griddle/internal/routing"
 )
 
@@ -172,7 +173,7 @@ func controlCmd(g *globals) *cobra.Command {
 					return usageError(fmt.Errorf("--token-file %s: %w", tokenFile, err))
 				}
 			}
-			m, err := etcd.connect(cmd.Context(), nil, log)
+			m, err := etcd.connect(cmd.Context(), nil, launch.Dispatch{}, log)
 			if err != nil {
 				return err
 			}

@@ -107,7 +107,9 @@ type Config struct {
 	// EjectAfter is the number of consecutive failures after which an
 	// instance is ejected. Failures are: a connection that breaks, a try
 	// that times out, an answer that says the handler was unavailable,
-	// died or ran out of time, and, with Eject5xx, a 5xx from the handler.
+	// died or ran out of time, an answer its instance marks as its own
+	// failure (wire.Reply.Unhealthy: a sidecar that cannot reach its store
+	// does), and, with Eject5xx, any 5xx from the handler.
 	// A try that times out on an instance that answered nothing since it
 	// was sent ejects it at once, and so does picking an instance that is
 	// hung (requests outstanding, nothing answered for many times its
@@ -326,7 +328,7 @@ func (d *Dispatcher) do(ctx context.Context, req *wire.Request, pol Policy) (*wi
 		if err != nil {
 			return nil, nil, err
 		}
-		p, err := d.pick(req.Service, req.Version, tried, pol.mayRepeat(req.Method))
+		p, trial, err := d.pick(req.Service, req.Version, tried, pol.mayRepeat(req.Method))
 		if err != nil {
 			msg.Free()
 			if lastReply != nil || lastErr != nil {
@@ -346,10 +348,16 @@ func (d *Dispatcher) do(ctx context.Context, req *wire.Request, pol Policy) (*wi
 		var sp trace.Span
 		msg.Body, sp = trace.Attempt(ctx, msg.Body, req.Service, attempt, p.addr)
 		// A request that may be repeated probing an instance that was hung
-		// waits only as long as makes it hung, then goes elsewhere.
-		probe := p.probe(time.Now().UnixNano()) && pol.mayRepeat(req.Method)
+		// waits only as long as makes it hung, and one on trial with an
+		// ejected instance only as long as a trial may take; then it goes
+		// elsewhere.
+		probe := trial || p.probe(time.Now().UnixNano()) && pol.mayRepeat(req.Method)
 		if probe {
-			if t := time.Now().Add(p.hungLimit()); t.Before(tryDeadline) {
+			limit := p.hungLimit()
+			if trial {
+				limit = p.trialLimit()
+			}
+			if t := time.Now().Add(limit); t.Before(tryDeadline) {
 				tryDeadline = t
 			}
 		}
@@ -381,6 +389,11 @@ func (d *Dispatcher) do(ctx context.Context, req *wire.Request, pol Policy) (*wi
 			lastReply, lastErr = nil, err
 		case retryUnavailable:
 			if !pol.OnUnavailable || !pol.mayRepeat(req.Method) {
+				return reply, p, nil
+			}
+			lastReply, lastErr = reply, nil
+		case retryUnhealthy:
+			if !pol.mayRepeat(req.Method) {
 				return reply, p, nil
 			}
 			lastReply, lastErr = reply, nil
@@ -430,8 +443,8 @@ func ctxError(ctx context.Context) error {
 // (ejected instances are used when nothing else is left).
 //
 // A request that may be repeated (trial) may go to an ejected instance whose
-// trial is due, as a healthy one would.
-func (d *Dispatcher) pick(service, version string, tried []*peer, trial bool) (*peer, error) {
+// trial is due, as a healthy one would; onTrial reports that it does.
+func (d *Dispatcher) pick(service, version string, tried []*peer, trial bool) (_ *peer, onTrial bool, _ error) {
 	insts := d.cfg.Endpoints.Instances(service)
 	now := time.Now().UnixNano()
 	var buf [32]*peer
@@ -439,7 +452,7 @@ func (d *Dispatcher) pick(service, version string, tried []*peer, trial bool) (*
 		d.mu.RLock()
 		if d.closed {
 			d.mu.RUnlock()
-			return nil, ErrClosed
+			return nil, false, ErrClosed
 		}
 		missing, matched := false, false
 		var trialPeer *peer
@@ -485,9 +498,9 @@ func (d *Dispatcher) pick(service, version string, tried []*peer, trial bool) (*
 		if !matched {
 			d.mu.RUnlock()
 			if version != "" {
-				return nil, fmt.Errorf("%w: service %q version %q", ErrNoInstance, service, version)
+				return nil, false, fmt.Errorf("%w: service %q version %q", ErrNoInstance, service, version)
 			}
-			return nil, fmt.Errorf("%w: service %q", ErrNoInstance, service)
+			return nil, false, fmt.Errorf("%w: service %q", ErrNoInstance, service)
 		}
 		if len(eligible) == 0 {
 			// Every peer was swept between addPeers and now.
@@ -508,10 +521,10 @@ func (d *Dispatcher) pick(service, version string, tried []*peer, trial bool) (*
 		}
 		p.inflight.Add(1)
 		d.mu.RUnlock()
-		return p, nil
+		return p, trialPeer != nil, nil
 	}
 	d.mu.RUnlock()
-	return nil, fmt.Errorf("%w: service %q: instances changed during selection", ErrUnavailable, service)
+	return nil, false, fmt.Errorf("%w: service %q: instances changed during selection", ErrUnavailable, service)
 }
 
 // addPeers creates peers for the matching instances that have none.
@@ -679,6 +692,7 @@ const (
 	maybeDelivered                 // the request may have reached a handler
 	tryTimedOut                    // no answer within the try's own deadline
 	retryUnavailable               // an answer that the instance cannot serve, before any of it went out
+	retryUnhealthy                 // an answer from an instance that says it cannot serve now (Reply.Unhealthy)
 )
 
 // try sends msg, an encoded request, to p and waits for the reply. It takes
@@ -786,7 +800,15 @@ func (d *Dispatcher) try(ctx context.Context, p *peer, msg *mangos.Message, id s
 		return nil, fatal, fmt.Errorf("%w: reply from %s: %w", ErrUnavailable, p.addr, err)
 	}
 	took := time.Since(start)
-	p.answered(took)
+	if reply.Code == wire.Code_CODE_DEADLINE_EXCEEDED {
+		// A deadline missed is progress (the instance answers) but no
+		// measure of its answer time: counted in, an instance that misses
+		// every deadline (its store holds its reads) would be hung only
+		// after 16 deadlines, and its probes would wait as long.
+		p.progress.Store(time.Now().UnixNano())
+	} else {
+		p.answered(took)
+	}
 	switch reply.Code {
 	case wire.Code_CODE_UNAVAILABLE:
 		d.failure(p)
@@ -807,6 +829,16 @@ func (d *Dispatcher) try(ctx context.Context, p *peer, msg *mangos.Message, id s
 		d.failure(p)
 		if !reply.More {
 			return reply, retryUnavailable, nil
+		}
+		return reply, done, nil
+	}
+	if reply.Unhealthy {
+		// The instance answered but says the cause is its own (a
+		// dependency of its own is down): a failure of the instance, and
+		// a request that may be repeated goes to another.
+		d.failure(p)
+		if !reply.More {
+			return reply, retryUnhealthy, nil
 		}
 		return reply, done, nil
 	}
@@ -906,8 +938,11 @@ func (d *Dispatcher) ejectHung(p *peer, locked bool) bool {
 	if !d.othersAnswer(p, locked) {
 		return true
 	}
-	if until, ok := p.eject(d.cfg.EjectFor); ok {
-		p.silent.Store(true)
+	until, ok := p.eject(d.cfg.EjectFor)
+	// It answers nothing: probes, not trials, once its ejection ends, also
+	// when it was ejected already (a trial of it got no answer).
+	p.silent.Store(true)
+	if ok {
 		d.cfg.Logger.Warn("dispatch: instance ejected: it answers nothing",
 			slog.String("address", p.addr),
 			slog.Int64("in_flight", p.inflight.Load()),

@@ -40,6 +40,7 @@ type server struct {
 	code   atomic.Int32 // wire.Code of every reply
 	hold   atomic.Bool  // keep requests until killed, never answer
 	grpc   atomic.Int32 // > 0: answer as a gRPC server with this status, trailers only
+	sick   atomic.Bool  // answer 503 marked Unhealthy, as a sidecar that lost its store does
 	served atomic.Int64 // requests received
 	got    chan *wire.Request
 }
@@ -125,6 +126,9 @@ func (s *server) work(c mangos.Context) {
 			Body:     req.Body,
 			Code:     wire.Code(s.code.Load()),
 			ServedBy: s.name,
+		}
+		if s.sick.Load() {
+			reply.Status, reply.Unhealthy = 503, true
 		}
 		if g := s.grpc.Load(); g > 0 {
 			reply.Body = nil
@@ -339,6 +343,88 @@ func TestGRPCUnavailableRetried(t *testing.T) {
 				t.Error("no call went to the failing instance: the case was not exercised")
 			}
 		})
+	}
+}
+
+// TestUnhealthyAnswer: an answer its instance marks Unhealthy counts as
+// a failure of the instance, which is ejected; a request that may be
+// repeated goes to another instance, one that may not gets the answer.
+func TestUnhealthyAnswer(t *testing.T) {
+	bad, good := startServer(t, "bad", 4), startServer(t, "good", 4)
+	bad.sick.Store(true)
+	eps := &endpoints{}
+	eps.set("profiles", bad.instance("profiles", "v1"), good.instance("profiles", "v1"))
+	d := newDispatcher(t, Config{Endpoints: eps})
+	for i := range 40 {
+		reply, err := d.Do(t.Context(), request("GET", fmt.Sprint(i)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if reply.ServedBy != "good" || reply.Status != 200 {
+			t.Fatalf("GET %d: got %d from %q, want 200 from good", i, reply.Status, reply.ServedBy)
+		}
+	}
+	if bad.served.Load() == 0 {
+		t.Fatal("no request went to the unhealthy instance: the case was not exercised")
+	}
+	ejected := false
+	for _, st := range d.Stats() {
+		if st.Address == bad.addr {
+			ejected = !st.EjectedUntil.IsZero()
+		}
+	}
+	if !ejected {
+		t.Error("the instance whose answers say it is unhealthy is not ejected")
+	}
+
+	// A POST is not repeated: sent to the unhealthy instance alone, it
+	// gets that instance's answer.
+	eps.set("profiles", bad.instance("profiles", "v1"))
+	reply, err := d.Do(t.Context(), request("POST", "once"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if reply.Status != 503 || !reply.Unhealthy || reply.ServedBy != "bad" {
+		t.Errorf("POST: got %d (unhealthy %v) from %q, want bad's 503", reply.Status, reply.Unhealthy, reply.ServedBy)
+	}
+}
+
+// TestTrialIsBounded: a trial request to an ejected instance that then
+// holds it waits trialLimit, not the request's deadline, and is answered
+// by another instance.
+func TestTrialIsBounded(t *testing.T) {
+	bad, good := startServer(t, "bad", 4), startServer(t, "good", 4)
+	bad.code.Store(int32(wire.Code_CODE_UNAVAILABLE))
+	eps := &endpoints{}
+	eps.set("profiles", bad.instance("profiles", "v1"), good.instance("profiles", "v1"))
+	d := newDispatcher(t, Config{Endpoints: eps})
+	for i := 0; bad.served.Load() < DefaultEjectAfter; i++ {
+		if i > 200 {
+			t.Fatal("the failing instance got too few requests to be ejected")
+		}
+		if _, err := d.Do(t.Context(), request("GET", fmt.Sprint(i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	bad.hold.Store(true) // from now on it takes requests and never answers
+	time.Sleep(trialEvery + 50*time.Millisecond)
+	before := bad.served.Load()
+	start := time.Now()
+	req := request("GET", "trial")
+	req.DeadlineUnixNano = time.Now().Add(10 * time.Second).UnixNano()
+	reply, err := d.Do(t.Context(), req)
+	took := time.Since(start)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if bad.served.Load() == before {
+		t.Fatal("no trial went to the ejected instance: the case was not exercised")
+	}
+	if reply.ServedBy != "good" {
+		t.Errorf("answered by %q, want good", reply.ServedBy)
+	}
+	if took > 5*time.Second {
+		t.Errorf("the trial's request took %v: it waited for its deadline, not trialLimit (%v)", took, minHung)
 	}
 }
 

@@ -241,6 +241,14 @@ func (p *peer) hungLimit() time.Duration {
 	return noAnswerHung
 }
 
+// trialLimit is how long a trial request on the ejected p waits for its
+// answer before it goes elsewhere: minHung, or for a latency outlier the
+// answer time a trial must beat anyway. p's own average is no measure
+// here: an instance that answered late (its deadline misses) has a long one.
+func (p *peer) trialLimit() time.Duration {
+	return max(minHung, time.Duration(p.slowLimit.Load()))
+}
+
 // probe reports whether p was ejected as hung and that ejection is over:
 // it is given one request at a time (a probe) until it answers again.
 func (p *peer) probe(now int64) bool {

@@ -174,7 +174,7 @@ func TestAllHungNotAllEjected(t *testing.T) {
 		})
 	}
 	time.Sleep(noAnswerHung + 200*time.Millisecond)
-	if p, err := d.pick("profiles", "", nil, true); err == nil {
+	if p, _, err := d.pick("profiles", "", nil, true); err == nil {
 		p.inflight.Add(-1)
 	}
 	wg.Wait() // their deadlines pass

@@ -96,12 +96,14 @@ func (e Etcd) Client(log *slog.Logger) (*clientv3.Client, error) {
 // mtls, when set, is this process's mesh identity: the client side of
 // mutual TLS toward instances at tls+tcp:// addresses, each checked to be
 // of the service it is registered for (see package meshtls).
-func Connect(ctx context.Context, etcd Etcd, prefix string, mtls *meshtls.Source, log *slog.Logger) (*Mesh, error) {
+//
+// disp is what the process's dispatcher does beyond its defaults.
+func Connect(ctx context.Context, etcd Etcd, prefix string, mtls *meshtls.Source, disp Dispatch, log *slog.Logger) (*Mesh, error) {
 	cli, err := etcd.Client(log)
 	if err != nil {
 		return nil, err
 	}
-	m, err := newMesh(ctx, cli, prefix, mtls, log)
+	m, err := newMesh(ctx, cli, prefix, mtls, disp, log)
 	if err != nil {
 		cli.Close()
 		return nil, err
@@ -109,12 +111,23 @@ func Connect(ctx context.Context, etcd Etcd, prefix string, mtls *meshtls.Source
 	return m, nil
 }
 
-func newMesh(ctx context.Context, cli *clientv3.Client, prefix string, mtls *meshtls.Source, log *slog.Logger) (*Mesh, error) {
+// Dispatch is what a process's dispatcher (its calls to instances) does
+// beyond the defaults. The zero value keeps them.
+type Dispatch struct {
+	// Eject5xx counts every 5xx answer of a handler as a failure of its
+	// instance (--eject-5xx; dispatch.Config.Eject5xx): three in a row
+	// eject it. Without it only the instance's own failures count: broken
+	// connections, timeouts, a dead handler, and answers its sidecar
+	// marks as its own (a store it cannot reach).
+	Eject5xx bool
+}
+
+func newMesh(ctx context.Context, cli *clientv3.Client, prefix string, mtls *meshtls.Source, disp Dispatch, log *slog.Logger) (*Mesh, error) {
 	if prefix == "" {
 		prefix = discovery.DefaultPrefix
 	}
 	cat := discovery.NewCatalog(cli, prefix, log)
-	dcfg := dispatch.Config{Endpoints: cat, Logger: log}
+	dcfg := dispatch.Config{Endpoints: cat, Logger: log, Eject5xx: disp.Eject5xx}
 	if mtls != nil {
 		dcfg.TLSFor = mtls.ClientFor
 	}

@@ -196,7 +196,7 @@ func Up(ctx context.Context, cfg UpConfig) error {
 	if err != nil {
 		return fmt.Errorf("up: embedded etcd: %w", err)
 	}
-	m, err := newMesh(ctx, cli, "", nil, log)
+	m, err := newMesh(ctx, cli, "", nil, Dispatch{}, log)
 	if err != nil {
 		cli.Close()
 		return err

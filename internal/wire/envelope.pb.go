@@ -652,7 +652,12 @@ type Reply struct {
 	Hijacked bool `protobuf:"varint,11,opt,name=hijacked,proto3" json:"hijacked,omitempty"`
 	// head: this part carries the answer's status and headers (the first
 	// answer to a PULL after an opening with body_follows, or the reply).
-	Head          bool `protobuf:"varint,12,opt,name=head,proto3" json:"head,omitempty"`
+	Head bool `protobuf:"varint,12,opt,name=head,proto3" json:"head,omitempty"`
+	// unhealthy: the instance answered, but says it cannot serve now for a
+	// cause of its own (a dependency only it fails to reach, such as its
+	// link to the store): the sender counts the answer as a failure of the
+	// instance, as it counts a broken connection, and may try another.
+	Unhealthy     bool `protobuf:"varint,13,opt,name=unhealthy,proto3" json:"unhealthy,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -771,6 +776,13 @@ func (x *Reply) GetHead() bool {
 	return false
 }
 
+func (x *Reply) GetUnhealthy() bool {
+	if x != nil {
+		return x.Unhealthy
+	}
+	return false
+}
+
 var File_envelope_proto protoreflect.FileDescriptor
 
 const file_envelope_proto_rawDesc = "" +
@@ -833,7 +845,7 @@ const file_envelope_proto_rawDesc = "" +
 	"\aupgrade\x18\x1b \x01(\bR\aupgrade\x12\x1d\n" +
 	"\n" +
 	"long_lived\x18\x1c \x01(\bR\tlongLived\x12\x18\n" +
-	"\aunsized\x18\x1d \x01(\bR\aunsized\"\xec\x02\n" +
+	"\aunsized\x18\x1d \x01(\bR\aunsized\"\x8a\x03\n" +
 	"\x05Reply\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x16\n" +
 	"\x06status\x18\x02 \x01(\x05R\x06status\x121\n" +
@@ -847,7 +859,8 @@ const file_envelope_proto_rawDesc = "" +
 	"\btrailers\x18\n" +
 	" \x03(\v2\x17.griddle.wire.v1.HeaderR\btrailers\x12\x1a\n" +
 	"\bhijacked\x18\v \x01(\bR\bhijacked\x12\x12\n" +
-	"\x04head\x18\f \x01(\bR\x04head*3\n" +
+	"\x04head\x18\f \x01(\bR\x04head\x12\x1c\n" +
+	"\tunhealthy\x18\r \x01(\bR\tunhealthy*3\n" +
 	"\x04Part\x12\r\n" +
 	"\tPART_NONE\x10\x00\x12\r\n" +
 	"\tPART_DATA\x10\x01\x12\r\n" +

@@ -183,3 +183,10 @@ func AppendBody(b, body []byte) []byte {
 	b = protowire.AppendTag(b, repBody, protowire.BytesType)
 	return protowire.AppendBytes(b, body)
 }
+
+// AppendUnhealthy marks the marshalled Reply b as the answer of an
+// instance that cannot serve now (Reply.Unhealthy).
+func AppendUnhealthy(b []byte) []byte {
+	b = protowire.AppendTag(b, repUnhealthy, protowire.VarintType)
+	return protowire.AppendVarint(b, 1)
+}

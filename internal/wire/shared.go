@@ -17,7 +17,7 @@ const (
 	reqPart, reqBodyFollows, reqAcceptParts, reqEnd, reqSeq, reqTrailers = 18, 19, 20, 21, 22, 23
 	reqProtoMajor, reqProtoMinor, reqIdle, reqUpgrade, reqLongLived      = 24, 25, 26, 27, 28
 	reqUnsized                                                           = 29
-	repMore, repTrailers, repHijacked, repHead                           = 9, 10, 11, 12
+	repMore, repTrailers, repHijacked, repHead, repUnhealthy             = 9, 10, 11, 12, 13
 	repID, repStatus, repHeaders, repBody, repCode, repMessage           = 1, 2, 3, 4, 5, 6
 	repErrorID, repServedBy                                              = 7, 8
 	traceParent, traceState                                              = 1, 2
@@ -27,7 +27,7 @@ const (
 var (
 	requestVarints = []protowire.Number{reqDeadline, reqAttempt, reqTimeout, reqCancel, reqForceQuery,
 		reqPart, reqBodyFollows, reqAcceptParts, reqEnd, reqSeq, reqProtoMajor, reqProtoMinor, reqIdle, reqUpgrade, reqLongLived, reqUnsized}
-	replyVarints = []protowire.Number{repStatus, repCode, repMore, repHijacked, repHead}
+	replyVarints = []protowire.Number{repStatus, repCode, repMore, repHijacked, repHead, repUnhealthy}
 )
 
 // UnmarshalShared decodes the marshalled Request b into x as proto.Unmarshal
@@ -157,6 +157,8 @@ func (x *Reply) UnmarshalShared(b []byte) error {
 			x.Hijacked = u != 0
 		case repHead:
 			x.Head = u != 0
+		case repUnhealthy:
+			x.Unhealthy = u != 0
 		case repTrailers:
 			return appendHeader(&x.Trailers, v)
 		}

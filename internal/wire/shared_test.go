@@ -34,7 +34,7 @@ func sampleRequest() *wire.Request {
 func sampleReply() *wire.Reply {
 	return &wire.Reply{
 		Id: "0af7", Status: 201, Body: []byte("hello"), Code: wire.Code_CODE_INTERNAL, Message: "m", ErrorId: "e", ServedBy: "s-1",
-		More: true, Hijacked: true, Head: true, Trailers: []*wire.Header{{Name: "X-T", Values: []string{"1", "2"}}},
+		More: true, Hijacked: true, Head: true, Unhealthy: true, Trailers: []*wire.Header{{Name: "X-T", Values: []string{"1", "2"}}},
 		Headers: []*wire.Header{{Name: "Content-Type", Values: []string{"text/plain"}}, {Name: "Set-Cookie", Values: []string{"a=1", "b=2"}}},
 	}
 }

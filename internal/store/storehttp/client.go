@@ -26,6 +26,33 @@ type Client struct {
 	hc     *http.Client
 	base   string
 	closed atomic.Bool
+	fails  atomic.Int32 // requests in a row that got no HTTP answer
+}
+
+// unreachableAfter is how many requests in a row must get no HTTP answer
+// from the Server before Reachable reports false.
+const unreachableAfter = 3
+
+// Reachable reports whether the Server answers: false once the last
+// requests to it (three or more in a row) got no HTTP answer (the
+// connection refused, reset or broken), until one gets an answer again.
+// A request whose context ended first counts neither way. A sidecar tells
+// its callers from it that it cannot serve (see wire.Reply.Unhealthy).
+func (c *Client) Reachable() bool { return c.fails.Load() < unreachableAfter }
+
+// do sends req through the http.Client and notes whether the Server
+// answered.
+func (c *Client) do(req *http.Request) (*http.Response, error) {
+	resp, err := c.hc.Do(req)
+	switch {
+	case err == nil:
+		if c.fails.Load() != 0 {
+			c.fails.Store(0)
+		}
+	case req.Context().Err() == nil:
+		c.fails.Add(1)
+	}
+	return resp, err
 }
 
 var _ store.Backend = (*Client)(nil)
@@ -91,7 +118,7 @@ func (s *remoteSpace) forward(ctx context.Context, op []byte) ([]byte, error) {
 		return nil, fmt.Errorf("storehttp: %w", err)
 	}
 	req.Header.Set("Content-Type", ContentTypeOp)
-	resp, err := s.c.hc.Do(req)
+	resp, err := s.c.do(req)
 	if err != nil {
 		return nil, fmt.Errorf("storehttp: %w", err)
 	}
@@ -309,7 +336,7 @@ func (c *Client) call(ctx context.Context, path string, req, resp proto.Message)
 	if req != nil {
 		hreq.Header.Set("Content-Type", ContentType)
 	}
-	hresp, err := c.hc.Do(hreq)
+	hresp, err := c.do(hreq)
 	if err != nil {
 		return fmt.Errorf("storehttp: %w", err)
 	}

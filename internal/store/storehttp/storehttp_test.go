@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 
 	"go.uber.org/goleak"
@@ -234,5 +235,62 @@ func BenchmarkHTTPSingleGet(b *testing.B) {
 		if err != nil || len(v) != len(value) {
 			b.Fatalf("Get = %d bytes, %v", len(v), err)
 		}
+	}
+}
+
+// TestReachable: a Client reports its Server unreachable once three
+// requests in a row got no HTTP answer, and reachable again at the next
+// answer; a store error is an answer.
+func TestReachable(t *testing.T) {
+	b, err := badgerstore.Open(t.Context(), badgerstore.Config{InMemory: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := storehttp.NewServer(b)
+	var down atomic.Bool
+	ts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if down.Load() { // the connection breaks without an answer
+			c, _, err := http.NewResponseController(w).Hijack()
+			if err == nil {
+				c.Close()
+			}
+			return
+		}
+		srv.ServeHTTP(w, r)
+	}))
+	t.Cleanup(func() {
+		ts.Close()
+		srv.Close()
+		b.Close()
+	})
+	c := storehttp.NewClient(ts.Client(), ts.URL)
+	s, err := c.Space("profiles")
+	if err != nil {
+		t.Fatal(err)
+	}
+	get := func() error {
+		return s.ReadTransact(t.Context(), func(tx store.ReadTx) error {
+			_, err := tx.Get([]byte("k"))
+			return err
+		})
+	}
+	if err := get(); err != nil || !c.Reachable() {
+		t.Fatalf("healthy: err %v, Reachable %v; want nil, true", err, c.Reachable())
+	}
+	down.Store(true)
+	for i := range 3 {
+		if !c.Reachable() {
+			t.Fatalf("unreachable after %d failures, want 3", i)
+		}
+		if err := get(); err == nil {
+			t.Fatal("a read through a broken connection succeeded")
+		}
+	}
+	if c.Reachable() {
+		t.Error("Reachable after 3 requests in a row got no answer")
+	}
+	down.Store(false)
+	if err := get(); err != nil || !c.Reachable() {
+		t.Errorf("back: err %v, Reachable %v; want nil, true", err, c.Reachable())
 	}
 }
