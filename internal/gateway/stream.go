@@ -232,6 +232,9 @@ func (g *Gateway) spliceUpgrade(ctx context.Context, w http.ResponseWriter, head
 		return false
 	}
 	_ = conn.SetDeadline(time.Time{}) // the server's request timeouts end here
+	if f, ok := conn.(interface{ EndFraming() }); ok {
+		f.EndFraming() // what follows is the upgraded protocol's, not HTTP/1's
+	}
 	var wg sync.WaitGroup
 	defer wg.Wait() // last: the closed conn ends the uploader's read
 	defer conn.Close()

@@ -7,8 +7,11 @@ package meshtest
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"net"
 	"net/http"
 	"os"
@@ -81,8 +84,16 @@ type Mesh struct {
 	Store string // the store's URL, as sidecars' --store
 	// StoreProc is the `griddle store` process behind Store.
 	StoreProc *Proc
-	dir       string
+	// StoreTokens is the store's --tokens file: a token for each service
+	// of Bin.Handlers.
+	StoreTokens string
+	storeTokens map[string]string // service → its --store-token-file
+	dir         string
 }
+
+// StoreTokenFile is the --store-token-file of service's sidecars ("" for a
+// service Build did not compile).
+func (m *Mesh) StoreTokenFile(service string) string { return m.storeTokens[service] }
 
 // Start starts an embedded etcd for one test.
 func Start(t testing.TB, bin Binaries) *Mesh {
@@ -100,9 +111,28 @@ func Start(t testing.TB, bin Binaries) *Mesh {
 		t.Fatalf("etcd client: %v", err)
 	}
 	t.Cleanup(func() { cli.Close() })
-	m := &Mesh{t: t, Bin: bin, Etcd: srv, Cli: cli, dir: dir}
+	m := &Mesh{t: t, Bin: bin, Etcd: srv, Cli: cli, dir: dir, storeTokens: map[string]string{}}
+	// A token for each service Build compiled: the store serves no request
+	// without credentials.
+	var tokens strings.Builder
+	for _, svc := range slices.Sorted(maps.Keys(bin.Handlers)) {
+		b := make([]byte, 16)
+		if _, err := rand.Read(b); err != nil {
+			t.Fatal(err)
+		}
+		f := filepath.Join(dir, svc+".store-token")
+		if err := os.WriteFile(f, []byte(hex.EncodeToString(b)+"\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		m.storeTokens[svc] = f
+		fmt.Fprintf(&tokens, "%s %s\n", svc, hex.EncodeToString(b))
+	}
+	m.StoreTokens = filepath.Join(dir, "store-tokens")
+	if err := os.WriteFile(m.StoreTokens, []byte(tokens.String()), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	storeAddr := FreeAddr(t)
-	st := m.Griddle("store", "store", "--listen", storeAddr, "--dir", filepath.Join(dir, "store"))
+	st := m.Griddle("store", "store", "--listen", storeAddr, "--dir", filepath.Join(dir, "store"), "--tokens", m.StoreTokens)
 	m.waitFor(st, func() bool {
 		c, err := net.Dial("tcp", storeAddr)
 		if err == nil {
@@ -166,6 +196,7 @@ func (m *Mesh) Sidecar(service, version string, args ...string) *Proc {
 		"--service", service, "--version", version, "--id", id,
 		"--plugin", m.Bin.Handlers[service], "--etcd", m.EtcdEndpoints(),
 		"--admin", admin, "--ttl", "2s", "--log-level", "debug", "--store", m.Store,
+		"--store-token-file", m.StoreTokenFile(service),
 	}, args...)...)
 	p.Admin, p.Addr = admin, id
 	exposes := slices.Contains(args, "--http-prefix")
