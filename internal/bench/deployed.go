@@ -103,6 +103,9 @@ func (s *starter) deployed(ctx context.Context) (*target, error) {
 			if argv, err = withAdmin("sidecar-"+id, argv); err != nil {
 				return fail(err)
 			}
+			if s.profiling() { // its handler's, through its admin address
+				t.profilers = append(t.profilers, handlerProfiler(id, t.profilers[len(t.profilers)-1].admin))
+			}
 			p, err := start("deployed-sidecar-"+id, argv...)
 			if err != nil {
 				return fail(err)
