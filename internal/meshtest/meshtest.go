@@ -81,11 +81,14 @@ type Mesh struct {
 	Store string // the store's URL, as sidecars' --store
 	// StoreProc is the `griddle store` process behind Store.
 	StoreProc *Proc
-	dir       string
+	// StoreDir is that process's database directory (its --dir).
+	StoreDir string
+	dir      string
 }
 
-// Start starts an embedded etcd for one test.
-func Start(t testing.TB, bin Binaries) *Mesh {
+// Start starts an embedded etcd and a `griddle store` for one test;
+// storeArgs are added to the store's flags (--memtable-mb 8).
+func Start(t testing.TB, bin Binaries, storeArgs ...string) *Mesh {
 	t.Helper()
 	dir := t.TempDir()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -102,7 +105,8 @@ func Start(t testing.TB, bin Binaries) *Mesh {
 	t.Cleanup(func() { cli.Close() })
 	m := &Mesh{t: t, Bin: bin, Etcd: srv, Cli: cli, dir: dir}
 	storeAddr := FreeAddr(t)
-	st := m.Griddle("store", "store", "--listen", storeAddr, "--dir", filepath.Join(dir, "store"))
+	m.StoreDir = filepath.Join(dir, "store")
+	st := m.Griddle("store", append([]string{"store", "--listen", storeAddr, "--dir", m.StoreDir}, storeArgs...)...)
 	m.waitFor(st, func() bool {
 		c, err := net.Dial("tcp", storeAddr)
 		if err == nil {
