@@ -472,15 +472,24 @@ func (e *Edge) adminHandler() http.Handler {
 		if e.admission != nil {
 			adm = e.admission.Stats()
 		}
-		_ = enc.Encode(struct {
-			Component string                     `json:"component"`
-			Etcd      discovery.Status           `json:"etcd"`
-			Routes    []discovery.Exposure       `json:"routes"`
-			Admission map[string]admission.Stats `json:"admission,omitempty"`
-			Conns     struct{ Open, Refused int64 }
-		}{"edge", st, e.routes.Exposures(), adm, struct{ Open, Refused int64 }{e.conns.open.Load(), e.conns.denied.Load()}})
+		exps := e.routes.Exposures()
+		instances := make(map[string][]discovery.Instance, len(exps))
+		for _, x := range exps {
+			instances[x.Service] = e.routes.Instances(x.Service)
+		}
+		_ = enc.Encode(Status{"edge", st, exps, instances, adm, struct{ Open, Refused int64 }{e.conns.open.Load(), e.conns.denied.Load()}})
 	})
 	return mux
+}
+
+// Status is what an edge's /status answers.
+type Status struct {
+	Component string                          `json:"component"`
+	Etcd      discovery.Status                `json:"etcd"`
+	Routes    []discovery.Exposure            `json:"routes"`
+	Instances map[string][]discovery.Instance `json:"instances"` // of the routes' services, with their admin addresses
+	Admission map[string]admission.Stats      `json:"admission,omitempty"`
+	Conns     struct{ Open, Refused int64 }
 }
 
 // routeTable maps path prefixes to services, longest prefix first. It is

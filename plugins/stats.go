@@ -1,9 +1,12 @@
 package plugins
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"runtime/metrics"
+	"runtime/pprof"
+	"time"
 
 	"github.com/griddle-mesh/griddle/internal/pluginproto"
 )
@@ -12,11 +15,37 @@ import (
 // fields' order.
 var statSamples = [...]string{"/gc/heap/allocs:objects", "/memory/classes/heap/objects:bytes", "/sched/goroutines:goroutines"}
 
-// unary answers the sidecar's unary calls: only pluginproto.OpStats.
-func unary(_ context.Context, op []byte) []byte {
-	if len(op) != 1 || op[0] != pluginproto.OpStats {
+// unary answers the sidecar's unary calls: pluginproto.OpStats and
+// OpProfile.
+func unary(ctx context.Context, op []byte) []byte {
+	switch {
+	case len(op) == 1 && op[0] == pluginproto.OpStats:
+		return stats()
+	case len(op) == 2 && op[0] == pluginproto.OpProfile && op[1] >= 1 && op[1] <= pluginproto.MaxProfileSeconds:
+		return profile(ctx, time.Duration(op[1])*time.Second)
+	}
+	return nil
+}
+
+// profile is a CPU profile of this process over d, shorter if ctx ends
+// first; empty when another profile is running.
+func profile(ctx context.Context, d time.Duration) []byte {
+	var buf bytes.Buffer
+	if err := pprof.StartCPUProfile(&buf); err != nil {
 		return nil
 	}
+	t := time.NewTimer(d)
+	select {
+	case <-t.C:
+	case <-ctx.Done():
+		t.Stop()
+	}
+	pprof.StopCPUProfile()
+	return buf.Bytes()
+}
+
+// stats are the process's pluginproto.Stats as JSON.
+func stats() []byte {
 	s := make([]metrics.Sample, len(statSamples))
 	for i, name := range statSamples {
 		s[i].Name = name

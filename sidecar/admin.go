@@ -3,12 +3,15 @@ package sidecar
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/http/pprof"
+	"strconv"
 	"time"
 
 	"github.com/griddle-mesh/griddle/internal/discovery"
 	"github.com/griddle-mesh/griddle/internal/metrics"
+	"github.com/griddle-mesh/griddle/internal/pluginproto"
 )
 
 // Status is what the sidecar reports about itself on /status.
@@ -56,6 +59,7 @@ func (s *Sidecar) adminHandler() http.Handler {
 		mux.HandleFunc("GET /debug/pprof/", pprof.Index)
 		mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
 		mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
+		mux.HandleFunc("GET /debug/handler/profile", s.handlerProfile)
 	}
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		if h := s.host.Load(); h == nil || !h.Healthy() {
@@ -102,4 +106,32 @@ func (s *Sidecar) adminHandler() http.Handler {
 		_ = enc.Encode(s.Status())
 	})
 	return mux
+}
+
+// handlerProfile serves /debug/handler/profile?seconds=N (30 by default): a
+// CPU profile of the handler process, as /debug/pprof/profile is of this
+// one.
+func (s *Sidecar) handlerProfile(w http.ResponseWriter, r *http.Request) {
+	h := s.host.Load()
+	if h == nil {
+		http.Error(w, "no handler process", http.StatusServiceUnavailable)
+		return
+	}
+	secs := 30
+	if v := r.URL.Query().Get("seconds"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > pluginproto.MaxProfileSeconds {
+			http.Error(w, fmt.Sprintf("seconds: want 1 to %d", pluginproto.MaxProfileSeconds), http.StatusBadRequest)
+			return
+		}
+		secs = n
+	}
+	b, err := h.Profile(r.Context(), time.Duration(secs)*time.Second)
+	if err != nil {
+		http.Error(w, "the handler gave no profile", http.StatusServiceUnavailable)
+		return
+	}
+	w.Header().Set("Content-Type", "application/octet-stream")
+	w.Header().Set("Content-Disposition", `attachment; filename="handler.pprof"`)
+	_, _ = w.Write(b)
 }

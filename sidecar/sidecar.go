@@ -64,6 +64,7 @@ type Sidecar struct {
 	contexts  contextPool   // idle REP contexts (set by Run)
 	slots     chan struct{} // one per request in the handler answered from the reader: at most Concurrency
 	bound     atomic.Pointer[string]
+	admin     atomic.Pointer[string] // the admin address served on, once Run serves it
 	ready     chan struct{}
 
 	storeLink reachability // the store's link, when it can tell (nil: it cannot fail apart)
@@ -134,6 +135,15 @@ func (s *Sidecar) Address() string {
 	return ""
 }
 
+// AdminAddress returns the host:port the admin endpoints are served on
+// once Run has started them, or "" (none, or not yet).
+func (s *Sidecar) AdminAddress() string {
+	if a := s.admin.Load(); a != nil {
+		return *a
+	}
+	return ""
+}
+
 // Run starts the handler, serves until ctx is done, then drains:
 // deregisters, lets edges notice, finishes in-flight work, and stops the
 // handler.
@@ -193,6 +203,7 @@ func (s *Sidecar) Run(ctx context.Context) error {
 
 	admin, stopAdmin := s.serveAdmin(&wg)
 	defer stopAdmin()
+	s.admin.Store(&admin)
 	reg, err := s.register(ctx, pub, admin)
 	if err != nil {
 		sock.Close()

@@ -1,16 +1,23 @@
 package bench
 
 import (
+	"cmp"
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
+	"log/slog"
+	"maps"
 	"math"
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
+
+	"github.com/griddle-mesh/griddle/edge"
 )
 
 // profileSlack is how long a profile may take beyond its own length before
@@ -26,6 +33,10 @@ func (s *session) startProfiles(ctx context.Context, t *target, label string, d 
 	if s.cfg.CPUProfileDir == "" || len(t.profilers) == 0 {
 		return func() []string { return nil }
 	}
+	if t.edgeAdmin != "" {
+		t.profilers = append(t.profilers, handlerProfilers(ctx, t.edgeAdmin, s.log)...)
+		t.edgeAdmin = ""
+	}
 	secs := max(1, int(math.Round(d.Seconds())))
 	ctx, cancel := context.WithTimeout(ctx, time.Duration(secs)*time.Second+profileSlack)
 	client := &http.Client{}
@@ -35,7 +46,7 @@ func (s *session) startProfiles(ctx context.Context, t *target, label string, d 
 	for i, p := range t.profilers {
 		wg.Go(func() {
 			path := filepath.Join(s.cfg.CPUProfileDir, fmt.Sprintf("%s-%s-%s.pprof", t.name, p.name, label))
-			url := "http://" + p.admin + "/debug/pprof/profile?seconds=" + strconv.Itoa(secs)
+			url := "http://" + p.admin + cmp.Or(p.route, "/debug/pprof/profile") + "?seconds=" + strconv.Itoa(secs)
 			if errs[i] = fetchProfile(ctx, client, url, path); errs[i] == nil {
 				files[i] = path
 			}
@@ -81,4 +92,43 @@ func fetchProfile(ctx context.Context, client *http.Client, url, path string) er
 		return fmt.Errorf("%s: %w", url, err)
 	}
 	return f.Close()
+}
+
+// handlerProfilers are the profilers of the handlers of the instances
+// the edge at admin lists in its /status; none when it cannot be read.
+func handlerProfilers(ctx context.Context, admin string, log *slog.Logger) []profiler {
+	st, err := edgeStatus(ctx, admin)
+	if err != nil {
+		log.Warn("bench: no CPU profiles of the handlers", "err", err)
+		return nil
+	}
+	var out []profiler
+	for _, svc := range slices.Sorted(maps.Keys(st.Instances)) {
+		for _, in := range st.Instances[svc] {
+			if in.Admin != "" {
+				out = append(out, handlerProfiler(in.ID, in.Admin))
+			}
+		}
+	}
+	return out
+}
+
+// edgeStatus reads the /status of the edge at admin.
+func edgeStatus(ctx context.Context, admin string) (edge.Status, error) {
+	var st edge.Status
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+admin+"/status", nil)
+	if err != nil {
+		return st, err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return st, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return st, fmt.Errorf("edge /status: %s", resp.Status)
+	}
+	return st, json.NewDecoder(resp.Body).Decode(&st)
 }

@@ -43,14 +43,25 @@ type target struct {
 	// components split the target's CPU among its parts, each counted
 	// from its own processes.
 	components []component
-	// profilers are the components that serve /debug/pprof/profile.
+	// profilers are the components whose CPU profiles runs save.
 	profilers []profiler
+	// edgeAdmin, when set, is the admin address of an edge whose /status
+	// lists the sidecars whose handlers are profiled too: read at the
+	// first profiled run, when they all serve.
+	edgeAdmin string
 }
 
 // profiler is a component whose CPU profile can be fetched during a run.
 type profiler struct {
 	name  string // in the profile's file name: edge, sidecar-profiles-1, ...
-	admin string // host:port serving /debug/pprof/
+	admin string // host:port serving route
+	route string // "": /debug/pprof/profile; a handler's: /debug/handler/profile
+}
+
+// handlerProfiler is the profiler of the handler of the sidecar with id,
+// through the sidecar's admin address.
+func handlerProfiler(id, admin string) profiler {
+	return profiler{name: "handler-" + id, admin: admin, route: "/debug/handler/profile"}
 }
 
 // roots are the pids whose process trees make up the target.
@@ -396,6 +407,7 @@ func (s *starter) mesh(_ context.Context) (*target, error) {
 	if admin != "-" {
 		// pprof serves the whole process: edge, sidecars and store together.
 		t.profilers = []profiler{{name: "up", admin: admin}}
+		t.edgeAdmin = admin
 	}
 	return t, nil
 }

@@ -244,6 +244,27 @@ func (h *Host) Open(payload []byte, end bool) (*hop.Stream, error) {
 	return s, nil
 }
 
+// Profile asks the current handler process for a CPU profile over d (in
+// whole seconds, 1 to pluginproto.MaxProfileSeconds), in pprof's format.
+func (h *Host) Profile(ctx context.Context, d time.Duration) ([]byte, error) {
+	secs := int(d / time.Second)
+	if secs < 1 || secs > pluginproto.MaxProfileSeconds {
+		return nil, fmt.Errorf("pluginhost: profile: %v is not 1 to %d seconds", d, pluginproto.MaxProfileSeconds)
+	}
+	c, err := h.conn()
+	if err != nil {
+		return nil, err
+	}
+	b, err := hop.Unary(c, []byte{pluginproto.OpProfile, byte(secs)}, ctx.Done())
+	switch {
+	case err != nil:
+		return nil, fmt.Errorf("pluginhost: profile: %w", err)
+	case len(b) == 0:
+		return nil, errors.New("pluginhost: profile: the handler is already taking one")
+	}
+	return b, nil
+}
+
 // Stats asks the current handler process for its runtime figures.
 func (h *Host) Stats(ctx context.Context) (pluginproto.Stats, error) {
 	var st pluginproto.Stats

@@ -82,6 +82,15 @@ func Plugins(impl HandlerServer) plugin.PluginSet {
 // for the handler process's runtime figures; the answer is Stats as JSON.
 const OpStats byte = 0x80
 
+// OpProfile is the unary call for a CPU profile of the handler process:
+// the byte after it is the profile's length in seconds (1 to
+// MaxProfileSeconds); the answer is the profile in pprof's format, or
+// empty when one could not be taken (another is running).
+const OpProfile byte = 0x81
+
+// MaxProfileSeconds bounds an OpProfile call.
+const MaxProfileSeconds = 120
+
 // Stats are a handler process's runtime figures.
 type Stats struct {
 	// Allocs counts the heap objects allocated since the process started.
