@@ -247,6 +247,8 @@ func TestFairAdmission(t *testing.T) {
 				if status != 200 {
 					t.Logf("read %d at %v: %d %s", i, time.Since(begin).Round(time.Millisecond), status, b)
 				}
+			} else {
+				t.Logf("read %d at %v: %v", i, time.Since(begin).Round(time.Millisecond), err)
 			}
 			mu.Lock()
 			lat = append(lat, time.Since(due))

@@ -24,6 +24,7 @@ import (
 	"github.com/griddle-mesh/griddle/internal/admission"
 	"github.com/griddle-mesh/griddle/internal/discovery"
 	"github.com/griddle-mesh/griddle/internal/gateway"
+	"github.com/griddle-mesh/griddle/internal/loopback"
 	"github.com/griddle-mesh/griddle/internal/metrics"
 	"github.com/griddle-mesh/griddle/internal/routing"
 	"github.com/griddle-mesh/griddle/internal/sample"
@@ -49,6 +50,9 @@ type Routes interface {
 type Config struct {
 	Listen string // host:port for end users (required)
 	Admin  string // host:port for /status and /healthz; "" disables
+	// AdminPublic allows an Admin address beyond loopback: what it serves
+	// needs no credentials.
+	AdminPublic bool
 	// NoPprof leaves /debug/pprof/ off the admin address.
 	NoPprof bool
 
@@ -110,10 +114,8 @@ func (c Config) Validate() error {
 	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
 		return fmt.Errorf("edge: --listen: %w", err)
 	}
-	if c.Admin != "" {
-		if _, _, err := net.SplitHostPort(c.Admin); err != nil {
-			return fmt.Errorf("edge: --admin: %w", err)
-		}
+	if err := loopback.CheckAdmin("edge: --admin", c.Admin, c.AdminPublic, "--admin-public"); err != nil {
+		return err
 	}
 	for name, d := range map[string]time.Duration{"--timeout": c.Timeout, "ReadHeaderTimeout": c.ReadHeaderTimeout,
 		"ReadTimeout": c.ReadTimeout, "WriteTimeout": c.WriteTimeout, "IdleTimeout": c.IdleTimeout, "ShutdownTimeout": c.ShutdownTimeout} {
@@ -299,7 +301,8 @@ func (e *Edge) Run(ctx context.Context) error {
 	plain.SetUnencryptedHTTP2(true)
 	srv := e.publicServer(&plain)
 	servers := []*http.Server{srv}
-	listeners := []net.Listener{&limitListener{Listener: ln, lim: e.conns, plain: true}}
+	srv.ConnContext = withGuard
+	listeners := []net.Listener{guardListener{Listener: &limitListener{Listener: ln, lim: e.conns, plain: true}, maxHeaderBytes: e.cfg.MaxHeaderBytes}}
 	serve := []func(s *http.Server, l net.Listener) error{(*http.Server).Serve}
 	closeAll := func() {
 		for _, l := range listeners {
@@ -325,9 +328,10 @@ func (e *Edge) Run(ctx context.Context) error {
 		tlsProtos.SetHTTP2(true)
 		ts := e.publicServer(&tlsProtos)
 		ts.TLSConfig = &tls.Config{MinVersion: tls.VersionTLS12, GetCertificate: certs.GetCertificate, NextProtos: []string{"h2", "http/1.1"}}
+		ts.ConnContext = withGuard
 		servers = append(servers, ts)
-		listeners = append(listeners, &limitListener{Listener: tln, lim: e.conns})
-		serve = append(serve, func(s *http.Server, l net.Listener) error { return s.ServeTLS(l, "", "") })
+		listeners = append(listeners, newTLSEntry(&limitListener{Listener: tln, lim: e.conns}, ts.TLSConfig, e.cfg.MaxHeaderBytes, e.cfg.ReadHeaderTimeout))
+		serve = append(serve, (*http.Server).Serve)
 	}
 	if e.cfg.Admin != "" {
 		aln, err := net.Listen("tcp", e.cfg.Admin)
@@ -385,7 +389,7 @@ func (e *Edge) Run(ctx context.Context) error {
 // publicServer is an http.Server for end users speaking protos.
 func (e *Edge) publicServer(protos *http.Protocols) *http.Server {
 	return &http.Server{
-		Handler:           e.gw,
+		Handler:           refuseFraming(e.gw),
 		MaxHeaderBytes:    e.cfg.MaxHeaderBytes,
 		ReadHeaderTimeout: e.cfg.ReadHeaderTimeout,
 		ReadTimeout:       e.cfg.ReadTimeout,

@@ -41,6 +41,9 @@ func TestConfigValidate(t *testing.T) {
 		{"no listen", Config{}, "--listen: required"},
 		{"bad listen", Config{Listen: "8080"}, "--listen"},
 		{"bad admin", Config{Listen: ":80", Admin: "x"}, "--admin"},
+		{"loopback admin", Config{Listen: ":80", Admin: "127.0.0.1:9090"}, ""},
+		{"admin beyond loopback", Config{Listen: ":80", Admin: ":9090"}, "--admin-public"},
+		{"admin beyond loopback, allowed", Config{Listen: ":80", Admin: "0.0.0.0:9090", AdminPublic: true}, ""},
 		{"negative timeout", Config{Listen: ":80", Timeout: -time.Second}, "--timeout"},
 		{"negative body", Config{Listen: ":80", MaxBodyBytes: -1}, "--max-body-bytes"},
 	}

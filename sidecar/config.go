@@ -13,6 +13,7 @@ import (
 
 	"github.com/griddle-mesh/griddle/internal/discovery"
 	"github.com/griddle-mesh/griddle/internal/events"
+	"github.com/griddle-mesh/griddle/internal/loopback"
 )
 
 // Config configures a Sidecar. Zero durations and sizes select the defaults.
@@ -82,6 +83,9 @@ type Config struct {
 	EventsListen string
 
 	Admin string // host:port for /healthz and /status; "" disables
+	// AdminPublic allows an Admin address beyond loopback: what it serves
+	// needs no credentials.
+	AdminPublic bool
 	// NoPprof leaves /debug/pprof/ off the admin address.
 	NoPprof bool
 	Prefix  string // etcd key prefix (discovery.DefaultPrefix)
@@ -99,6 +103,9 @@ func (c Config) Validate() error {
 		return errors.New("sidecar: --plugin: required")
 	case c.Listen == "":
 		return errors.New("sidecar: --listen: required")
+	}
+	if err := loopback.CheckAdmin("sidecar: --admin", c.Admin, c.AdminPublic, "--admin-public"); err != nil {
+		return err
 	}
 	u, err := url.Parse(c.Listen)
 	if err != nil || !listenSchemes[u.Scheme] {

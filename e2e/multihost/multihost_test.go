@@ -321,7 +321,7 @@ func TestMultihost(t *testing.T) {
 	var edges []string
 	for _, h := range edgeHosts {
 		c.edges = append(c.edges, start(t, h, h.name, bin.Griddle, "edge", "--listen", fmt.Sprintf("%s:%d", h.ip, edgePort),
-			"--admin", fmt.Sprintf("%s:%d", h.ip, edgeAdmin), "--etcd", c.etcd, "--log-level", "warn"))
+			"--admin", fmt.Sprintf("%s:%d", h.ip, edgeAdmin), "--admin-public", "--etcd", c.etcd, "--log-level", "warn"))
 		edges = append(edges, fmt.Sprintf("%s:%d", h.ip, edgePort))
 	}
 	// Ready: every edge has reached every instance.
@@ -471,7 +471,7 @@ func (c *cluster) startSidecar(h *host) {
 	admin := fmt.Sprintf("%s:%d", h.ip, sidecarAdm)
 	p := start(c.t, h, "sidecar "+h.name, c.bin.Griddle, "sidecar", "--service", "hello", "--version", "v1", "--id", h.name,
 		"--plugin", c.bin.Handlers["hello"], "--listen", fmt.Sprintf("tcp://%s:%d", h.ip, sidecarPort),
-		"--admin", admin, "--http-prefix", "/hello/", "--etcd", c.etcd, "--ttl", sidecarTTL, "--log-level", "warn")
+		"--admin", admin, "--admin-public", "--http-prefix", "/hello/", "--etcd", c.etcd, "--ttl", sidecarTTL, "--log-level", "warn")
 	c.sidecars[h.name] = p
 	waitFor(c.t, 20*time.Second, "sidecar on "+h.name, func() bool {
 		var st struct {

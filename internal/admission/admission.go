@@ -30,10 +30,14 @@ type Config struct {
 	MaxLimit     int // ceiling of the limit (4096)
 	QueueSize    int // requests that may wait for a slot (1024)
 	// MaxWait is the longest wait for a slot while the queue absorbs a
-	// burst (25ms). Once the queue has stayed non-empty for longer than
-	// OverloadAfter (100ms) the load is no burst, and new waiters wait at
-	// most OverloadWait (5ms): CoDel's rule, so that under sustained
-	// overload the queue adds little latency and the excess is shed fast.
+	// burst (25ms). Once every request that left the queue for longer than
+	// OverloadAfter (100ms) had waited more than OverloadWait (5ms), the
+	// queue is standing: the load is no burst, and new waiters wait at most
+	// OverloadWait. CoDel's rule, judged on what leaves the queue, so that
+	// under sustained overload the queue adds little latency and the excess
+	// is shed fast, while a stall (the service, or the machine, answering
+	// nothing for a moment, so that nothing leaves) is a burst like any
+	// other.
 	MaxWait       time.Duration
 	OverloadAfter time.Duration
 	OverloadWait  time.Duration
@@ -96,8 +100,11 @@ type Limiter struct {
 	mu       sync.Mutex
 	limit    float64
 	inflight int
-	waiters  []chan struct{} // FIFO; a send hands the waiter a slot
-	queued   time.Time       // since when waiters has been non-empty
+	waiters  []waiter // FIFO
+	// slowSince is since when every waiter that left the queue had waited
+	// longer than OverloadWait (zero: the last one did not, or the queue
+	// emptied).
+	slowSince time.Time
 
 	// latency samples of the current window
 	winStart time.Time
@@ -113,6 +120,29 @@ func New(cfg Config) (*Limiter, error) {
 	}
 	cfg.setDefaults()
 	return &Limiter{cfg: cfg, limit: float64(cfg.InitialLimit), winStart: cfg.Now()}, nil
+}
+
+// waiter is a request in the queue; a send on slot hands it a slot.
+type waiter struct {
+	slot  chan struct{}
+	since time.Time
+}
+
+// left records that a waiter queued since left the queue at now (granted
+// or shed). Called with l.mu held, after it is removed.
+func (l *Limiter) left(since, now time.Time) {
+	switch {
+	case len(l.waiters) == 0 || now.Sub(since) <= l.cfg.OverloadWait:
+		l.slowSince = time.Time{}
+	case l.slowSince.IsZero():
+		l.slowSince = now
+	}
+}
+
+// standing reports whether the queue has been standing for longer than
+// OverloadAfter. Called with l.mu held.
+func (l *Limiter) standing(now time.Time) bool {
+	return !l.slowSince.IsZero() && now.Sub(l.slowSince) > l.cfg.OverloadAfter
 }
 
 // Token is an admitted request. Release it exactly once.
@@ -134,36 +164,36 @@ func (l *Limiter) Acquire(ctx context.Context) (Token, error) {
 		return Token{}, ErrShed
 	}
 	now := l.cfg.Now()
-	if len(l.waiters) == 0 {
-		l.queued = now
-	}
 	wait := l.cfg.MaxWait
-	if now.Sub(l.queued) > l.cfg.OverloadAfter {
+	if l.standing(now) {
 		wait = l.cfg.OverloadWait
 	}
-	w := make(chan struct{}, 1)
+	w := waiter{slot: make(chan struct{}, 1), since: now}
 	l.waiters = append(l.waiters, w)
 	l.mu.Unlock()
 
 	t := time.NewTimer(wait)
 	defer t.Stop()
 	select {
-	case <-w:
+	case <-w.slot:
 		return Token{start: l.cfg.Now()}, nil
 	case <-t.C:
 	case <-ctx.Done():
 	}
 	l.mu.Lock()
 	for i, x := range l.waiters {
-		if x == w {
+		if x.slot == w.slot {
 			l.waiters = append(l.waiters[:i], l.waiters[i+1:]...)
+			if ctx.Err() == nil { // a client that left says nothing of the queue
+				l.left(w.since, l.cfg.Now())
+			}
 			l.mu.Unlock()
 			return Token{}, ErrShed
 		}
 	}
 	l.mu.Unlock()
 	// Granted while timing out: the slot is ours; give it back.
-	<-w
+	<-w.slot
 	l.release(0, false)
 	return Token{}, ErrShed
 }
@@ -189,7 +219,8 @@ func (l *Limiter) release(rtt time.Duration, sample bool) {
 	if len(l.waiters) > 0 && l.inflight <= int(l.limit) {
 		w := l.waiters[0]
 		l.waiters = l.waiters[1:]
-		w <- struct{}{} // the slot passes to the waiter; inflight is unchanged
+		l.left(w.since, l.cfg.Now())
+		w.slot <- struct{}{} // the slot passes to the waiter; inflight is unchanged
 		return
 	}
 	l.inflight--

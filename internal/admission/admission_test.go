@@ -135,32 +135,62 @@ func TestQueuedRequestShedAfterMaxWait(t *testing.T) {
 	}
 }
 
-func TestSustainedQueueShortensWaits(t *testing.T) {
-	c := &clock{now: time.Unix(0, 0)}
-	l, err := New(Config{InitialLimit: 8, MinLimit: 8, QueueSize: 100, MaxWait: time.Hour, OverloadAfter: 100 * time.Millisecond, OverloadWait: time.Millisecond, Now: c.Now})
-	if err != nil {
-		t.Fatal(err)
+// queueUp starts n requests that wait in l's queue, and returns what each
+// ends with, once all of them are queued; each admitted one holds its slot
+// until release is closed.
+func queueUp(t *testing.T, l *Limiter, n int, release <-chan struct{}) <-chan error {
+	t.Helper()
+	done := make(chan error, n)
+	var ended atomic.Int64
+	before := l.Stats().Queued
+	for i := range n {
+		go func() {
+			tok, err := l.Acquire(context.Background())
+			ended.Add(1)
+			done <- err
+			if err == nil {
+				<-release
+				l.Release(tok, false)
+			}
+		}()
+		// Queued, or already through (a test that fails).
+		for l.Stats().Queued == before && ended.Load() <= int64(i) {
+			time.Sleep(100 * time.Microsecond)
+		}
+		before = l.Stats().Queued
 	}
+	return done
+}
+
+func fill(t *testing.T, l *Limiter, n int) []Token {
+	t.Helper()
 	var toks []Token
-	for range 8 {
+	for range n {
 		tok, err := l.Acquire(context.Background())
 		if err != nil {
 			t.Fatal(err)
 		}
 		toks = append(toks, tok)
 	}
-	burst := make(chan error)
-	go func() { // a burst: waits up to MaxWait, keeps the queue non-empty
-		tok, err := l.Acquire(context.Background())
-		if err == nil {
-			l.Release(tok, false)
-		}
-		burst <- err
-	}()
-	for l.Stats().Queued == 0 {
-		time.Sleep(time.Millisecond)
+	return toks
+}
+
+func TestSustainedQueueShortensWaits(t *testing.T) {
+	c := &clock{now: time.Unix(0, 0)}
+	l, err := New(Config{InitialLimit: 8, MinLimit: 8, MaxLimit: 8, QueueSize: 100, MaxWait: time.Hour, OverloadAfter: 100 * time.Millisecond, OverloadWait: time.Millisecond, Now: c.Now})
+	if err != nil {
+		t.Fatal(err)
 	}
-	c.Add(200 * time.Millisecond) // the queue has now been non-empty for longer than OverloadAfter
+	toks := fill(t, l, 8)
+	release := make(chan struct{})
+	defer close(release)
+	queued := queueUp(t, l, 3, release)
+	// The queue moves, but slowly: each request that leaves it waited
+	// longer than OverloadWait, for longer than OverloadAfter.
+	c.Add(10 * time.Millisecond)
+	l.Release(toks[0], false)
+	c.Add(200 * time.Millisecond)
+	l.Release(toks[1], false)
 	start := time.Now()
 	if _, err := l.Acquire(context.Background()); !errors.Is(err, ErrShed) {
 		t.Fatalf("got %v, want ErrShed after OverloadWait", err)
@@ -168,11 +198,46 @@ func TestSustainedQueueShortensWaits(t *testing.T) {
 	if d := time.Since(start); d > time.Second {
 		t.Errorf("waited %v under sustained overload, want about OverloadWait, not MaxWait", d)
 	}
-	for _, tok := range toks {
+	for _, tok := range toks[2:] {
 		l.Release(tok, false)
 	}
-	if err := <-burst; err != nil {
-		t.Errorf("the request queued during the burst: %v, want a slot", err)
+	for range 3 {
+		if err := <-queued; err != nil {
+			t.Errorf("a request queued during the overload: %v, want a slot", err)
+		}
+	}
+}
+
+// TestStallIsABurst: a queue that does not move (the service, or the
+// machine, stalled) is no standing queue: requests that arrive meanwhile
+// still wait up to MaxWait, and get their slots when the stall ends.
+func TestStallIsABurst(t *testing.T) {
+	c := &clock{now: time.Unix(0, 0)}
+	l, err := New(Config{InitialLimit: 8, MinLimit: 8, MaxLimit: 8, QueueSize: 100, MaxWait: time.Hour, OverloadAfter: 100 * time.Millisecond, OverloadWait: time.Millisecond, Now: c.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	toks := fill(t, l, 8)
+	release := make(chan struct{})
+	defer close(release)
+	queued := queueUp(t, l, 3, release)
+	c.Add(500 * time.Millisecond) // nothing leaves the queue
+	late := queueUp(t, l, 1, release)
+	select {
+	case err := <-late:
+		t.Fatalf("a request that came during the stall ended with %v, want it still waiting", err)
+	case <-time.After(50 * time.Millisecond):
+	}
+	for _, tok := range toks {
+		l.Release(tok, true)
+	}
+	for range 3 {
+		if err := <-queued; err != nil {
+			t.Errorf("a request queued before the stall: %v, want a slot", err)
+		}
+	}
+	if err := <-late; err != nil {
+		t.Errorf("the request that came during the stall: %v, want a slot", err)
 	}
 }
 

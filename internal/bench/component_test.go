@@ -147,9 +147,9 @@ func TestRunDeployed(t *testing.T) {
 	if d := sum - cpu.TargetSec; d < -0.011 || d > 0.011 {
 		t.Errorf("components add up to %.2fs, the target used %.2fs", sum, cpu.TargetSec)
 	}
-	// etcd, the two sidecars and the edge serve pprof.
-	if len(rep.Runs[0].Profiles) != 4 {
-		t.Errorf("got profiles %v, want 4", rep.Runs[0].Profiles)
+	// etcd, the two sidecars, their handlers and the edge serve pprof.
+	if len(rep.Runs[0].Profiles) != 6 {
+		t.Errorf("got profiles %v, want 6", rep.Runs[0].Profiles)
 	}
 	for _, p := range rep.Runs[0].Profiles {
 		if fi, err := os.Stat(p); err != nil || fi.Size() == 0 {

@@ -2,6 +2,8 @@ package bench
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"fmt"
 	"maps"
 	"net"
@@ -78,7 +80,11 @@ func (s *starter) deployed(ctx context.Context) (*target, error) {
 	if err != nil {
 		return fail(err)
 	}
-	store, err := start("deployed-store", append([]string{g, "store", "--listen", storeAddr, "--dir", filepath.Join(dir, "store")}, quiet...)...)
+	storeTokens, tokenFiles, err := writeStoreTokens(dir, slices.Sorted(maps.Keys(s.handlers)))
+	if err != nil {
+		return fail(err)
+	}
+	store, err := start("deployed-store", append([]string{g, "store", "--listen", storeAddr, "--dir", filepath.Join(dir, "store"), "--tokens", storeTokens}, quiet...)...)
 	if err != nil {
 		return fail(err)
 	}
@@ -93,9 +99,12 @@ func (s *starter) deployed(ctx context.Context) (*target, error) {
 			id := fmt.Sprintf("%s-%d", svc, n+1)
 			argv := append([]string{g, "sidecar", "--service", svc, "--version", serviceVersion, "--id", id,
 				"--listen", "tcp://127.0.0.1:0", "--plugin", s.handlers[svc], "--http-prefix", "/" + svc + "/",
-				"--store", "http://" + storeAddr, "--etcd", etcdAddr, "--handler-procs", strconv.Itoa(s.cfg.HandlerProcs)}, quiet...)
+				"--store", "http://" + storeAddr, "--store-token-file", tokenFiles[svc], "--etcd", etcdAddr, "--handler-procs", strconv.Itoa(s.cfg.HandlerProcs)}, quiet...)
 			if argv, err = withAdmin("sidecar-"+id, argv); err != nil {
 				return fail(err)
+			}
+			if s.profiling() { // its handler's, through its admin address
+				t.profilers = append(t.profilers, handlerProfiler(id, t.profilers[len(t.profilers)-1].admin))
 			}
 			p, err := start("deployed-sidecar-"+id, argv...)
 			if err != nil {
@@ -190,4 +199,28 @@ func waitListening(ctx context.Context, t *target, addr string) error {
 		case <-time.After(probeEvery):
 		}
 	}
+}
+
+// writeStoreTokens writes a random store token for each service into dir:
+// the store's --tokens file, and each service's --store-token-file.
+func writeStoreTokens(dir string, services []string) (string, map[string]string, error) {
+	files := map[string]string{}
+	var all []byte
+	for _, svc := range services {
+		b := make([]byte, 16)
+		if _, err := rand.Read(b); err != nil {
+			return "", nil, err
+		}
+		tok := hex.EncodeToString(b)
+		files[svc] = filepath.Join(dir, svc+".store-token")
+		if err := os.WriteFile(files[svc], []byte(tok+"\n"), 0o600); err != nil {
+			return "", nil, fmt.Errorf("%w: deployed: %w", ErrTargetStart, err)
+		}
+		all = fmt.Appendf(all, "%s %s\n", svc, tok)
+	}
+	tokens := filepath.Join(dir, "store-tokens")
+	if err := os.WriteFile(tokens, all, 0o600); err != nil {
+		return "", nil, fmt.Errorf("%w: deployed: %w", ErrTargetStart, err)
+	}
+	return tokens, files, nil
 }

@@ -20,6 +20,7 @@ import (
 	"go.uber.org/zap/zapcore"
 
 	"github.com/griddle-mesh/griddle/internal/logging"
+	"github.com/griddle-mesh/griddle/internal/loopback"
 )
 
 // Errors returned by this package; match them with errors.Is.
@@ -85,7 +86,7 @@ func (c Config) Validate() error {
 	}
 	if c.LoopbackOnly {
 		for name, addr := range map[string]string{"ClientAddr": c.ClientAddr, "PeerAddr": c.PeerAddr} {
-			if host, _, _ := splitAddr(addr); !isLoopback(host) {
+			if host, _, _ := splitAddr(addr); !loopback.Host(host) {
 				return fmt.Errorf("%w: %s %q: not a loopback address", ErrEtcdembedConfig, name, addr)
 			}
 		}
@@ -99,15 +100,6 @@ func (c Config) Validate() error {
 		}
 	}
 	return nil
-}
-
-// isLoopback reports whether host names only this machine.
-func isLoopback(host string) bool {
-	if host == "localhost" {
-		return true
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
 }
 
 // splitAddr parses host:port; "" gives ("127.0.0.1", 0). Port 0 means "pick one".

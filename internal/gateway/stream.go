@@ -38,14 +38,20 @@ func (g *Gateway) stream(w http.ResponseWriter, r *http.Request, body io.Reader,
 	ctx, cancel := context.WithCancel(r.Context())
 	var wg sync.WaitGroup
 	uploaded := make(chan struct{})
+	var bodyRead atomic.Bool // the uploader has read the client's body to its end
 	defer func() {
 		cancel()
 		select {
 		case <-uploaded:
 		default:
 			// The uploader may sit in a read of the client's body, which
-			// no context reaches: a read deadline in the past ends it.
-			_ = http.NewResponseController(w).SetReadDeadline(time.Now())
+			// no context reaches: a read deadline in the past ends it. Not
+			// once the body is read: net/http then reads the connection
+			// on its own, and a deadline past would cancel the
+			// connection's next request.
+			if !bodyRead.Load() {
+				_ = http.NewResponseController(w).SetReadDeadline(time.Now())
+			}
 		}
 		wg.Wait()
 	}()
@@ -81,7 +87,7 @@ func (g *Gateway) stream(w http.ResponseWriter, r *http.Request, body io.Reader,
 		_ = rc.SetReadDeadline(time.Time{})
 		wg.Go(func() {
 			defer close(uploaded)
-			if err := g.upload(ctx, body, r, x, cancel, strings.EqualFold(r.Header.Get("Expect"), "100-continue")); err != nil {
+			if err := g.upload(ctx, body, r, x, cancel, strings.EqualFold(r.Header.Get("Expect"), "100-continue"), &bodyRead); err != nil {
 				_, big := errors.AsType[*http.MaxBytesError](err)
 				tooLarge.Store(big)
 			}
@@ -165,8 +171,9 @@ func (g *Gateway) stream(w http.ResponseWriter, r *http.Request, body io.Reader,
 // handler's reading paces it. Each carries what one read gave, so that
 // what the client sends moves on at once (a message of a bidirectional
 // stream). The last carries r's trailers. A failure cancels the exchange
-// (cancel); a failed read of the body is returned.
-func (g *Gateway) upload(ctx context.Context, body io.Reader, r *http.Request, x *dispatch.Exchange, cancel context.CancelFunc, ask bool) error {
+// (cancel); a failed read of the body is returned. read is set once body
+// has been read to its end.
+func (g *Gateway) upload(ctx context.Context, body io.Reader, r *http.Request, x *dispatch.Exchange, cancel context.CancelFunc, ask bool, read *atomic.Bool) error {
 	seq := uint32(1)
 	if ask { // first an empty part: does the handler want the body?
 		reply, err := x.Send(ctx, &wire.Request{Part: wire.Part_PART_DATA, Seq: seq}, 0)
@@ -181,6 +188,9 @@ func (g *Gateway) upload(ctx context.Context, body io.Reader, r *http.Request, x
 	for ; ; seq++ {
 		n, err := body.Read(buf)
 		end := err == io.EOF
+		if end {
+			read.Store(true)
+		}
 		if n == 0 && err == nil {
 			seq--
 			continue
@@ -222,6 +232,9 @@ func (g *Gateway) spliceUpgrade(ctx context.Context, w http.ResponseWriter, head
 		return false
 	}
 	_ = conn.SetDeadline(time.Time{}) // the server's request timeouts end here
+	if f, ok := conn.(interface{ EndFraming() }); ok {
+		f.EndFraming() // what follows is the upgraded protocol's, not HTTP/1's
+	}
 	var wg sync.WaitGroup
 	defer wg.Wait() // last: the closed conn ends the uploader's read
 	defer conn.Close()
@@ -231,7 +244,7 @@ func (g *Gateway) spliceUpgrade(ctx context.Context, w http.ResponseWriter, head
 	// brw's buffer).
 	wg.Go(func() {
 		defer stop()
-		_ = g.upload(upCtx, io.MultiReader(brw.Reader, conn), nil, x, stop, false)
+		_ = g.upload(upCtx, io.MultiReader(brw.Reader, conn), nil, x, stop, false, new(atomic.Bool))
 	})
 	// Down: what the handler writes, as it comes.
 	part := head

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/griddle-mesh/griddle/internal/loopback"
 	"github.com/griddle-mesh/griddle/internal/store"
 	"github.com/griddle-mesh/griddle/internal/store/badgerstore"
 	"github.com/griddle-mesh/griddle/internal/store/storehttp"
@@ -66,7 +67,7 @@ func OpenStoreWith(ctx context.Context, spec string, creds StoreCredentials, log
 		if err != nil || u.Host == "" {
 			return nil, fmt.Errorf("--store %q: want http://HOST:PORT or https://HOST:PORT", spec)
 		}
-		if creds.Token != "" && scheme == "http" && !isLoopback(u.Hostname()) {
+		if creds.Token != "" && scheme == "http" && !loopback.Host(u.Hostname()) {
 			return nil, fmt.Errorf("--store-token-file: a token is sent over http:// to loopback addresses only; use https:// for %s", u.Host)
 		}
 		var rt http.RoundTripper = &http.Transport{

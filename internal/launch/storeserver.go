@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/griddle-mesh/griddle/internal/events"
+	"github.com/griddle-mesh/griddle/internal/events/eventlog"
+	"github.com/griddle-mesh/griddle/internal/loopback"
 	"github.com/griddle-mesh/griddle/internal/meshtls"
 	"github.com/griddle-mesh/griddle/internal/store/badgerstore"
 	"github.com/griddle-mesh/griddle/internal/store/storehttp"
@@ -46,18 +48,27 @@ const (
 	MaxStoreMemTableMB     = 1024
 )
 
-// Validate reports a configuration that cannot or must not run: without
-// TLS the server listens on loopback only, where tokens do not cross a
-// network in the clear.
+// ErrNoCredentials is a store configured without any way to authenticate
+// sidecars: it would serve every service's key space to any process that
+// reaches its port.
+var ErrNoCredentials = errors.New("store: no credentials: give --tokens FILE (one \"SERVICE TOKEN\" a line; sidecars: --store-token-file) or --tls-cert, --tls-key and --tls-ca (sidecars authenticated by their certificates)")
+
+// Validate reports a configuration that cannot or must not run: every
+// request needs credentials (Tokens or TLS), and without TLS the server
+// listens on loopback only, where tokens do not cross a network in the
+// clear.
 func (c StoreServerConfig) Validate() error {
 	if c.Dir == "" {
 		return errors.New("store: --dir: required")
+	}
+	if c.Tokens == nil && c.TLS == nil {
+		return ErrNoCredentials
 	}
 	host, _, err := net.SplitHostPort(c.Listen)
 	if err != nil {
 		return fmt.Errorf("store: --listen: %w", err)
 	}
-	if c.TLS == nil && !isLoopback(host) {
+	if c.TLS == nil && !loopback.Host(host) {
 		return fmt.Errorf("store: --listen: %s is not a loopback address: serving beyond this machine needs --tls-cert, --tls-key and --tls-ca", c.Listen)
 	}
 	if c.MemTableMB != 0 && (c.MemTableMB < MinStoreMemTableMB || c.MemTableMB > MaxStoreMemTableMB) {
@@ -74,20 +85,12 @@ func (c StoreServerConfig) badger(log *slog.Logger) badgerstore.Config {
 	return badgerstore.Config{Dir: c.Dir, Logger: log, MemTableSize: int64(c.MemTableMB) << 20}
 }
 
-// isLoopback reports whether host names only this machine.
-func isLoopback(host string) bool {
-	if host == "localhost" {
-		return true
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
-}
-
 // StoreServer runs `griddle store`: it owns an embedded Badger database in
 // cfg.Dir and serves it to the sidecars over HTTP (or HTTPS with cfg.TLS)
-// at cfg.Listen (their --store http(s)://listen), until ctx ends. With
-// credentials (cfg.Tokens, cfg.TLS) each sidecar works only in its own
-// service's key space, and reads no more of others' than their event logs.
+// at cfg.Listen (their --store http(s)://listen), until ctx ends. Every
+// request needs credentials (cfg.Tokens, cfg.TLS): each sidecar works only
+// in its own service's key space, and reads no more of others' than their
+// event logs.
 func StoreServer(ctx context.Context, cfg StoreServerConfig, log *slog.Logger) error {
 	if err := cfg.Validate(); err != nil {
 		return err
@@ -105,11 +108,8 @@ func StoreServer(ctx context.Context, cfg StoreServerConfig, log *slog.Logger) e
 	if cfg.TLS != nil {
 		auths = append(auths, storehttp.ClientCertificate)
 	}
-	if len(auths) > 0 {
-		opts = append(opts, storehttp.WithAuth(storehttp.AnyOf(auths...), []byte(events.KeyPrefix)))
-	} else {
-		log.Warn("store: no --tokens and no --tls-*: every process of this machine can read and write every service's key space")
-	}
+	opts = append(opts, storehttp.WithAuth(storehttp.AnyOf(auths...), []byte(events.KeyPrefix)),
+		storehttp.WithMarks([]byte(eventlog.RegistrationsPrefix)))
 	srv := storehttp.NewServer(b, opts...)
 	defer srv.Close()
 	ln, err := net.Listen("tcp", cfg.Listen)

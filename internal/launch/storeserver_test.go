@@ -3,10 +3,16 @@ package launch
 import (
 	"strings"
 	"testing"
+
+	"github.com/griddle-mesh/griddle/internal/store/storehttp"
 )
 
 func TestStoreServerConfigValidate(t *testing.T) {
-	ok := StoreServerConfig{Listen: "127.0.0.1:7400", Dir: "d"}
+	tokens, err := storehttp.ParseTokens("profiles 0123456789abcdef0123\n")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ok := StoreServerConfig{Listen: "127.0.0.1:7400", Dir: "d", Tokens: tokens}
 	for _, tc := range []struct {
 		name string
 		mem  int

@@ -24,6 +24,7 @@ import (
 	"github.com/griddle-mesh/griddle/edge"
 	"github.com/griddle-mesh/griddle/internal/etcdembed"
 	"github.com/griddle-mesh/griddle/internal/events"
+	"github.com/griddle-mesh/griddle/internal/loopback"
 	"github.com/griddle-mesh/griddle/internal/store/badgerstore"
 	"github.com/griddle-mesh/griddle/internal/trace"
 	"github.com/griddle-mesh/griddle/internal/wire"
@@ -102,8 +103,11 @@ func (c UpConfig) Validate() error {
 		}
 	}
 	// The embedded etcd has no TLS and no users: this machine only.
-	if host, _, _ := net.SplitHostPort(c.EtcdAddr); c.EtcdAddr != "" && !isLoopback(host) {
+	if host, _, _ := net.SplitHostPort(c.EtcdAddr); c.EtcdAddr != "" && !loopback.Host(host) {
 		return fmt.Errorf("up: --etcd-listen: %s is not a loopback address; the embedded etcd answers this machine only", c.EtcdAddr)
+	}
+	if host, _, err := net.SplitHostPort(c.Admin); c.Admin != "" && c.Admin != "-" && err == nil && !loopback.Host(host) {
+		return fmt.Errorf("up: --admin: %s is not a loopback address; griddle up serves /metrics and /debug/pprof/ to this machine only (griddle edge --admin-public serves them beyond)", c.Admin)
 	}
 	for flag, addr := range map[string]string{"--admin": c.Admin, "--control": c.Control} {
 		if addr != "" && addr != "-" {

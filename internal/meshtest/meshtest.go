@@ -7,8 +7,11 @@ package meshtest
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"net"
 	"net/http"
 	"os"
@@ -83,8 +86,16 @@ type Mesh struct {
 	StoreProc *Proc
 	// StoreDir is that process's database directory (its --dir).
 	StoreDir string
-	dir      string
+	// StoreTokens is the store's --tokens file: a token for each service
+	// of Bin.Handlers.
+	StoreTokens string
+	storeTokens map[string]string // service → its --store-token-file
+	dir         string
 }
+
+// StoreTokenFile is the --store-token-file of service's sidecars ("" for a
+// service Build did not compile).
+func (m *Mesh) StoreTokenFile(service string) string { return m.storeTokens[service] }
 
 // Start starts an embedded etcd and a `griddle store` for one test;
 // storeArgs are added to the store's flags (--memtable-mb 8).
@@ -103,10 +114,29 @@ func Start(t testing.TB, bin Binaries, storeArgs ...string) *Mesh {
 		t.Fatalf("etcd client: %v", err)
 	}
 	t.Cleanup(func() { cli.Close() })
-	m := &Mesh{t: t, Bin: bin, Etcd: srv, Cli: cli, dir: dir}
+	m := &Mesh{t: t, Bin: bin, Etcd: srv, Cli: cli, dir: dir, storeTokens: map[string]string{}}
+	// A token for each service Build compiled: the store serves no request
+	// without credentials.
+	var tokens strings.Builder
+	for _, svc := range slices.Sorted(maps.Keys(bin.Handlers)) {
+		b := make([]byte, 16)
+		if _, err := rand.Read(b); err != nil {
+			t.Fatal(err)
+		}
+		f := filepath.Join(dir, svc+".store-token")
+		if err := os.WriteFile(f, []byte(hex.EncodeToString(b)+"\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		m.storeTokens[svc] = f
+		fmt.Fprintf(&tokens, "%s %s\n", svc, hex.EncodeToString(b))
+	}
+	m.StoreTokens = filepath.Join(dir, "store-tokens")
+	if err := os.WriteFile(m.StoreTokens, []byte(tokens.String()), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	storeAddr := FreeAddr(t)
 	m.StoreDir = filepath.Join(dir, "store")
-	st := m.Griddle("store", append([]string{"store", "--listen", storeAddr, "--dir", m.StoreDir}, storeArgs...)...)
+	st := m.Griddle("store", append([]string{"store", "--listen", storeAddr, "--dir", m.StoreDir, "--tokens", m.StoreTokens}, storeArgs...)...)
 	m.waitFor(st, func() bool {
 		c, err := net.Dial("tcp", storeAddr)
 		if err == nil {
@@ -170,6 +200,7 @@ func (m *Mesh) Sidecar(service, version string, args ...string) *Proc {
 		"--service", service, "--version", version, "--id", id,
 		"--plugin", m.Bin.Handlers[service], "--etcd", m.EtcdEndpoints(),
 		"--admin", admin, "--ttl", "2s", "--log-level", "debug", "--store", m.Store,
+		"--store-token-file", m.StoreTokenFile(service),
 	}, args...)...)
 	p.Admin, p.Addr = admin, id
 	exposes := slices.Contains(args, "--http-prefix")

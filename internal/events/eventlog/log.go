@@ -435,8 +435,13 @@ func LogRange(publisher, topic string) (begin, end []byte) {
 // key); errors wrap ErrCorrupt.
 func DecodeEvent(v []byte) (Event, error) { return decodeEvent(v) }
 
+// RegistrationsPrefix starts the keys of subscribers' registrations:
+// RegistrationsPrefix + PUBLISHER/TOPIC/SUBSCRIBER, in the publisher's key
+// space, written by the subscriber.
+const RegistrationsPrefix = KeyPrefix + "r/"
+
 func registrationPrefix(publisher, topic string) []byte {
-	return []byte(KeyPrefix + "r/" + publisher + "/" + topic + "/")
+	return []byte(RegistrationsPrefix + publisher + "/" + topic + "/")
 }
 
 // RegisterTx records, in the key space of the log of (publisher, topic),

@@ -16,7 +16,7 @@ import (
 
 // ErrUnauthenticated is a request to a Server with WithAuth that carries
 // no credentials it knows (401).
-var ErrUnauthenticated = errors.New("storehttp: no valid credentials")
+var ErrUnauthenticated = errors.New("storehttp: no valid credentials: send \"Authorization: Bearer TOKEN\" with the service's token (griddle store --tokens, griddle sidecar --store-token-file) or a client certificate with the service's identity (griddle ca issue)")
 
 // Authenticator names the service a request speaks for; ok is false for a
 // request without valid credentials.
@@ -32,12 +32,23 @@ func WithAuth(auth Authenticator, shared []byte) Option {
 	return func(s *Server) { s.auth, s.shared = auth, bytes.Clone(shared) }
 }
 
+// WithMarks lets a caller of a Server with WithAuth set (to an empty
+// value) and clear, in another service's key space, the keys under prefix
+// whose last "/"-separated part is its own name: a subscriber's
+// registration on the event log it follows (eventlog.RegistrationsPrefix),
+// which the log's trims respect. Nothing else of that space can be
+// written.
+func WithMarks(prefix []byte) Option {
+	return func(s *Server) { s.marks = bytes.Clone(prefix) }
+}
+
 type callerKey struct{}
 
 // authenticate returns r with its caller, or answers 401 and returns nil.
 func (s *Server) authenticate(w http.ResponseWriter, r *http.Request) *http.Request {
 	svc, ok := s.auth(r)
 	if !ok || store.ValidSpace(svc) != nil {
+		w.Header().Set("WWW-Authenticate", `Bearer realm="griddle store"`)
 		s.fail(w, ErrUnauthenticated)
 		return nil
 	}
@@ -60,7 +71,7 @@ func (s *Server) confined(caller, name string) (store.Store, error) {
 	if err != nil {
 		return nil, err
 	}
-	return sharedReads{st: st, prefix: s.shared}, nil
+	return sharedReads{st: st, prefix: s.shared, marks: s.marks, caller: caller}, nil
 }
 
 // errForeign is an operation on another service's key space that its
@@ -72,10 +83,14 @@ var errForeign = fmt.Errorf("%w: another service's key space; only its event log
 type sharedReads struct {
 	st     store.Store
 	prefix []byte
+	marks  []byte // WithMarks
+	caller string
 }
 
 func (v sharedReads) Transact(ctx context.Context, fn func(tx store.Tx) error) error {
-	return v.st.Transact(ctx, func(tx store.Tx) error { return fn(sharedTx{sharedReadTx{tx, v.prefix}}) })
+	return v.st.Transact(ctx, func(tx store.Tx) error {
+		return fn(sharedTx{sharedReadTx: sharedReadTx{tx, v.prefix}, tx: tx, marks: v.marks, caller: v.caller})
+	})
 }
 
 func (v sharedReads) ReadTransact(ctx context.Context, fn func(tx store.ReadTx) error) error {
@@ -101,11 +116,34 @@ func (t sharedReadTx) Range(begin, end []byte, opts store.RangeOptions) ([]store
 	return t.tx.Range(begin, end, opts)
 }
 
-// sharedTx refuses every write.
-type sharedTx struct{ sharedReadTx }
+// sharedTx refuses every write but those of the caller's own marks.
+type sharedTx struct {
+	sharedReadTx
+	tx     store.Tx
+	marks  []byte
+	caller string
+}
 
-func (sharedTx) Set(_, _ []byte) error        { return errForeign }
-func (sharedTx) Clear([]byte) error           { return errForeign }
+// own reports whether key is one of the caller's marks.
+func (t sharedTx) own(key []byte) bool {
+	return len(t.marks) > 0 && t.caller != "" && bytes.HasPrefix(key, t.marks) &&
+		bytes.HasSuffix(key, []byte("/"+t.caller)) && len(key) > len(t.marks)+len(t.caller)+1
+}
+
+func (t sharedTx) Set(key, value []byte) error {
+	if len(value) != 0 || !t.own(key) {
+		return errForeign
+	}
+	return t.tx.Set(key, nil)
+}
+
+func (t sharedTx) Clear(key []byte) error {
+	if !t.own(key) {
+		return errForeign
+	}
+	return t.tx.Clear(key)
+}
+
 func (sharedTx) ClearRange(_, _ []byte) error { return errForeign }
 func (sharedTx) SetStamped(_, _ []byte) error { return errForeign }
 

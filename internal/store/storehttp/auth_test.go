@@ -47,7 +47,7 @@ func TestAuthTokens(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := storehttp.NewServer(b, storehttp.WithAuth(tokens.Authenticate, []byte(eventsPrefix)))
+	srv := storehttp.NewServer(b, storehttp.WithAuth(tokens.Authenticate, []byte(eventsPrefix)), storehttp.WithMarks([]byte(eventsPrefix+"r/")))
 	ts := httptest.NewServer(srv)
 	defer func() { ts.Close(); srv.Close(); b.Close() }()
 	as := func(token string) *storehttp.Client {
@@ -93,6 +93,28 @@ func TestAuthTokens(t *testing.T) {
 	}
 	if err := set(ctx, space(profiles, "hello"), eventsPrefix+"log/2", "forged"); !errors.Is(err, store.ErrSpace) {
 		t.Errorf("profiles appends to hello's event log: %v, want ErrSpace", err)
+	}
+	// Its own mark (a subscriber's registration) on hello's log, and only
+	// its own, empty.
+	mark := eventsPrefix + "r/hello/greeted/profiles"
+	if err := space(profiles, "hello").Transact(ctx, func(tx store.Tx) error { return tx.Set([]byte(mark), nil) }); err != nil {
+		t.Errorf("profiles registers on hello's log: %v", err)
+	}
+	for name, write := range map[string]func(tx store.Tx) error{
+		"another's mark":         func(tx store.Tx) error { return tx.Set([]byte(eventsPrefix+"r/hello/greeted/feed"), nil) },
+		"a mark with a value":    func(tx store.Tx) error { return tx.Set([]byte(mark), []byte("x")) },
+		"a mark named by suffix": func(tx store.Tx) error { return tx.Set([]byte(eventsPrefix+"r/hello/greeted/xprofiles"), nil) },
+		"the bare mark prefix": func(tx store.Tx) error {
+			return tx.Set([]byte(eventsPrefix+"r//profiles"), nil)
+		},
+		"clearing another's mark": func(tx store.Tx) error { return tx.Clear([]byte(eventsPrefix + "r/hello/greeted/feed")) },
+	} {
+		if err := space(profiles, "hello").Transact(ctx, write); !errors.Is(err, store.ErrSpace) {
+			t.Errorf("profiles writes %s in hello's space: %v, want ErrSpace", name, err)
+		}
+	}
+	if err := space(profiles, "hello").Transact(ctx, func(tx store.Tx) error { return tx.Clear([]byte(mark)) }); err != nil {
+		t.Errorf("profiles unregisters from hello's log: %v", err)
 	}
 	err = space(profiles, "hello").ReadTransact(ctx, func(tx store.ReadTx) error {
 		_, err := tx.Range(nil, nil, store.RangeOptions{})

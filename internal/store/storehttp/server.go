@@ -57,6 +57,7 @@ type Server struct {
 	space     string
 	auth      Authenticator           // nil: every request is served (auth.go)
 	shared    []byte                  // what other services' spaces may be read under (WithAuth)
+	marks     []byte                  // where callers may set their own marks in others' spaces (WithMarks)
 	committed func(prefixes [][]byte) // see WithCommitted; nil: none
 	log       *slog.Logger
 	mux       *http.ServeMux
