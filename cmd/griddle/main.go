@@ -354,6 +354,7 @@ func storeCmd(g *globals) *cobra.Command {
 	f := cmd.Flags()
 	f.StringVar(&cfg.Listen, "listen", "127.0.0.1:7400", "address sidecars reach it at (--store http://ADDRESS, https:// with --tls-*); beyond loopback only with --tls-*")
 	f.StringVar(&cfg.Dir, "dir", ".griddle/store", "directory of the database")
+	f.IntVar(&cfg.MemTableMB, "memtable-mb", launch.DefaultStoreMemTableMB, fmt.Sprintf("MiB of each of Badger's two memtables (%d to %d): they bound the store's memory (reserved whole, resident as writes fill them, flushed to disk when full) and the largest transaction (15%% of one)", launch.MinStoreMemTableMB, launch.MaxStoreMemTableMB))
 	f.StringVar(&tokensFile, "tokens", "", "file of per-service tokens, one \"SERVICE TOKEN\" a line: each opens only its service's key space (sidecars: --store-token-file); required unless --tls-* authenticate the sidecars")
 	cmd.Flags().StringVar(&mtls.Cert, "tls-cert", "", "PEM certificate to serve HTTPS with (with --tls-key and --tls-ca); sidecars' client certificates (griddle ca issue) then authenticate them")
 	cmd.Flags().StringVar(&mtls.Key, "tls-key", "", "PEM private key of --tls-cert")

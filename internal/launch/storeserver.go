@@ -32,7 +32,21 @@ type StoreServerConfig struct {
 	// TLS, when set, serves over TLS and authenticates sidecars by the
 	// workload identity of their client certificates (--tls-*).
 	TLS *meshtls.Source
+	// MemTableMB is the size in MiB of each of Badger's two memtables
+	// (--memtable-mb); 0 means badgerstore.DefaultMemTableSize. It bounds
+	// the store's anonymous memory (both are reserved whole, and their
+	// pages become resident as writes fill them) and the largest
+	// transaction (see badgerstore.Config.MemTableSize).
+	MemTableMB int
 }
+
+// StoreServerConfig.MemTableMB: its default, badgerstore's minimum, and a
+// ceiling past which the two memtables alone would take gigabytes.
+const (
+	DefaultStoreMemTableMB = badgerstore.DefaultMemTableSize >> 20
+	MinStoreMemTableMB     = 8
+	MaxStoreMemTableMB     = 1024
+)
 
 // ErrNoCredentials is a store configured without any way to authenticate
 // sidecars: it would serve every service's key space to any process that
@@ -57,7 +71,18 @@ func (c StoreServerConfig) Validate() error {
 	if c.TLS == nil && !loopback.Host(host) {
 		return fmt.Errorf("store: --listen: %s is not a loopback address: serving beyond this machine needs --tls-cert, --tls-key and --tls-ca", c.Listen)
 	}
+	if c.MemTableMB != 0 && (c.MemTableMB < MinStoreMemTableMB || c.MemTableMB > MaxStoreMemTableMB) {
+		return fmt.Errorf("store: --memtable-mb: %d: want %d to %d", c.MemTableMB, MinStoreMemTableMB, MaxStoreMemTableMB)
+	}
+	if err := c.badger(nil).Validate(); err != nil {
+		return fmt.Errorf("store: %w", err)
+	}
 	return nil
+}
+
+// badger is the database's configuration.
+func (c StoreServerConfig) badger(log *slog.Logger) badgerstore.Config {
+	return badgerstore.Config{Dir: c.Dir, Logger: log, MemTableSize: int64(c.MemTableMB) << 20}
 }
 
 // StoreServer runs `griddle store`: it owns an embedded Badger database in
@@ -70,7 +95,7 @@ func StoreServer(ctx context.Context, cfg StoreServerConfig, log *slog.Logger) e
 	if err := cfg.Validate(); err != nil {
 		return err
 	}
-	b, err := badgerstore.Open(ctx, badgerstore.Config{Dir: cfg.Dir, Logger: log})
+	b, err := badgerstore.Open(ctx, cfg.badger(log))
 	if err != nil {
 		return fmt.Errorf("store: %w", err)
 	}

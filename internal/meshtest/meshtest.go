@@ -84,6 +84,8 @@ type Mesh struct {
 	Store string // the store's URL, as sidecars' --store
 	// StoreProc is the `griddle store` process behind Store.
 	StoreProc *Proc
+	// StoreDir is that process's database directory (its --dir).
+	StoreDir string
 	// StoreTokens is the store's --tokens file: a token for each service
 	// of Bin.Handlers.
 	StoreTokens string
@@ -95,8 +97,9 @@ type Mesh struct {
 // service Build did not compile).
 func (m *Mesh) StoreTokenFile(service string) string { return m.storeTokens[service] }
 
-// Start starts an embedded etcd for one test.
-func Start(t testing.TB, bin Binaries) *Mesh {
+// Start starts an embedded etcd and a `griddle store` for one test;
+// storeArgs are added to the store's flags (--memtable-mb 8).
+func Start(t testing.TB, bin Binaries, storeArgs ...string) *Mesh {
 	t.Helper()
 	dir := t.TempDir()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -132,7 +135,8 @@ func Start(t testing.TB, bin Binaries) *Mesh {
 		t.Fatal(err)
 	}
 	storeAddr := FreeAddr(t)
-	st := m.Griddle("store", "store", "--listen", storeAddr, "--dir", filepath.Join(dir, "store"), "--tokens", m.StoreTokens)
+	m.StoreDir = filepath.Join(dir, "store")
+	st := m.Griddle("store", append([]string{"store", "--listen", storeAddr, "--dir", m.StoreDir, "--tokens", m.StoreTokens}, storeArgs...)...)
 	m.waitFor(st, func() bool {
 		c, err := net.Dial("tcp", storeAddr)
 		if err == nil {
