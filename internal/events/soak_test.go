@@ -51,15 +51,14 @@ func TestRetentionSoak(t *testing.T) {
 		}
 		long = true
 	}
-	const (
-		rate    = 1_000 // events per second offered, in total
-		writers = 4
-	)
-	// The short run holds a smaller cap, trimmed more often, so that it
-	// fills within the run and keeps 10% of slack on a busy machine.
-	capEvents, interval := 3_000, 100*time.Millisecond
+	const writers = 4
+	// The short run holds a smaller cap, trimmed more often, at half the
+	// rate, so that it fills within the run and its 10% of slack (600 ms of
+	// publishing, six trims) holds when CI's -race run of every package
+	// keeps the machine busy: at 1,000/s a trim 310 ms late broke it.
+	rate, capEvents, interval := 500, 3_000, 100*time.Millisecond // rate: events per second offered, in total
 	if long {
-		capEvents, interval = 10_000, 500*time.Millisecond
+		rate, capEvents, interval = 1_000, 10_000, 500*time.Millisecond
 	}
 	dir := t.TempDir()
 	b, err := badgerstore.Open(t.Context(), badgerstore.Config{Dir: dir, Logger: quietLogger()})
@@ -122,7 +121,7 @@ func TestRetentionSoak(t *testing.T) {
 	}
 	for w := range writers {
 		wg.Go(func() {
-			tick := time.NewTicker(time.Second * writers / rate)
+			tick := time.NewTicker(time.Second * writers / time.Duration(rate))
 			defer tick.Stop()
 			n, bad := 0, 0
 			defer func() { published.Store(w, n); failed.Store(w, bad) }()
