@@ -540,7 +540,7 @@ func (s *Sidecar) startUnary(mc mangos.Context, msg *mangos.Message, head wire.H
 	u := &unary{s: s, mc: mc, msg: msg, head: head, id: head.ID, start: start, dl: deadline, wait: time.Now().Add(deadline.Sub(now))}
 	body := wire.AppendDeadline(msg.Body, deadline, now)
 	body, u.spans = s.deps.Tracer.Hop(body, s.cfg.Service, s.cfg.Version)
-	s.slots <- struct{}{} // given back by done
+	s.slots <- struct{}{} // given back by ended
 	var p *hop.Pending
 	var err error
 	if head.AcceptParts {
@@ -557,11 +557,7 @@ func (s *Sidecar) startUnary(mc mangos.Context, msg *mangos.Message, head wire.H
 		err = p.Start(body)
 	}
 	if err != nil {
-		if u.key != "" {
-			s.running.remove(u.key, u)
-		}
-		<-s.slots
-		u.spans.End(nil, err)
+		s.ended(u, nil, err)
 		reply, status := s.hopFailure(u.id, err)
 		s.reply(mc, msg, reply, status, start)
 		return false
