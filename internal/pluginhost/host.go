@@ -202,15 +202,7 @@ func (h *Host) Do(payload []byte, deadline time.Time, maxBody int, done <-chan s
 // result sends it. Either failing means the handler never saw it: the
 // error is then ErrUnavailable.
 func (h *Host) Go(deadline time.Time, maxBody int, fn func(reply []byte, err error)) (*hop.Pending, error) {
-	c, err := h.conn()
-	if err != nil {
-		return nil, err
-	}
-	p, err := hop.Go(c, deadline, maxBody, fn)
-	if err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrUnavailable, err)
-	}
-	return p, nil
+	return h.pending(func(c *hop.Conn) (*hop.Pending, error) { return hop.Go(c, deadline, maxBody, fn) })
 }
 
 // GoParts prepares a request to the handler whose answer's first frame
@@ -218,11 +210,16 @@ func (h *Host) Go(deadline time.Time, maxBody int, fn func(reply []byte, err err
 // result sends it. Either failing means the handler never saw it: the
 // error is then ErrUnavailable.
 func (h *Host) GoParts(deadline time.Time, fn func(f hop.Frame, err error)) (*hop.Pending, error) {
+	return h.pending(func(c *hop.Conn) (*hop.Pending, error) { return hop.GoParts(c, deadline, fn) })
+}
+
+// pending opens a pending request with open on a connection to the handler.
+func (h *Host) pending(open func(*hop.Conn) (*hop.Pending, error)) (*hop.Pending, error) {
 	c, err := h.conn()
 	if err != nil {
 		return nil, err
 	}
-	p, err := hop.GoParts(c, deadline, fn)
+	p, err := open(c)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrUnavailable, err)
 	}
