@@ -69,14 +69,16 @@ type httpbinMesh struct {
 }
 
 // startHTTPBin starts both. The edge takes bodies up to 300 MiB (the
-// suite's largest upload is 200 MiB) and runs without admission control,
-// whose shedding is not what these tests are about.
+// suite's largest upload is 200 MiB), gives a request 60 s (moving 200 MiB
+// under -race beside every other package's tests took over the default
+// 10 s) and runs without admission control, whose shedding is not what
+// these tests are about.
 func startHTTPBin(t *testing.T) *httpbinMesh {
 	t.Helper()
 	m := meshtest.Start(t, withHTTPBin(t))
 	h := &httpbinMesh{m: m}
 	h.sidecar = m.Sidecar("httpbin", "v1", "--http-prefix", "/")
-	h.edge = m.Edge("--max-body-bytes", strconv.Itoa(300<<20), "--no-admission")
+	h.edge = m.Edge("--max-body-bytes", strconv.Itoa(300<<20), "--timeout", "60s", "--no-admission")
 	h.direct = m.Direct("httpbin").Addr
 	h.through = h.edge.Addr
 	// The edge learns the exposure through its watch.
