@@ -303,7 +303,6 @@ func (e *Edge) Run(ctx context.Context) error {
 	servers := []*http.Server{srv}
 	srv.ConnContext = withGuard
 	listeners := []net.Listener{guardListener{Listener: &limitListener{Listener: ln, lim: e.conns, plain: true}, maxHeaderBytes: e.cfg.MaxHeaderBytes}}
-	serve := []func(s *http.Server, l net.Listener) error{(*http.Server).Serve}
 	closeAll := func() {
 		for _, l := range listeners {
 			l.Close()
@@ -331,7 +330,6 @@ func (e *Edge) Run(ctx context.Context) error {
 		ts.ConnContext = withGuard
 		servers = append(servers, ts)
 		listeners = append(listeners, newTLSEntry(&limitListener{Listener: tln, lim: e.conns}, ts.TLSConfig, e.cfg.MaxHeaderBytes, e.cfg.ReadHeaderTimeout))
-		serve = append(serve, (*http.Server).Serve)
 	}
 	if e.cfg.Admin != "" {
 		aln, err := net.Listen("tcp", e.cfg.Admin)
@@ -341,7 +339,6 @@ func (e *Edge) Run(ctx context.Context) error {
 		}
 		servers = append(servers, &http.Server{Handler: e.adminHandler(), ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute})
 		listeners = append(listeners, aln)
-		serve = append(serve, (*http.Server).Serve)
 	}
 
 	ctx, cancel := context.WithCancel(ctx)
@@ -351,7 +348,7 @@ func (e *Edge) Run(ctx context.Context) error {
 	wg.Go(func() { e.watchRoutes(ctx) })
 	for i, s := range servers {
 		wg.Go(func() {
-			if err := serve[i](s, listeners[i]); !errors.Is(err, http.ErrServerClosed) {
+			if err := s.Serve(listeners[i]); !errors.Is(err, http.ErrServerClosed) {
 				errc <- fmt.Errorf("edge: serve: %w", err)
 				cancel()
 			}

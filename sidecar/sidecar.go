@@ -514,12 +514,10 @@ type unary struct {
 	mc      mangos.Context
 	msg     *mangos.Message
 	head    wire.Head // of msg.Body, which stays untouched until the reply
-	id      []byte
-	key     string // in s.running; "" without an id
+	key     string    // in s.running; "" without an id
 	start   time.Time
 	dl      time.Time // the deadline on the clock of now (ClockOffset)
 	wait    time.Time // the same on this process's clock
-	env     []byte    // the envelope as it went to the handler
 	spans   trace.Hop
 	pending *hop.Pending
 }
@@ -537,28 +535,27 @@ func (s *Sidecar) startUnary(mc mangos.Context, msg *mangos.Message, head wire.H
 		s.reply(mc, msg, nil, 0, start)
 		return false
 	}
-	u := &unary{s: s, mc: mc, msg: msg, head: head, id: head.ID, start: start, dl: deadline, wait: time.Now().Add(deadline.Sub(now))}
+	u := &unary{s: s, mc: mc, msg: msg, head: head, start: start, dl: deadline, wait: time.Now().Add(deadline.Sub(now))}
 	body := wire.AppendDeadline(msg.Body, deadline, now)
 	body, u.spans = s.deps.Tracer.Hop(body, s.cfg.Service, s.cfg.Version)
 	s.slots <- struct{}{} // given back by ended
 	var p *hop.Pending
 	var err error
 	if head.AcceptParts {
-		u.env = body
 		p, err = s.host.Load().GoParts(u.wait, u.first)
 	} else {
 		p, err = s.host.Load().Go(u.wait, s.cfg.MaxBodyBytes, u.done)
 	}
 	if err == nil {
 		u.pending = p
-		if len(u.id) > 0 {
-			u.key = s.running.add(u.id, u)
+		if len(u.head.ID) > 0 {
+			u.key = s.running.add(u.head.ID, u)
 		}
 		err = p.Start(body)
 	}
 	if err != nil {
 		s.ended(u, nil, err)
-		reply, status := s.hopFailure(u.id, err)
+		reply, status := s.hopFailure(u.head.ID, err)
 		s.reply(mc, msg, reply, status, start)
 		return false
 	}
@@ -575,11 +572,11 @@ func (u *unary) done(answer []byte, err error) {
 	case err == nil && !time.Now().Before(u.wait):
 		// An answer at or past the deadline (a handler that answers when
 		// its context expires) is a deadline missed, whichever timer won.
-		u.finish(u.s.codeReply(u.id, wire.Code_CODE_DEADLINE_EXCEEDED, "answered past the deadline"))
+		u.finish(u.s.codeReply(u.head.ID, wire.Code_CODE_DEADLINE_EXCEEDED, "answered past the deadline"))
 	case err != nil:
-		u.finish(u.s.hopFailure(u.id, err))
+		u.finish(u.s.hopFailure(u.head.ID, err))
 	default:
-		u.finish(u.s.answer(u.id, answer))
+		u.finish(u.s.answer(u.head.ID, answer))
 	}
 }
 
@@ -588,17 +585,23 @@ func (u *unary) done(answer []byte, err error) {
 func (u *unary) first(f hop.Frame, err error) {
 	u.s.ended(u, f.Payload, err)
 	if err != nil {
-		u.finish(u.s.hopFailure(u.id, err))
+		u.finish(u.s.hopFailure(u.head.ID, err))
 		return
 	}
 	if f.End {
-		u.finish(u.s.first(u.head, u.pending.Stream(), f, u.dl, u.wait, u.env))
+		u.reply(f)
 		return
 	}
 	// The head of an answer in parts: the exchange starts off the reader,
 	// which meanwhile reads on what follows the head (it goes with the
 	// head when it has arrived: see Sidecar.head).
-	go func() { u.finish(u.s.first(u.head, u.pending.Stream(), f, u.dl, u.wait, u.env)) }()
+	go u.reply(f)
+}
+
+// reply answers with the answer's first frame f (Sidecar.first). It passes
+// no envelope: that serves only upgrades, which never come this way.
+func (u *unary) reply(f hop.Frame) {
+	u.finish(u.s.first(u.head, u.pending.Stream(), f, u.dl, u.wait, nil))
 }
 
 // ended records that the handler's part of u is over: its answer (or its
