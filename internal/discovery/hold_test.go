@@ -108,9 +108,17 @@ func TestNoHoldWithoutOutage(t *testing.T) {
 	in := instance("profiles", "v1", "a1")
 	in.Address = "tcp://" + ln.Addr().String()
 	p := newProxy(t, s.ClientAddr())
-	if _, err := discovery.Register(ctx, newClient(t, p.addr()), testPrefix, in, 2*time.Second, quiet()); err != nil {
+	r, err := discovery.Register(ctx, newClient(t, p.addr()), testPrefix, in, 2*time.Second, quiet())
+	if err != nil {
 		t.Fatal(err)
 	}
+	// Its keeper re-registers through the paused proxy until closed;
+	// Close stops it before the client goes (the revoke cannot pass).
+	t.Cleanup(func() {
+		cctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		_ = r.Close(cctx)
+	})
 	waitFor(t, 5*time.Second, "registered", hasIDs(cat, "profiles", "v1/a1"))
 	p.pause() // its keep-alives stop; etcd expires the lease
 	waitFor(t, 10*time.Second, "expired", hasIDs(cat, "profiles"))

@@ -17,13 +17,13 @@ import (
 )
 
 // A sidecar's connections to `griddle store`: at most storeMaxConns at
-// once (requests beyond wait for one), storeMaxIdleConns kept idle, each
+// once (requests beyond wait for one), StoreMaxIdleConns kept idle, each
 // closed after storeClientIdleTimeout unused. In a 10-minute soak at 200
 // requests/s, 256 idle connections kept for 90 s let a sidecar's
 // goroutines climb from 184 to 272 as bursts opened more.
 const (
 	storeMaxConns          = 256
-	storeMaxIdleConns      = 32
+	StoreMaxIdleConns      = 32
 	storeClientIdleTimeout = 30 * time.Second
 )
 
@@ -73,7 +73,7 @@ func OpenStoreWith(ctx context.Context, spec string, creds StoreCredentials, log
 		var rt http.RoundTripper = &http.Transport{
 			// Bounded: a burst opens connections that then idle out.
 			MaxConnsPerHost:     storeMaxConns,
-			MaxIdleConnsPerHost: storeMaxIdleConns,
+			MaxIdleConnsPerHost: StoreMaxIdleConns,
 			IdleConnTimeout:     storeClientIdleTimeout,
 			TLSClientConfig:     creds.TLS,
 		}
