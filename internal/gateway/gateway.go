@@ -577,11 +577,15 @@ func (g *Gateway) setForwarded(r *http.Request, req *wire.Request) {
 		sb.WriteString(strings.ReplaceAll(r.Host, `"`, ""))
 		sb.WriteByte('"')
 	}
-	// The four headers in one allocation, their values in another.
-	hs := make([]wire.Header, 4)
-	vs := []string{xff, xfp, xfh, sb.String()}
+	// The four headers and their values in one allocation; the envelope's
+	// Headers has room for them (wire.EncodeHeader).
+	f := &struct {
+		hs [4]wire.Header
+		vs [4]string
+	}{vs: [4]string{xff, xfp, xfh, sb.String()}}
+	hs := f.hs[:]
 	for i, name := range [...]string{headerXFF, headerXFProto, headerXFHost, headerForwarded} {
-		hs[i] = wire.Header{Name: name, Values: vs[i : i+1 : i+1]}
+		hs[i] = wire.Header{Name: name, Values: f.vs[i : i+1 : i+1]}
 	}
 	kept := req.Headers[:0]
 	for _, h := range req.Headers {

@@ -63,7 +63,7 @@ func (p *Pending) Start(payload []byte) error {
 	// Set under the stream's lock, which the reader takes to hand over the
 	// answer: what the caller did before Start is visible to the function.
 	p.s.mu.Lock()
-	p.s.complete = p.first
+	p.s.complete = p
 	p.s.mu.Unlock()
 	if err := p.s.Send(TypeRequest, true, payload); err != nil && p.abandon() {
 		return err

@@ -371,9 +371,9 @@ type Stream struct {
 
 	mu       sync.Mutex
 	queue    []Frame
-	first    [1]Frame // the queue's first backing array: most streams see one frame
-	err      error    // set once nothing more will arrive
-	signal   chan struct{}
+	first    [1]Frame      // the queue's first backing array: most streams see one frame
+	err      error         // set once nothing more will arrive
+	signal   chan struct{} // made by the first Recv that waits; signalled when a frame arrives or the stream ends
 	onCancel func()        // run when the peer cancels (streams of theirs)
 	ended    bool          // this side has sent its last frame
 	credit   int64         // Data bytes this side may still send
@@ -382,7 +382,7 @@ type Stream struct {
 	demanded bool          // the peer's application began to read the body
 	// complete, when set, takes the stream's first frame (or why none
 	// will come) instead of a reader of the queue; see Go.
-	complete func(Frame, error)
+	complete *Pending
 	gone     bool // finished: cancelled, closed or broken
 }
 
@@ -402,7 +402,7 @@ func (s *Stream) AwaitDemand() error { return s.await(func() bool { return s.dem
 func (s *Stream) Conn() *Conn { return s.c }
 
 func newStream(c *Conn, id uint32, mine bool) *Stream {
-	s := &Stream{c: c, id: id, mine: mine, signal: make(chan struct{}, 1), credit: window}
+	s := &Stream{c: c, id: id, mine: mine, credit: window}
 	s.queue = s.first[:0]
 	return s
 }
@@ -477,16 +477,17 @@ func (s *Stream) push(f Frame) {
 	if f.End && s.err == nil {
 		s.err = io.EOF
 	}
-	if fn := s.complete; fn != nil {
+	if p := s.complete; p != nil {
 		s.complete = nil
 		s.mu.Unlock()
-		fn(f, nil)
+		p.first(f, nil)
 		return
 	}
 	s.queue = append(s.queue, f)
+	signal := s.signal
 	s.mu.Unlock()
 	select {
-	case s.signal <- struct{}{}:
+	case signal <- struct{}{}: // nil until a reader waits: then it finds f in the queue
 	default:
 	}
 }
@@ -503,15 +504,15 @@ func (s *Stream) finish(err error) {
 	s.gone = true
 	fn := s.onCancel
 	s.onCancel = nil
-	ch := s.credited
+	ch, signal := s.credited, s.signal
 	complete := s.complete
 	s.complete = nil
 	err = s.err
 	s.mu.Unlock()
 	if complete != nil {
-		complete(Frame{}, err)
+		complete.first(Frame{}, err)
 	}
-	for _, c := range [...]chan struct{}{s.signal, ch} {
+	for _, c := range [...]chan struct{}{signal, ch} {
 		if c != nil {
 			select {
 			case c <- struct{}{}:
@@ -588,6 +589,10 @@ func (s *Stream) Recv(deadline time.Time, done <-chan struct{}) (Frame, error) {
 			return f, nil
 		}
 		err := s.err
+		if s.signal == nil && err == nil {
+			s.signal = make(chan struct{}, 1)
+		}
+		signal := s.signal
 		s.mu.Unlock()
 		if err != nil {
 			return Frame{}, err
@@ -604,7 +609,7 @@ func (s *Stream) Recv(deadline time.Time, done <-chan struct{}) (Frame, error) {
 			expired = timer.C
 		}
 		select {
-		case <-s.signal:
+		case <-signal:
 		case <-expired:
 			return Frame{}, ErrTimeout
 		case <-done:

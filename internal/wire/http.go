@@ -48,6 +48,11 @@ func teTrailers(name string, values []string) bool {
 	return name == "Te" && len(values) == 1 && strings.EqualFold(strings.TrimSpace(values[0]), "trailers")
 }
 
+// headerRoom is the spare capacity of EncodeHeader's slice: room for the
+// forwarding headers an edge adds (X-Forwarded-For, -Proto, -Host and
+// Forwarded) without growing it.
+const headerRoom = 4
+
 // EncodeHeader converts h to envelope headers, leaving out hop-by-hop fields.
 // Values are kept in order; names keep their canonical form. The envelope
 // headers share h's value slices, so h must not be modified while they are
@@ -57,7 +62,7 @@ func EncodeHeader(h http.Header) []*Header {
 	// One allocation for all the headers and one for the pointers to them,
 	// rather than one per header.
 	hs := make([]Header, len(h))
-	out := make([]*Header, 0, len(h))
+	out := make([]*Header, 0, len(h)+headerRoom)
 	for name, values := range h {
 		if hopByHop(name, conn) && !teTrailers(name, values) {
 			continue
