@@ -193,7 +193,7 @@ func edgeCmd(g *globals) *cobra.Command {
 	f.StringArrayVar(&cfg.Sample.Cookies, "sample-cookie", nil, "record this cookie in sampled requests whatever the rules read, e.g. a new experiment's sticky key (repeatable)")
 	f.BoolVar(&cfg.NoSample, "no-sample", false, "keep no sample of requests (routes apply --dry-run then has nothing to replay)")
 	f.StringArrayVar(&proxies, "trusted-proxy", nil, "CIDR of proxies in front of the edge whose X-Forwarded-* headers are kept (repeatable; default: none, a client's own are replaced)")
-	f.IntVar(&cfg.Admission.MaxLimit, "admission-max", 0, "ceiling of the adaptive concurrency limit (default 16 per CPU, at least 32)")
+	f.IntVar(&cfg.Admission.MaxLimit, "admission-max", 0, "ceiling of the adaptive concurrency limit (default 64 per CPU, at least 128)")
 	f.IntVar(&cfg.Admission.QueueSize, "admission-queue", 256, "requests that may wait for a slot under the concurrency limit")
 	f.DurationVar(&cfg.Admission.MaxWait, "admission-wait", 25*time.Millisecond, "longest wait for a slot during a burst; under sustained overload waits are 5ms")
 	f.StringArrayVar(&pinFrom, "pin-from", nil, "CIDR of clients (testers) whose plain X-Griddle-Pin is honoured (repeatable; default: none)")

@@ -25,10 +25,14 @@ var ErrShed = errors.New("admission: shed for load")
 
 // Config tunes a Limiter. Zero values select the defaults.
 type Config struct {
-	InitialLimit int // concurrency limit at start (64)
+	InitialLimit int // concurrency limit at start (16)
 	MinLimit     int // floor of the limit (8)
-	MaxLimit     int // ceiling of the limit (4096)
-	QueueSize    int // requests that may wait for a slot (1024)
+	// MaxLimit is the ceiling of the limit: 64 per CPU, at least 128. A
+	// request waiting on a synced commit holds a slot but no CPU, so the
+	// ceiling leaves room for writes: at 16 per CPU, commits that waited
+	// on the disk filled it and the queue shed writes while the CPU idled.
+	MaxLimit  int
+	QueueSize int // requests that may wait for a slot (256)
 	// MaxWait is the longest wait for a slot while the queue absorbs a
 	// burst (25ms). Once every request that left the queue for longer than
 	// OverloadAfter (100ms) had waited more than OverloadWait (5ms), the
@@ -70,7 +74,7 @@ func (c *Config) setDefaults() {
 	}
 	def(&c.InitialLimit, 16)
 	def(&c.MinLimit, 8)
-	def(&c.MaxLimit, max(32, 16*runtime.GOMAXPROCS(0)))
+	def(&c.MaxLimit, max(128, 64*runtime.GOMAXPROCS(0)))
 	def(&c.QueueSize, 256)
 	defDur := func(v *time.Duration, d time.Duration) {
 		if *v == 0 {
