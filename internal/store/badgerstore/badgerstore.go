@@ -149,9 +149,10 @@ func Open(ctx context.Context, cfg Config) (*Backend, error) {
 		WithLogger(badgerLogger{log}).
 		WithMemTableSize(mem).
 		WithNumMemtables(2).
-		// Badger's own L0 bounds: with 2 and 8, level 0 filled faster
-		// than two cores compacted it under 2,000 commits/s and writes
-		// stalled for tens of milliseconds at a time.
+		// Badger's own level-0 bounds: with 2 and 8, level 0 filled
+		// faster than the compactors emptied it under a steady 2,000
+		// commits/s on a small machine, stalling writes for tens of
+		// milliseconds at a time.
 		WithNumLevelZeroTables(5).
 		WithNumLevelZeroTablesStall(15).
 		WithNumCompactors(2).
