@@ -220,7 +220,11 @@ func ScanAfterTx(tx store.ReadTx, publisher, topic string, after Pos, limit int)
 	if err := checkNames(publisher, topic); err != nil {
 		return nil, err
 	}
-	kvs, err := tx.Range(logKeyAfter(publisher, topic, after), logEnd(publisher, topic), store.RangeOptions{Limit: max(limit, 0)})
+	from, err := liveFrom(tx, publisher, topic, after)
+	if err != nil {
+		return nil, fmt.Errorf("events: scan %s/%s: %w", publisher, topic, err)
+	}
+	kvs, err := tx.Range(from, logEnd(publisher, topic), store.RangeOptions{Limit: max(limit, 0)})
 	if err != nil {
 		return nil, fmt.Errorf("events: scan %s/%s: %w", publisher, topic, err)
 	}
@@ -370,6 +374,21 @@ func trimKey(publisher, topic string) []byte {
 	return []byte(KeyPrefix + "t/" + publisher + "/" + topic)
 }
 
+// liveFrom is where a read of the log of (publisher, topic) after position
+// after starts: past the last trimmed event when after is older. Trimmed
+// events leave deletion markers until compaction drops them, and a read
+// that starts at the log's beginning steps over every one of them.
+func liveFrom(tx store.ReadTx, publisher, topic string, after Pos) ([]byte, error) {
+	old, err := TrimmedTx(tx, publisher, topic)
+	if err != nil {
+		return nil, err
+	}
+	if bytes.Compare(old[:], after[:]) > 0 {
+		after = old
+	}
+	return logKeyAfter(publisher, topic, after), nil
+}
+
 // TrimmedTx returns the position of the last event trimmed away from the
 // log of (publisher, topic), the zero Pos when none was: events up to it
 // are gone.
@@ -396,7 +415,12 @@ func TrimTx(tx store.Tx, publisher, topic string, upTo Pos, limit int) (int, err
 	if err := checkNames(publisher, topic); err != nil {
 		return 0, err
 	}
-	kvs, err := tx.Range(logPrefix(publisher, topic), logKeyAfter(publisher, topic, upTo), store.RangeOptions{Limit: max(limit, 1)})
+	old, err := TrimmedTx(tx, publisher, topic)
+	if err != nil {
+		return 0, err
+	}
+	from := logKeyAfter(publisher, topic, old) // see liveFrom
+	kvs, err := tx.Range(from, logKeyAfter(publisher, topic, upTo), store.RangeOptions{Limit: max(limit, 1)})
 	if err != nil {
 		return 0, fmt.Errorf("events: trim %s/%s: %w", publisher, topic, err)
 	}
@@ -407,12 +431,8 @@ func TrimTx(tx store.Tx, publisher, topic string, upTo Pos, limit int) (int, err
 	if err != nil {
 		return 0, err
 	}
-	if err := tx.ClearRange(logPrefix(publisher, topic), logKeyAfter(publisher, topic, last)); err != nil {
+	if err := tx.ClearRange(from, logKeyAfter(publisher, topic, last)); err != nil {
 		return 0, fmt.Errorf("events: trim %s/%s: %w", publisher, topic, err)
-	}
-	old, err := TrimmedTx(tx, publisher, topic)
-	if err != nil {
-		return 0, err
 	}
 	if bytes.Compare(last[:], old[:]) > 0 {
 		if err := tx.Set(trimKey(publisher, topic), encodePos(last)); err != nil {
