@@ -415,11 +415,10 @@ func TrimTx(tx store.Tx, publisher, topic string, upTo Pos, limit int) (int, err
 	if err := checkNames(publisher, topic); err != nil {
 		return 0, err
 	}
-	old, err := TrimmedTx(tx, publisher, topic)
+	from, err := liveFrom(tx, publisher, topic, Pos{})
 	if err != nil {
-		return 0, err
+		return 0, fmt.Errorf("events: trim %s/%s: %w", publisher, topic, err)
 	}
-	from := logKeyAfter(publisher, topic, old) // see liveFrom
 	kvs, err := tx.Range(from, logKeyAfter(publisher, topic, upTo), store.RangeOptions{Limit: max(limit, 1)})
 	if err != nil {
 		return 0, fmt.Errorf("events: trim %s/%s: %w", publisher, topic, err)
@@ -434,10 +433,9 @@ func TrimTx(tx store.Tx, publisher, topic string, upTo Pos, limit int) (int, err
 	if err := tx.ClearRange(from, logKeyAfter(publisher, topic, last)); err != nil {
 		return 0, fmt.Errorf("events: trim %s/%s: %w", publisher, topic, err)
 	}
-	if bytes.Compare(last[:], old[:]) > 0 {
-		if err := tx.Set(trimKey(publisher, topic), encodePos(last)); err != nil {
-			return 0, fmt.Errorf("events: trim %s/%s: %w", publisher, topic, err)
-		}
+	// last is past the trimmed mark: the range began after it.
+	if err := tx.Set(trimKey(publisher, topic), encodePos(last)); err != nil {
+		return 0, fmt.Errorf("events: trim %s/%s: %w", publisher, topic, err)
 	}
 	return len(kvs), nil
 }
