@@ -115,13 +115,41 @@ func (l *lab) add(name string, octet int) *host {
 }
 
 // cut takes the host's switch port down (its link has no carrier: packets
-// are lost, nobody is told), or brings it back up.
+// are lost, nobody is told), or brings it back up. Bringing it up returns
+// once both ends of the link report themselves up: the kernel applies a
+// carrier change asynchronously (up to a second later), and until it has,
+// the link still drops what it is given.
 func (l *lab) cut(h *host, down bool) error {
-	state := "up"
+	ctx := context.Background()
 	if down {
-		state = "down"
+		return ipCmd(ctx, "-n", l.sw, "link", "set", h.port, "down")
 	}
-	return ipCmd(context.Background(), "-n", l.sw, "link", "set", h.port, state)
+	if err := ipCmd(ctx, "-n", l.sw, "link", "set", h.port, "up"); err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	for _, end := range [][2]string{{l.sw, h.port}, {h.ns, "eth0"}} {
+		if err := waitOperUp(ctx, end[0], end[1]); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// waitOperUp waits until dev in namespace ns reports operational state UP.
+func waitOperUp(ctx context.Context, ns, dev string) error {
+	for {
+		out, err := exec.CommandContext(ctx, "ip", "-n", ns, "-o", "link", "show", "dev", dev).Output()
+		if err == nil && bytes.Contains(out, []byte(" state UP ")) {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%s in %s: not up: %w (last: %s)", dev, ns, ctx.Err(), bytes.TrimSpace(out))
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
 }
 
 // impair makes everything the host sends late and lossy, and says how:
