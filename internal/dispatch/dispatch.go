@@ -719,21 +719,21 @@ func (d *Dispatcher) try(ctx context.Context, p *peer, msg *mangos.Message, id s
 		}
 	}
 
-	mc, err := l.getContext()
+	sl, err := l.getSlot()
 	if err != nil {
 		return d.closedResult(ctx, p)
 	}
 	reusable := true
 	defer func() {
 		if reusable {
-			l.putContext(mc)
+			l.putSlot(sl)
 		} else {
-			_ = mc.Close()
+			sl.close()
 		}
 	}()
 	if ctx.Done() != nil {
 		stop := context.AfterFunc(ctx, func() {
-			_ = mc.Close()
+			_ = sl.mc.Close()
 			if out.Load() && id != "" {
 				d.cancelRemote(l, id)
 			}
@@ -749,18 +749,24 @@ func (d *Dispatcher) try(ctx context.Context, p *peer, msg *mangos.Message, id s
 	if remaining <= 0 {
 		return nil, fatal, fmt.Errorf("%w: before sending to %s", ErrDeadline, p.addr)
 	}
-	_ = mc.SetOption(mangos.OptionSendDeadline, min(remaining, maxSendWait))
+	sl.arm(min(remaining, maxSendWait))
 	start := time.Now()
-	if err := mc.SendMsg(msg); err != nil {
+	err = sl.mc.SendMsg(msg)
+	if !sl.disarm() {
+		reusable = false
+	}
+	if err != nil {
 		switch {
+		case sl.timedOut(err) && !time.Now().Before(deadline):
+			return nil, fatal, fmt.Errorf("%w: sending to %s", ErrDeadline, p.addr)
+		case sl.timedOut(err):
+			err = mangos.ErrSendTimeout
 		case errors.Is(err, mangos.ErrClosed):
 			reusable = false
 			return d.closedResult(ctx, p)
-		case errors.Is(err, mangos.ErrSendTimeout) && !time.Now().Before(deadline):
-			return nil, fatal, fmt.Errorf("%w: sending to %s", ErrDeadline, p.addr)
 		}
-		// ErrNoPeers (the connection is down) or a send timeout: nothing
-		// left this process.
+		// ErrNoPeers (the connection is down) or no free connection in
+		// time: nothing left this process.
 		d.failure(p)
 		return nil, notDelivered, fmt.Errorf("%w: sending to %s: %w", ErrUnavailable, p.addr, err)
 	}
@@ -772,22 +778,25 @@ func (d *Dispatcher) try(ctx context.Context, p *peer, msg *mangos.Message, id s
 	if remaining <= 0 {
 		remaining = time.Nanosecond // zero would mean no timeout at all
 	}
-	_ = mc.SetOption(mangos.OptionRecvDeadline, remaining)
-	rm, err := mc.RecvMsg()
+	sl.arm(remaining)
+	rm, err := sl.mc.RecvMsg()
+	if !sl.disarm() {
+		reusable = false
+	}
 	if err != nil {
+		reusable = false
 		switch {
+		case sl.timedOut(err) && deadline.Before(final):
+			d.timedOut(p, start)
+			return nil, tryTimedOut, fmt.Errorf("%w: try timed out waiting for %s", ErrDeadline, p.addr)
+		case sl.timedOut(err):
+			d.timedOut(p, start)
+			return nil, fatal, fmt.Errorf("%w: waiting for %s", ErrDeadline, p.addr)
 		case errors.Is(err, mangos.ErrClosed):
-			reusable = false
 			if errors.Is(ctx.Err(), context.DeadlineExceeded) {
 				d.timedOut(p, start) // the caller's deadline is the try's
 			}
 			return d.closedResult(ctx, p)
-		case errors.Is(err, mangos.ErrRecvTimeout) && deadline.Before(final):
-			d.timedOut(p, start)
-			return nil, tryTimedOut, fmt.Errorf("%w: try timed out waiting for %s", ErrDeadline, p.addr)
-		case errors.Is(err, mangos.ErrRecvTimeout):
-			d.timedOut(p, start)
-			return nil, fatal, fmt.Errorf("%w: waiting for %s", ErrDeadline, p.addr)
 		}
 		// ErrCanceled or ErrNoPeers: the connection closed while the
 		// request was out, so a handler may have run it.
@@ -864,19 +873,18 @@ func (d *Dispatcher) cancelRemote(l *link, id string) {
 		if err != nil {
 			return
 		}
-		mc, err := l.getContext()
+		sl, err := l.getSlot()
 		if err != nil {
 			msg.Free()
 			return
 		}
-		defer mc.Close()
-		_ = mc.SetOption(mangos.OptionSendDeadline, cancelWait)
-		_ = mc.SetOption(mangos.OptionRecvDeadline, cancelWait)
-		if err := mc.SendMsg(msg); err != nil {
+		defer sl.close()
+		sl.arm(cancelWait) // for the send and the answer together
+		if err := sl.mc.SendMsg(msg); err != nil {
 			msg.Free()
 			return
 		}
-		if rm, err := mc.RecvMsg(); err == nil {
+		if rm, err := sl.mc.RecvMsg(); err == nil {
 			rm.Free()
 		}
 	})

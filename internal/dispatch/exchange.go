@@ -2,7 +2,6 @@ package dispatch
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"time"
 
@@ -39,7 +38,7 @@ func (x *Exchange) Send(ctx context.Context, env *wire.Request, wait time.Durati
 		msg.Free()
 		return nil, fmt.Errorf("%w: %s: %w", ErrUnavailable, x.p.addr, err)
 	}
-	mc, err := l.getContext()
+	sl, err := l.getSlot()
 	if err != nil {
 		msg.Free()
 		return nil, fmt.Errorf("%w: %s: %w", ErrUnavailable, x.p.addr, err)
@@ -47,13 +46,13 @@ func (x *Exchange) Send(ctx context.Context, env *wire.Request, wait time.Durati
 	reusable := true
 	defer func() {
 		if reusable {
-			l.putContext(mc)
+			l.putSlot(sl)
 		} else {
-			_ = mc.Close()
+			sl.close()
 		}
 	}()
 	if ctx.Done() != nil {
-		stop := context.AfterFunc(ctx, func() { _ = mc.Close() })
+		stop := context.AfterFunc(ctx, func() { _ = sl.mc.Close() })
 		defer func() {
 			if !stop() {
 				reusable = false
@@ -62,17 +61,31 @@ func (x *Exchange) Send(ctx context.Context, env *wire.Request, wait time.Durati
 	}
 	// A part waits for the instance as long as its answer may (0: ctx
 	// alone bounds it): under load the connection's queue may be slow.
-	_ = mc.SetOption(mangos.OptionSendDeadline, wait)
-	if err := mc.SendMsg(msg); err != nil {
+	if wait > 0 {
+		sl.arm(wait)
+	}
+	err = sl.mc.SendMsg(msg)
+	if wait > 0 && !sl.disarm() {
+		reusable = false
+	}
+	if err != nil {
 		msg.Free()
 		reusable = false
+		if sl.timedOut(err) {
+			err = mangos.ErrSendTimeout
+		}
 		return nil, x.failed(ctx, "sending to", err)
 	}
-	_ = mc.SetOption(mangos.OptionRecvDeadline, wait) // 0: no deadline
-	rm, err := mc.RecvMsg()
+	if wait > 0 {
+		sl.arm(wait)
+	}
+	rm, err := sl.mc.RecvMsg()
+	if wait > 0 && !sl.disarm() {
+		reusable = false
+	}
 	if err != nil {
 		reusable = false
-		if errors.Is(err, mangos.ErrRecvTimeout) {
+		if sl.timedOut(err) {
 			return nil, fmt.Errorf("%w: waiting for %s", ErrDeadline, x.p.addr)
 		}
 		return nil, x.failed(ctx, "waiting for", err)

@@ -3,6 +3,7 @@ package dispatch
 import (
 	"bytes"
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"log/slog"
 	"slices"
@@ -71,7 +72,7 @@ type link struct {
 	up      chan struct{} // closed when the first connection is attached
 	upOnce  sync.Once
 	isUp    atomic.Bool
-	free    chan mangos.Context // idle contexts; all are closed with sock
+	free    chan *slot // idle contexts; all are closed with sock
 }
 
 func newPeer(addr string, maxReply int, tlsCfg *tls.Config) *peer {
@@ -111,7 +112,7 @@ func (p *peer) dial() (*link, error) {
 		sock:    sock,
 		created: time.Now(),
 		up:      make(chan struct{}),
-		free:    make(chan mangos.Context, contextPoolSize),
+		free:    make(chan *slot, contextPoolSize),
 	}
 	sock.SetPipeEventHook(func(ev mangos.PipeEvent, _ mangos.Pipe) {
 		switch ev {
@@ -429,24 +430,70 @@ func median(xs []int64) int64 {
 // waits for one during connectGrace instead of failing fast.
 func (l *link) ready() bool { return l.isUp.Load() }
 
-// getContext returns an idle context or opens one. It fails with
-// mangos.ErrClosed once the socket is closed.
-func (l *link) getContext() (mangos.Context, error) {
+// slot is a pooled mangos context with the one timer that bounds each
+// wait on it: the timer closes the context when it fires. mangos' own send
+// and receive deadlines would start a new timer for every call. A slot
+// whose context was closed (by its timer, or for a caller that left) is
+// not reused.
+type slot struct {
+	mc    mangos.Context
+	timer *time.Timer
+	fired atomic.Bool // the timer closed mc
+}
+
+func newSlot(mc mangos.Context) *slot {
+	s := &slot{mc: mc}
+	s.timer = time.AfterFunc(time.Hour, s.expire)
+	s.timer.Stop()
+	return s
+}
+
+func (s *slot) expire() {
+	s.fired.Store(true)
+	_ = s.mc.Close()
+}
+
+// arm has the timer close the context after d; each arm is followed by
+// one disarm.
+func (s *slot) arm(d time.Duration) { s.timer.Reset(d) }
+
+// disarm stops the timer. False: it fired, and the context is closed (or
+// being closed).
+func (s *slot) disarm() bool { return s.timer.Stop() }
+
+// timedOut reports whether err is the mangos.ErrClosed of s's own timer.
+func (s *slot) timedOut(err error) bool {
+	return errors.Is(err, mangos.ErrClosed) && s.fired.Load()
+}
+
+// close stops the timer and closes the context.
+func (s *slot) close() {
+	s.timer.Stop()
+	_ = s.mc.Close()
+}
+
+// getSlot returns an idle slot or opens a context for a new one. It fails
+// with mangos.ErrClosed once the socket is closed.
+func (l *link) getSlot() (*slot, error) {
 	select {
-	case c := <-l.free:
-		return c, nil
+	case s := <-l.free:
+		return s, nil
 	default:
-		return l.sock.OpenContext()
+		mc, err := l.sock.OpenContext()
+		if err != nil {
+			return nil, err
+		}
+		return newSlot(mc), nil
 	}
 }
 
-// putContext returns an unbroken context to the pool, or closes it when the
-// pool is full.
-func (l *link) putContext(c mangos.Context) {
+// putSlot returns an unbroken slot to the pool, or closes it when the pool
+// is full.
+func (l *link) putSlot(s *slot) {
 	select {
-	case l.free <- c:
+	case l.free <- s:
 	default:
-		_ = c.Close()
+		s.close()
 	}
 }
 
