@@ -177,7 +177,7 @@ func Open(ctx context.Context, cfg Config) (*Backend, error) {
 	}
 	b.idle = sync.NewCond(&b.mu)
 	if !cfg.NoSync && !cfg.InMemory {
-		b.sync = newGroupSync(db.Sync)
+		b.sync = newGroupSync(db.Sync, maxGather)
 	}
 	if err := b.loadStamp(); err != nil {
 		_ = db.Close()
