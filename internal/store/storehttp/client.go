@@ -27,6 +27,9 @@ type Client struct {
 	base   string
 	closed atomic.Bool
 	fails  atomic.Int32 // requests in a row that got no HTTP answer
+	hop    hopLink      // where operations go when it is up (see HopUpgrade)
+	ctx    context.Context
+	cancel context.CancelFunc // ends a hop dial under way (Close)
 }
 
 // unreachableAfter is how many requests in a row must get no HTTP answer
@@ -60,9 +63,22 @@ var _ store.Backend = (*Client)(nil)
 // NewClient returns a Client of the Server at base (scheme and host, such
 // as "http://griddle-store"), reached through hc, which the caller keeps
 // owning.
-func NewClient(hc *http.Client, base string) *Client {
-	return &Client{hc: hc, base: strings.TrimSuffix(base, "/")}
+func NewClient(hc *http.Client, base string, opts ...ClientOption) *Client {
+	ctx, cancel := context.WithCancel(context.Background())
+	c := &Client{hc: hc, base: strings.TrimSuffix(base, "/"), ctx: ctx, cancel: cancel}
+	for _, o := range opts {
+		o(c)
+	}
+	return c
 }
+
+// ClientOption configures a Client.
+type ClientOption func(*Client)
+
+// HTTPOnly sends every operation in an HTTP request of its own, never on
+// a hop connection (HopUpgrade): for a path that does not pass protocol
+// upgrades through.
+func HTTPOnly() ClientOption { return func(c *Client) { c.hop.off = true } }
 
 // Space returns the Store of key space name. A Server with WithSpace puts
 // its transactions in its own space instead.
@@ -80,15 +96,17 @@ func (c *Client) Own() store.Store {
 	return newRemoteSpace(c, OwnSpace)
 }
 
-// Close makes later transactions fail with store.ErrClosed. It closes
-// neither the http.Client nor the Server.
+// Close makes later transactions fail with store.ErrClosed and closes the
+// hop connection. It closes neither the http.Client nor the Server.
 func (c *Client) Close() error {
 	c.closed.Store(true)
+	c.closeHop()
 	return nil
 }
 
 type remoteSpace struct {
 	c     *Client
+	name  string
 	begin string // the begin URL path
 	get   string // the one-step read's URL path
 	op    string // the operations' URL path (Server.Op)
@@ -97,7 +115,7 @@ type remoteSpace struct {
 
 func newRemoteSpace(c *Client, name string) *remoteSpace {
 	base := "/v1/spaces/" + name
-	s := &remoteSpace{c: c, begin: base + "/txns", get: base + "/get", op: base + "/op"}
+	s := &remoteSpace{c: c, name: name, begin: base + "/txns", get: base + "/get", op: base + "/op"}
 	s.one = NewOneTrip(s.forward, interactive{s})
 	return s
 }
@@ -108,10 +126,14 @@ var (
 	_ opForwarder  = (*remoteSpace)(nil)
 )
 
-// forward sends one operation (op.go) in one HTTP request.
+// forward sends one operation (op.go) as a unary call on the hop
+// connection, or while there is none in one HTTP request.
 func (s *remoteSpace) forward(ctx context.Context, op []byte) ([]byte, error) {
 	if s.c.closed.Load() {
 		return nil, store.ErrClosed
+	}
+	if hc := s.c.hopConn(); hc != nil {
+		return s.c.hopCall(ctx, hc, s.name, op)
 	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, s.c.base+s.op, bytes.NewReader(op))
 	if err != nil {
@@ -153,6 +175,20 @@ func (i interactive) ReadTransact(ctx context.Context, fn func(tx store.ReadTx) 
 func (s *remoteSpace) Get(ctx context.Context, key []byte) ([]byte, error) {
 	if err := store.CheckKey(key); err != nil {
 		return nil, err
+	}
+	if s.c.closed.Load() {
+		return nil, store.ErrClosed
+	}
+	if hc := s.c.hopConn(); hc != nil {
+		op, err := proto.MarshalOptions{}.MarshalAppend([]byte{OpGet}, &storepb.GetRequest{Key: key})
+		if err != nil {
+			return nil, fmt.Errorf("storehttp: %w", err)
+		}
+		b, err := s.c.hopCall(ctx, hc, s.name, op)
+		if err != nil {
+			return nil, err
+		}
+		return DecodeGet(b)
 	}
 	var resp storepb.GetResponse
 	if err := s.c.call(ctx, s.get, &storepb.GetRequest{Key: key}, &resp); err != nil {

@@ -3,7 +3,9 @@
 // store.Backend whose transactions run on a Server. Handlers reach their
 // store this way through their sidecar (operations as unary calls on the
 // connection between them, see OneTrip), and the sidecars of one machine
-// share one embedded store through `griddle store` (over HTTP).
+// share one embedded store through `griddle store` (over HTTP, each
+// Client's operations on one long-lived connection upgraded to the same
+// multiplexed frames: see HopUpgrade).
 //
 // # One round trip
 //

@@ -51,7 +51,8 @@ func serveCounting(t *testing.T) (store.Store, store.Store, *countingServer) {
 		srv.Close()
 		b.Close()
 	})
-	remote, err := storehttp.NewClient(ts.Client(), ts.URL).Space("svc")
+	// HTTP only: the requests counted are the operations.
+	remote, err := storehttp.NewClient(ts.Client(), ts.URL, storehttp.HTTPOnly()).Space("svc")
 	if err != nil {
 		t.Fatal(err)
 	}

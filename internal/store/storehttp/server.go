@@ -116,6 +116,7 @@ func NewServer(b store.Backend, opts ...Option) *Server {
 	s.mux.HandleFunc("POST /v1/txns/{txn}/{op}", s.op)
 	s.mux.HandleFunc("POST /v1/spaces/{space}/get", s.get)
 	s.mux.HandleFunc("POST /v1/spaces/{space}/op", s.serveOp)
+	s.mux.HandleFunc("GET "+HopPath, s.serveHop)
 	return s
 }
 

@@ -263,7 +263,7 @@ func TestReachable(t *testing.T) {
 		srv.Close()
 		b.Close()
 	})
-	c := storehttp.NewClient(ts.Client(), ts.URL)
+	c := storehttp.NewClient(ts.Client(), ts.URL, storehttp.HTTPOnly())
 	s, err := c.Space("profiles")
 	if err != nil {
 		t.Fatal(err)

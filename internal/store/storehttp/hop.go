@@ -1,0 +1,257 @@
+package storehttp
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/griddle-mesh/griddle/internal/hop"
+	"github.com/griddle-mesh/griddle/internal/store"
+)
+
+// A Client's operations (OpGet, OpRange, OpGetMany, OpCommit) travel on one
+// long-lived connection of multiplexed frames (package hop) instead of one
+// HTTP request each: the client asks for it with GET HopPath and
+// "Upgrade: griddle-store-hop", authenticated as every request is (the
+// connection keeps the caller it was opened by), and each operation is
+// then a unary call whose payload is the key space's name (one length
+// byte, then the name) followed by the operation.
+const (
+	HopUpgrade = "griddle-store-hop"
+	HopPath    = "/v1/hop"
+)
+
+// serveHop upgrades r's connection to a hop connection answering the
+// caller's operations, until either side closes it or the Server does.
+func (s *Server) serveHop(w http.ResponseWriter, r *http.Request) {
+	if r.ProtoMajor != 1 || !strings.EqualFold(r.Header.Get("Upgrade"), HopUpgrade) {
+		w.Header().Set("Upgrade", HopUpgrade)
+		http.Error(w, "want Upgrade: "+HopUpgrade+" over HTTP/1.1", http.StatusUpgradeRequired)
+		return
+	}
+	s.mu.Lock()
+	closed := s.closed
+	s.mu.Unlock()
+	if closed {
+		s.fail(w, store.ErrClosed)
+		return
+	}
+	conn, brw, err := http.NewResponseController(w).Hijack()
+	if err != nil {
+		s.fail(w, fmt.Errorf("%w: cannot take the connection over: %w", errBadRequest, err))
+		return
+	}
+	// The HTTP server's read and write deadlines stay on a connection it
+	// hands over; a hop connection lives as long as its peer keeps it.
+	if err := conn.SetDeadline(time.Time{}); err != nil {
+		_ = conn.Close()
+		return
+	}
+	if _, err := io.WriteString(conn, "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: "+HopUpgrade+"\r\n\r\n"); err != nil {
+		_ = conn.Close()
+		return
+	}
+	caller := callerOf(r)
+	hc := hop.New(bufferedConn{Conn: conn, r: brw.Reader}, hop.Config{
+		Accepting: true,
+		Unary:     func(ctx context.Context, p []byte) []byte { return s.hopOp(ctx, caller, p) },
+		Quick: func(p []byte) bool {
+			_, op, ok := splitHopOp(p)
+			return ok && s.Quick(op)
+		},
+		MaxFrame: maxOpBytes + 1<<10,
+	})
+	s.wg.Go(func() {
+		select {
+		case <-hc.Done():
+		case <-s.ctx.Done():
+		}
+		_ = hc.Close()
+	})
+}
+
+// hopOp answers one operation of caller's hop connection.
+func (s *Server) hopOp(ctx context.Context, caller string, p []byte) []byte {
+	name, op, ok := splitHopOp(p)
+	if !ok {
+		return s.opError(fmt.Errorf("%w: malformed operation", errBadRequest))
+	}
+	var st store.Store
+	var err error
+	switch {
+	case s.space != "":
+		st, err = s.b.Space(s.space)
+	case caller != "":
+		st, err = s.confined(caller, name)
+	default:
+		st, err = s.b.Space(name)
+	}
+	if err != nil {
+		return s.opError(err)
+	}
+	// ctx ends when the peer gives the call up or the connection closes
+	// (as it does when the Server does).
+	return s.opIn(ctx, st, op)
+}
+
+// appendHopOp is the payload of op in key space name.
+func appendHopOp(dst []byte, name string, op []byte) []byte {
+	dst = append(dst, byte(len(name)))
+	dst = append(dst, name...)
+	return append(dst, op...)
+}
+
+// splitHopOp is appendHopOp undone.
+func splitHopOp(p []byte) (name string, op []byte, ok bool) {
+	if len(p) < 1 || len(p) < 1+int(p[0]) {
+		return "", nil, false
+	}
+	n := int(p[0])
+	return string(p[1 : 1+n]), p[1+n:], true
+}
+
+// bufferedConn reads what the HTTP server had buffered before the
+// connection was taken over, then the connection.
+type bufferedConn struct {
+	net.Conn
+	r *bufio.Reader
+}
+
+func (c bufferedConn) Read(p []byte) (int, error) { return c.r.Read(p) }
+
+// hopRedial is how long a Client waits after a hop connection failed or
+// could not be opened before it tries again; its operations go over HTTP
+// meanwhile.
+const hopRedial = time.Second
+
+// hopLink is a Client's hop connection to its Server, opened in the
+// background at the first operation.
+type hopLink struct {
+	mu      sync.Mutex
+	conn    *hop.Conn // nil: none up
+	dialing bool
+	off     bool      // the Server does not offer it: HTTP only
+	retry   time.Time // no new dial before
+	wg      sync.WaitGroup
+}
+
+// hopConn returns c's hop connection, or nil while there is none (then it
+// starts opening one, unless the Server does not offer it).
+func (c *Client) hopConn() *hop.Conn {
+	l := &c.hop
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.conn != nil {
+		select {
+		case <-l.conn.Done():
+			l.conn = nil
+			l.retry = time.Now().Add(hopRedial)
+		default:
+			return l.conn
+		}
+	}
+	if l.off || l.dialing || c.closed.Load() || time.Now().Before(l.retry) {
+		return nil
+	}
+	l.dialing = true
+	l.wg.Go(c.dialHop)
+	return nil
+}
+
+func (c *Client) dialHop() {
+	conn, off, err := c.upgrade()
+	l := &c.hop
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.dialing = false
+	switch {
+	case off:
+		l.off = true
+	case err != nil:
+		l.retry = time.Now().Add(hopRedial)
+	case c.closed.Load():
+		_ = conn.Close()
+	default:
+		l.conn = conn
+	}
+}
+
+// upgrade asks the Server for a hop connection; off reports a Server that
+// does not offer one (an older one).
+func (c *Client) upgrade() (conn *hop.Conn, off bool, err error) {
+	req, err := http.NewRequestWithContext(c.ctx, http.MethodGet, c.base+HopPath, nil)
+	if err != nil {
+		return nil, true, err
+	}
+	req.Header.Set("Connection", "Upgrade")
+	req.Header.Set("Upgrade", HopUpgrade)
+	resp, err := c.hc.Do(req)
+	if err != nil {
+		return nil, false, err
+	}
+	if resp.StatusCode != http.StatusSwitchingProtocols {
+		_ = resp.Body.Close()
+		switch resp.StatusCode {
+		case http.StatusNotFound, http.StatusMethodNotAllowed, http.StatusUpgradeRequired:
+			return nil, true, fmt.Errorf("storehttp: no hop connection: %s", resp.Status)
+		}
+		return nil, false, fmt.Errorf("storehttp: no hop connection: %s", resp.Status)
+	}
+	rwc, ok := resp.Body.(io.ReadWriteCloser)
+	if !ok {
+		_ = resp.Body.Close()
+		return nil, true, fmt.Errorf("storehttp: no hop connection: the HTTP client cannot switch protocols")
+	}
+	return hop.New(rwcConn{rwc}, hop.Config{}), false, nil
+}
+
+// hopCall sends op in key space name on hc and returns its answer.
+func (c *Client) hopCall(ctx context.Context, hc *hop.Conn, name string, op []byte) ([]byte, error) {
+	b, err := hop.Unary(hc, appendHopOp(make([]byte, 0, 1+len(name)+len(op)), name, op), ctx.Done())
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil, fmt.Errorf("storehttp: %w", ctx.Err())
+		}
+		c.fails.Add(1)
+		return nil, fmt.Errorf("storehttp: %w", err)
+	}
+	if c.fails.Load() != 0 {
+		c.fails.Store(0)
+	}
+	return b, nil
+}
+
+// closeHop closes c's hop connection and waits for a dial under way.
+func (c *Client) closeHop() {
+	c.cancel()
+	c.hop.wg.Wait()
+	c.hop.mu.Lock()
+	conn := c.hop.conn
+	c.hop.conn = nil
+	c.hop.mu.Unlock()
+	if conn != nil {
+		_ = conn.Close()
+	}
+}
+
+// rwcConn is the connection an HTTP client hands over after 101 Switching
+// Protocols, as the net.Conn package hop takes (it only reads, writes and
+// closes).
+type rwcConn struct{ io.ReadWriteCloser }
+
+type hopAddr struct{}
+
+func (hopAddr) Network() string { return "tcp" }
+func (hopAddr) String() string  { return HopUpgrade }
+
+func (rwcConn) LocalAddr() net.Addr              { return hopAddr{} }
+func (rwcConn) RemoteAddr() net.Addr             { return hopAddr{} }
+func (rwcConn) SetDeadline(time.Time) error      { return nil }
+func (rwcConn) SetReadDeadline(time.Time) error  { return nil }
+func (rwcConn) SetWriteDeadline(time.Time) error { return nil }
