@@ -36,14 +36,16 @@ func (s *Server) serveHop(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.mu.Lock()
-	closed := s.closed
-	s.mu.Unlock()
-	if closed {
+	if s.closed {
+		s.mu.Unlock()
 		s.fail(w, store.ErrClosed)
 		return
 	}
+	s.wg.Add(1) // for the goroutine that closes the connection with the Server
+	s.mu.Unlock()
 	conn, brw, err := http.NewResponseController(w).Hijack()
 	if err != nil {
+		s.wg.Done()
 		s.fail(w, fmt.Errorf("%w: cannot take the connection over: %w", errBadRequest, err))
 		return
 	}
@@ -51,10 +53,12 @@ func (s *Server) serveHop(w http.ResponseWriter, r *http.Request) {
 	// hands over; a hop connection lives as long as its peer keeps it.
 	if err := conn.SetDeadline(time.Time{}); err != nil {
 		_ = conn.Close()
+		s.wg.Done()
 		return
 	}
 	if _, err := io.WriteString(conn, "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: "+HopUpgrade+"\r\n\r\n"); err != nil {
 		_ = conn.Close()
+		s.wg.Done()
 		return
 	}
 	caller := callerOf(r)
@@ -67,13 +71,14 @@ func (s *Server) serveHop(w http.ResponseWriter, r *http.Request) {
 		},
 		MaxFrame: maxOpBytes + 1<<10,
 	})
-	s.wg.Go(func() {
+	go func() {
+		defer s.wg.Done()
 		select {
 		case <-hc.Done():
 		case <-s.ctx.Done():
 		}
 		_ = hc.Close()
-	})
+	}()
 }
 
 // hopOp answers one operation of caller's hop connection.
