@@ -79,7 +79,9 @@ var (
 // sidecar's mesh socket). The sidecar decides the key space; a handler
 // cannot name another service's.
 func New(hc *http.Client) Store {
-	return storehttp.NewClient(hc, "http://"+Host).Own()
+	// HTTP only: the handler's connection to its sidecar already carries
+	// operations as frames of their own (plugins.MeshAPI's store).
+	return storehttp.NewClient(hc, "http://"+Host, storehttp.HTTPOnly()).Own()
 }
 
 // GetMany reads several keys inside a transaction in one call to the
