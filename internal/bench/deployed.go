@@ -137,6 +137,14 @@ func (s *starter) deployed(ctx context.Context) (*target, error) {
 		"griddle store (the sidecars' --store http://%s) and etcd (griddle bench serve-etcd), each a process of its own; "+
 		"CPU by component from each one's processes", instances, storeAddr)
 
+	// A profiled run takes a profile of every component: each serves its
+	// admin address first (the sidecars of services the scenario does not
+	// call are ready no sooner than the rest).
+	for _, p := range t.profilers {
+		if err := waitListening(ctx, t, p.admin); err != nil {
+			return fail(err)
+		}
+	}
 	if needsProfiles(s.cfg.Scenario) {
 		if err := waitReady(ctx, t, t.base+probePath(ScenarioStatic)); err != nil {
 			return fail(err)
