@@ -61,11 +61,9 @@ func (x *Exchange) Send(ctx context.Context, env *wire.Request, wait time.Durati
 	}
 	// A part waits for the instance as long as its answer may (0: ctx
 	// alone bounds it): under load the connection's queue may be slow.
-	if wait > 0 {
-		sl.arm(wait)
-	}
+	sl.arm(wait)
 	err = sl.mc.SendMsg(msg)
-	if wait > 0 && !sl.disarm() {
+	if !sl.disarm() {
 		reusable = false
 	}
 	if err != nil {
@@ -76,11 +74,9 @@ func (x *Exchange) Send(ctx context.Context, env *wire.Request, wait time.Durati
 		}
 		return nil, x.failed(ctx, "sending to", err)
 	}
-	if wait > 0 {
-		sl.arm(wait)
-	}
+	sl.arm(wait)
 	rm, err := sl.mc.RecvMsg()
-	if wait > 0 && !sl.disarm() {
+	if !sl.disarm() {
 		reusable = false
 	}
 	if err != nil {

@@ -438,6 +438,7 @@ func (l *link) ready() bool { return l.isUp.Load() }
 type slot struct {
 	mc    mangos.Context
 	timer *time.Timer
+	armed bool        // by the goroutine using the slot
 	fired atomic.Bool // the timer closed mc
 }
 
@@ -453,13 +454,23 @@ func (s *slot) expire() {
 	_ = s.mc.Close()
 }
 
-// arm has the timer close the context after d; each arm is followed by
-// one disarm.
-func (s *slot) arm(d time.Duration) { s.timer.Reset(d) }
+// arm has the timer close the context after d (0: no bound); each arm is
+// followed by one disarm.
+func (s *slot) arm(d time.Duration) {
+	if s.armed = d > 0; s.armed {
+		s.timer.Reset(d)
+	}
+}
 
 // disarm stops the timer. False: it fired, and the context is closed (or
 // being closed).
-func (s *slot) disarm() bool { return s.timer.Stop() }
+func (s *slot) disarm() bool {
+	if !s.armed {
+		return true
+	}
+	s.armed = false
+	return s.timer.Stop()
+}
 
 // timedOut reports whether err is the mangos.ErrClosed of s's own timer.
 func (s *slot) timedOut(err error) bool {

@@ -36,7 +36,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -126,7 +125,7 @@ type Config struct {
 // use. It runs one goroutine, the reader, from New until the connection
 // closes; Close stops it and waits for it.
 type Conn struct {
-	c        net.Conn
+	c        io.ReadWriteCloser // a net.Conn, or what an HTTP upgrade hands over
 	cfg      Config
 	local    uint32 // acceptBit or 0: marks the ids of streams this side opens
 	next     atomic.Uint32
@@ -147,8 +146,9 @@ type Conn struct {
 	done chan struct{} // closed when the reader has returned
 }
 
-// New starts serving c and returns its Conn; it takes c over.
-func New(c net.Conn, cfg Config) *Conn {
+// New starts serving c and returns its Conn; it takes c over. It only
+// reads, writes and closes c.
+func New(c io.ReadWriteCloser, cfg Config) *Conn {
 	if cfg.MaxFrame <= 0 {
 		cfg.MaxFrame = DefaultMaxFrame
 	}

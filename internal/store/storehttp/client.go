@@ -47,15 +47,21 @@ func (c *Client) Reachable() bool { return c.fails.Load() < unreachableAfter }
 // answered.
 func (c *Client) do(req *http.Request) (*http.Response, error) {
 	resp, err := c.hc.Do(req)
+	c.answered(req.Context(), err)
+	return resp, err
+}
+
+// answered notes whether the Server answered a request made with ctx (err
+// nil) or not; one whose ctx ended first counts neither way.
+func (c *Client) answered(ctx context.Context, err error) {
 	switch {
 	case err == nil:
 		if c.fails.Load() != 0 {
 			c.fails.Store(0)
 		}
-	case req.Context().Err() == nil:
+	case ctx.Err() == nil:
 		c.fails.Add(1)
 	}
-	return resp, err
 }
 
 var _ store.Backend = (*Client)(nil)
@@ -133,7 +139,7 @@ func (s *remoteSpace) forward(ctx context.Context, op []byte) ([]byte, error) {
 		return nil, store.ErrClosed
 	}
 	if hc := s.c.hopConn(); hc != nil {
-		return s.c.hopCall(ctx, hc, s.name, op)
+		return s.c.hopCall(ctx, hc, append(appendHopName(make([]byte, 0, 1+len(s.name)+len(op)), s.name), op...))
 	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, s.c.base+s.op, bytes.NewReader(op))
 	if err != nil {
@@ -180,11 +186,7 @@ func (s *remoteSpace) Get(ctx context.Context, key []byte) ([]byte, error) {
 		return nil, store.ErrClosed
 	}
 	if hc := s.c.hopConn(); hc != nil {
-		op, err := proto.MarshalOptions{}.MarshalAppend([]byte{OpGet}, &storepb.GetRequest{Key: key})
-		if err != nil {
-			return nil, fmt.Errorf("storehttp: %w", err)
-		}
-		b, err := s.c.hopCall(ctx, hc, s.name, op)
+		b, err := s.c.hopCall(ctx, hc, AppendGet(appendHopName(nil, s.name), key))
 		if err != nil {
 			return nil, err
 		}

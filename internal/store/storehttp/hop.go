@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/griddle-mesh/griddle/internal/hop"
@@ -43,26 +44,13 @@ func (s *Server) serveHop(w http.ResponseWriter, r *http.Request) {
 	}
 	s.wg.Add(1) // for the goroutine that closes the connection with the Server
 	s.mu.Unlock()
-	conn, brw, err := http.NewResponseController(w).Hijack()
+	conn, err := switchToHop(w)
 	if err != nil {
-		s.wg.Done()
-		s.fail(w, fmt.Errorf("%w: cannot take the connection over: %w", errBadRequest, err))
-		return
-	}
-	// The HTTP server's read and write deadlines stay on a connection it
-	// hands over; a hop connection lives as long as its peer keeps it.
-	if err := conn.SetDeadline(time.Time{}); err != nil {
-		_ = conn.Close()
-		s.wg.Done()
-		return
-	}
-	if _, err := io.WriteString(conn, "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: "+HopUpgrade+"\r\n\r\n"); err != nil {
-		_ = conn.Close()
 		s.wg.Done()
 		return
 	}
 	caller := callerOf(r)
-	hc := hop.New(bufferedConn{Conn: conn, r: brw.Reader}, hop.Config{
+	hc := hop.New(conn, hop.Config{
 		Accepting: true,
 		Unary:     func(ctx context.Context, p []byte) []byte { return s.hopOp(ctx, caller, p) },
 		Quick: func(p []byte) bool {
@@ -81,38 +69,52 @@ func (s *Server) serveHop(w http.ResponseWriter, r *http.Request) {
 	}()
 }
 
-// hopOp answers one operation of caller's hop connection.
+// switchToHop takes w's connection over and answers 101 Switching
+// Protocols on it; on an error the connection is closed.
+func switchToHop(w http.ResponseWriter) (io.ReadWriteCloser, error) {
+	conn, brw, err := http.NewResponseController(w).Hijack()
+	if err != nil {
+		return nil, err
+	}
+	// The HTTP server's read and write deadlines stay on a connection it
+	// hands over; a hop connection lives as long as its peer keeps it.
+	if err := conn.SetDeadline(time.Time{}); err != nil {
+		_ = conn.Close()
+		return nil, err
+	}
+	if _, err := io.WriteString(conn, "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: "+HopUpgrade+"\r\n\r\n"); err != nil {
+		_ = conn.Close()
+		return nil, err
+	}
+	if brw.Reader.Buffered() == 0 { // as always: the client waits for the 101
+		return conn, nil
+	}
+	return bufferedConn{Conn: conn, r: brw.Reader}, nil
+}
+
+// hopOp answers one operation of caller's hop connection; ctx ends when
+// the peer gives the call up or the connection closes (as it does when
+// the Server does).
 func (s *Server) hopOp(ctx context.Context, caller string, p []byte) []byte {
 	name, op, ok := splitHopOp(p)
 	if !ok {
 		return s.opError(fmt.Errorf("%w: malformed operation", errBadRequest))
 	}
-	var st store.Store
-	var err error
-	switch {
-	case s.space != "":
-		st, err = s.b.Space(s.space)
-	case caller != "":
-		st, err = s.confined(caller, name)
-	default:
-		st, err = s.b.Space(name)
-	}
+	st, err := s.spaceFor(caller, name)
 	if err != nil {
 		return s.opError(err)
 	}
-	// ctx ends when the peer gives the call up or the connection closes
-	// (as it does when the Server does).
 	return s.opIn(ctx, st, op)
 }
 
-// appendHopOp is the payload of op in key space name.
-func appendHopOp(dst []byte, name string, op []byte) []byte {
+// appendHopName starts the payload of an operation in key space name; the
+// operation follows.
+func appendHopName(dst []byte, name string) []byte {
 	dst = append(dst, byte(len(name)))
-	dst = append(dst, name...)
-	return append(dst, op...)
+	return append(dst, name...)
 }
 
-// splitHopOp is appendHopOp undone.
+// splitHopOp is a payload undone.
 func splitHopOp(p []byte) (name string, op []byte, ok bool) {
 	if len(p) < 1 || len(p) < 1+int(p[0]) {
 		return "", nil, false
@@ -138,8 +140,9 @@ const hopRedial = time.Second
 // hopLink is a Client's hop connection to its Server, opened in the
 // background at the first operation.
 type hopLink struct {
-	mu      sync.Mutex
-	conn    *hop.Conn // nil: none up
+	conn atomic.Pointer[hop.Conn] // nil: none up
+
+	mu      sync.Mutex // guards the dial state below
 	dialing bool
 	off     bool      // the Server does not offer it: HTTP only
 	retry   time.Time // no new dial before
@@ -150,15 +153,22 @@ type hopLink struct {
 // starts opening one, unless the Server does not offer it).
 func (c *Client) hopConn() *hop.Conn {
 	l := &c.hop
+	if conn := l.conn.Load(); conn != nil {
+		select {
+		case <-conn.Done():
+		default:
+			return conn
+		}
+	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if l.conn != nil {
+	if conn := l.conn.Load(); conn != nil {
 		select {
-		case <-l.conn.Done():
-			l.conn = nil
+		case <-conn.Done():
+			l.conn.Store(nil)
 			l.retry = time.Now().Add(hopRedial)
 		default:
-			return l.conn
+			return conn
 		}
 	}
 	if l.off || l.dialing || c.closed.Load() || time.Now().Before(l.retry) {
@@ -183,7 +193,7 @@ func (c *Client) dialHop() {
 	case c.closed.Load():
 		_ = conn.Close()
 	default:
-		l.conn = conn
+		l.conn.Store(conn)
 	}
 }
 
@@ -213,21 +223,19 @@ func (c *Client) upgrade() (conn *hop.Conn, off bool, err error) {
 		_ = resp.Body.Close()
 		return nil, true, fmt.Errorf("storehttp: no hop connection: the HTTP client cannot switch protocols")
 	}
-	return hop.New(rwcConn{rwc}, hop.Config{}), false, nil
+	return hop.New(rwc, hop.Config{}), false, nil
 }
 
-// hopCall sends op in key space name on hc and returns its answer.
-func (c *Client) hopCall(ctx context.Context, hc *hop.Conn, name string, op []byte) ([]byte, error) {
-	b, err := hop.Unary(hc, appendHopOp(make([]byte, 0, 1+len(name)+len(op)), name, op), ctx.Done())
+// hopCall sends the operation payload (appendHopName, then the
+// operation) on hc and returns its answer.
+func (c *Client) hopCall(ctx context.Context, hc *hop.Conn, payload []byte) ([]byte, error) {
+	b, err := hop.Unary(hc, payload, ctx.Done())
+	c.answered(ctx, err)
 	if err != nil {
 		if ctx.Err() != nil {
 			return nil, fmt.Errorf("storehttp: %w", ctx.Err())
 		}
-		c.fails.Add(1)
 		return nil, fmt.Errorf("storehttp: %w", err)
-	}
-	if c.fails.Load() != 0 {
-		c.fails.Store(0)
 	}
 	return b, nil
 }
@@ -236,27 +244,7 @@ func (c *Client) hopCall(ctx context.Context, hc *hop.Conn, name string, op []by
 func (c *Client) closeHop() {
 	c.cancel()
 	c.hop.wg.Wait()
-	c.hop.mu.Lock()
-	conn := c.hop.conn
-	c.hop.conn = nil
-	c.hop.mu.Unlock()
-	if conn != nil {
+	if conn := c.hop.conn.Swap(nil); conn != nil {
 		_ = conn.Close()
 	}
 }
-
-// rwcConn is the connection an HTTP client hands over after 101 Switching
-// Protocols, as the net.Conn package hop takes (it only reads, writes and
-// closes).
-type rwcConn struct{ io.ReadWriteCloser }
-
-type hopAddr struct{}
-
-func (hopAddr) Network() string { return "tcp" }
-func (hopAddr) String() string  { return HopUpgrade }
-
-func (rwcConn) LocalAddr() net.Addr              { return hopAddr{} }
-func (rwcConn) RemoteAddr() net.Addr             { return hopAddr{} }
-func (rwcConn) SetDeadline(time.Time) error      { return nil }
-func (rwcConn) SetReadDeadline(time.Time) error  { return nil }
-func (rwcConn) SetWriteDeadline(time.Time) error { return nil }

@@ -4,14 +4,12 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"net/http/httptest"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/griddle-mesh/griddle/internal/store"
-	"github.com/griddle-mesh/griddle/internal/store/badgerstore"
 	"github.com/griddle-mesh/griddle/internal/store/storehttp"
 )
 
@@ -24,20 +22,14 @@ func TestHopCarriesOperations(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, err := badgerstore.Open(t.Context(), badgerstore.Config{InMemory: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := storehttp.NewServer(b, storehttp.WithAuth(tokens.Authenticate, []byte(eventsPrefix)))
 	var mu sync.Mutex
 	var paths []string
-	ts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	ts := serveThrough(t, func(srv http.Handler, w http.ResponseWriter, r *http.Request) {
 		mu.Lock()
 		paths = append(paths, r.URL.Path)
 		mu.Unlock()
 		srv.ServeHTTP(w, r)
-	}))
-	t.Cleanup(func() { ts.Close(); srv.Close(); b.Close() })
+	}, storehttp.WithAuth(tokens.Authenticate, []byte(eventsPrefix)))
 	requests := func() []string {
 		mu.Lock()
 		defer mu.Unlock()
@@ -115,14 +107,9 @@ func TestHopCarriesOperations(t *testing.T) {
 // A Client of a Server that does not offer hop connections (an older
 // one) sends its operations over HTTP, and stops asking.
 func TestHopRefusedFallsBack(t *testing.T) {
-	b, err := badgerstore.Open(t.Context(), badgerstore.Config{InMemory: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := storehttp.NewServer(b)
 	var mu sync.Mutex
 	upgrades := 0
-	ts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	ts := serveThrough(t, func(srv http.Handler, w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path == storehttp.HopPath {
 			mu.Lock()
 			upgrades++
@@ -131,8 +118,7 @@ func TestHopRefusedFallsBack(t *testing.T) {
 			return
 		}
 		srv.ServeHTTP(w, r)
-	}))
-	t.Cleanup(func() { ts.Close(); srv.Close(); b.Close() })
+	})
 	c := storehttp.NewClient(ts.Client(), ts.URL)
 	t.Cleanup(func() { c.Close() })
 	s, err := c.Space("svc")

@@ -170,13 +170,20 @@ var errRetry = errors.New("storehttp: conflict: the client retries")
 // spaceOf is the key space a request works in: the one the Server
 // imposes (WithSpace), else the one its URL names.
 func (s *Server) spaceOf(r *http.Request) (store.Store, error) {
-	if s.space != "" {
+	return s.spaceFor(callerOf(r), r.PathValue("space"))
+}
+
+// spaceFor is the key space caller ("": the Server has no WithAuth) works
+// in when it names name: the one the Server imposes, else name as caller
+// may use it.
+func (s *Server) spaceFor(caller, name string) (store.Store, error) {
+	switch {
+	case s.space != "":
 		return s.b.Space(s.space)
+	case caller != "":
+		return s.confined(caller, name)
 	}
-	if caller := callerOf(r); caller != "" {
-		return s.confined(caller, r.PathValue("space"))
-	}
-	return s.b.Space(r.PathValue("space"))
+	return s.b.Space(name)
 }
 
 // decode reads a request body into req.

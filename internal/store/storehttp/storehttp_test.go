@@ -47,6 +47,20 @@ func serve(t testing.TB, opts ...storehttp.Option) (*storehttp.Client, store.Bac
 	return storehttp.NewClient(hc, ts.URL), b
 }
 
+// serveThrough is serve with each request going through h, which hands it
+// to the Server (srv) or answers it itself.
+func serveThrough(t *testing.T, h func(srv http.Handler, w http.ResponseWriter, r *http.Request), opts ...storehttp.Option) *httptest.Server {
+	t.Helper()
+	b, err := badgerstore.Open(t.Context(), badgerstore.Config{InMemory: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := storehttp.NewServer(b, opts...)
+	ts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { h(srv, w, r) }))
+	t.Cleanup(func() { ts.Close(); srv.Close(); b.Close() })
+	return ts
+}
+
 // The Client over real HTTP is the third backend of the suite.
 func TestConformance(t *testing.T) {
 	storetest.Run(t, func(t *testing.T) store.Backend {
@@ -242,13 +256,8 @@ func BenchmarkHTTPSingleGet(b *testing.B) {
 // requests in a row got no HTTP answer, and reachable again at the next
 // answer; a store error is an answer.
 func TestReachable(t *testing.T) {
-	b, err := badgerstore.Open(t.Context(), badgerstore.Config{InMemory: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := storehttp.NewServer(b)
 	var down atomic.Bool
-	ts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	ts := serveThrough(t, func(srv http.Handler, w http.ResponseWriter, r *http.Request) {
 		if down.Load() { // the connection breaks without an answer
 			c, _, err := http.NewResponseController(w).Hijack()
 			if err == nil {
@@ -257,11 +266,6 @@ func TestReachable(t *testing.T) {
 			return
 		}
 		srv.ServeHTTP(w, r)
-	}))
-	t.Cleanup(func() {
-		ts.Close()
-		srv.Close()
-		b.Close()
 	})
 	c := storehttp.NewClient(ts.Client(), ts.URL, storehttp.HTTPOnly())
 	s, err := c.Space("profiles")
