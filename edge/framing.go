@@ -207,8 +207,8 @@ func (g *framingGuard) broken() {
 // sets the state for its body; a head to refuse is replaced by the refusal
 // request.
 func (g *framingGuard) head(h []byte) {
-	lines := bytes.Split(h, []byte("\n"))
-	reqLine := bytes.TrimSuffix(lines[0], []byte("\r"))
+	reqLine, fields, _ := bytes.Cut(h, []byte("\n"))
+	reqLine = bytes.TrimSuffix(reqLine, []byte("\r"))
 	if g.heads == 0 && bytes.Equal(reqLine, []byte("PRI * HTTP/2.0")) {
 		g.state = fPass // HTTP/2 with prior knowledge
 		return
@@ -216,8 +216,8 @@ func (g *framingGuard) head(h []byte) {
 	var cls [][]byte
 	var te []byte
 	hasTE := false
-	for _, l := range lines[1:] {
-		l = bytes.TrimSuffix(l, []byte("\r"))
+	for l := range bytes.Lines(fields) {
+		l = bytes.TrimSuffix(bytes.TrimSuffix(l, []byte("\n")), []byte("\r"))
 		if len(l) == 0 {
 			break
 		}

@@ -9,7 +9,6 @@ import (
 	"math/rand/v2"
 	"slices"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"go.nanomsg.org/mangos/v3"
@@ -699,7 +698,6 @@ const (
 // ownership of msg.
 func (d *Dispatcher) try(ctx context.Context, p *peer, msg *mangos.Message, id string, deadline, final time.Time) (*wire.Reply, result, error) {
 	sent := false
-	var out atomic.Bool // the request left this process: a cancel must follow it
 	defer func() {
 		if !sent {
 			msg.Free()
@@ -732,12 +730,7 @@ func (d *Dispatcher) try(ctx context.Context, p *peer, msg *mangos.Message, id s
 		}
 	}()
 	if ctx.Done() != nil {
-		stop := context.AfterFunc(ctx, func() {
-			_ = sl.mc.Close()
-			if out.Load() && id != "" {
-				d.cancelRemote(l, id)
-			}
-		})
+		stop := sl.follow(ctx, d, l, id)
 		defer func() {
 			if !stop() {
 				reusable = false
@@ -772,7 +765,7 @@ func (d *Dispatcher) try(ctx context.Context, p *peer, msg *mangos.Message, id s
 	}
 
 	sent = true // the socket owns msg now
-	out.Store(true)
+	sl.sent()
 	p.sent(start)
 	remaining = time.Until(deadline)
 	if remaining <= 0 {

@@ -52,7 +52,7 @@ func (x *Exchange) Send(ctx context.Context, env *wire.Request, wait time.Durati
 		}
 	}()
 	if ctx.Done() != nil {
-		stop := context.AfterFunc(ctx, func() { _ = sl.mc.Close() })
+		stop := sl.follow(ctx, x.d, l, "")
 		defer func() {
 			if !stop() {
 				reusable = false

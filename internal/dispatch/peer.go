@@ -2,6 +2,7 @@ package dispatch
 
 import (
 	"bytes"
+	"context"
 	"crypto/tls"
 	"errors"
 	"fmt"
@@ -440,13 +441,43 @@ type slot struct {
 	timer *time.Timer
 	armed bool        // by the goroutine using the slot
 	fired atomic.Bool // the timer closed mc
+
+	// The request on the slot, for the function that follows its caller's
+	// context: made once with the slot, so that following one costs no
+	// closure per request.
+	d     *Dispatcher
+	l     *link
+	id    string      // "": nothing to cancel at the instance
+	out   atomic.Bool // the request left this process
+	leave func()      // s.left
 }
 
 func newSlot(mc mangos.Context) *slot {
 	s := &slot{mc: mc}
 	s.timer = time.AfterFunc(time.Hour, s.expire)
 	s.timer.Stop()
+	s.leave = s.left
 	return s
+}
+
+// follow closes the slot's context when ctx ends and, once sent is called,
+// tells the instance behind l to cancel id as well. It returns
+// context.AfterFunc's stop: false means the context is closed.
+func (s *slot) follow(ctx context.Context, d *Dispatcher, l *link, id string) func() bool {
+	s.d, s.l, s.id = d, l, id
+	s.out.Store(false)
+	return context.AfterFunc(ctx, s.leave)
+}
+
+// sent records that the request left this process: a cancel must follow it.
+func (s *slot) sent() { s.out.Store(true) }
+
+// left is follow's function, on the goroutine that ended the context.
+func (s *slot) left() {
+	_ = s.mc.Close()
+	if s.out.Load() && s.id != "" {
+		s.d.cancelRemote(s.l, s.id)
+	}
 }
 
 func (s *slot) expire() {
