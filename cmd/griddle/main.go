@@ -20,6 +20,7 @@ import (
 	"github.com/griddle-mesh/griddle/internal/launch"
 	"github.com/griddle-mesh/griddle/internal/logging"
 	"github.com/griddle-mesh/griddle/internal/meshtls"
+	"github.com/griddle-mesh/griddle/internal/runtimeenv"
 	"github.com/griddle-mesh/griddle/internal/sample"
 	"github.com/griddle-mesh/griddle/internal/store/storehttp"
 	"github.com/griddle-mesh/griddle/internal/trace"
@@ -27,6 +28,9 @@ import (
 )
 
 func main() {
+	if err := runtimeenv.Reexec(); err != nil {
+		fmt.Fprintln(os.Stderr, "griddle: running with Go's default scheduler settings:", err)
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if err := newRoot().ExecuteContext(ctx); err != nil {

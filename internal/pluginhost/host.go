@@ -18,6 +18,7 @@ import (
 	"github.com/griddle-mesh/griddle/internal/hop"
 	"github.com/griddle-mesh/griddle/internal/peercred"
 	"github.com/griddle-mesh/griddle/internal/pluginproto"
+	"github.com/griddle-mesh/griddle/internal/runtimeenv"
 	"github.com/griddle-mesh/griddle/internal/wire"
 	"github.com/hashicorp/go-plugin"
 	"google.golang.org/grpc/health/grpc_health_v1"
@@ -503,7 +504,9 @@ func (h *Host) launch(ctx context.Context) (*proc, error) {
 		// Close removes it even after the handler was killed.
 		plugin.EnvUnixSocketDir+"="+dir,
 	)
-	cmd.Env = append(cmd.Env, h.cfg.Env...)
+	// The handler runs with Griddle's runtime settings, unless the
+	// environment it is given sets them (runtimeenv).
+	cmd.Env = runtimeenv.With(append(cmd.Env, h.cfg.Env...))
 	cmd.SysProcAttr = sysProcAttr()
 
 	base := filepath.Base(h.cfg.Path)

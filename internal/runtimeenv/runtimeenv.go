@@ -1,0 +1,90 @@
+// Package runtimeenv holds the Go runtime settings Griddle's processes run
+// with, and puts them into a process's environment.
+//
+// One setting today: the runtime's monitor thread (sysmon) stays awake.
+// By default, once every P of a process is idle, sysmon sleeps until the
+// next timer, and the first system call after that wakes it with a futex;
+// it then polls every 20 µs until it sees the process idle again and
+// sleeps once more. A mesh component between requests is idle, so at
+// moderate rates every request pays for that cycle in every process it
+// crosses: the wake-up, the monitor's own run and its sleep again, 13% of a
+// handler's CPU at 4,000 requests/s. With the monitor kept awake it polls
+// instead, at most every 10 ms while nothing happens (about 100 wake-ups a
+// second per process, a few microseconds each), and no request pays for
+// waking it.
+//
+// The runtime has one way to keep it awake: a scheduler trace period
+// (GODEBUG schedtrace), which forbids the deep sleep so that the trace can
+// be printed on time. The period set here is the longest the runtime
+// accepts (2³¹−1 ms, about 24.8 days): a process on a host up for longer
+// than that prints one SCHED line to standard error at start and one per
+// period. A GODEBUG that sets schedtrace itself (schedtrace=0 restores Go's
+// default) is left as it is.
+package runtimeenv
+
+import (
+	"fmt"
+	"os"
+	"strings"
+	"syscall"
+)
+
+// Setting is the GODEBUG setting Griddle's processes run with.
+const Setting = "schedtrace=2147483647"
+
+// With returns env (KEY=value pairs) with Setting added to its GODEBUG,
+// unless that already sets schedtrace. env is not modified.
+func With(env []string) []string {
+	out := make([]string, 0, len(env)+1)
+	found := false
+	for _, kv := range env {
+		v, ok := strings.CutPrefix(kv, "GODEBUG=")
+		if !ok {
+			out = append(out, kv)
+			continue
+		}
+		found = true
+		if !setsSchedtrace(v) {
+			if v == "" {
+				kv = "GODEBUG=" + Setting
+			} else {
+				kv = "GODEBUG=" + v + "," + Setting
+			}
+		}
+		out = append(out, kv)
+	}
+	if !found {
+		out = append(out, "GODEBUG="+Setting)
+	}
+	return out
+}
+
+// Applied reports whether the running process's GODEBUG sets schedtrace
+// (Setting, or the operator's own choice).
+func Applied() bool { return setsSchedtrace(os.Getenv("GODEBUG")) }
+
+func setsSchedtrace(godebug string) bool {
+	for kv := range strings.SplitSeq(godebug, ",") {
+		if name, _, _ := strings.Cut(strings.TrimSpace(kv), "="); name == "schedtrace" {
+			return true
+		}
+	}
+	return false
+}
+
+// Reexec replaces the running process with itself under With's
+// environment, when its own does not set schedtrace yet: the runtime reads
+// GODEBUG's scheduler settings once, at start. It returns only when it did
+// not exec: nil when nothing had to change, or why the exec failed (the
+// process then runs on with Go's default).
+func Reexec() error {
+	if Applied() {
+		return nil
+	}
+	self, err := os.Executable()
+	if err != nil {
+		return fmt.Errorf("runtimeenv: %w", err)
+	}
+	err = syscall.Exec(self, os.Args, With(os.Environ()))
+	return fmt.Errorf("runtimeenv: exec %s: %w", self, err)
+}
