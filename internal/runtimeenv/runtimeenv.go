@@ -16,10 +16,14 @@
 // The runtime has one way to keep it awake: a scheduler trace period
 // (GODEBUG schedtrace), which forbids the deep sleep so that the trace can
 // be printed on time. The period set here is the longest the runtime
-// accepts (2³¹−1 ms, about 24.8 days): a process on a host up for longer
-// than that prints one SCHED line to standard error at start and one per
-// period. A GODEBUG that sets schedtrace itself (schedtrace=0 restores Go's
-// default) is left as it is.
+// accepts (2³¹−1 ms, about 24.8 days), and the runtime prints its first
+// trace once the host's monotonic clock (its uptime, on Linux) has passed
+// one period. So the setting is made only on a host up for less than that
+// (elsewhere processes run with Go's default, and pay for the wake-ups): a
+// process then writes nothing at start, and one SCHED line to standard
+// error only if it is still running when the host's uptime reaches 24.8
+// days, and once per period after that. A GODEBUG that sets schedtrace
+// itself (schedtrace=0 restores Go's default) is left as it is.
 package runtimeenv
 
 import (
@@ -27,14 +31,34 @@ import (
 	"os"
 	"strings"
 	"syscall"
+	"time"
 )
 
 // Setting is the GODEBUG setting Griddle's processes run with.
 const Setting = "schedtrace=2147483647"
 
+// period is Setting's trace period.
+const period = 2147483647 * time.Millisecond
+
+// wanted reports whether Setting can be made without a trace at start:
+// whether the monotonic clock, which the runtime's first trace waits for,
+// is short of period by more than an hour.
+func wanted() bool {
+	up, ok := monotonic()
+	return ok && up < period-time.Hour
+}
+
 // With returns env (KEY=value pairs) with Setting added to its GODEBUG,
-// unless that already sets schedtrace. env is not modified.
+// unless that already sets schedtrace or the host has been up too long
+// (see the package comment). env is not modified.
 func With(env []string) []string {
+	if !wanted() {
+		return env
+	}
+	return with(env)
+}
+
+func with(env []string) []string {
 	out := make([]string, 0, len(env)+1)
 	found := false
 	for _, kv := range env {
@@ -78,13 +102,13 @@ func setsSchedtrace(godebug string) bool {
 // not exec: nil when nothing had to change, or why the exec failed (the
 // process then runs on with Go's default).
 func Reexec() error {
-	if Applied() {
+	if Applied() || !wanted() {
 		return nil
 	}
 	self, err := os.Executable()
 	if err != nil {
 		return fmt.Errorf("runtimeenv: %w", err)
 	}
-	err = syscall.Exec(self, os.Args, With(os.Environ()))
+	err = syscall.Exec(self, os.Args, with(os.Environ()))
 	return fmt.Errorf("runtimeenv: exec %s: %w", self, err)
 }

@@ -6,7 +6,23 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 )
+
+// TestWanted: the setting is made only where the runtime's first trace is
+// more than an hour away.
+func TestWanted(t *testing.T) {
+	up, ok := monotonic()
+	if !ok {
+		t.Skip("no monotonic clock reading on this system")
+	}
+	if got, want := wanted(), up < period-time.Hour; got != want {
+		t.Fatalf("wanted() = %v at an uptime of %v, want %v", got, up, want)
+	}
+	if !wanted() && !slices.Equal(With([]string{"A=1"}), []string{"A=1"}) {
+		t.Fatal("With changed the environment on a host where the setting is not made")
+	}
+}
 
 func TestWith(t *testing.T) {
 	for _, tc := range []struct {
@@ -23,12 +39,12 @@ func TestWith(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			in := slices.Clone(tc.env)
-			got := With(tc.env)
+			got := with(tc.env)
 			if !slices.Equal(got, tc.want) {
-				t.Fatalf("With(%q) = %q, want %q", tc.env, got, tc.want)
+				t.Fatalf("with(%q) = %q, want %q", tc.env, got, tc.want)
 			}
 			if !slices.Equal(in, tc.env) {
-				t.Fatalf("With modified its argument: %q", tc.env)
+				t.Fatalf("with modified its argument: %q", tc.env)
 			}
 		})
 	}
@@ -38,6 +54,9 @@ func TestWith(t *testing.T) {
 // reports the GODEBUG it ends up with: the exec must put Setting in and
 // happen once, and an operator's schedtrace must be left alone.
 func TestReexec(t *testing.T) {
+	if !wanted() {
+		t.Skip("this host has been up too long for the setting: Reexec leaves the environment as it is")
+	}
 	if os.Getenv("RUNTIMEENV_CHILD") == "1" {
 		if err := Reexec(); err != nil {
 			os.Stdout.WriteString("error: " + err.Error())
