@@ -28,17 +28,22 @@ package runtimeenv
 
 import (
 	"fmt"
+	"math"
 	"os"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
 )
 
-// Setting is the GODEBUG setting Griddle's processes run with.
-const Setting = "schedtrace=2147483647"
+// periodMillis is Setting's trace period, the longest the runtime reads
+// (an int32 of milliseconds).
+const periodMillis = math.MaxInt32
 
-// period is Setting's trace period.
-const period = 2147483647 * time.Millisecond
+const period = periodMillis * time.Millisecond
+
+// Setting is the GODEBUG setting Griddle's processes run with.
+var Setting = "schedtrace=" + strconv.Itoa(periodMillis)
 
 // wanted reports whether Setting can be made without a trace at start:
 // whether the monotonic clock, which the runtime's first trace waits for,
@@ -69,11 +74,7 @@ func with(env []string) []string {
 		}
 		found = true
 		if !setsSchedtrace(v) {
-			if v == "" {
-				kv = "GODEBUG=" + Setting
-			} else {
-				kv = "GODEBUG=" + v + "," + Setting
-			}
+			kv = "GODEBUG=" + strings.TrimPrefix(v+","+Setting, ",")
 		}
 		out = append(out, kv)
 	}
@@ -82,10 +83,6 @@ func with(env []string) []string {
 	}
 	return out
 }
-
-// Applied reports whether the running process's GODEBUG sets schedtrace
-// (Setting, or the operator's own choice).
-func Applied() bool { return setsSchedtrace(os.Getenv("GODEBUG")) }
 
 func setsSchedtrace(godebug string) bool {
 	for kv := range strings.SplitSeq(godebug, ",") {
@@ -102,7 +99,8 @@ func setsSchedtrace(godebug string) bool {
 // not exec: nil when nothing had to change, or why the exec failed (the
 // process then runs on with Go's default).
 func Reexec() error {
-	if Applied() || !wanted() {
+	// Set already: by the exec before this one, or the operator's choice.
+	if setsSchedtrace(os.Getenv("GODEBUG")) || !wanted() {
 		return nil
 	}
 	self, err := os.Executable()
