@@ -1,6 +1,7 @@
 package discovery_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"io"
@@ -56,6 +57,33 @@ func (r *logRecorder) count(msg string) int {
 }
 
 func (r *logRecorder) logger() *slog.Logger { return slog.New(r) }
+
+// failureLog returns a logger whose records, with their times, the test
+// prints only if it fails: the timeline of what the code under test saw.
+func failureLog(t *testing.T) *slog.Logger {
+	t.Helper()
+	var mu sync.Mutex
+	var buf bytes.Buffer
+	t.Cleanup(func() {
+		if t.Failed() {
+			mu.Lock()
+			defer mu.Unlock()
+			t.Logf("log of the code under test:\n%s", buf.String())
+		}
+	})
+	return slog.New(slog.NewTextHandler(lockedWriter{&mu, &buf}, &slog.HandlerOptions{Level: slog.LevelDebug}))
+}
+
+type lockedWriter struct {
+	mu *sync.Mutex
+	w  io.Writer
+}
+
+func (l lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
+}
 
 // newClient returns a client of endpoints, closed at cleanup.
 func newClient(t *testing.T, endpoints ...string) *clientv3.Client {

@@ -2,9 +2,11 @@ package discovery
 
 import (
 	"context"
+	"errors"
 	"net"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 )
 
@@ -17,7 +19,8 @@ import (
 // before the outage, seen while etcd is unreachable or within three lease
 // periods (and holdSlack twice) of its return, is held: the instance stays in the catalog until
 // it registers again, a lease period has passed, or a direct probe of its
-// address (a TCP connect) fails.
+// address (a TCP connect) is refused, or times out holdProbeMisses times
+// in a row (a loaded machine can stall one connect past its timeout).
 const (
 	// defaultLease is the lease assumed for an instance registered
 	// without LeaseSeconds.
@@ -30,6 +33,10 @@ const (
 	holdCheckEvery = 500 * time.Millisecond
 	// holdProbeTimeout bounds one probe's connect.
 	holdProbeTimeout = 300 * time.Millisecond
+	// holdProbeMisses is how many probes in a row may fail without a
+	// refusal (a timeout, an unreachable network) before a held instance
+	// is removed: about 1.5 s of silence.
+	holdProbeMisses = 3
 )
 
 // heldInstance is an instance kept in the working state although etcd no
@@ -37,6 +44,7 @@ const (
 type heldInstance struct {
 	service string
 	until   time.Time
+	misses  int // probes failed in a row without a refusal
 }
 
 func leaseOf(in Instance) time.Duration {
@@ -110,7 +118,8 @@ func (c *Catalog) dropHeldAt(addr, key string, dirty map[string]struct{}) {
 }
 
 // checkHeld removes held instances whose time is up (unless etcd is away
-// again) or whose address refuses connections, and publishes the change.
+// again) or whose address refuses connections (or does not answer
+// holdProbeMisses probes in a row), and publishes the change.
 func (c *Catalog) checkHeld(ctx context.Context) {
 	if len(c.held) == 0 {
 		return
@@ -122,7 +131,7 @@ func (c *Catalog) checkHeld(ctx context.Context) {
 	dirty := map[string]struct{}{}
 	type probe struct {
 		key, addr string
-		ok        bool
+		err       error
 	}
 	var probes []*probe
 	for k, h := range c.held {
@@ -135,14 +144,29 @@ func (c *Catalog) checkHeld(ctx context.Context) {
 	}
 	var wg sync.WaitGroup
 	for _, p := range probes {
-		wg.Go(func() { p.ok = reachable(ctx, p.addr) })
+		wg.Go(func() { p.err = dialProbe(ctx, p.addr) })
 	}
 	wg.Wait()
 	for _, p := range probes {
-		if !p.ok && ctx.Err() == nil {
-			c.logger.Warn("discovery: held instance does not answer a connect; removed", "key", p.key, "address", p.addr)
+		h := c.held[p.key]
+		switch {
+		case p.err == nil || ctx.Err() != nil:
+			h.misses = 0
+		case refused(p.err):
+			c.logger.Warn("discovery: held instance refuses connections; removed", "key", p.key, "address", p.addr, "err", p.err)
 			c.del(p.key, dirty)
+			continue
+		default:
+			h.misses++
+			if h.misses >= holdProbeMisses {
+				c.logger.Warn("discovery: held instance does not answer a connect; removed", "key", p.key, "address", p.addr,
+					"probes", h.misses, "err", p.err)
+				c.del(p.key, dirty)
+				continue
+			}
+			c.logger.Debug("discovery: held instance's probe failed", "key", p.key, "address", p.addr, "err", p.err)
 		}
+		c.held[p.key] = h
 	}
 	if len(dirty) > 0 {
 		c.publishHeld()
@@ -157,9 +181,9 @@ func (c *Catalog) publishHeld() {
 	c.status.Held = len(c.held)
 }
 
-// reachable reports whether something accepts connections at the mangos
-// URL addr. Addresses it cannot probe (inproc://) count as reachable.
-func reachable(ctx context.Context, addr string) bool {
+// dialProbe connects to the mangos URL addr and closes the connection at
+// once. Addresses it cannot probe (inproc://) count as answering.
+func dialProbe(ctx context.Context, addr string) error {
 	network, where := "", ""
 	switch {
 	case strings.HasPrefix(addr, "tcp://"):
@@ -169,13 +193,18 @@ func reachable(ctx context.Context, addr string) bool {
 	case strings.HasPrefix(addr, "ipc://"):
 		network, where = "unix", strings.TrimPrefix(addr, "ipc://")
 	default:
-		return true
+		return nil
 	}
 	d := net.Dialer{Timeout: holdProbeTimeout}
 	conn, err := d.DialContext(ctx, network, where)
 	if err != nil {
-		return false
+		return err
 	}
-	_ = conn.Close()
-	return true
+	return conn.Close()
+}
+
+// refused reports whether a probe's error says that nothing listens at the
+// address: the connection was refused, or the unix socket is gone.
+func refused(err error) bool {
+	return errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.ENOENT)
 }

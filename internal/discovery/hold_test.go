@@ -34,7 +34,8 @@ func TestHeldAcrossEtcdOutage(t *testing.T) {
 	s := etcdtest.Start(t, etcdembed.Config{Dir: dir})
 	clientAddr, peerAddr := s.ClientAddr(), s.PeerAddr()
 	ctx := testContext(t)
-	cat := runCatalog(t, newClient(t, s.Endpoints()...), quiet())
+	lg := failureLog(t) // the catalog's log and the test's steps, said if it fails
+	cat := runCatalog(t, newClient(t, s.Endpoints()...), lg)
 
 	// A lease of 3 s: the hold window is three of them and two slacks
 	// after etcd's return, which a busy machine's etcd needs to expire them.
@@ -72,13 +73,16 @@ func TestHeldAcrossEtcdOutage(t *testing.T) {
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
+	lg.Info("test: etcd stopped")
 	waitFor(t, 10*time.Second, "Connected=false", func() bool { return !cat.Status().Connected })
 	time.Sleep(ttl + time.Second) // the registrations' clients give their leases up
 
 	etcdtest.Start(t, etcdembed.Config{Dir: dir, ClientAddr: clientAddr, PeerAddr: peerAddr})
 	restarted := time.Now()
+	lg.Info("test: etcd restarted")
 	waitFor(t, 15*time.Second, "Connected=true", func() bool { return cat.Status().Connected })
 	dead.ln.Close()
+	lg.Info("test: catalog connected; the dead one's listener closed")
 
 	// etcd expires the three leases about a lease period after it is back;
 	// the catalog holds the two that still accept connections.
