@@ -20,6 +20,7 @@ import (
 	"github.com/griddle-mesh/griddle/internal/launch"
 	"github.com/griddle-mesh/griddle/internal/logging"
 	"github.com/griddle-mesh/griddle/internal/meshtls"
+	"github.com/griddle-mesh/griddle/internal/procs"
 	"github.com/griddle-mesh/griddle/internal/runtimeenv"
 	"github.com/griddle-mesh/griddle/internal/sample"
 	"github.com/griddle-mesh/griddle/internal/store/storehttp"
@@ -46,10 +47,28 @@ func main() {
 
 // globals are the flags every command takes.
 type globals struct {
-	logLevel  string
-	logFormat string
-	otlp      string
-	ratio     float64
+	logLevel      string
+	logFormat     string
+	otlp          string
+	ratio         float64
+	adaptiveProcs bool
+}
+
+// adaptProcs sizes the process's scheduler to its load (internal/procs)
+// until the returned stop is called, with --adaptive-procs.
+func (g *globals) adaptProcs(ctx context.Context, log *slog.Logger) (stop func()) {
+	if !g.adaptiveProcs {
+		return func() {}
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if err := procs.Run(ctx, procs.Config{}, log); err != nil {
+			log.Info("griddle: the scheduler keeps its size", "reason", err)
+		}
+	}()
+	return func() { cancel(); <-done }
 }
 
 // tracer is the tracer of a component named service (nil without
@@ -73,6 +92,7 @@ func newRoot() *cobra.Command {
 	root.PersistentFlags().StringVar(&g.logLevel, "log-level", "info", "debug, info, warn or error")
 	root.PersistentFlags().StringVar(&g.logFormat, "log-format", "text", "text or json")
 	root.PersistentFlags().StringVar(&g.otlp, "otlp-endpoint", os.Getenv("OTEL_EXPORTER_OTLP_ENDPOINT"), "export trace spans over OTLP/HTTP to this collector, e.g. http://127.0.0.1:4318 (env OTEL_EXPORTER_OTLP_ENDPOINT; empty: no tracing)")
+	root.PersistentFlags().BoolVar(&g.adaptiveProcs, "adaptive-procs", false, "server commands (up, edge, sidecar, store, control) run on one core while their load fits in half of one, and on every core above it: a fifth to a third less CPU per request at low rates for a higher p99 (see the README's Performance); a GOMAXPROCS in the environment overrides it")
 	root.PersistentFlags().Float64Var(&g.ratio, "trace-ratio", 1, "share of new traces recorded (requests that come with a traceparent follow its decision)")
 	root.AddCommand(upCmd(g), edgeCmd(g), sidecarCmd(g), storeCmd(g), seedCmd(g), benchCmd(g))
 	root.AddCommand(controlCmd(g), routesCmd(g), canaryCmd(g), statusCmd(g), caCmd(g))
@@ -92,6 +112,7 @@ func upCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
+			defer g.adaptProcs(cmd.Context(), log)()
 			cfg.Logger = log
 			cfg.Out = cmd.OutOrStdout()
 			if cfg.Tracer, err = g.tracer("griddle-up", ""); err != nil {
@@ -135,6 +156,7 @@ func edgeCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
+			defer g.adaptProcs(cmd.Context(), log)()
 			cfg.Logger = log
 			for i, p := range proxies {
 				prefix, err := netip.ParsePrefix(p)
@@ -232,6 +254,7 @@ func sidecarCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
+			defer g.adaptProcs(cmd.Context(), log)()
 			cfg.Logger = log
 			for i, s := range subs {
 				sub, err := sidecar.ParseSubscription(s)
@@ -337,6 +360,7 @@ func storeCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
+			defer g.adaptProcs(cmd.Context(), log)()
 			if tokensFile != "" {
 				b, err := os.ReadFile(tokensFile)
 				if err != nil {

@@ -161,6 +161,7 @@ func controlCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
+			defer g.adaptProcs(cmd.Context(), log)()
 			cfg.Logger = log
 			cfg.Token = os.Getenv("GRIDDLE_TOKEN")
 			if tokenFile != "" {

@@ -58,13 +58,16 @@ func (s *starter) deployed(ctx context.Context) (*target, error) {
 		return append(argv, "--admin", a), nil
 	}
 	g := s.cfg.Griddle
-	quiet := []string{"--log-level", "warn"}
+	common := []string{"--log-level", "warn"} // every griddle process's flags
+	if s.cfg.AdaptiveProcs {
+		common = append(common, "--adaptive-procs")
+	}
 
 	etcdAddr, err := freeAddr()
 	if err != nil {
 		return fail(err)
 	}
-	argv, err := withAdmin("etcd", append([]string{g, "bench", "serve-etcd", "--dir", filepath.Join(dir, "etcd"), "--listen", etcdAddr}, quiet...))
+	argv, err := withAdmin("etcd", append([]string{g, "bench", "serve-etcd", "--dir", filepath.Join(dir, "etcd"), "--listen", etcdAddr}, common...))
 	if err != nil {
 		return fail(err)
 	}
@@ -84,7 +87,7 @@ func (s *starter) deployed(ctx context.Context) (*target, error) {
 	if err != nil {
 		return fail(err)
 	}
-	store, err := start("deployed-store", append([]string{g, "store", "--listen", storeAddr, "--dir", filepath.Join(dir, "store"), "--tokens", storeTokens}, quiet...)...)
+	store, err := start("deployed-store", append([]string{g, "store", "--listen", storeAddr, "--dir", filepath.Join(dir, "store"), "--tokens", storeTokens}, common...)...)
 	if err != nil {
 		return fail(err)
 	}
@@ -99,7 +102,7 @@ func (s *starter) deployed(ctx context.Context) (*target, error) {
 			id := fmt.Sprintf("%s-%d", svc, n+1)
 			argv := append([]string{g, "sidecar", "--service", svc, "--version", serviceVersion, "--id", id,
 				"--listen", "tcp://127.0.0.1:0", "--plugin", s.handlers[svc], "--http-prefix", "/" + svc + "/",
-				"--store", "http://" + storeAddr, "--store-token-file", tokenFiles[svc], "--etcd", etcdAddr, "--handler-procs", strconv.Itoa(s.cfg.HandlerProcs)}, quiet...)
+				"--store", "http://" + storeAddr, "--store-token-file", tokenFiles[svc], "--etcd", etcdAddr, "--handler-procs", strconv.Itoa(s.cfg.HandlerProcs)}, common...)
 			if argv, err = withAdmin("sidecar-"+id, argv); err != nil {
 				return fail(err)
 			}
@@ -119,7 +122,7 @@ func (s *starter) deployed(ctx context.Context) (*target, error) {
 		return fail(err)
 	}
 	t.base = "http://" + addr
-	if argv, err = withAdmin("edge", append([]string{g, "edge", "--listen", addr, "--etcd", etcdAddr}, quiet...)); err != nil {
+	if argv, err = withAdmin("edge", append([]string{g, "edge", "--listen", addr, "--etcd", etcdAddr}, common...)); err != nil {
 		return fail(err)
 	}
 	edge, err := start("deployed-edge", argv...)

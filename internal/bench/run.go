@@ -48,6 +48,9 @@ type Settings struct {
 	NoisyCores   float64 `json:"noisy_cores"`
 	Instances    int     `json:"instances,omitempty"` // sidecars per service, mesh and deployed
 	CPUProfiles  string  `json:"cpu_profile_dir,omitempty"`
+	// AdaptiveProcs: the mesh's and the deployed target's processes ran
+	// with --adaptive-procs.
+	AdaptiveProcs bool `json:"adaptive_procs,omitempty"`
 }
 
 // Machine describes where the numbers were measured.
@@ -136,6 +139,7 @@ func open(ctx context.Context, cfg Config, sweep bool) (*session, error) {
 			P99TargetMS: float64(cfg.P99Target) / 1e6, MaxErrorRate: cfg.MaxErrorRate,
 			NginxWorkers: cfg.NginxWorkers, TargetCPUs: cfg.TargetCPUs, NoisyCores: cfg.NoisyCores,
 			Instances: max(cfg.MeshInstances, 1), CPUProfiles: cfg.CPUProfileDir,
+			AdaptiveProcs: cfg.AdaptiveProcs,
 		},
 	}
 	if needsProfiles(cfg.Scenario) {

@@ -390,6 +390,9 @@ func (s *starter) mesh(_ context.Context) (*target, error) {
 	if s.cfg.MeshInstances > 1 {
 		argv = append(argv, "--instances", strconv.Itoa(s.cfg.MeshInstances))
 	}
+	if s.cfg.AdaptiveProcs {
+		argv = append(argv, "--adaptive-procs")
+	}
 	if s.cfg.HandlerProcs > 0 {
 		argv = append(argv, "--handler-procs", strconv.Itoa(s.cfg.HandlerProcs))
 	}
