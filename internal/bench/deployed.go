@@ -58,16 +58,17 @@ func (s *starter) deployed(ctx context.Context) (*target, error) {
 		return append(argv, "--admin", a), nil
 	}
 	g := s.cfg.Griddle
-	common := []string{"--log-level", "warn"} // every griddle process's flags
+	quiet := []string{"--log-level", "warn"}
+	common := quiet // the flags of the edge, the sidecars and the store
 	if s.cfg.AdaptiveProcs {
-		common = append(common, "--adaptive-procs")
+		common = append(slices.Clip(quiet), "--adaptive-procs")
 	}
 
 	etcdAddr, err := freeAddr()
 	if err != nil {
 		return fail(err)
 	}
-	argv, err := withAdmin("etcd", append([]string{g, "bench", "serve-etcd", "--dir", filepath.Join(dir, "etcd"), "--listen", etcdAddr}, common...))
+	argv, err := withAdmin("etcd", append([]string{g, "bench", "serve-etcd", "--dir", filepath.Join(dir, "etcd"), "--listen", etcdAddr}, quiet...))
 	if err != nil {
 		return fail(err)
 	}

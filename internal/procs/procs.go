@@ -95,7 +95,8 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	if cfg.Max <= 1 {
 		return nil
 	}
-	if _, err := cpuTime(); err != nil {
+	lastCPU, err := cpuTime()
+	if err != nil {
 		return fmt.Errorf("procs: %w", err)
 	}
 	if log == nil {
@@ -105,7 +106,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	defer runtime.GOMAXPROCS(cfg.Max)
 	t := time.NewTicker(cfg.Every)
 	defer t.Stop()
-	lastCPU, _ := cpuTime()
+	procs := cfg.Max
 	for {
 		select {
 		case <-ctx.Done():
@@ -115,10 +116,11 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 			if err != nil {
 				continue
 			}
-			was := c.procs
-			if n := c.observe(now, cpu-lastCPU); n != was {
+			n, cores := c.observe(now, cpu-lastCPU)
+			if n != procs {
+				procs = n
 				runtime.GOMAXPROCS(n)
-				log.Debug("procs: scheduler resized to the load", "procs", n, "cores", c.lastCores)
+				log.Debug("procs: scheduler resized to the load", "procs", n, "cores", cores)
 			}
 			lastCPU = cpu
 		}
@@ -131,10 +133,9 @@ const saturated = 0.9
 
 // controller is Run's decision, apart from the clock and the runtime.
 type controller struct {
-	cfg       Config
-	procs     int       // the Ps now
-	last      time.Time // the previous sample
-	lastCores float64   // the last sample's CPU use, for the log
+	cfg   Config
+	procs int       // the Ps now
+	last  time.Time // the previous sample
 	// On Max Ps: the CPU time used since winStart.
 	winStart time.Time
 	winUsed  time.Duration
@@ -148,15 +149,14 @@ func newController(cfg Config, now time.Time) *controller {
 }
 
 // observe takes the CPU time used since the previous sample, at now, and
-// returns the number of Ps to run on.
-func (c *controller) observe(now time.Time, used time.Duration) int {
+// returns the number of Ps to run on and the sample's CPU use in cores.
+func (c *controller) observe(now time.Time, used time.Duration) (procs int, cores float64) {
 	wall := now.Sub(c.last)
 	c.last = now
 	if wall <= 0 {
-		return c.procs
+		return c.procs, 0
 	}
-	cores := used.Seconds() / wall.Seconds()
-	c.lastCores = cores
+	cores = used.Seconds() / wall.Seconds()
 	if c.procs == 1 {
 		c.recent[c.n%len(c.recent)] = cores
 		c.n++
@@ -168,7 +168,7 @@ func (c *controller) observe(now time.Time, used time.Duration) int {
 		if cores >= saturated || (c.n >= len(c.recent) && mean >= c.cfg.Up) {
 			c.procs, c.winStart, c.winUsed = c.cfg.Max, now, 0
 		}
-		return c.procs
+		return c.procs, cores
 	}
 	c.winUsed += used
 	if span := now.Sub(c.winStart); span >= c.cfg.DownAfter {
@@ -177,5 +177,5 @@ func (c *controller) observe(now time.Time, used time.Duration) int {
 		}
 		c.winStart, c.winUsed = now, 0
 	}
-	return c.procs
+	return c.procs, cores
 }

@@ -21,7 +21,8 @@ func TestController(t *testing.T) {
 	now := t0
 	step := func(cores float64) int {
 		now = now.Add(cfg.Every)
-		return c.observe(now, time.Duration(cores*float64(cfg.Every)))
+		n, _ := c.observe(now, time.Duration(cores*float64(cfg.Every)))
+		return n
 	}
 	window := int(cfg.DownAfter / cfg.Every)
 	// A window whose mean is above Down, for all its quiet samples.
@@ -62,7 +63,7 @@ func TestController(t *testing.T) {
 	if got := step(0.95); got != 4 {
 		t.Fatalf("one saturated sample on one P: %d Ps, want 4", got)
 	}
-	if got := c.observe(now, time.Second); got != 4 {
+	if got, _ := c.observe(now, time.Second); got != 4 {
 		t.Fatalf("a sample with no time since the last: %d Ps, want 4 (ignored)", got)
 	}
 }
