@@ -1,5 +1,5 @@
 // Package sidecar is the agent that runs beside each instance of a service:
-// it receives envelopes on a mangos REP socket, hands them to the team's
+// it receives envelopes on a mangos REP socket (package reqrep's), hands them to the team's
 // handler process over HTTP on a unix socket, registers the instance in etcd,
 // and carries the handler's own calls to other services into the mesh.
 package sidecar
@@ -20,7 +20,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.nanomsg.org/mangos/v3"
-	"go.nanomsg.org/mangos/v3/protocol/rep"
 	_ "go.nanomsg.org/mangos/v3/transport/inproc" // registers inproc://
 	_ "go.nanomsg.org/mangos/v3/transport/ipc"    // registers ipc://
 	_ "go.nanomsg.org/mangos/v3/transport/tcp"    // registers tcp://
@@ -35,6 +34,7 @@ import (
 	"github.com/griddle-mesh/griddle/internal/metrics"
 	"github.com/griddle-mesh/griddle/internal/pluginhost"
 	"github.com/griddle-mesh/griddle/internal/pluginproto"
+	"github.com/griddle-mesh/griddle/internal/reqrep"
 	"github.com/griddle-mesh/griddle/internal/routing"
 	"github.com/griddle-mesh/griddle/internal/store"
 	"github.com/griddle-mesh/griddle/internal/store/storehttp"
@@ -60,9 +60,9 @@ type Sidecar struct {
 	draining  atomic.Bool
 	running   running       // the requests in the handler, by id, for cancels
 	exchanges exchanges     // the requests served in parts, by id
-	spawn     func()        // starts one more worker (set by Run)
-	contexts  contextPool   // idle REP contexts (set by Run)
 	slots     chan struct{} // one per request in the handler answered from the reader: at most Concurrency
+	slow      chan struct{} // one per request served on a goroutine of its own (waits, bodies that follow): at most Concurrency
+	workers   sync.WaitGroup
 	bound     atomic.Pointer[string]
 	admin     atomic.Pointer[string] // the admin address served on, once Run serves it
 	ready     chan struct{}
@@ -179,27 +179,14 @@ func (s *Sidecar) Run(ctx context.Context) error {
 	s.host.Store(host)
 	subs := s.subscriptions(host)
 
+	s.slots = make(chan struct{}, s.cfg.Concurrency)
+	s.slow = make(chan struct{}, s.cfg.Concurrency)
+	defer s.workers.Wait() // after sock.Close, which the drain does first
 	sock, err := s.listen()
 	if err != nil {
 		return err
 	}
 	defer sock.Close()
-	s.contexts = contextPool{sock: sock, free: make(chan mangos.Context, s.cfg.Concurrency)}
-	s.slots = make(chan struct{}, s.cfg.Concurrency)
-	var workers sync.WaitGroup
-	s.spawn = func() {
-		if mc, err := sock.OpenContext(); err == nil { // fails once the socket closes
-			workers.Go(func() { s.serve(mc) })
-		}
-	}
-	for range s.cfg.Concurrency {
-		mc, err := sock.OpenContext()
-		if err != nil {
-			return fmt.Errorf("sidecar: %w", err)
-		}
-		workers.Go(func() { s.serve(mc) })
-	}
-	defer workers.Wait() // after sock.Close, which the drain does first
 
 	admin, stopAdmin := s.serveAdmin(&wg)
 	defer stopAdmin()
@@ -326,12 +313,10 @@ func tunnels(next http.Handler, log *slog.Logger) http.Handler {
 	})
 }
 
-// listen opens the REP socket on --listen and records the bound address.
-func (s *Sidecar) listen() (mangos.Socket, error) {
-	sock, err := rep.NewSocket()
-	if err != nil {
-		return nil, fmt.Errorf("sidecar: %w", err)
-	}
+// listen opens the REP socket on --listen, serving with s.serve, and
+// records the bound address.
+func (s *Sidecar) listen() (*reqrep.Rep, error) {
+	sock := reqrep.NewRep(s.serve)
 	// Room for the body and the envelope around it. It must be set on the
 	// socket: a listener's own option is overwritten by the socket's.
 	if err := sock.SetOption(mangos.OptionMaxRecvSize, s.cfg.MaxBodyBytes+1<<20); err != nil {
@@ -404,7 +389,7 @@ func (s *Sidecar) serveAdmin(wg *sync.WaitGroup) (addr string, stop func()) {
 
 // drain deregisters, gives edges DrainGrace to notice, waits (up to
 // DrainTimeout) for in-flight work, then closes the socket.
-func (s *Sidecar) drain(ctx context.Context, reg *discovery.Registration, sock mangos.Socket) {
+func (s *Sidecar) drain(ctx context.Context, reg *discovery.Registration, sock *reqrep.Rep) {
 	s.log.Info("draining")
 	s.draining.Store(true)
 	dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.DrainTimeout)
@@ -424,71 +409,55 @@ func (s *Sidecar) drain(ctx context.Context, reg *discovery.Registration, sock m
 	s.log.Info("stopped")
 }
 
-// serve is one worker: it owns mc and answers one request at a time. The
-// envelope goes to the handler as it came, the handler's answer back with
-// this instance's name and version added: neither is decoded whole.
-func (s *Sidecar) serve(mc mangos.Context) {
-	// cancel is closed by a cancel from the edge for the request in hand;
-	// the worker keeps it from one request to the next, and makes a new
-	// one only after a cancel closed it.
-	cancel := make(cancelChan)
-	for {
-		msg, err := mc.RecvMsg()
-		if err != nil {
-			if errors.Is(err, mangos.ErrClosed) {
-				return
-			}
-			continue
-		}
-		s.inflight.Add(1)
-		s.metrics.InFlight.Inc()
-		start := time.Now()
-		head, err := wire.PeekRequest(msg.Body)
-		allowed := s.authorized(msg.Pipe)
-		if allowed && err == nil && head.Part != wire.Part_PART_NONE {
-			// A part may wait long (a PULL for the handler to write, a
-			// DATA for it to read): it keeps this worker, and a new one
-			// takes its place.
-			s.spawn()
+// serve takes one request, on the reader of the connection it came on
+// (reqrep.Handler), and answers through r. A request whose body is whole
+// goes to the handler from here and is answered from the handler
+// connection's reader (startUnary); a cancel is done here; the rest, which
+// may wait (parts, bodies that follow, upgrades), runs on a goroutine of
+// its own. The envelope goes to the handler as it came, the handler's
+// answer back with this instance's name and version added: neither is
+// decoded whole.
+func (s *Sidecar) serve(msg *mangos.Message, r reqrep.Replier) {
+	s.inflight.Add(1)
+	s.metrics.InFlight.Inc()
+	start := time.Now()
+	head, err := wire.PeekRequest(msg.Body)
+	allowed := s.authorized(msg.Pipe)
+	switch {
+	case allowed && err == nil && head.Part != wire.Part_PART_NONE:
+		// A part may wait long (a PULL for the handler to write, a DATA
+		// for it to read), for parts that come on this same connection:
+		// it takes no slot.
+		s.workers.Go(func() {
 			msg.Body = append(msg.Body[:0], s.part(head, msg.Body)...)
-			if err := mc.SendMsg(msg); err != nil {
-				msg.Free()
+			if err := r.Reply(msg); err != nil {
+				s.log.Debug("sending reply failed", "err", err)
 			}
 			s.metrics.InFlight.Dec()
 			s.inflight.Add(-1)
-			_ = mc.Close()
-			return
-		}
-		if allowed && err == nil && !head.Cancel && !head.BodyFollows && !head.Upgrade {
-			if !s.startUnary(mc, msg, head, start) {
-				continue
-			}
-			// The answer goes back on mc from the handler connection's
-			// reader; this worker takes the next request on another.
-			if mc, err = s.contexts.get(); err != nil {
-				return
-			}
-			continue
-		}
-		var reply []byte
-		var status int
-		if allowed {
-			reply, status = s.handle(head, err, msg.Body, start.Add(s.cfg.ClockOffset), cancel)
-		} else {
-			reply, status = s.forbidden(msg.Body)
-		}
-		select {
-		case <-cancel: // closed for this request: the next needs its own
-			cancel = make(cancelChan)
-		default:
-		}
-		s.reply(mc, msg, reply, status, start)
+		})
+	case allowed && err == nil && !head.Cancel && !head.BodyFollows && !head.Upgrade:
+		s.startUnary(r, msg, head, start)
+	case !allowed:
+		reply, status := s.forbidden(msg.Body)
+		s.reply(r, msg, reply, status, start)
+	case err != nil || head.Cancel:
+		reply, status := s.handle(head, err, msg.Body, start.Add(s.cfg.ClockOffset), nil)
+		s.reply(r, msg, reply, status, start)
+	default:
+		s.workers.Go(func() {
+			s.slow <- struct{}{}
+			defer func() { <-s.slow }()
+			reply, status := s.handle(head, nil, msg.Body, start.Add(s.cfg.ClockOffset), make(cancelChan))
+			s.reply(r, msg, reply, status, start)
+		})
 	}
 }
 
-// reply sends the marshalled reply to the request msg that arrived on mc at
-// start, and counts it; a nil reply (work past its deadline) is dropped.
-func (s *Sidecar) reply(mc mangos.Context, msg *mangos.Message, reply []byte, status int, start time.Time) {
+// reply sends the marshalled reply to the request msg, which arrived at
+// start, through r, and counts it; a nil reply (work past its deadline) is
+// dropped.
+func (s *Sidecar) reply(r reqrep.Replier, msg *mangos.Message, reply []byte, status int, start time.Time) {
 	s.metrics.InFlight.Dec()
 	defer s.inflight.Add(-1)
 	if reply == nil { // past its deadline: nobody waits for the answer
@@ -501,8 +470,7 @@ func (s *Sidecar) reply(mc mangos.Context, msg *mangos.Message, reply []byte, st
 		s.duration[min(max(status/100, 0), 5)].Observe(time.Since(start).Seconds())
 	}
 	msg.Body = append(msg.Body[:0], reply...)
-	if err := mc.SendMsg(msg); err != nil {
-		msg.Free()
+	if err := r.Reply(msg); err != nil {
 		s.log.Debug("sending reply failed", "err", err)
 	}
 }
@@ -511,7 +479,7 @@ func (s *Sidecar) reply(mc mangos.Context, msg *mangos.Message, reply []byte, st
 // connection's reader (startUnary): no goroutine waits for it.
 type unary struct {
 	s       *Sidecar
-	mc      mangos.Context
+	r       reqrep.Replier
 	msg     *mangos.Message
 	head    wire.Head // of msg.Body, which stays untouched until the reply
 	key     string    // in s.running; "" without an id
@@ -522,20 +490,19 @@ type unary struct {
 	pending *hop.Pending
 }
 
-// startUnary sends an envelope whose body is whole to the handler, and
-// returns true once it is on its way: its reply, and mc, are then the
-// reader's to finish (an answer in parts, where the edge accepts them,
-// goes on as an exchange from its head). Otherwise the reply went
-// out already (a request past its deadline, a handler that cannot be
-// reached) and mc is still the caller's.
-func (s *Sidecar) startUnary(mc mangos.Context, msg *mangos.Message, head wire.Head, start time.Time) bool {
+// startUnary sends an envelope whose body is whole to the handler; its
+// reply goes out through r from the handler connection's reader (an answer
+// in parts, where the edge accepts them, goes on as an exchange from its
+// head), or at once for a request past its deadline or a handler that
+// cannot be reached.
+func (s *Sidecar) startUnary(r reqrep.Replier, msg *mangos.Message, head wire.Head, start time.Time) {
 	now := start.Add(s.cfg.ClockOffset)
 	deadline := s.deadline(head, now)
 	if !deadline.After(now) {
-		s.reply(mc, msg, nil, 0, start)
-		return false
+		s.reply(r, msg, nil, 0, start)
+		return
 	}
-	u := &unary{s: s, mc: mc, msg: msg, head: head, start: start, dl: deadline, wait: time.Now().Add(deadline.Sub(now))}
+	u := &unary{s: s, r: r, msg: msg, head: head, start: start, dl: deadline, wait: time.Now().Add(deadline.Sub(now))}
 	body := wire.AppendDeadline(msg.Body, deadline, now)
 	body, u.spans = s.deps.Tracer.Hop(body, s.cfg.Service, s.cfg.Version)
 	s.slots <- struct{}{} // given back by ended
@@ -556,10 +523,8 @@ func (s *Sidecar) startUnary(mc mangos.Context, msg *mangos.Message, head wire.H
 	if err != nil {
 		s.ended(u, nil, err)
 		reply, status := s.hopFailure(u.head.ID, err)
-		s.reply(mc, msg, reply, status, start)
-		return false
+		s.reply(r, msg, reply, status, start)
 	}
-	return true
 }
 
 // Cancel stops the request in the handler: a cancel from the edge.
@@ -614,11 +579,9 @@ func (s *Sidecar) ended(u *unary, answer []byte, err error) {
 	u.spans.End(answer, err)
 }
 
-// finish replies on the request's context and gives that context back for
-// another worker.
+// finish replies to the request.
 func (u *unary) finish(reply []byte, status int) {
-	u.s.reply(u.mc, u.msg, reply, status, u.start)
-	u.s.contexts.put(u.mc)
+	u.s.reply(u.r, u.msg, reply, status, u.start)
 }
 
 // deadline is when the request with head, received at now, must be
@@ -729,7 +692,7 @@ type running struct {
 // canceler is a request in the handler that a cancel from the edge stops.
 type canceler interface{ Cancel() }
 
-// cancelChan is a worker's request: a cancel closes it.
+// cancelChan is a request served on a goroutine of its own: a cancel closes it.
 type cancelChan chan struct{}
 
 func (c cancelChan) Cancel() { close(c) }
@@ -771,30 +734,6 @@ func (r *running) cancel(key string) {
 	r.mu.Unlock()
 	if c != nil {
 		c.Cancel() // outside the lock: it ends the request, which removes itself
-	}
-}
-
-// contextPool keeps the REP socket's idle contexts for the workers: a
-// worker whose request is answered from the reader takes another one.
-type contextPool struct {
-	sock mangos.Socket
-	free chan mangos.Context
-}
-
-func (p *contextPool) get() (mangos.Context, error) {
-	select {
-	case mc := <-p.free:
-		return mc, nil
-	default:
-		return p.sock.OpenContext() // fails once the socket closes
-	}
-}
-
-func (p *contextPool) put(mc mangos.Context) {
-	select {
-	case p.free <- mc:
-	default:
-		_ = mc.Close()
 	}
 }
 

@@ -14,7 +14,6 @@ import (
 	"time"
 
 	"go.nanomsg.org/mangos/v3"
-	"go.nanomsg.org/mangos/v3/protocol/req"
 	// The transports a Dispatcher can dial (mangos registers them on import).
 	_ "go.nanomsg.org/mangos/v3/transport/inproc" // registers inproc://
 	_ "go.nanomsg.org/mangos/v3/transport/ipc"
@@ -23,6 +22,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/griddle-mesh/griddle/internal/discovery"
+	"github.com/griddle-mesh/griddle/internal/reqrep"
 	"github.com/griddle-mesh/griddle/internal/wire"
 )
 
@@ -105,7 +105,7 @@ func (p *peer) link() (*link, error) {
 // another instance), fails at once while it has no connection, and keeps
 // reconnecting in the background.
 func (p *peer) dial() (*link, error) {
-	sock, err := req.NewSocket()
+	sock, err := reqrep.NewReq()
 	if err != nil {
 		return nil, fmt.Errorf("new req socket: %w", err)
 	}
