@@ -1,6 +1,7 @@
 package reqrep
 
 import (
+	"strings"
 	"sync"
 
 	"go.nanomsg.org/mangos/v3"
@@ -38,13 +39,21 @@ func (r Replier) Reply(m *mangos.Message) error {
 		m.Free()
 		return protocol.ErrClosed
 	}
-	err := p.p.SendMsg(m) // the transport owns m once it is written
+	err := p.p.SendMsg(m)
 	<-p.wsem
-	if err != nil {
+	if err != nil || p.keep {
 		m.Free()
-		return err
 	}
-	return nil
+	return err
+}
+
+// keepsSent reports whether pp's transport leaves a message it has sent
+// to the sender, who frees it: mangos' inproc transport sends a copy,
+// while its stream transports (tcp, tls+tcp, ipc) free a message once
+// written. A message not freed is not reused from mangos' pools.
+func keepsSent(pp protocol.Pipe) bool {
+	a, ok := pp.(interface{ Address() string })
+	return ok && strings.HasPrefix(a.Address(), "inproc://")
 }
 
 // Rep is a REP socket whose requests go to a Handler. Close closes it and
@@ -84,6 +93,7 @@ type repPipe struct {
 	p    protocol.Pipe
 	wsem chan struct{} // holds one token while a reply is written to p
 	gone chan struct{} // closed when the pipe is removed
+	keep bool          // the transport leaves a sent message to the sender (keepsSent)
 }
 
 func (*rep) Info() protocol.Info {
@@ -91,7 +101,7 @@ func (*rep) Info() protocol.Info {
 }
 
 func (s *rep) AddPipe(pp protocol.Pipe) error {
-	p := &repPipe{p: pp, wsem: make(chan struct{}, 1), gone: make(chan struct{})}
+	p := &repPipe{p: pp, wsem: make(chan struct{}, 1), gone: make(chan struct{}), keep: keepsSent(pp)}
 	pp.SetPrivate(p)
 	s.mu.Lock()
 	defer s.mu.Unlock()

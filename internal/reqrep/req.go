@@ -39,6 +39,7 @@ type reqPipe struct {
 	s    *req
 	wsem chan struct{} // holds one token while a context writes to p
 	gone chan struct{} // closed when the pipe is removed
+	keep bool          // the transport leaves a sent message to the sender (keepsSent)
 	out  int           // requests sent on p and not answered (s.mu)
 }
 
@@ -95,7 +96,7 @@ func (s *req) OpenContext() (protocol.Context, error) {
 }
 
 func (s *req) AddPipe(pp protocol.Pipe) error {
-	p := &reqPipe{p: pp, s: s, wsem: make(chan struct{}, 1), gone: make(chan struct{})}
+	p := &reqPipe{p: pp, s: s, wsem: make(chan struct{}, 1), gone: make(chan struct{}), keep: keepsSent(pp)}
 	pp.SetPrivate(p)
 	s.mu.Lock()
 	if s.closed {
@@ -268,13 +269,16 @@ func (c *reqCtx) SendMsg(m *protocol.Message) error {
 	}
 	c.writes++
 	c.writing.Store(c.writes)
-	err := p.p.SendMsg(m) // the transport owns m once it is written
+	err := p.p.SendMsg(m)
 	c.writing.Store(0)
 	<-p.wsem
 	if err != nil {
 		// mangos' core closes the pipe, which fails requests out on it.
 		c.unsent(id)
 		return err
+	}
+	if p.keep {
+		m.Free()
 	}
 	return nil
 }
