@@ -509,9 +509,9 @@ func (s *Sidecar) startUnary(r reqrep.Replier, msg *mangos.Message, head wire.He
 	var p *hop.Pending
 	var err error
 	if head.AcceptParts {
-		p, err = s.host.Load().GoParts(u.wait, u.first)
+		p, err = s.host.Load().GoParts(u.wait, u)
 	} else {
-		p, err = s.host.Load().Go(u.wait, s.cfg.MaxBodyBytes, u.done)
+		p, err = s.host.Load().Go(u.wait, s.cfg.MaxBodyBytes, u)
 	}
 	if err == nil {
 		u.pending = p
@@ -530,8 +530,8 @@ func (s *Sidecar) startUnary(r reqrep.Replier, msg *mangos.Message, head wire.He
 // Cancel stops the request in the handler: a cancel from the edge.
 func (u *unary) Cancel() { u.pending.Cancel() }
 
-// done takes the handler's whole answer (or why there is none).
-func (u *unary) done(answer []byte, err error) {
+// Whole takes the handler's whole answer (or why there is none): hop.Whole.
+func (u *unary) Whole(answer []byte, err error) {
 	u.s.ended(u, answer, err)
 	switch {
 	case err == nil && !time.Now().Before(u.wait):
@@ -545,9 +545,9 @@ func (u *unary) done(answer []byte, err error) {
 	}
 }
 
-// first takes the first frame of an answer that may come in parts (or
-// why there is none).
-func (u *unary) first(f hop.Frame, err error) {
+// First takes the first frame of an answer that may come in parts (or
+// why there is none): hop.First.
+func (u *unary) First(f hop.Frame, err error) {
 	u.s.ended(u, f.Payload, err)
 	if err != nil {
 		u.finish(u.s.hopFailure(u.head.ID, err))

@@ -6,41 +6,62 @@ import (
 	"time"
 )
 
-// Pending is a request sent with Go or GoParts: its answer is handed to a
-// function on the connection's reader as it arrives, so that no goroutine
+// Pending is a request sent with Go or GoParts: its answer is handed to its
+// receiver on the connection's reader as it arrives, so that no goroutine
 // waits for it.
 type Pending struct {
 	s        *Stream
 	deadline time.Time
 	maxBody  int
-	whole    func(reply []byte, err error) // Go's
-	parts    func(f Frame, err error)      // GoParts'
-	timer    atomic.Pointer[time.Timer]    // set by Start; Cancel may race with it
+	whole    Whole // Go's
+	parts    First // GoParts'
+	index    int   // in the connection's deadlines (its lock); -1: not there
 	ended    atomic.Bool
 }
+
+// Whole takes the outcome of a request sent with Go: the answer, as Call
+// returns it, or why there is none.
+type Whole interface{ Whole(reply []byte, err error) }
+
+// First takes the outcome of a request sent with GoParts: the answer's
+// first frame, or why none came.
+type First interface{ First(f Frame, err error) }
+
+// WholeFunc is a function as a Whole (an interface, so that a receiver
+// kept per request costs no closure).
+type WholeFunc func(reply []byte, err error)
+
+// Whole calls f.
+func (f WholeFunc) Whole(reply []byte, err error) { f(reply, err) }
+
+// FirstFunc is a function as a First.
+type FirstFunc func(f Frame, err error)
+
+// First calls fn.
+func (fn FirstFunc) First(f Frame, err error) { fn(f, err) }
 
 // Go opens a stream on c for a request whose answer, as Call returns it,
 // goes to fn: called once, on the connection's reader goroutine (or a
 // timer's, or Cancel's caller), so fn must not block for long. Start sends
 // the request; until then fn is never called.
-func Go(c *Conn, deadline time.Time, maxBody int, fn func(reply []byte, err error)) (*Pending, error) {
+func Go(c *Conn, deadline time.Time, maxBody int, fn Whole) (*Pending, error) {
 	s, err := c.Open()
 	if err != nil {
 		return nil, err
 	}
-	return &Pending{s: s, deadline: deadline, maxBody: maxBody, whole: fn}, nil
+	return &Pending{s: s, deadline: deadline, maxBody: maxBody, whole: fn, index: -1}, nil
 }
 
 // GoParts is Go for a request whose answer may come in parts: fn gets the
 // answer's first frame, a Reply frame (f.End when the answer is whole), or
 // why none came; the rest of an answer in parts is then the caller's to
 // read from Stream, and the deadline no longer applies to it.
-func GoParts(c *Conn, deadline time.Time, fn func(f Frame, err error)) (*Pending, error) {
+func GoParts(c *Conn, deadline time.Time, fn First) (*Pending, error) {
 	s, err := c.Open()
 	if err != nil {
 		return nil, err
 	}
-	return &Pending{s: s, deadline: deadline, parts: fn}, nil
+	return &Pending{s: s, deadline: deadline, parts: fn, index: -1}, nil
 }
 
 // Stream is the request's stream.
@@ -56,9 +77,9 @@ func (p *Pending) Start(payload []byte) error {
 			p.abandon()
 			return ErrTimeout
 		}
-		// A timer that fires before the request is out calls the
+		// A deadline that passes before the request is out calls the
 		// function: then Start reports success whatever Send does.
-		p.timer.Store(time.AfterFunc(d, p.expire))
+		p.s.c.deadlines.add(p)
 	}
 	// Set under the stream's lock, which the reader takes to hand over the
 	// answer: what the caller did before Start is visible to the function.
@@ -75,7 +96,7 @@ func (p *Pending) Start(payload []byte) error {
 // ErrCanceled unless the answer came first.
 func (p *Pending) Cancel() { p.stop(ErrCanceled) }
 
-// expire is stop for the deadline, on the timer's goroutine.
+// expire is stop for the deadline, on the connection's timer's goroutine.
 func (p *Pending) expire() { p.stop(ErrTimeout) }
 
 // abandon ends a request that was never sent, without calling the
@@ -103,8 +124,8 @@ func (p *Pending) claim() bool {
 	if !p.ended.CompareAndSwap(false, true) {
 		return false
 	}
-	if t := p.timer.Load(); t != nil {
-		t.Stop()
+	if !p.deadline.IsZero() {
+		p.s.c.deadlines.remove(p)
 	}
 	return true
 }
@@ -112,9 +133,9 @@ func (p *Pending) claim() bool {
 // call hands the outcome to the function: f to GoParts', reply to Go's.
 func (p *Pending) call(f Frame, reply []byte, err error) {
 	if p.parts != nil {
-		p.parts(f, err)
+		p.parts.First(f, err)
 	} else {
-		p.whole(reply, err)
+		p.whole.Whole(reply, err)
 	}
 }
 
@@ -140,7 +161,7 @@ func (p *Pending) first(f Frame, err error) {
 		go func() {
 			reply, err := gather(p.s, f, p.deadline, p.maxBody, nil)
 			if p.claim() {
-				p.whole(reply, err)
+				p.whole.Whole(reply, err)
 			}
 		}()
 	}

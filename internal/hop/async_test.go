@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"path/filepath"
+	"slices"
 	"testing"
 	"time"
 
@@ -33,7 +34,7 @@ func goCall(t *testing.T, c *hop.Conn, env *wire.Request, deadline time.Time) (*
 		t.Fatal(err)
 	}
 	got := make(chan outcome, 2)
-	p, err := hop.Go(c, deadline, 16<<20, func(reply []byte, err error) { got <- outcome{reply, err} })
+	p, err := hop.Go(c, deadline, 16<<20, hop.WholeFunc(func(reply []byte, err error) { got <- outcome{reply, err} }))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -103,6 +104,71 @@ func TestGo(t *testing.T) {
 	}
 	if err := <-ended; !errors.Is(err, context.Canceled) {
 		t.Fatalf("handler context after Cancel: %v", err)
+	}
+}
+
+// TestGoDeadlines: the requests of one connection share one timer, and
+// each still ends at its own deadline: a later request with an earlier
+// deadline than those before it, requests answered in time among them,
+// and a deadline after the timer has gone quiet.
+func TestGoDeadlines(t *testing.T) {
+	d, _ := pair(t, nil, func(w http.ResponseWriter, r *http.Request, _ *wire.Request) {
+		if r.URL.Path == "/wait" {
+			<-r.Context().Done()
+			return
+		}
+		echo(w, r, nil)
+	})
+	start := time.Now()
+	type want struct {
+		after time.Duration
+		got   chan outcome
+	}
+	var waits []want
+	for _, after := range []time.Duration{400 * time.Millisecond, 100 * time.Millisecond, 250 * time.Millisecond} {
+		_, got := goCall(t, d, &wire.Request{Method: "GET", Path: "/wait"}, start.Add(after))
+		waits = append(waits, want{after, got})
+		// One answered in time between them.
+		_, ok := goCall(t, d, &wire.Request{Method: "POST", Path: "/echo", Body: []byte("x")}, start.Add(time.Hour))
+		if o := await(t, ok); o.err != nil {
+			t.Fatalf("answered request: %v", o.err)
+		}
+	}
+	// Each ends at its deadline, not at one of a later request: in the
+	// order of their deadlines.
+	ended := make(chan time.Duration, len(waits))
+	for _, w := range waits {
+		go func() {
+			o := <-w.got
+			if !errors.Is(o.err, hop.ErrTimeout) {
+				t.Errorf("deadline %v: got %v, want ErrTimeout", w.after, o.err)
+			}
+			if took := time.Since(start); took < w.after {
+				t.Errorf("deadline %v: ended after %v, before it", w.after, took)
+			}
+			ended <- w.after
+		}()
+	}
+	var order []time.Duration
+	for range waits {
+		select {
+		case a := <-ended:
+			order = append(order, a)
+		case <-time.After(10 * time.Second):
+			t.Fatal("a request past its deadline did not end")
+		}
+	}
+	if !slices.IsSorted(order) {
+		t.Errorf("ended in the order %v, want the order of their deadlines", order)
+	}
+	// The heap is empty and the timer quiet: a new deadline arms it again.
+	again := time.Now()
+	_, got := goCall(t, d, &wire.Request{Method: "GET", Path: "/wait"}, again.Add(50*time.Millisecond))
+	if o := await(t, got); !errors.Is(o.err, hop.ErrTimeout) {
+		t.Fatalf("after a quiet timer: got %v, want ErrTimeout", o.err)
+	}
+	if took := time.Since(again); took < 50*time.Millisecond {
+		t.Errorf("after a quiet timer: ended after %v, before its deadline", took)
 	}
 }
 

@@ -141,7 +141,8 @@ type Conn struct {
 	streams map[uint32]*Stream
 	err     error // set once the connection is done
 
-	workers workers // run the streams the peer opens
+	workers   workers   // run the streams the peer opens
+	deadlines deadlines // of this side's pending requests (Go, GoParts)
 
 	done chan struct{} // closed when the reader has returned
 }
@@ -214,6 +215,7 @@ func (c *Conn) fail(err error) {
 	c.mu.Unlock()
 	_ = c.c.Close()
 	c.workers.stop()
+	c.deadlines.stop()
 	for _, s := range streams {
 		s.finish(err)
 	}

@@ -202,7 +202,7 @@ func (h *Host) Do(payload []byte, deadline time.Time, maxBody int, done <-chan s
 // would return it, on the connection's reader (see hop.Go); Start on the
 // result sends it. Either failing means the handler never saw it: the
 // error is then ErrUnavailable.
-func (h *Host) Go(deadline time.Time, maxBody int, fn func(reply []byte, err error)) (*hop.Pending, error) {
+func (h *Host) Go(deadline time.Time, maxBody int, fn hop.Whole) (*hop.Pending, error) {
 	return h.pending(func(c *hop.Conn) (*hop.Pending, error) { return hop.Go(c, deadline, maxBody, fn) })
 }
 
@@ -210,7 +210,7 @@ func (h *Host) Go(deadline time.Time, maxBody int, fn func(reply []byte, err err
 // goes to fn on the connection's reader (see hop.GoParts); Start on the
 // result sends it. Either failing means the handler never saw it: the
 // error is then ErrUnavailable.
-func (h *Host) GoParts(deadline time.Time, fn func(f hop.Frame, err error)) (*hop.Pending, error) {
+func (h *Host) GoParts(deadline time.Time, fn hop.First) (*hop.Pending, error) {
 	return h.pending(func(c *hop.Conn) (*hop.Pending, error) { return hop.GoParts(c, deadline, fn) })
 }
 
