@@ -10,12 +10,13 @@ import (
 // receiver on the connection's reader as it arrives, so that no goroutine
 // waits for it.
 type Pending struct {
-	s        *Stream
+	s        *Stream // &stream
+	stream   Stream
 	deadline time.Time
 	maxBody  int
 	whole    Whole // Go's
 	parts    First // GoParts'
-	index    int   // in the connection's deadlines (its lock); -1: not there
+	timed    timed // in the connection's deadlines, from Start
 	ended    atomic.Bool
 }
 
@@ -45,11 +46,7 @@ func (fn FirstFunc) First(f Frame, err error) { fn(f, err) }
 // timer's, or Cancel's caller), so fn must not block for long. Start sends
 // the request; until then fn is never called.
 func Go(c *Conn, deadline time.Time, maxBody int, fn Whole) (*Pending, error) {
-	s, err := c.Open()
-	if err != nil {
-		return nil, err
-	}
-	return &Pending{s: s, deadline: deadline, maxBody: maxBody, whole: fn, index: -1}, nil
+	return open(c, &Pending{deadline: deadline, maxBody: maxBody, whole: fn})
 }
 
 // GoParts is Go for a request whose answer may come in parts: fn gets the
@@ -57,11 +54,17 @@ func Go(c *Conn, deadline time.Time, maxBody int, fn Whole) (*Pending, error) {
 // why none came; the rest of an answer in parts is then the caller's to
 // read from Stream, and the deadline no longer applies to it.
 func GoParts(c *Conn, deadline time.Time, fn First) (*Pending, error) {
-	s, err := c.Open()
-	if err != nil {
+	return open(c, &Pending{deadline: deadline, parts: fn})
+}
+
+// open opens p's stream on c, in p: one allocation for both.
+func open(c *Conn, p *Pending) (*Pending, error) {
+	if err := c.openAs(&p.stream); err != nil {
 		return nil, err
 	}
-	return &Pending{s: s, deadline: deadline, parts: fn, index: -1}, nil
+	p.s = &p.stream
+	p.timed = newTimed(p.deadline, p)
+	return p, nil
 }
 
 // Stream is the request's stream.
@@ -79,7 +82,7 @@ func (p *Pending) Start(payload []byte) error {
 		}
 		// A deadline that passes before the request is out calls the
 		// function: then Start reports success whatever Send does.
-		p.s.c.deadlines.add(p)
+		p.s.c.deadlines.add(&p.timed)
 	}
 	// Set under the stream's lock, which the reader takes to hand over the
 	// answer: what the caller did before Start is visible to the function.
@@ -125,7 +128,7 @@ func (p *Pending) claim() bool {
 		return false
 	}
 	if !p.deadline.IsZero() {
-		p.s.c.deadlines.remove(p)
+		p.s.c.deadlines.remove(&p.timed)
 	}
 	return true
 }

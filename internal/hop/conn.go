@@ -185,17 +185,27 @@ func (c *Conn) Close() error {
 
 // Open starts a stream of this side's; its first Send must be a Request.
 func (c *Conn) Open() (*Stream, error) {
-	s := newStream(c, (c.next.Add(1)&^acceptBit)|c.local, true)
+	s := new(Stream)
+	if err := c.openAs(s); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// openAs is Open with the stream made in s, a zero Stream (one allocated
+// with what it belongs to).
+func (c *Conn) openAs(s *Stream) error {
+	s.init(c, (c.next.Add(1)&^acceptBit)|c.local, true)
 	c.mu.Lock()
 	if c.err != nil {
 		err := c.err
 		c.mu.Unlock()
-		return nil, err
+		return err
 	}
 	c.streams[s.id] = s
 	c.mu.Unlock()
 	c.inflight.Add(1)
-	return s, nil
+	return nil
 }
 
 // fail closes the connection for err (the first reason sticks) and ends
@@ -285,9 +295,9 @@ func (c *Conn) dispatch(f Frame, id uint32) error {
 		case f.Type == TypeUnary && c.cfg.Unary != nil && c.cfg.Quick != nil && c.cfg.Quick(f.Payload):
 			s.serveUnary(c.cfg.Unary, f.Payload)
 		case f.Type == TypeUnary && c.cfg.Unary != nil:
-			c.workers.run(func() { s.serveUnary(c.cfg.Unary, f.Payload) })
+			c.workers.run(job{s: s, unary: true, payload: f.Payload})
 		case f.Type == TypeRequest && c.cfg.Serve != nil:
-			c.workers.run(func() { c.cfg.Serve(s) })
+			c.workers.run(job{s: s})
 		default:
 			s.Close()
 		}
@@ -404,9 +414,15 @@ func (s *Stream) AwaitDemand() error { return s.await(func() bool { return s.dem
 func (s *Stream) Conn() *Conn { return s.c }
 
 func newStream(c *Conn, id uint32, mine bool) *Stream {
-	s := &Stream{c: c, id: id, mine: mine, credit: window}
-	s.queue = s.first[:0]
+	s := new(Stream)
+	s.init(c, id, mine)
 	return s
+}
+
+// init sets up s, a zero Stream.
+func (s *Stream) init(c *Conn, id uint32, mine bool) {
+	s.c, s.id, s.mine, s.credit = c, id, mine, window
+	s.queue = s.first[:0]
 }
 
 // grant adds n to what s may send; a grant of 0 says the peer's

@@ -6,8 +6,9 @@ import (
 	"time"
 )
 
-// deadlines times a connection's pending requests (Go, GoParts) with one
-// timer for all of them instead of one each: a heap by deadline, and a
+// deadlines times what a connection waits for (its side's pending
+// requests, Go and GoParts, and the deadlines of the requests it serves)
+// with one timer for all of them instead of one each: a heap by deadline, and a
 // timer set for the earliest deadline it has seen. A request answered in
 // time leaves the heap and the timer as it is; when the timer fires it
 // expires what is due and sets itself for the earliest deadline left. As
@@ -16,28 +17,43 @@ import (
 // allocation.
 type deadlines struct {
 	mu    sync.Mutex
-	h     pendingHeap
+	h     timedHeap
 	timer *time.Timer // nil until the first deadline
 	armed time.Time   // when timer fires; zero: it is stopped
 }
 
-// add times p, whose deadline is set.
-func (d *deadlines) add(p *Pending) {
+// timed is an entry of deadlines: what expires, at when.
+type timed struct {
+	at    time.Time
+	index int     // in the heap (deadlines.mu); -1: not there
+	what  expirer // set once, with at
+}
+
+// expirer is what a deadline ends: called once, on the timer's goroutine.
+type expirer interface{ expire() }
+
+func newTimed(at time.Time, what expirer) timed { return timed{at: at, index: -1, what: what} }
+
+// add times t.
+func (d *deadlines) add(t *timed) {
 	d.mu.Lock()
-	heap.Push(&d.h, p)
-	if d.armed.IsZero() || p.deadline.Before(d.armed) {
-		d.arm(p.deadline)
+	heap.Push(&d.h, t)
+	if d.armed.IsZero() || t.at.Before(d.armed) {
+		d.arm(t.at)
 	}
 	d.mu.Unlock()
 }
 
-// remove stops timing p; it is a no-op for a p not (or no longer) timed.
-func (d *deadlines) remove(p *Pending) {
+// remove stops timing t, and reports whether it did: false when t was not
+// (or is no longer) timed, its deadline passed.
+func (d *deadlines) remove(t *timed) bool {
 	d.mu.Lock()
-	if p.index >= 0 {
-		heap.Remove(&d.h, p.index)
+	defer d.mu.Unlock()
+	if t.index < 0 {
+		return false
 	}
-	d.mu.Unlock()
+	heap.Remove(&d.h, t.index)
+	return true
 }
 
 // arm sets the timer to fire at t (d.mu held).
@@ -54,18 +70,18 @@ func (d *deadlines) arm(t time.Time) {
 // sets the timer for the next deadline.
 func (d *deadlines) fire() {
 	now := time.Now()
-	var due []*Pending
+	var due []expirer
 	d.mu.Lock()
-	for len(d.h) > 0 && !d.h[0].deadline.After(now) {
-		due = append(due, heap.Pop(&d.h).(*Pending))
+	for len(d.h) > 0 && !d.h[0].at.After(now) {
+		due = append(due, heap.Pop(&d.h).(*timed).what)
 	}
 	d.armed = time.Time{}
 	if len(d.h) > 0 {
-		d.arm(d.h[0].deadline)
+		d.arm(d.h[0].at)
 	}
 	d.mu.Unlock()
-	for _, p := range due {
-		p.expire()
+	for _, e := range due {
+		e.expire()
 	}
 }
 
@@ -80,25 +96,25 @@ func (d *deadlines) stop() {
 	d.mu.Unlock()
 }
 
-// pendingHeap orders pending requests by deadline; each knows its index.
-type pendingHeap []*Pending
+// timedHeap orders entries by deadline; each knows its index.
+type timedHeap []*timed
 
-func (h pendingHeap) Len() int           { return len(h) }
-func (h pendingHeap) Less(i, j int) bool { return h[i].deadline.Before(h[j].deadline) }
-func (h pendingHeap) Swap(i, j int) {
+func (h timedHeap) Len() int           { return len(h) }
+func (h timedHeap) Less(i, j int) bool { return h[i].at.Before(h[j].at) }
+func (h timedHeap) Swap(i, j int) {
 	h[i], h[j] = h[j], h[i]
 	h[i].index, h[j].index = i, j
 }
-func (h *pendingHeap) Push(x any) {
-	p := x.(*Pending)
-	p.index = len(*h)
-	*h = append(*h, p)
+func (h *timedHeap) Push(x any) {
+	t := x.(*timed)
+	t.index = len(*h)
+	*h = append(*h, t)
 }
-func (h *pendingHeap) Pop() any {
+func (h *timedHeap) Pop() any {
 	old := *h
-	p := old[len(old)-1]
+	t := old[len(old)-1]
 	old[len(old)-1] = nil
 	*h = old[:len(old)-1]
-	p.index = -1
-	return p
+	t.index = -1
+	return t
 }

@@ -87,7 +87,7 @@ func (srv *Server) Serve(s *Stream) {
 		return
 	}
 	rc := &x.ctx
-	rc.start(env)
+	rc.start(env, &s.c.deadlines)
 	defer rc.end()
 	s.OnCancel(rc.cancel)
 	var ctx context.Context = rc
@@ -155,31 +155,37 @@ type requestContext struct {
 	context.Context
 	deadline time.Time
 	lifted   atomic.Bool
-	timer    *time.Timer
+	timed    *deadlines // the connection's, timing this request; nil: no deadline
+	entry    timed
 	cancel   context.CancelFunc
 }
 
-func (c *requestContext) start(env *wire.Request) {
+// start sets the context up for env, its deadline timed by d.
+func (c *requestContext) start(env *wire.Request, d *deadlines) {
 	c.Context, c.cancel = context.WithCancel(context.Background())
-	if d, ok := env.Deadline(time.Now()); ok && !env.GetLongLived() {
-		c.deadline = d
-		c.timer = time.AfterFunc(time.Until(d), c.cancel)
+	if at, ok := env.Deadline(time.Now()); ok && !env.GetLongLived() {
+		c.deadline, c.timed = at, d
+		c.entry = newTimed(at, c)
+		d.add(&c.entry)
 	} else {
 		c.lifted.Store(true)
 	}
 }
 
-// end cancels the context and stops its timer: the request is over.
+// expire cancels the context at its deadline (deadlines' expirer).
+func (c *requestContext) expire() { c.cancel() }
+
+// end cancels the context and stops timing it: the request is over.
 func (c *requestContext) end() {
-	if c.timer != nil {
-		c.timer.Stop()
+	if c.timed != nil {
+		c.timed.remove(&c.entry)
 	}
 	c.cancel()
 }
 
 // lift takes the deadline away, unless it has passed.
 func (c *requestContext) lift() {
-	if c.timer != nil && c.timer.Stop() {
+	if c.timed != nil && c.timed.remove(&c.entry) {
 		c.lifted.Store(true)
 	}
 }

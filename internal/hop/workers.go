@@ -24,7 +24,23 @@ type workers struct {
 }
 
 type worker struct {
-	work chan func() // one at a time
+	work chan job // one at a time
+}
+
+// job is one stream the peer opened, to serve: a value, so that handing it
+// to a worker costs no closure.
+type job struct {
+	s       *Stream
+	unary   bool   // a unary call (Config.Unary), else a request (Config.Serve)
+	payload []byte // the unary call's
+}
+
+func (j job) do() {
+	if j.unary {
+		j.s.serveUnary(j.s.c.cfg.Unary, j.payload)
+	} else {
+		j.s.c.cfg.Serve(j.s)
+	}
 }
 
 func newWorkers() workers { return workers{quit: make(chan struct{})} }
@@ -40,28 +56,29 @@ func (ws *workers) stop() {
 	}
 }
 
-// run runs fn on an idle worker, or on a new one.
-func (ws *workers) run(fn func()) {
+// run runs j on an idle worker, or on a new one.
+func (ws *workers) run(j job) {
 	ws.mu.Lock()
 	if n := len(ws.idle); n > 0 {
 		w := ws.idle[n-1]
 		ws.idle[n-1] = nil
 		ws.idle = ws.idle[:n-1]
 		ws.mu.Unlock()
-		w.work <- fn
+		w.work <- j
 		return
 	}
 	ws.mu.Unlock()
-	w := &worker{work: make(chan func(), 1)}
-	go ws.loop(w, fn)
+	w := &worker{work: make(chan job, 1)}
+	go ws.loop(w, j)
 }
 
-// loop runs fn, then whatever it is given, until it has waited workerIdle
+// loop runs j, then whatever it is given, until it has waited workerIdle
 // for work or there are enough idle workers.
-func (ws *workers) loop(w *worker, fn func()) {
+func (ws *workers) loop(w *worker, j job) {
 	var t *time.Timer
 	for {
-		fn()
+		j.do()
+		j = job{}
 		ws.mu.Lock()
 		if ws.closed || len(ws.idle) >= maxIdleWorkers {
 			ws.mu.Unlock()
@@ -75,7 +92,7 @@ func (ws *workers) loop(w *worker, fn func()) {
 			t.Reset(workerIdle)
 		}
 		select {
-		case fn = <-w.work:
+		case j = <-w.work:
 			continue
 		case <-t.C:
 		case <-ws.quit:
@@ -89,6 +106,6 @@ func (ws *workers) loop(w *worker, fn func()) {
 			}
 		}
 		ws.mu.Unlock()
-		fn = <-w.work // taken just as the timer fired: the work is on its way
+		j = <-w.work // taken just as the timer fired: the work is on its way
 	}
 }
