@@ -561,11 +561,15 @@ func decode(m *mangos.Message) (*wire.Reply, error) {
 		b = bytes.Clone(b)
 		m.Free()
 	}
-	r := new(wire.Reply)
-	if err := r.UnmarshalShared(b); err != nil {
+	// One allocation for the reply and its headers, where they fit.
+	x := new(struct {
+		r    wire.Reply
+		room wire.HeaderRoom
+	})
+	if err := x.r.UnmarshalSharedIn(b, &x.room); err != nil {
 		return nil, err
 	}
-	return r, nil
+	return &x.r, nil
 }
 
 // pooledMessage is the largest body of the messages mangos keeps for reuse.

@@ -77,12 +77,13 @@ func (srv *Server) Serve(s *Stream) {
 	}
 	// One allocation for the envelope, the context and the answer's writer.
 	x := &struct {
-		env wire.Request
-		ctx requestContext
-		w   ResponseWriter
+		env  wire.Request
+		room wire.HeaderRoom
+		ctx  requestContext
+		w    ResponseWriter
 	}{}
 	env := &x.env
-	if err := env.UnmarshalShared(f.Payload); err != nil { // the frame is this stream's alone
+	if err := env.UnmarshalSharedIn(f.Payload, &x.room); err != nil { // the frame is this stream's alone
 		sendCode(s, wire.Code_CODE_BAD_REQUEST, "undecodable envelope")
 		return
 	}

@@ -57,12 +57,22 @@ const headerRoom = 4
 // Values are kept in order; names keep their canonical form. The envelope
 // headers share h's value slices, so h must not be modified while they are
 // in use.
-func EncodeHeader(h http.Header) []*Header {
+func EncodeHeader(h http.Header) []*Header { return encodeHeaderIn(h, nil) }
+
+// encodeHeaderIn is EncodeHeader with the headers in room (nil: none) when
+// they fit.
+func encodeHeaderIn(h http.Header, room *HeaderRoom) []*Header {
 	conn := h["Connection"]
 	// One allocation for all the headers and one for the pointers to them,
-	// rather than one per header.
-	hs := make([]Header, len(h))
-	out := make([]*Header, 0, len(h)+headerRoom)
+	// rather than one per header; none where they fit in room.
+	var hs []Header
+	var out []*Header
+	if room != nil && len(h) <= roomHeaders {
+		hs, out = room.structs[:len(h)], room.ptrs[:0]
+	} else {
+		hs = make([]Header, len(h))
+		out = make([]*Header, 0, len(h)+headerRoom)
+	}
 	for name, values := range h {
 		if hopByHop(name, conn) && !teTrailers(name, values) {
 			continue
@@ -168,19 +178,24 @@ func DecodeHeader(dst http.Header, hs []*Header) {
 
 // NewRequest builds the envelope of an HTTP request whose body has already
 // been read into body. The envelope keeps body without copying it; the
-// caller must not modify body while the envelope is in use.
+// caller must not modify body while the envelope is in use. It is one
+// allocation with its headers, where they fit in a HeaderRoom.
 func NewRequest(r *http.Request, service string, body []byte) *Request {
-	return &Request{
-		Service:    service,
-		Method:     r.Method,
-		Path:       r.URL.EscapedPath(),
-		RawQuery:   r.URL.RawQuery,
-		ForceQuery: r.URL.ForceQuery && r.URL.RawQuery == "",
-		Host:       r.Host,
-		Headers:    EncodeHeader(r.Header),
-		Body:       body,
-		RemoteAddr: r.RemoteAddr,
-	}
+	x := new(struct {
+		req  Request
+		room HeaderRoom
+	})
+	req := &x.req
+	req.Service = service
+	req.Method = r.Method
+	req.Path = r.URL.EscapedPath()
+	req.RawQuery = r.URL.RawQuery
+	req.ForceQuery = r.URL.ForceQuery && r.URL.RawQuery == ""
+	req.Host = r.Host
+	req.Headers = encodeHeaderIn(r.Header, &x.room)
+	req.Body = body
+	req.RemoteAddr = r.RemoteAddr
+	return req
 }
 
 // RequestURI is the request target of req: its escaped path and query.

@@ -34,9 +34,14 @@ var (
 // does, but without copying: x's strings and body alias b, which must
 // therefore never change afterwards. Headers take three allocations
 // whatever their number. Strings are not checked for valid UTF-8.
-func (x *Request) UnmarshalShared(b []byte) error {
+func (x *Request) UnmarshalShared(b []byte) error { return x.UnmarshalSharedIn(b, nil) }
+
+// UnmarshalSharedIn is UnmarshalShared with the headers in room (nil:
+// none) when they fit, which then takes no allocation for them; room
+// must live as long as x.
+func (x *Request) UnmarshalSharedIn(b []byte, room *HeaderRoom) error {
 	x.Reset()
-	var hs headerSlab
+	hs := headerSlab{room: room}
 	if err := hs.count(b, reqHeaders); err != nil {
 		return err
 	}
@@ -122,9 +127,14 @@ func (x *Request) UnmarshalShared(b []byte) error {
 // does, but without copying: x's strings and body alias b, which must
 // therefore never change afterwards. Headers take three allocations
 // whatever their number. Strings are not checked for valid UTF-8.
-func (x *Reply) UnmarshalShared(b []byte) error {
+func (x *Reply) UnmarshalShared(b []byte) error { return x.UnmarshalSharedIn(b, nil) }
+
+// UnmarshalSharedIn is UnmarshalShared with the headers in room (nil:
+// none) when they fit, which then takes no allocation for them; room
+// must live as long as x.
+func (x *Reply) UnmarshalSharedIn(b []byte, room *HeaderRoom) error {
 	x.Reset()
-	var hs headerSlab
+	hs := headerSlab{room: room}
 	if err := hs.count(b, repHeaders); err != nil {
 		return err
 	}
@@ -232,10 +242,28 @@ func fields(b []byte, varints []protowire.Number, fn func(num protowire.Number, 
 
 // headerSlab hands out the Headers of one message from three allocations:
 // the structs, the pointers to them (the message's Headers, pre-sized) and
-// every value.
+// every value; or from room, where they fit, and none.
 type headerSlab struct {
 	structs []Header
 	values  []string
+	room    *HeaderRoom // nil: none
+	inRoom  bool        // the headers fit in room
+}
+
+// Bounds of a HeaderRoom.
+const (
+	roomHeaders = 8
+	roomValues  = 12
+)
+
+// HeaderRoom is room for the headers of one envelope, to be allocated with
+// the envelope itself (a field of the same struct): a request or reply
+// with up to 8 headers and 12 values in all then takes no allocation of
+// its own for them.
+type HeaderRoom struct {
+	structs [roomHeaders]Header
+	ptrs    [roomHeaders + headerRoom]*Header
+	values  [roomValues]string
 }
 
 // count sizes the slab for the headers (field num) of message b.
@@ -262,7 +290,13 @@ func (s *headerSlab) count(b []byte, num protowire.Number) error {
 		}
 		b = b[n:]
 	}
-	if headers > 0 {
+	switch {
+	case headers == 0:
+	case s.room != nil && headers <= roomHeaders && values <= roomValues:
+		s.inRoom = true
+		s.structs = s.room.structs[:0:headers]
+		s.values = s.room.values[:0:values]
+	default:
 		s.structs = make([]Header, 0, headers)
 		s.values = make([]string, 0, values)
 	}
@@ -271,8 +305,11 @@ func (s *headerSlab) count(b []byte, num protowire.Number) error {
 
 // pointers is an empty slice with room for the slab's headers, nil for none.
 func (s *headerSlab) pointers() []*Header {
-	if cap(s.structs) == 0 {
+	switch {
+	case cap(s.structs) == 0:
 		return nil
+	case s.inRoom:
+		return s.room.ptrs[:0:cap(s.structs)]
 	}
 	return make([]*Header, 0, cap(s.structs))
 }

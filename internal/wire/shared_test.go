@@ -53,9 +53,14 @@ func TestSamplesSetEveryField(t *testing.T) {
 	}
 }
 
-// The shared decoders give what proto.Unmarshal gives.
+// The shared decoders give what proto.Unmarshal gives, with their headers
+// in a HeaderRoom or not, and with more headers than one holds.
 func TestUnmarshalShared(t *testing.T) {
-	for _, m := range []proto.Message{sampleRequest(), &wire.Request{}, sampleReply(), &wire.Reply{}} {
+	many := sampleReply()
+	for i := range 10 {
+		many.Headers = append(many.Headers, &wire.Header{Name: "X-" + strings.Repeat("n", i+1), Values: []string{"a", "b"}})
+	}
+	for _, m := range []proto.Message{sampleRequest(), &wire.Request{}, sampleReply(), &wire.Reply{}, many} {
 		b, err := proto.Marshal(m)
 		if err != nil {
 			t.Fatal(err)
@@ -64,24 +69,26 @@ func TestUnmarshalShared(t *testing.T) {
 		if err := proto.Unmarshal(b, want); err != nil {
 			t.Fatal(err)
 		}
-		got, err := unmarshalShared(m, b)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if !proto.Equal(got, want) {
-			t.Errorf("got %v\nwant %v", got, want)
+		for _, room := range []*wire.HeaderRoom{nil, new(wire.HeaderRoom)} {
+			got, err := unmarshalShared(m, b, room)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !proto.Equal(got, want) {
+				t.Errorf("room %t: got %v\nwant %v", room != nil, got, want)
+			}
 		}
 	}
 }
 
-func unmarshalShared(kind proto.Message, b []byte) (proto.Message, error) {
+func unmarshalShared(kind proto.Message, b []byte, room *wire.HeaderRoom) (proto.Message, error) {
 	switch kind.(type) {
 	case *wire.Request:
 		var x wire.Request
-		return &x, x.UnmarshalShared(b)
+		return &x, x.UnmarshalSharedIn(b, room)
 	default:
 		var x wire.Reply
-		return &x, x.UnmarshalShared(b)
+		return &x, x.UnmarshalSharedIn(b, room)
 	}
 }
 
@@ -102,7 +109,11 @@ func FuzzUnmarshalShared(f *testing.F) {
 		}
 		want := kind.ProtoReflect().New().Interface()
 		wantErr := proto.Unmarshal(b, want)
-		got, err := unmarshalShared(kind, b)
+		got, err := unmarshalShared(kind, b, nil)
+		inRoom, errInRoom := unmarshalShared(kind, b, new(wire.HeaderRoom))
+		if (err == nil) != (errInRoom == nil) || err == nil && !proto.Equal(got, inRoom) {
+			t.Fatalf("%x: with a HeaderRoom %v, %v; without %v, %v", b, inRoom, errInRoom, got, err)
+		}
 		if req, ok := got.(*wire.Request); ok && err == nil {
 			h, err := wire.PeekRequest(b)
 			if err != nil || string(h.ID) != req.Id || h.Deadline != req.DeadlineUnixNano || h.Timeout != req.TimeoutNanos || h.Cancel != req.Cancel {
