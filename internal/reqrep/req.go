@@ -351,12 +351,11 @@ func (c *reqCtx) close() {
 	delete(c.s.contexts, c)
 	close(c.done)
 	if w := c.writing.Load(); w != 0 && pipe != nil {
-		go func() {
-			time.Sleep(StallTimeout)
+		time.AfterFunc(StallTimeout, func() {
 			if c.writing.Load() == w {
 				_ = pipe.p.Close()
 			}
-		}()
+		})
 	}
 }
 
