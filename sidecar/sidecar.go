@@ -487,7 +487,7 @@ type unary struct {
 	dl      time.Time // the deadline on the clock of now (ClockOffset)
 	wait    time.Time // the same on this process's clock
 	spans   trace.Hop
-	pending *hop.Pending
+	pending hop.Pending // in this allocation
 }
 
 // startUnary sends an envelope whose body is whole to the handler; its
@@ -506,19 +506,17 @@ func (s *Sidecar) startUnary(r reqrep.Replier, msg *mangos.Message, head wire.He
 	body := wire.AppendDeadline(msg.Body, deadline, now)
 	body, u.spans = s.deps.Tracer.Hop(body, s.cfg.Service, s.cfg.Version)
 	s.slots <- struct{}{} // given back by ended
-	var p *hop.Pending
 	var err error
 	if head.AcceptParts {
-		p, err = s.host.Load().GoParts(u.wait, u)
+		err = s.host.Load().GoParts(&u.pending, u.wait, u)
 	} else {
-		p, err = s.host.Load().Go(u.wait, s.cfg.MaxBodyBytes, u)
+		err = s.host.Load().Go(&u.pending, u.wait, s.cfg.MaxBodyBytes, u)
 	}
 	if err == nil {
-		u.pending = p
 		if len(u.head.ID) > 0 {
 			u.key = s.running.add(u.head.ID, u)
 		}
-		err = p.Start(body)
+		err = u.pending.Start(body)
 	}
 	if err != nil {
 		s.ended(u, nil, err)

@@ -46,7 +46,18 @@ func (fn FirstFunc) First(f Frame, err error) { fn(f, err) }
 // timer's, or Cancel's caller), so fn must not block for long. Start sends
 // the request; until then fn is never called.
 func Go(c *Conn, deadline time.Time, maxBody int, fn Whole) (*Pending, error) {
-	return open(c, &Pending{deadline: deadline, maxBody: maxBody, whole: fn})
+	p := new(Pending)
+	if err := GoIn(c, p, deadline, maxBody, fn); err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
+// GoIn is Go with the request made in p, a zero Pending (allocated with
+// the caller's own state).
+func GoIn(c *Conn, p *Pending, deadline time.Time, maxBody int, fn Whole) error {
+	p.deadline, p.maxBody, p.whole = deadline, maxBody, fn
+	return p.open(c)
 }
 
 // GoParts is Go for a request whose answer may come in parts: fn gets the
@@ -54,17 +65,27 @@ func Go(c *Conn, deadline time.Time, maxBody int, fn Whole) (*Pending, error) {
 // why none came; the rest of an answer in parts is then the caller's to
 // read from Stream, and the deadline no longer applies to it.
 func GoParts(c *Conn, deadline time.Time, fn First) (*Pending, error) {
-	return open(c, &Pending{deadline: deadline, parts: fn})
+	p := new(Pending)
+	if err := GoPartsIn(c, p, deadline, fn); err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
+// GoPartsIn is GoParts with the request made in p, a zero Pending.
+func GoPartsIn(c *Conn, p *Pending, deadline time.Time, fn First) error {
+	p.deadline, p.parts = deadline, fn
+	return p.open(c)
 }
 
 // open opens p's stream on c, in p: one allocation for both.
-func open(c *Conn, p *Pending) (*Pending, error) {
+func (p *Pending) open(c *Conn) error {
 	if err := c.openAs(&p.stream); err != nil {
-		return nil, err
+		return err
 	}
 	p.s = &p.stream
 	p.timed = newTimed(p.deadline, p)
-	return p, nil
+	return nil
 }
 
 // Stream is the request's stream.

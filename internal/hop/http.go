@@ -816,6 +816,11 @@ func RoundTrip(c *Conn, r *http.Request, service string) (*http.Response, error)
 	if f.End {
 		resp.Body = io.NopCloser(bytes.NewReader(reply.GetBody()))
 		resp.ContentLength = int64(len(reply.GetBody()))
+		if n := len(reply.GetBody()); n > 0 && resp.Header["Content-Length"] == nil {
+			// As a net/http server sends the length of an answer it held
+			// whole (wire.Reply.WriteHead leaves such a length to it).
+			resp.Header["Content-Length"] = []string{strconv.Itoa(n)}
+		}
 	} else {
 		rb := &replyBody{streamBody: streamBody{s: s, done: ctx.Done(), cur: reply.GetBody()}}
 		rb.trailer = &resp.Trailer

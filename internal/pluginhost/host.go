@@ -198,33 +198,32 @@ func (h *Host) Do(payload []byte, deadline time.Time, maxBody int, done <-chan s
 	return reply, err
 }
 
-// Go prepares a request to the handler whose answer goes to fn, as Do
-// would return it, on the connection's reader (see hop.Go); Start on the
-// result sends it. Either failing means the handler never saw it: the
-// error is then ErrUnavailable.
-func (h *Host) Go(deadline time.Time, maxBody int, fn hop.Whole) (*hop.Pending, error) {
-	return h.pending(func(c *hop.Conn) (*hop.Pending, error) { return hop.Go(c, deadline, maxBody, fn) })
+// Go prepares in p, a zero Pending, a request to the handler whose answer
+// goes to fn, as Do would return it, on the connection's reader (see
+// hop.GoIn); p.Start sends it. Either failing means the handler never saw
+// it: the error is then ErrUnavailable.
+func (h *Host) Go(p *hop.Pending, deadline time.Time, maxBody int, fn hop.Whole) error {
+	return h.pending(func(c *hop.Conn) error { return hop.GoIn(c, p, deadline, maxBody, fn) })
 }
 
-// GoParts prepares a request to the handler whose answer's first frame
-// goes to fn on the connection's reader (see hop.GoParts); Start on the
-// result sends it. Either failing means the handler never saw it: the
-// error is then ErrUnavailable.
-func (h *Host) GoParts(deadline time.Time, fn hop.First) (*hop.Pending, error) {
-	return h.pending(func(c *hop.Conn) (*hop.Pending, error) { return hop.GoParts(c, deadline, fn) })
+// GoParts prepares in p, a zero Pending, a request to the handler whose
+// answer's first frame goes to fn on the connection's reader (see
+// hop.GoPartsIn); p.Start sends it. Either failing means the handler
+// never saw it: the error is then ErrUnavailable.
+func (h *Host) GoParts(p *hop.Pending, deadline time.Time, fn hop.First) error {
+	return h.pending(func(c *hop.Conn) error { return hop.GoPartsIn(c, p, deadline, fn) })
 }
 
 // pending opens a pending request with open on a connection to the handler.
-func (h *Host) pending(open func(*hop.Conn) (*hop.Pending, error)) (*hop.Pending, error) {
+func (h *Host) pending(open func(*hop.Conn) error) error {
 	c, err := h.conn()
 	if err != nil {
-		return nil, err
+		return err
 	}
-	p, err := open(c)
-	if err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrUnavailable, err)
+	if err := open(c); err != nil {
+		return fmt.Errorf("%w: %w", ErrUnavailable, err)
 	}
-	return p, nil
+	return nil
 }
 
 // Open opens a stream to the handler and sends payload, a marshalled

@@ -227,7 +227,11 @@ func (x *Reply) WriteHTTP(w http.ResponseWriter) error {
 // WriteHead writes the head of a reply from a handler to w: headers
 // (without hop-by-hop fields) and status. A reply whose body is whole and
 // has no trailers gets its length; otherwise the handler's own, if any
-// (an answer to HEAD, a known length streamed), else none: chunked.
+// (an answer to HEAD, a known length streamed), else none: chunked. A
+// whole body of up to wholeBuffered bytes gets its length from net/http's
+// server, which holds that much before it sends the head and, when the
+// handler returns with all of it held, sends its length: w must be such a
+// server's, not flushed before the handler returns.
 func (x *Reply) WriteHead(w http.ResponseWriter) {
 	h := w.Header()
 	DecodeHeader(h, x.GetHeaders())
@@ -237,7 +241,9 @@ func (x *Reply) WriteHead(w http.ResponseWriter) {
 	}
 	delete(h, "Content-Length")
 	if n := len(x.GetBody()); n > 0 && !x.GetMore() && len(x.GetTrailers()) == 0 {
-		h["Content-Length"] = []string{strconv.Itoa(n)}
+		if n > wholeBuffered {
+			h["Content-Length"] = []string{strconv.Itoa(n)}
+		}
 	} else if len(x.GetTrailers()) == 0 {
 		for _, hd := range x.GetHeaders() {
 			if hd.GetName() == "Content-Length" && len(hd.GetValues()) == 1 {
@@ -247,6 +253,10 @@ func (x *Reply) WriteHead(w http.ResponseWriter) {
 	}
 	w.WriteHeader(status)
 }
+
+// wholeBuffered is what net/http's servers hold of an answer before they
+// send its head: HTTP/1's 2 KiB (bufferBeforeChunkingSize), HTTP/2's 4 KiB.
+const wholeBuffered = 2 << 10
 
 // WriteTrailers sets trailers on w after its body (net/http sends them
 // at the end of a chunked answer, or in HTTP/2's trailing HEADERS).

@@ -1,7 +1,9 @@
 package wire_test
 
 import (
+	"bytes"
 	"context"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -74,20 +76,36 @@ func TestForceQueryAndContentLength(t *testing.T) {
 	if r.RequestURI != "/p?" || !r.URL.ForceQuery {
 		t.Errorf("got %q (ForceQuery %v), want /p? kept", r.RequestURI, r.URL.ForceQuery)
 	}
+	big := bytes.Repeat([]byte("x"), 5000)
 	for _, c := range []struct {
 		name   string
+		method string
 		reply  *wire.Reply
 		wantCL string
 	}{
-		{"body", &wire.Reply{Status: 200, Body: []byte("12345")}, "5"},
-		{"head", &wire.Reply{Status: 200, Headers: []*wire.Header{{Name: "Content-Length", Values: []string{"1048576"}}}}, "1048576"},
-		{"empty", &wire.Reply{Status: 204}, ""},
+		{"body", "GET", &wire.Reply{Status: 200, Body: []byte("12345")}, "5"}, // from net/http, which held it whole
+		{"body beyond the server's buffer", "GET", &wire.Reply{Status: 200, Body: big}, "5000"},
+		{"head", "HEAD", &wire.Reply{Status: 200, Headers: []*wire.Header{{Name: "Content-Length", Values: []string{"1048576"}}}}, "1048576"},
+		{"empty", "GET", &wire.Reply{Status: 204}, ""},
 	} {
-		w := httptest.NewRecorder()
-		if err := c.reply.WriteHTTP(w); err != nil {
+		// Through a real net/http server, as the edge writes answers.
+		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+			if err := c.reply.WriteHTTP(w); err != nil {
+				t.Error(err)
+			}
+		}))
+		req, _ := http.NewRequest(c.method, srv.URL, nil)
+		resp, err := http.DefaultTransport.RoundTrip(req)
+		if err != nil {
 			t.Fatal(err)
 		}
-		if got := w.Header().Get("Content-Length"); got != c.wantCL {
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		srv.Close()
+		if len(body) != len(c.reply.Body) || len(resp.TransferEncoding) > 0 {
+			t.Errorf("%s: got %d bytes, transfer encoding %v; want %d, none", c.name, len(body), resp.TransferEncoding, len(c.reply.Body))
+		}
+		if got := resp.Header.Get("Content-Length"); got != c.wantCL {
 			t.Errorf("%s: Content-Length %q, want %q", c.name, got, c.wantCL)
 		}
 	}
