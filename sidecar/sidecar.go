@@ -482,7 +482,8 @@ type unary struct {
 	r       reqrep.Replier
 	msg     *mangos.Message
 	head    wire.Head // of msg.Body, which stays untouched until the reply
-	key     string    // in s.running; "" without an id
+	key     runKey    // in s.running, once keyed
+	keyed   bool
 	start   time.Time
 	dl      time.Time // the deadline on the clock of now (ClockOffset)
 	wait    time.Time // the same on this process's clock
@@ -514,7 +515,7 @@ func (s *Sidecar) startUnary(r reqrep.Replier, msg *mangos.Message, head wire.He
 	}
 	if err == nil {
 		if len(u.head.ID) > 0 {
-			u.key = s.running.add(u.head.ID, u)
+			u.key, u.keyed = s.running.add(u.head.ID, u), true
 		}
 		err = u.pending.Start(body)
 	}
@@ -570,7 +571,7 @@ func (u *unary) reply(f hop.Frame) {
 // ended records that the handler's part of u is over: its answer (or its
 // head) has come, or it failed.
 func (s *Sidecar) ended(u *unary, answer []byte, err error) {
-	if u.key != "" {
+	if u.keyed {
 		s.running.remove(u.key, u)
 	}
 	<-s.slots
@@ -607,7 +608,7 @@ func (s *Sidecar) handle(head wire.Head, err error, body []byte, now time.Time, 
 	}
 	id := head.ID
 	if head.Cancel { // the caller went away: stop the request in the handler
-		s.running.cancel(string(id))
+		s.running.cancel(id)
 		s.exchanges.cancel(id)
 		b, _ := s.codeReply(id, wire.Code_CODE_OK, "")
 		return b, 0
@@ -684,7 +685,27 @@ func resolveHost(r *http.Request) (string, bool) {
 // reach, by request id.
 type running struct {
 	mu sync.Mutex
-	m  map[string]canceler
+	m  map[runKey]canceler
+}
+
+// runKey is a request id as a key of running: an id of up to 32 bytes
+// (the edge's have 16) is kept in the key itself, so that keying a request
+// costs no allocation; a longer one as a string.
+type runKey struct {
+	n    uint8
+	b    [32]byte
+	long string
+}
+
+func keyOf(id []byte) runKey {
+	var k runKey
+	if len(id) <= len(k.b) {
+		k.n = uint8(len(id))
+		copy(k.b[:], id)
+	} else {
+		k.long = string(id)
+	}
+	return k
 }
 
 // canceler is a request in the handler that a cancel from the edge stops.
@@ -698,11 +719,11 @@ func (c cancelChan) Cancel() { close(c) }
 // add registers the request id, whose cancel c stops, and returns its
 // key. A retry that arrives while an earlier try of the same request still
 // runs here takes its place.
-func (r *running) add(id []byte, c canceler) string {
-	key := string(id)
+func (r *running) add(id []byte, c canceler) runKey {
+	key := keyOf(id)
 	r.mu.Lock()
 	if r.m == nil {
-		r.m = make(map[string]canceler)
+		r.m = make(map[runKey]canceler)
 	}
 	r.m[key] = c
 	r.mu.Unlock()
@@ -710,7 +731,7 @@ func (r *running) add(id []byte, c canceler) string {
 }
 
 // remove forgets the request, unless a later try has taken its place.
-func (r *running) remove(key string, c canceler) {
+func (r *running) remove(key runKey, c canceler) {
 	r.mu.Lock()
 	if r.m[key] == c {
 		delete(r.m, key)
@@ -721,7 +742,8 @@ func (r *running) remove(key string, c canceler) {
 // cancel stops the request with id, if it runs here. A worker's channel
 // is closed under the lock, so a worker that has removed its request since
 // finds it closed or untouched, never closed later for its next one.
-func (r *running) cancel(key string) {
+func (r *running) cancel(id []byte) {
+	key := keyOf(id)
 	r.mu.Lock()
 	c := r.m[key]
 	delete(r.m, key)

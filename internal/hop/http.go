@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"strconv"
 	"strings"
@@ -79,6 +80,7 @@ func (srv *Server) Serve(s *Stream) {
 	x := &struct {
 		env  wire.Request
 		room wire.HeaderRoom
+		url  url.URL
 		ctx  requestContext
 		w    ResponseWriter
 	}{}
@@ -103,7 +105,7 @@ func (srv *Server) Serve(s *Stream) {
 			bodyReader = body
 		}
 	}
-	r, err := env.HTTPRequest(ctx, srv.Host, bodyReader)
+	r, err := env.HTTPRequestIn(ctx, srv.Host, bodyReader, &x.url)
 	if err != nil {
 		sendCode(s, wire.Code_CODE_BAD_REQUEST, "invalid method or path")
 		return

@@ -19,6 +19,12 @@ import (
 // It fails for an invalid method or request target, as a server refuses
 // them; it parses nothing in the common case.
 func (x *Request) HTTPRequest(ctx context.Context, host string, body io.Reader) (*http.Request, error) {
+	return x.HTTPRequestIn(ctx, host, body, nil)
+}
+
+// HTTPRequestIn is HTTPRequest with the request's URL made in u (nil: a new
+// one) where it needs no parsing; u must live as long as the request.
+func (x *Request) HTTPRequestIn(ctx context.Context, host string, body io.Reader, u *url.URL) (*http.Request, error) {
 	if x.GetHost() != "" {
 		host = x.GetHost()
 	}
@@ -35,9 +41,11 @@ func (x *Request) HTTPRequest(ctx context.Context, host string, body io.Reader) 
 	// The URL as a server parses the request line (url.ParseRequestURI),
 	// without parsing where there is nothing to decode.
 	uri := x.RequestURI()
-	var u *url.URL
 	if plainTarget(path, query) && !x.GetForceQuery() {
-		u = &url.URL{Path: path, RawQuery: query}
+		if u == nil {
+			u = new(url.URL)
+		}
+		*u = url.URL{Path: path, RawQuery: query}
 		if u.EscapedPath() != path { // as url.URL.setPath keeps it
 			u.RawPath = path
 		}
