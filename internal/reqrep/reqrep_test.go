@@ -153,12 +153,30 @@ func TestInterop(t *testing.T) {
 }
 
 // silent listens with a REP socket that never answers, and returns its
-// address and the socket.
-func silent(t *testing.T) (string, *reqrep.Rep) {
+// address, the socket, and a channel that receives once for each
+// connection the socket has taken (its handshake done: mangos' tcp
+// listener races with a handshake it closes in the middle of).
+func silent(t *testing.T) (string, *reqrep.Rep, <-chan struct{}) {
 	t.Helper()
 	s := reqrep.NewRep(func(m *mangos.Message, _ reqrep.Replier) { m.Free() })
+	up := make(chan struct{}, 16)
+	s.SetPipeEventHook(func(ev mangos.PipeEvent, _ mangos.Pipe) {
+		if ev == mangos.PipeEventAttached {
+			up <- struct{}{}
+		}
+	})
 	t.Cleanup(func() { s.Close() })
-	return listen(t, s, "tcp://127.0.0.1:0"), s
+	return listen(t, s, "tcp://127.0.0.1:0"), s, up
+}
+
+// connected waits until a connection to a silent socket is up.
+func connected(t *testing.T, up <-chan struct{}) {
+	t.Helper()
+	select {
+	case <-up:
+	case <-time.After(10 * time.Second):
+		t.Fatal("no connection")
+	}
 }
 
 func dialReq(t *testing.T, addr string, failNoPeers bool) mangos.Socket {
@@ -192,8 +210,9 @@ func send(t *testing.T, c mangos.Context, body string) {
 // dispatcher tells apart.
 func TestContextErrors(t *testing.T) {
 	t.Run("close ends a receive", func(t *testing.T) {
-		addr, _ := silent(t)
+		addr, _, up := silent(t)
 		c, _ := dialReq(t, addr, true).OpenContext()
+		connected(t, up)
 		send(t, c, "x")
 		go func() { time.Sleep(50 * time.Millisecond); c.Close() }()
 		if _, err := c.RecvMsg(); !errors.Is(err, mangos.ErrClosed) {
@@ -204,8 +223,9 @@ func TestContextErrors(t *testing.T) {
 		}
 	})
 	t.Run("lost connection cancels the request", func(t *testing.T) {
-		addr, srv := silent(t)
+		addr, srv, up := silent(t)
 		c, _ := dialReq(t, addr, false).OpenContext()
+		connected(t, up)
 		send(t, c, "x")
 		time.Sleep(50 * time.Millisecond) // the request is out
 		srv.Close()
@@ -214,8 +234,9 @@ func TestContextErrors(t *testing.T) {
 		}
 	})
 	t.Run("lost last connection with FailNoPeers", func(t *testing.T) {
-		addr, srv := silent(t)
+		addr, srv, up := silent(t)
 		c, _ := dialReq(t, addr, true).OpenContext()
+		connected(t, up)
 		send(t, c, "x")
 		time.Sleep(50 * time.Millisecond)
 		srv.Close()
@@ -239,8 +260,9 @@ func TestContextErrors(t *testing.T) {
 		}
 	})
 	t.Run("receive deadline", func(t *testing.T) {
-		addr, _ := silent(t)
+		addr, _, up := silent(t)
 		c, _ := dialReq(t, addr, true).OpenContext()
+		connected(t, up)
 		if err := c.SetOption(mangos.OptionRecvDeadline, 50*time.Millisecond); err != nil {
 			t.Fatal(err)
 		}
@@ -250,8 +272,9 @@ func TestContextErrors(t *testing.T) {
 		}
 	})
 	t.Run("receive without a request", func(t *testing.T) {
-		addr, _ := silent(t)
+		addr, _, up := silent(t)
 		c, _ := dialReq(t, addr, true).OpenContext()
+		connected(t, up)
 		if _, err := c.RecvMsg(); !errors.Is(err, mangos.ErrProtoState) {
 			t.Errorf("got %v, want ErrProtoState", err)
 		}
