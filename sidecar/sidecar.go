@@ -482,8 +482,7 @@ type unary struct {
 	r       reqrep.Replier
 	msg     *mangos.Message
 	head    wire.Head // of msg.Body, which stays untouched until the reply
-	key     runKey    // in s.running, once keyed
-	keyed   bool
+	key     runKey    // in s.running, for a request with an id, once it is sent
 	start   time.Time
 	dl      time.Time // the deadline on the clock of now (ClockOffset)
 	wait    time.Time // the same on this process's clock
@@ -515,7 +514,7 @@ func (s *Sidecar) startUnary(r reqrep.Replier, msg *mangos.Message, head wire.He
 	}
 	if err == nil {
 		if len(u.head.ID) > 0 {
-			u.key, u.keyed = s.running.add(u.head.ID, u), true
+			u.key = s.running.add(u.head.ID, u)
 		}
 		err = u.pending.Start(body)
 	}
@@ -571,7 +570,7 @@ func (u *unary) reply(f hop.Frame) {
 // ended records that the handler's part of u is over: its answer (or its
 // head) has come, or it failed.
 func (s *Sidecar) ended(u *unary, answer []byte, err error) {
-	if u.keyed {
+	if len(u.head.ID) > 0 { // a no-op when it never went in
 		s.running.remove(u.key, u)
 	}
 	<-s.slots

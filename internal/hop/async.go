@@ -6,25 +6,24 @@ import (
 	"time"
 )
 
-// Pending is a request sent with Go or GoParts: its answer is handed to its
-// receiver on the connection's reader as it arrives, so that no goroutine
-// waits for it.
+// Pending is a request sent with Go, GoIn or GoPartsIn: its answer is
+// handed to its receiver on the connection's reader as it arrives, so that
+// no goroutine waits for it.
 type Pending struct {
-	s        *Stream // &stream
-	stream   Stream
-	deadline time.Time
-	maxBody  int
-	whole    Whole // Go's
-	parts    First // GoParts'
-	timed    timed // in the connection's deadlines, from Start
-	ended    atomic.Bool
+	s       *Stream // &stream
+	stream  Stream
+	maxBody int
+	whole   Whole // Go's
+	parts   First // GoPartsIn's
+	timed   timed // the deadline (zero: none), in the connection's deadlines from Start
+	ended   atomic.Bool
 }
 
 // Whole takes the outcome of a request sent with Go: the answer, as Call
 // returns it, or why there is none.
 type Whole interface{ Whole(reply []byte, err error) }
 
-// First takes the outcome of a request sent with GoParts: the answer's
+// First takes the outcome of a request sent with GoPartsIn: the answer's
 // first frame, or why none came.
 type First interface{ First(f Frame, err error) }
 
@@ -34,12 +33,6 @@ type WholeFunc func(reply []byte, err error)
 
 // Whole calls f.
 func (f WholeFunc) Whole(reply []byte, err error) { f(reply, err) }
-
-// FirstFunc is a function as a First.
-type FirstFunc func(f Frame, err error)
-
-// First calls fn.
-func (fn FirstFunc) First(f Frame, err error) { fn(f, err) }
 
 // Go opens a stream on c for a request whose answer, as Call returns it,
 // goes to fn: called once, on the connection's reader goroutine (or a
@@ -56,35 +49,26 @@ func Go(c *Conn, deadline time.Time, maxBody int, fn Whole) (*Pending, error) {
 // GoIn is Go with the request made in p, a zero Pending (allocated with
 // the caller's own state).
 func GoIn(c *Conn, p *Pending, deadline time.Time, maxBody int, fn Whole) error {
-	p.deadline, p.maxBody, p.whole = deadline, maxBody, fn
-	return p.open(c)
+	p.maxBody, p.whole = maxBody, fn
+	return p.open(c, deadline)
 }
 
-// GoParts is Go for a request whose answer may come in parts: fn gets the
-// answer's first frame, a Reply frame (f.End when the answer is whole), or
-// why none came; the rest of an answer in parts is then the caller's to
-// read from Stream, and the deadline no longer applies to it.
-func GoParts(c *Conn, deadline time.Time, fn First) (*Pending, error) {
-	p := new(Pending)
-	if err := GoPartsIn(c, p, deadline, fn); err != nil {
-		return nil, err
-	}
-	return p, nil
-}
-
-// GoPartsIn is GoParts with the request made in p, a zero Pending.
+// GoPartsIn is GoIn for a request whose answer may come in parts: fn gets
+// the answer's first frame, a Reply frame (f.End when the answer is
+// whole), or why none came; the rest of an answer in parts is then the
+// caller's to read from Stream, and the deadline no longer applies to it.
 func GoPartsIn(c *Conn, p *Pending, deadline time.Time, fn First) error {
-	p.deadline, p.parts = deadline, fn
-	return p.open(c)
+	p.parts = fn
+	return p.open(c, deadline)
 }
 
 // open opens p's stream on c, in p: one allocation for both.
-func (p *Pending) open(c *Conn) error {
+func (p *Pending) open(c *Conn, deadline time.Time) error {
 	if err := c.openAs(&p.stream); err != nil {
 		return err
 	}
 	p.s = &p.stream
-	p.timed = newTimed(p.deadline, p)
+	p.timed = newTimed(deadline, p)
 	return nil
 }
 
@@ -95,8 +79,8 @@ func (p *Pending) Stream() *Stream { return p.s }
 // the stream's Request frame. When it fails nothing was sent and the
 // function is never called.
 func (p *Pending) Start(payload []byte) error {
-	if !p.deadline.IsZero() {
-		d := time.Until(p.deadline)
+	if !p.timed.at.IsZero() {
+		d := time.Until(p.timed.at)
 		if d <= 0 {
 			p.abandon()
 			return ErrTimeout
@@ -148,13 +132,13 @@ func (p *Pending) claim() bool {
 	if !p.ended.CompareAndSwap(false, true) {
 		return false
 	}
-	if !p.deadline.IsZero() {
+	if !p.timed.at.IsZero() {
 		p.s.c.deadlines.remove(&p.timed)
 	}
 	return true
 }
 
-// call hands the outcome to the function: f to GoParts', reply to Go's.
+// call hands the outcome to the function: f to GoPartsIn's, reply to Go's.
 func (p *Pending) call(f Frame, reply []byte, err error) {
 	if p.parts != nil {
 		p.parts.First(f, err)
@@ -183,7 +167,7 @@ func (p *Pending) first(f Frame, err error) {
 		}
 	default:
 		go func() {
-			reply, err := gather(p.s, f, p.deadline, p.maxBody, nil)
+			reply, err := gather(p.s, f, p.timed.at, p.maxBody, nil)
 			if p.claim() {
 				p.whole.Whole(reply, err)
 			}

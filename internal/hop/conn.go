@@ -142,7 +142,7 @@ type Conn struct {
 	err     error // set once the connection is done
 
 	workers   workers   // run the streams the peer opens
-	deadlines deadlines // of this side's pending requests (Go, GoParts)
+	deadlines deadlines // of its pending requests (Go, GoPartsIn) and of the requests it serves
 
 	done chan struct{} // closed when the reader has returned
 }

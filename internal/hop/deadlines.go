@@ -7,7 +7,7 @@ import (
 )
 
 // deadlines times what a connection waits for (its side's pending
-// requests, Go and GoParts, and the deadlines of the requests it serves)
+// requests, Go and GoPartsIn, and the deadlines of the requests it serves)
 // with one timer for all of them instead of one each: a heap by deadline, and a
 // timer set for the earliest deadline it has seen. A request answered in
 // time leaves the heap and the timer as it is; when the timer fires it

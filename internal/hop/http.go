@@ -156,20 +156,18 @@ func (srv *Server) Serve(s *Stream) {
 // deadline, unless an event-stream answer lifted the deadline first.
 type requestContext struct {
 	context.Context
-	deadline time.Time
-	lifted   atomic.Bool
-	timed    *deadlines // the connection's, timing this request; nil: no deadline
-	entry    timed
-	cancel   context.CancelFunc
+	lifted    atomic.Bool
+	deadlines *deadlines // the connection's, timing this request; nil: no deadline
+	deadline  timed
+	cancel    context.CancelFunc
 }
 
 // start sets the context up for env, its deadline timed by d.
 func (c *requestContext) start(env *wire.Request, d *deadlines) {
 	c.Context, c.cancel = context.WithCancel(context.Background())
 	if at, ok := env.Deadline(time.Now()); ok && !env.GetLongLived() {
-		c.deadline, c.timed = at, d
-		c.entry = newTimed(at, c)
-		d.add(&c.entry)
+		c.deadlines, c.deadline = d, newTimed(at, c)
+		d.add(&c.deadline)
 	} else {
 		c.lifted.Store(true)
 	}
@@ -180,15 +178,15 @@ func (c *requestContext) expire() { c.cancel() }
 
 // end cancels the context and stops timing it: the request is over.
 func (c *requestContext) end() {
-	if c.timed != nil {
-		c.timed.remove(&c.entry)
+	if c.deadlines != nil {
+		c.deadlines.remove(&c.deadline)
 	}
 	c.cancel()
 }
 
 // lift takes the deadline away, unless it has passed.
 func (c *requestContext) lift() {
-	if c.timed != nil && c.timed.remove(&c.entry) {
+	if c.deadlines != nil && c.deadlines.remove(&c.deadline) {
 		c.lifted.Store(true)
 	}
 }
@@ -198,14 +196,14 @@ func (c *requestContext) Deadline() (time.Time, bool) {
 	if c.lifted.Load() {
 		return time.Time{}, false
 	}
-	return c.deadline, true
+	return c.deadline.at, true
 }
 
 // Err implements context.Context: context.DeadlineExceeded once the
 // deadline has passed, as a context made by context.WithDeadline says.
 func (c *requestContext) Err() error {
 	err := c.Context.Err()
-	if err != nil && !c.lifted.Load() && !time.Now().Before(c.deadline) {
+	if err != nil && !c.lifted.Load() && !time.Now().Before(c.deadline.at) {
 		return context.DeadlineExceeded
 	}
 	return err

@@ -169,14 +169,21 @@ func silent(t *testing.T) (string, *reqrep.Rep, <-chan struct{}) {
 	return listen(t, s, "tcp://127.0.0.1:0"), s, up
 }
 
-// connected waits until a connection to a silent socket is up.
-func connected(t *testing.T, up <-chan struct{}) {
+// silentContext is a REQ context connected to a silent socket, once the
+// connection is up, and that socket.
+func silentContext(t *testing.T, failNoPeers bool) (mangos.Context, *reqrep.Rep) {
 	t.Helper()
+	addr, srv, up := silent(t)
+	c, err := dialReq(t, addr, failNoPeers).OpenContext()
+	if err != nil {
+		t.Fatal(err)
+	}
 	select {
 	case <-up:
 	case <-time.After(10 * time.Second):
 		t.Fatal("no connection")
 	}
+	return c, srv
 }
 
 func dialReq(t *testing.T, addr string, failNoPeers bool) mangos.Socket {
@@ -210,9 +217,7 @@ func send(t *testing.T, c mangos.Context, body string) {
 // dispatcher tells apart.
 func TestContextErrors(t *testing.T) {
 	t.Run("close ends a receive", func(t *testing.T) {
-		addr, _, up := silent(t)
-		c, _ := dialReq(t, addr, true).OpenContext()
-		connected(t, up)
+		c, _ := silentContext(t, true)
 		send(t, c, "x")
 		go func() { time.Sleep(50 * time.Millisecond); c.Close() }()
 		if _, err := c.RecvMsg(); !errors.Is(err, mangos.ErrClosed) {
@@ -223,9 +228,7 @@ func TestContextErrors(t *testing.T) {
 		}
 	})
 	t.Run("lost connection cancels the request", func(t *testing.T) {
-		addr, srv, up := silent(t)
-		c, _ := dialReq(t, addr, false).OpenContext()
-		connected(t, up)
+		c, srv := silentContext(t, false)
 		send(t, c, "x")
 		time.Sleep(50 * time.Millisecond) // the request is out
 		srv.Close()
@@ -234,9 +237,7 @@ func TestContextErrors(t *testing.T) {
 		}
 	})
 	t.Run("lost last connection with FailNoPeers", func(t *testing.T) {
-		addr, srv, up := silent(t)
-		c, _ := dialReq(t, addr, true).OpenContext()
-		connected(t, up)
+		c, srv := silentContext(t, true)
 		send(t, c, "x")
 		time.Sleep(50 * time.Millisecond)
 		srv.Close()
@@ -260,9 +261,7 @@ func TestContextErrors(t *testing.T) {
 		}
 	})
 	t.Run("receive deadline", func(t *testing.T) {
-		addr, _, up := silent(t)
-		c, _ := dialReq(t, addr, true).OpenContext()
-		connected(t, up)
+		c, _ := silentContext(t, true)
 		if err := c.SetOption(mangos.OptionRecvDeadline, 50*time.Millisecond); err != nil {
 			t.Fatal(err)
 		}
@@ -272,9 +271,7 @@ func TestContextErrors(t *testing.T) {
 		}
 	})
 	t.Run("receive without a request", func(t *testing.T) {
-		addr, _, up := silent(t)
-		c, _ := dialReq(t, addr, true).OpenContext()
-		connected(t, up)
+		c, _ := silentContext(t, true)
 		if _, err := c.RecvMsg(); !errors.Is(err, mangos.ErrProtoState) {
 			t.Errorf("got %v, want ErrProtoState", err)
 		}
