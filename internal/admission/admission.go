@@ -114,6 +114,7 @@ type Limiter struct {
 	winStart time.Time
 	winSum   time.Duration
 	winN     int
+	winPeak  int     // the most requests in flight during the window
 	longRTT  float64 // EWMA of window latencies, in seconds
 }
 
@@ -160,6 +161,7 @@ func (l *Limiter) Acquire(ctx context.Context) (Token, error) {
 	l.mu.Lock()
 	if l.inflight < int(l.limit) && len(l.waiters) == 0 {
 		l.inflight++
+		l.winPeak = max(l.winPeak, l.inflight)
 		l.mu.Unlock()
 		return Token{start: l.cfg.Now()}, nil
 	}
@@ -218,7 +220,7 @@ func (l *Limiter) release(rtt time.Duration, sample bool) {
 	}
 	if now := l.cfg.Now(); now.Sub(l.winStart) >= l.cfg.Window {
 		l.adjust()
-		l.winStart, l.winSum, l.winN = now, 0, 0
+		l.winStart, l.winSum, l.winN, l.winPeak = now, 0, 0, l.inflight
 	}
 	if len(l.waiters) > 0 && l.inflight <= int(l.limit) {
 		w := l.waiters[0]
@@ -242,19 +244,29 @@ func (l *Limiter) adjust() {
 	} else {
 		l.longRTT = 0.95*l.longRTT + 0.05*short
 	}
-	// Only grow while the limit is being used: an idle limit says nothing.
-	if float64(l.inflight) < l.limit/2 {
+	// Only move while the limit is being used: an idle limit says
+	// nothing. Judged by the window's peak, not by the moment it ends:
+	// requests that come in bursts (writes released together by one
+	// synced commit) use the limit in between.
+	if float64(l.winPeak) < l.limit/2 {
 		return
 	}
-	gradient := math.Max(0.5, math.Min(1.0, l.cfg.Tolerance*l.longRTT/short))
+	gradient := 1.0 // a window of answers quicker than the clock shows
+	if short > 0 {
+		gradient = math.Max(0.5, math.Min(1.0, l.cfg.Tolerance*l.longRTT/short))
+	}
 	next := l.limit*gradient + math.Sqrt(l.limit)
 	next = 0.8*l.limit + 0.2*next
 	l.limit = math.Min(float64(l.cfg.MaxLimit), math.Max(float64(l.cfg.MinLimit), next))
-	// The long-term latency is the baseline queueing is measured against:
-	// it drops at once to a better window and rises only slowly, so load
-	// that builds up gradually cannot raise the baseline with it.
-	if short < l.longRTT {
-		l.longRTT = short
+	// The long-term latency is the baseline queueing is measured against,
+	// an average over about 20 windows (a second), as in Gradient2. Once
+	// latency falls back well below it (an overload ended), it decays
+	// faster, so that the limit can grow again soon. It does not drop to
+	// the best single window: the latency of a service that waits on a
+	// disk varies from window to window with no queueing in the mesh, and
+	// a baseline at its best window read every ordinary one as queueing.
+	if l.longRTT > 2*short {
+		l.longRTT *= 0.95
 	}
 }
 

@@ -67,6 +67,53 @@ func TestLimitFallsWhenLatencyRises(t *testing.T) {
 	}
 }
 
+// TestLimitGrowsUnderBurstyUse: requests that arrive and leave together
+// (writes released by one synced commit) use the limit even though few
+// are in flight when a window ends.
+func TestLimitGrowsUnderBurstyUse(t *testing.T) {
+	c := &clock{now: time.Unix(0, 0)}
+	l, err := New(Config{InitialLimit: 20, MaxLimit: 1000, QueueSize: 1, MaxWait: time.Nanosecond, Now: c.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 50 {
+		n := l.Stats().Limit
+		toks := fill(t, l, n)
+		c.Add(time.Millisecond)
+		for _, tok := range toks {
+			l.Release(tok, true)
+		}
+		c.Add(l.cfg.Window)
+		tok, err := l.Acquire(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		l.Release(tok, true) // ends the window with one in flight
+	}
+	if got := l.Stats().Limit; got <= 20 {
+		t.Errorf("limit = %d after 50 windows each filled in a burst, want above the initial 20", got)
+	}
+}
+
+// TestVaryingLatencyIsNoQueueing: a service whose latency varies from
+// window to window around a steady mean (one that waits on a disk) is not
+// queueing: its limit grows as it would at a steady latency (the limit
+// stayed at 99 when the baseline was the best single window).
+func TestVaryingLatencyIsNoQueueing(t *testing.T) {
+	c := &clock{now: time.Unix(0, 0)}
+	l, err := New(Config{InitialLimit: 100, MaxLimit: 1000, QueueSize: 1, MaxWait: time.Nanosecond, Now: c.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 50 {
+		drive(t, l, c, 1, 1000, 100*time.Millisecond)
+		drive(t, l, c, 1, 1000, 200*time.Millisecond)
+	}
+	if got := l.Stats().Limit; got < 200 {
+		t.Errorf("limit = %d after 100 saturated windows alternating between 100 and 200 ms, want it grown from 100 past 200", got)
+	}
+}
+
 func TestShedsAtOnceWhenQueueIsFull(t *testing.T) {
 	l, err := New(Config{InitialLimit: 8, MinLimit: 8, QueueSize: 2, MaxWait: time.Second})
 	if err != nil {
