@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/griddle-mesh/griddle/internal/hop"
 	"github.com/griddle-mesh/griddle/internal/launch"
 	"github.com/griddle-mesh/griddle/internal/meshtest"
 )
@@ -147,22 +148,51 @@ func TestSoak(t *testing.T) {
 		}
 		return rss, g
 	}
+	//
+	// A goroutine floor is taken over the last `held` of readings, the
+	// interval or longer: the hop workers a burst started wait
+	// hop.WorkerIdle for the next stream before they exit, so a burst
+	// near a sample's end would raise a floor taken over a shorter
+	// interval, and a burst near the run's end tilt the line.
+	held := max(every, hop.WorkerIdle+time.Second)
+	type reading struct {
+		at       time.Time
+		gor, con float64
+	}
+	recent := make([][]reading, len(procs))
 	var samples []sample
 	peak := make([]float64, len(procs))
 	for end := time.Now().Add(dur); time.Now().Before(end); {
 		n := len(procs)
 		s := sample{rss: make([]float64, n), gor: make([]float64, n), con: make([]float64, n)}
-		for i, p := range procs {
+		take := func(i int, p proc, first bool) {
 			rss, g := read(p)
-			s.rss[i], s.gor[i], s.con[i] = rss, float64(g.other), float64(g.conns)
-			peak[i] = max(peak[i], s.rss[i])
+			if first {
+				s.rss[i] = rss
+			}
+			s.rss[i], peak[i] = min(s.rss[i], rss), max(peak[i], rss)
+			now := time.Now()
+			r := recent[i][:0]
+			for _, x := range recent[i] {
+				if now.Sub(x.at) < held {
+					r = append(r, x)
+				}
+			}
+			recent[i] = append(r, reading{now, float64(g.other), float64(g.conns)})
+		}
+		for i, p := range procs {
+			take(i, p, true)
 		}
 		for until := time.Now().Add(every); time.Now().Before(until); {
 			time.Sleep(min(time.Second, time.Until(until)))
 			for i, p := range procs {
-				rss, g := read(p)
-				s.rss[i], peak[i] = min(s.rss[i], rss), max(peak[i], rss)
-				s.gor[i], s.con[i] = min(s.gor[i], float64(g.other)), min(s.con[i], float64(g.conns))
+				take(i, p, false)
+			}
+		}
+		for i := range procs {
+			s.gor[i], s.con[i] = recent[i][0].gor, recent[i][0].con
+			for _, x := range recent[i] {
+				s.gor[i], s.con[i] = min(s.gor[i], x.gor), min(s.con[i], x.con)
 			}
 		}
 		s.at = l.now()
@@ -423,7 +453,7 @@ func handlerGoroutines(admin string) func() (goroutineCount, error) {
 // sample is one reading of every process in TestSoak.
 type sample struct {
 	at            time.Duration
-	rss, gor, con []float64 // per proc: anonymous MiB, other goroutines, connection goroutines (the interval's floors)
+	rss, gor, con []float64 // per proc: anonymous MiB (the interval's floor), other goroutines, connection goroutines (floors over the last held)
 	total         []float64 // per proc: VmRSS MiB
 }
 

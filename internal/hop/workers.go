@@ -9,8 +9,9 @@ import (
 const (
 	// maxIdleWorkers bounds the workers kept waiting for the next stream.
 	maxIdleWorkers = 128
-	// workerIdle is how long a worker waits for a stream before it exits.
-	workerIdle = 10 * time.Second
+	// WorkerIdle is how long a worker waits for a stream before it exits:
+	// the goroutines a burst of streams started stay that long after it.
+	WorkerIdle = 10 * time.Second
 )
 
 // workers runs the streams the peer opens on goroutines that are kept for
@@ -72,7 +73,7 @@ func (ws *workers) run(j job) {
 	go ws.loop(w, j)
 }
 
-// loop runs j, then whatever it is given, until it has waited workerIdle
+// loop runs j, then whatever it is given, until it has waited WorkerIdle
 // for work or there are enough idle workers.
 func (ws *workers) loop(w *worker, j job) {
 	var t *time.Timer
@@ -87,9 +88,9 @@ func (ws *workers) loop(w *worker, j job) {
 		ws.idle = append(ws.idle, w)
 		ws.mu.Unlock()
 		if t == nil {
-			t = time.NewTimer(workerIdle)
+			t = time.NewTimer(WorkerIdle)
 		} else {
-			t.Reset(workerIdle)
+			t.Reset(WorkerIdle)
 		}
 		select {
 		case j = <-w.work:
