@@ -148,7 +148,6 @@ func TestSoak(t *testing.T) {
 		}
 		return rss, g
 	}
-	//
 	// A goroutine floor is taken over the last `held` of readings, the
 	// interval or longer: the hop workers a burst started wait
 	// hop.WorkerIdle for the next stream before they exit, so a burst
