@@ -59,10 +59,8 @@ func (s *starter) deployed(ctx context.Context) (*target, error) {
 	}
 	g := s.cfg.Griddle
 	quiet := []string{"--log-level", "warn"}
-	common := quiet // the flags of the edge, the sidecars and the store
-	if s.cfg.AdaptiveProcs {
-		common = append(slices.Clip(quiet), "--adaptive-procs")
-	}
+	// the flags of the edge, the sidecars and the store
+	common := append(slices.Clip(quiet), "--adaptive-procs="+strconv.FormatBool(s.cfg.AdaptiveProcs))
 
 	etcdAddr, err := freeAddr()
 	if err != nil {

@@ -50,7 +50,7 @@ type Settings struct {
 	CPUProfiles  string  `json:"cpu_profile_dir,omitempty"`
 	// AdaptiveProcs: the mesh's and the deployed target's processes ran
 	// with --adaptive-procs.
-	AdaptiveProcs bool `json:"adaptive_procs,omitempty"`
+	AdaptiveProcs bool `json:"adaptive_procs"`
 }
 
 // Machine describes where the numbers were measured.

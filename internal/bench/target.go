@@ -390,9 +390,7 @@ func (s *starter) mesh(_ context.Context) (*target, error) {
 	if s.cfg.MeshInstances > 1 {
 		argv = append(argv, "--instances", strconv.Itoa(s.cfg.MeshInstances))
 	}
-	if s.cfg.AdaptiveProcs {
-		argv = append(argv, "--adaptive-procs")
-	}
+	argv = append(argv, "--adaptive-procs="+strconv.FormatBool(s.cfg.AdaptiveProcs))
 	if s.cfg.HandlerProcs > 0 {
 		argv = append(argv, "--handler-procs", strconv.Itoa(s.cfg.HandlerProcs))
 	}

@@ -10,8 +10,8 @@
 // Linkerd runs its sidecar proxies with one runtime worker by default;
 // this makes that choice as the load changes. One P also serializes the
 // work that several would overlap (a collection, a burst, a background
-// task), which raises the tail latency: Griddle's commands take it only
-// with --adaptive-procs.
+// task), which raises the tail latency a little: Griddle's server
+// commands take it by default, and --adaptive-procs=false keeps every P.
 package procs
 
 import (
