@@ -49,7 +49,7 @@ type Settings struct {
 	Instances    int     `json:"instances,omitempty"` // sidecars per service, mesh and deployed
 	CPUProfiles  string  `json:"cpu_profile_dir,omitempty"`
 	// AdaptiveProcs: the mesh's and the deployed target's processes ran
-	// with --adaptive-procs.
+	// with --adaptive-procs (their default), or with it false.
 	AdaptiveProcs bool `json:"adaptive_procs"`
 }
 
