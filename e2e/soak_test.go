@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"maps"
+	"math"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -164,11 +165,11 @@ func TestSoak(t *testing.T) {
 	for end := time.Now().Add(dur); time.Now().Before(end); {
 		n := len(procs)
 		s := sample{rss: make([]float64, n), gor: make([]float64, n), con: make([]float64, n)}
-		take := func(i int, p proc, first bool) {
+		for i := range procs {
+			s.rss[i], s.gor[i], s.con[i] = math.Inf(1), math.Inf(1), math.Inf(1)
+		}
+		take := func(i int, p proc) {
 			rss, g := read(p)
-			if first {
-				s.rss[i] = rss
-			}
 			s.rss[i], peak[i] = min(s.rss[i], rss), max(peak[i], rss)
 			now := time.Now()
 			r := recent[i][:0]
@@ -180,16 +181,15 @@ func TestSoak(t *testing.T) {
 			recent[i] = append(r, reading{now, float64(g.other), float64(g.conns)})
 		}
 		for i, p := range procs {
-			take(i, p, true)
+			take(i, p)
 		}
 		for until := time.Now().Add(every); time.Now().Before(until); {
 			time.Sleep(min(time.Second, time.Until(until)))
 			for i, p := range procs {
-				take(i, p, false)
+				take(i, p)
 			}
 		}
 		for i := range procs {
-			s.gor[i], s.con[i] = recent[i][0].gor, recent[i][0].con
 			for _, x := range recent[i] {
 				s.gor[i], s.con[i] = min(s.gor[i], x.gor), min(s.con[i], x.con)
 			}

@@ -41,12 +41,20 @@ func drive(t *testing.T, l *Limiter, c *clock, windows, n int, rtt time.Duration
 	}
 }
 
-func TestLimitGrowsWhileLatencyHolds(t *testing.T) {
+// adaptive returns a limiter starting at initial whose limit may move up
+// to 1000, on a manual clock, that sheds what it cannot admit at once.
+func adaptive(t *testing.T, initial int) (*Limiter, *clock) {
+	t.Helper()
 	c := &clock{now: time.Unix(0, 0)}
-	l, err := New(Config{InitialLimit: 20, MaxLimit: 1000, QueueSize: 1, MaxWait: time.Nanosecond, Now: c.Now})
+	l, err := New(Config{InitialLimit: initial, MaxLimit: 1000, QueueSize: 1, MaxWait: time.Nanosecond, Now: c.Now})
 	if err != nil {
 		t.Fatal(err)
 	}
+	return l, c
+}
+
+func TestLimitGrowsWhileLatencyHolds(t *testing.T) {
+	l, c := adaptive(t, 20)
 	drive(t, l, c, 50, 1000, 50*time.Millisecond)
 	if got := l.Stats().Limit; got <= 20 {
 		t.Errorf("limit = %d after 50 saturated windows at steady latency, want above the initial 20", got)
@@ -54,11 +62,7 @@ func TestLimitGrowsWhileLatencyHolds(t *testing.T) {
 }
 
 func TestLimitFallsWhenLatencyRises(t *testing.T) {
-	c := &clock{now: time.Unix(0, 0)}
-	l, err := New(Config{InitialLimit: 200, MaxLimit: 1000, QueueSize: 1, MaxWait: time.Nanosecond, Now: c.Now})
-	if err != nil {
-		t.Fatal(err)
-	}
+	l, c := adaptive(t, 200)
 	drive(t, l, c, 20, 1000, 50*time.Millisecond)
 	before := l.Stats().Limit
 	drive(t, l, c, 20, 1000, 400*time.Millisecond)
@@ -71,11 +75,7 @@ func TestLimitFallsWhenLatencyRises(t *testing.T) {
 // (writes released by one synced commit) use the limit even though few
 // are in flight when a window ends.
 func TestLimitGrowsUnderBurstyUse(t *testing.T) {
-	c := &clock{now: time.Unix(0, 0)}
-	l, err := New(Config{InitialLimit: 20, MaxLimit: 1000, QueueSize: 1, MaxWait: time.Nanosecond, Now: c.Now})
-	if err != nil {
-		t.Fatal(err)
-	}
+	l, c := adaptive(t, 20)
 	for range 50 {
 		n := l.Stats().Limit
 		toks := fill(t, l, n)
@@ -100,11 +100,7 @@ func TestLimitGrowsUnderBurstyUse(t *testing.T) {
 // queueing: its limit grows as it would at a steady latency (the limit
 // stayed at 99 when the baseline was the best single window).
 func TestVaryingLatencyIsNoQueueing(t *testing.T) {
-	c := &clock{now: time.Unix(0, 0)}
-	l, err := New(Config{InitialLimit: 100, MaxLimit: 1000, QueueSize: 1, MaxWait: time.Nanosecond, Now: c.Now})
-	if err != nil {
-		t.Fatal(err)
-	}
+	l, c := adaptive(t, 100)
 	for range 50 {
 		drive(t, l, c, 1, 1000, 100*time.Millisecond)
 		drive(t, l, c, 1, 1000, 200*time.Millisecond)
