@@ -1,0 +1,5 @@
+//go:build !linux
+
+package shmpipe
+
+func create(int) ([]int, error) { return nil, ErrUnsupported }
