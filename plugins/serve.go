@@ -1,6 +1,7 @@
 package plugins
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -18,6 +19,7 @@ import (
 	"github.com/griddle-mesh/griddle/internal/hop"
 	"github.com/griddle-mesh/griddle/internal/peercred"
 	"github.com/griddle-mesh/griddle/internal/pluginproto"
+	"github.com/griddle-mesh/griddle/internal/shmpipe"
 	hclog "github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/go-plugin"
 )
@@ -243,6 +245,7 @@ type hopServer struct {
 
 	mu       sync.Mutex
 	closing  bool
+	starting map[net.Conn]struct{} // accepted, not yet serving: see start
 	inflight sync.WaitGroup
 }
 
@@ -266,9 +269,57 @@ func (s *hopServer) accept() error {
 			slog.Warn("griddle: a connection to the handler's socket from another process refused", "error", err)
 			continue
 		}
-		s.mesh.conns.add(hop.New(nc, hop.Config{Accepting: true, Serve: s.serve, Unary: unary}))
+		s.mu.Lock()
+		if s.starting == nil {
+			s.starting = map[net.Conn]struct{}{}
+		}
+		s.starting[nc] = struct{}{}
+		s.mu.Unlock()
+		go s.start(nc)
 	}
 }
+
+// start serves a connection the sidecar opened: on the shared-memory pipe
+// the sidecar offers first (internal/shmpipe), or on the socket itself
+// for a sidecar that offers none.
+func (s *hopServer) start(nc net.Conn) {
+	var rwc io.ReadWriteCloser = nc
+	if uc, ok := nc.(*net.UnixConn); ok {
+		pipe, prefix, err := shmpipe.Accept(uc)
+		switch {
+		case err != nil:
+			_ = nc.Close()
+			s.mu.Lock()
+			closing := s.closing
+			delete(s.starting, nc)
+			s.mu.Unlock()
+			if !closing {
+				slog.Warn("griddle: a connection from the sidecar failed to start", "error", err)
+			}
+			return
+		case pipe != nil:
+			rwc = pipe
+		case len(prefix) > 0:
+			rwc = &prefixed{Reader: io.MultiReader(bytes.NewReader(prefix), nc), Conn: nc}
+		}
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.starting, nc)
+	if s.closing {
+		_ = rwc.Close()
+		return
+	}
+	s.mesh.conns.add(hop.New(rwc, hop.Config{Accepting: true, Serve: s.serve, Unary: unary}))
+}
+
+// prefixed is a connection whose first bytes were read already.
+type prefixed struct {
+	io.Reader
+	net.Conn
+}
+
+func (p *prefixed) Read(b []byte) (int, error) { return p.Reader.Read(b) }
 
 // checkPeer refuses a connection from another process than the parent,
 // with parentOnly.
@@ -298,6 +349,9 @@ func (s *hopServer) serve(st *hop.Stream) {
 func (s *hopServer) shutdown(grace time.Duration) bool {
 	s.mu.Lock()
 	s.closing = true
+	for nc := range s.starting {
+		_ = nc.Close()
+	}
 	s.mu.Unlock()
 	_ = s.ln.Close()
 	done := make(chan struct{})

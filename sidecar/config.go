@@ -56,12 +56,16 @@ type Config struct {
 	// 1 saves the wake-ups of idle threads on every request (about a
 	// quarter of the mesh's CPU at 1,000/s here) and limits a handler's
 	// own computing to one core. 0: the Go runtime's default.
-	HandlerProcs    int
-	MaxBodyBytes    int           // request and reply bodies (8 MiB)
-	TTL             time.Duration // registration lease (5s)
-	DrainGrace      time.Duration // after deregistering, time for edges to notice (500ms)
-	DrainTimeout    time.Duration // for in-flight work to finish (10s)
-	OutboundTimeout time.Duration // default deadline of outbound calls without one (10s)
+	HandlerProcs int
+	// HandlerPlainSocket carries the hop to the handler on its unix
+	// socket alone, without the shared-memory pipe it offers by default
+	// (see pluginhost.Config.PlainSocket).
+	HandlerPlainSocket bool
+	MaxBodyBytes       int           // request and reply bodies (8 MiB)
+	TTL                time.Duration // registration lease (5s)
+	DrainGrace         time.Duration // after deregistering, time for edges to notice (500ms)
+	DrainTimeout       time.Duration // for in-flight work to finish (10s)
+	OutboundTimeout    time.Duration // default deadline of outbound calls without one (10s)
 	// ClockOffset is added to the clock the sidecar reads for deadlines:
 	// a test hook that stands for a machine whose clock is off. Deadlines
 	// travel as budgets, so it must change nothing.

@@ -164,6 +164,8 @@ func (s *Sidecar) Run(ctx context.Context) error {
 		Env:     s.handlerEnv(),
 		PassEnv: s.cfg.HandlerEnv,
 		Logger:  s.log,
+
+		PlainSocket: s.cfg.HandlerPlainSocket,
 	}
 	if storeSrv != nil {
 		hcfg.Unary, hcfg.Quick = storeSrv.Op, storeSrv.Quick

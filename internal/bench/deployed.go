@@ -101,7 +101,8 @@ func (s *starter) deployed(ctx context.Context) (*target, error) {
 			id := fmt.Sprintf("%s-%d", svc, n+1)
 			argv := append([]string{g, "sidecar", "--service", svc, "--version", serviceVersion, "--id", id,
 				"--listen", "tcp://127.0.0.1:0", "--plugin", s.handlers[svc], "--http-prefix", "/" + svc + "/",
-				"--store", "http://" + storeAddr, "--store-token-file", tokenFiles[svc], "--etcd", etcdAddr, "--handler-procs", strconv.Itoa(s.cfg.HandlerProcs)}, common...)
+				"--store", "http://" + storeAddr, "--store-token-file", tokenFiles[svc], "--etcd", etcdAddr, "--handler-procs", strconv.Itoa(s.cfg.HandlerProcs),
+				"--handler-plain-socket=" + strconv.FormatBool(s.cfg.HandlerPlainSocket)}, common...)
 			if argv, err = withAdmin("sidecar-"+id, argv); err != nil {
 				return fail(err)
 			}

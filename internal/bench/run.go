@@ -51,6 +51,8 @@ type Settings struct {
 	// AdaptiveProcs: the mesh's and the deployed target's processes ran
 	// with --adaptive-procs (their default), or with it false.
 	AdaptiveProcs bool `json:"adaptive_procs"`
+	// HandlerPlainSocket: their sidecars ran with --handler-plain-socket.
+	HandlerPlainSocket bool `json:"handler_plain_socket"`
 }
 
 // Machine describes where the numbers were measured.
@@ -139,7 +141,7 @@ func open(ctx context.Context, cfg Config, sweep bool) (*session, error) {
 			P99TargetMS: float64(cfg.P99Target) / 1e6, MaxErrorRate: cfg.MaxErrorRate,
 			NginxWorkers: cfg.NginxWorkers, TargetCPUs: cfg.TargetCPUs, NoisyCores: cfg.NoisyCores,
 			Instances: max(cfg.MeshInstances, 1), CPUProfiles: cfg.CPUProfileDir,
-			AdaptiveProcs: cfg.AdaptiveProcs,
+			AdaptiveProcs: cfg.AdaptiveProcs, HandlerPlainSocket: cfg.HandlerPlainSocket,
 		},
 	}
 	if needsProfiles(cfg.Scenario) {

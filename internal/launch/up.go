@@ -81,8 +81,10 @@ type UpConfig struct {
 	// allowed more cores than it keeps busy pays for waking idle threads
 	// on every request.
 	HandlerProcs int
-	Out          io.Writer // where Up says what runs where (os.Stdout)
-	Logger       *slog.Logger
+	// HandlerPlainSocket: see sidecar.Config.HandlerPlainSocket.
+	HandlerPlainSocket bool
+	Out                io.Writer // where Up says what runs where (os.Stdout)
+	Logger             *slog.Logger
 	// Tracer, when set, traces the edge's and sidecars' requests.
 	Tracer *trace.Tracer
 	// Demo runs DemoServices (hello in v1, v2 and v3) instead of
@@ -235,9 +237,9 @@ func Up(ctx context.Context, cfg UpConfig) error {
 				// An admin port of its own (any free one) for the control
 				// plane's figures and canaries; registered in etcd.
 				Admin:        "127.0.0.1:0",
-				HandlerProcs: procs,
-				Retention:    svc.Retention,
-				Prefix:       m.Prefix, Logger: log,
+				HandlerProcs: procs, HandlerPlainSocket: cfg.HandlerPlainSocket,
+				Retention: svc.Retention,
+				Prefix:    m.Prefix, Logger: log,
 			}, sidecar.Deps{Etcd: m.Etcd, Dispatcher: m.Dispatcher, Catalog: m.Catalog, Store: st, Tracer: m.Tracer})
 			if err != nil {
 				return err

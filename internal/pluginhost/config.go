@@ -50,6 +50,12 @@ type Config struct {
 	// Conns is the number of connections to the handler process, each
 	// carrying any number of requests at once. 0: DefaultConns.
 	Conns int
+	// PlainSocket carries the connections' frames on the unix socket
+	// itself. By default each connection offers the handler a
+	// shared-memory pipe (internal/shmpipe) and keeps the socket as its
+	// lifeline; a handler built before the pipe, or a system without it,
+	// gets the plain socket either way.
+	PlainSocket bool
 	// MinBackoff and MaxBackoff bound the delay before restarting a crashed
 	// handler; the delay doubles on each crash and resets once a handler
 	// has run for stableAfter. 0: DefaultMinBackoff, DefaultMaxBackoff.

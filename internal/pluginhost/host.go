@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -19,6 +20,7 @@ import (
 	"github.com/griddle-mesh/griddle/internal/peercred"
 	"github.com/griddle-mesh/griddle/internal/pluginproto"
 	"github.com/griddle-mesh/griddle/internal/runtimeenv"
+	"github.com/griddle-mesh/griddle/internal/shmpipe"
 	"github.com/griddle-mesh/griddle/internal/wire"
 	"github.com/hashicorp/go-plugin"
 	"google.golang.org/grpc/health/grpc_health_v1"
@@ -86,6 +88,7 @@ type proc struct {
 	subs    []Subscription
 	started time.Time
 	healthy atomic.Bool
+	plain   atomic.Bool // it refused a shared-memory pipe: plain sockets only
 
 	next  atomic.Uint32 // round robin over conns
 	mu    sync.Mutex    // guards conns
@@ -316,7 +319,22 @@ func (h *Host) dial(p *proc) (*hop.Conn, error) {
 		_ = nc.Close()
 		return nil, fmt.Errorf("dial %s: %w: %w", p.socket, ErrUnavailable, err)
 	}
-	return hop.New(nc, hop.Config{Serve: h.mesh.Serve, Unary: h.cfg.Unary, Quick: h.cfg.Quick}), nil
+	var rwc io.ReadWriteCloser = nc
+	if !h.cfg.PlainSocket && !p.plain.Load() {
+		pipe, err := shmpipe.Offer(nc.(*net.UnixConn), 0, dialTimeout)
+		switch {
+		case err == nil:
+			rwc = pipe
+		case errors.Is(err, shmpipe.ErrRefused) || errors.Is(err, shmpipe.ErrUnsupported):
+			// Offer closed the socket: this handler gets plain ones.
+			p.plain.Store(true)
+			h.log.Warn("handler connections on the plain unix socket: the shared-memory pipe was refused", "pid", p.pid, "error", err)
+			return h.dial(p)
+		default:
+			return nil, fmt.Errorf("dial %s: %w: %w", p.socket, ErrUnavailable, err)
+		}
+	}
+	return hop.New(rwc, hop.Config{Serve: h.mesh.Serve, Unary: h.cfg.Unary, Quick: h.cfg.Quick}), nil
 }
 
 // closeConns closes p's connections; later picks find none.

@@ -133,11 +133,34 @@ func TestValidate(t *testing.T) {
 	}
 }
 
+// TestHostServes runs a request with a body of 1 MiB and repeated headers
+// through each of the hop's transports: the shared-memory pipe, mapped by
+// the handler once per connection, and the plain socket.
 func TestHostServes(t *testing.T) {
-	h := startHost(t, Config{Path: buildHello(t)})
-	if !h.Healthy() || h.PID() == 0 {
-		t.Fatalf("after Start: Healthy %v PID %d, want true and non-zero", h.Healthy(), h.PID())
+	bin := buildHello(t)
+	for _, plain := range []bool{false, true} {
+		t.Run(fmt.Sprintf("plain=%v", plain), func(t *testing.T) {
+			h := startHost(t, Config{Path: bin, PlainSocket: plain})
+			if !h.Healthy() || h.PID() == 0 {
+				t.Fatalf("after Start: Healthy %v PID %d, want true and non-zero", h.Healthy(), h.PID())
+			}
+			testServes(t, h)
+			maps, err := os.ReadFile(fmt.Sprintf("/proc/%d/maps", h.PID()))
+			if err != nil {
+				t.Skipf("the handler's mappings: %v", err)
+			}
+			want := DefaultConns
+			if plain {
+				want = 0
+			}
+			if got := bytes.Count(maps, []byte("memfd:griddle-shmpipe")); got != want {
+				t.Errorf("the handler maps %d shared-memory pipes, want %d", got, want)
+			}
+		})
 	}
+}
+
+func testServes(t *testing.T, h *Host) {
 
 	body := bytes.Repeat([]byte{0, 1, 2, 0xff, '\n'}, 1<<20/5+1)[:1<<20]
 	req, err := http.NewRequest(http.MethodPut, "http://handler/hello/echo?b=2&a=1&a=%2F", bytes.NewReader(body))

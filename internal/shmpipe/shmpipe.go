@@ -355,6 +355,7 @@ func (p *Pipe) Read(b []byte) (int, error) {
 		}
 		head, tail := r.head.Load(), r.tail.Load()
 		if tail != head {
+			raceAcquire()
 			n := r.copyOut(b, head, tail)
 			r.head.Store(head + uint64(n))
 			if r.waiting.Load() != 0 && r.waiting.CompareAndSwap(1, 0) {
@@ -403,6 +404,7 @@ func (p *Pipe) Write(b []byte) (int, error) {
 			continue
 		}
 		n := r.copyIn(b, tail, free)
+		raceReleaseMerge()
 		r.tail.Store(tail + uint64(n))
 		b, written = b[n:], written+n
 		if r.sleeping.Load() != 0 && r.sleeping.CompareAndSwap(1, 0) {
