@@ -168,6 +168,13 @@ type Pipe struct {
 	rxData, rxSpace bell // rx ring's: this side waits for data, rings for space
 	txData, txSpace bell // tx ring's: this side rings for data, waits for space
 
+	// The waits' conditions, made once (a closure per wait would be an
+	// allocation), and the counter each compares against: rxSeen, the
+	// head of an empty rx ring, under rmu; txSeen, the head of a full tx
+	// ring, under wmu.
+	rxReady, txReady func(uintptr) bool
+	rxSeen, txSeen   uint64
+
 	lifeline *net.UnixConn
 	watched  chan struct{} // closed when watch has returned
 	rmu, wmu sync.Mutex
@@ -323,6 +330,16 @@ func open(fds []int, size, side int, lifeline *net.UnixConn) (_ *Pipe, err error
 			return nil, fmt.Errorf("shmpipe: %w", err)
 		}
 	}
+	// Each marks its side waiting before it checks, so that the other side
+	// either sees the mark and rings, or has already moved the counter.
+	p.rxReady = func(uintptr) bool {
+		p.rx.sleeping.Store(1)
+		return p.rx.tail.Load() != p.rxSeen || p.peerGone() || p.closed.Load()
+	}
+	p.txReady = func(uintptr) bool {
+		p.tx.waiting.Store(1)
+		return p.tx.head.Load() != p.txSeen || p.peerGone() || p.closed.Load()
+	}
 	go p.watch()
 	return p, nil
 }
@@ -366,10 +383,8 @@ func (p *Pipe) Read(b []byte) (int, error) {
 		if p.peerGone() {
 			return 0, io.EOF
 		}
-		err := p.rxData.rc.Read(func(uintptr) bool {
-			r.sleeping.Store(1)
-			return r.tail.Load() != head || p.peerGone() || p.closed.Load()
-		})
+		p.rxSeen = head
+		err := p.rxData.rc.Read(p.rxReady)
 		r.sleeping.Store(0)
 		if err != nil {
 			return 0, ErrClosed
@@ -393,10 +408,8 @@ func (p *Pipe) Write(b []byte) (int, error) {
 		tail, head := r.tail.Load(), r.head.Load()
 		free := uint64(len(r.data)) - (tail - head)
 		if free == 0 {
-			err := p.txSpace.rc.Read(func(uintptr) bool {
-				r.waiting.Store(1)
-				return r.head.Load() != head || p.peerGone() || p.closed.Load()
-			})
+			p.txSeen = head
+			err := p.txSpace.rc.Read(p.txReady)
 			r.waiting.Store(0)
 			if err != nil {
 				return written, ErrClosed

@@ -7,6 +7,7 @@
 //	mangos-tcp   edge → sidecar: mangos REQ/REP over tcp, a context per request in flight
 //	unix         sidecar → handler: a length-prefixed frame echoed on a unix socket, a connection per request in flight
 //	unix-mux     sidecar → handler: the same frames multiplexed on one connection, writes batched
+//	shm-mux      sidecar → handler as it runs: the unix-mux frames on a shared-memory pipe (package shmpipe)
 //	badger       store: a read-only Badger transaction getting one seeded value
 //	badgerstore  store: the same read through the store package (what the servers do)
 //

@@ -89,7 +89,7 @@ type Floor struct {
 
 // All returns every floor, in the order of the request path.
 func All() []Floor {
-	return []Floor{MangosTCP(), MangosTCPStock(), Unix(), UnixMux(), Badger(), BadgerStore()}
+	return []Floor{MangosTCP(), MangosTCPStock(), Unix(), UnixMux(), ShmMux(), Badger(), BadgerStore()}
 }
 
 // Lookup returns the floor named name.

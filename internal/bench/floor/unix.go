@@ -202,38 +202,50 @@ func openUnixMux(cfg Config, dir string) (*Rig, error) {
 	if err != nil {
 		return nil, err
 	}
-	serve(r, ln, func(c net.Conn) {
-		br := bufio.NewReaderSize(c, 64<<10)
-		bw := bufio.NewWriterSize(c, 64<<10)
-		var hdr [muxHeader]byte
-		body := make([]byte, cfg.Size)
-		for {
-			if _, err := io.ReadFull(br, hdr[:]); err != nil {
-				return
-			}
-			n := binary.BigEndian.Uint32(hdr[:4])
-			if n < 4 || n > maxFrame {
-				return
-			}
-			body = growTo(body, int(n)-4)
-			if _, err := io.ReadFull(br, body); err != nil {
-				return
-			}
-			_, _ = bw.Write(hdr[:])
-			_, _ = bw.Write(body)
-			if br.Buffered() == 0 { // the next read would wait: send what is ready
-				if err := bw.Flush(); err != nil {
-					return
-				}
-			}
-		}
-	})
+	serve(r, ln, func(c net.Conn) { muxEcho(cfg, c) })
 	c, err := net.Dial("unix", ln.Addr().String())
 	if err != nil {
 		_ = r.Close()
 		return nil, err
 	}
 	r.onClose(c.Close)
+	muxClient(r, cfg, c)
+	return r, nil
+}
+
+// muxEcho is the echoing side of the multiplexed floors: it reads frames
+// and writes them back, flushing whenever its input runs dry.
+func muxEcho(cfg Config, c io.ReadWriter) {
+	br := bufio.NewReaderSize(c, 64<<10)
+	bw := bufio.NewWriterSize(c, 64<<10)
+	var hdr [muxHeader]byte
+	body := make([]byte, cfg.Size)
+	for {
+		if _, err := io.ReadFull(br, hdr[:]); err != nil {
+			return
+		}
+		n := binary.BigEndian.Uint32(hdr[:4])
+		if n < 4 || n > maxFrame {
+			return
+		}
+		body = growTo(body, int(n)-4)
+		if _, err := io.ReadFull(br, body); err != nil {
+			return
+		}
+		_, _ = bw.Write(hdr[:])
+		_, _ = bw.Write(body)
+		if br.Buffered() == 0 { // the next read would wait: send what is ready
+			if err := bw.Flush(); err != nil {
+				return
+			}
+		}
+	}
+}
+
+// muxClient makes r's round trips on c: workers write their frames through
+// one batchWriter, and one reading goroutine hands each reply to its
+// worker.
+func muxClient(r *Rig, cfg Config, c io.ReadWriter) {
 	bw := &batchWriter{w: c}
 	payload := bytes.Repeat([]byte{'x'}, cfg.Size)
 	frames := make([][]byte, cfg.InFlight)
@@ -288,5 +300,4 @@ func openUnixMux(cfg Config, dir string) (*Rig, error) {
 		}
 		return nil
 	}
-	return r, nil
 }
