@@ -1,7 +1,8 @@
 // Package hop is the connection between a sidecar and its handler process:
-// a few long-lived unix-socket connections, each carrying many requests at
-// once as multiplexed, length-prefixed frames, written in batches and read
-// by one goroutine per connection.
+// a few long-lived connections (shared-memory pipes from package shmpipe,
+// or unix sockets), each carrying many requests at once as multiplexed,
+// length-prefixed frames, written in batches and read by one goroutine per
+// connection.
 //
 // A frame is a 10-byte header (payload length, type, flags, stream id; big
 // endian) and its payload. A stream is one request and its answer:

@@ -484,3 +484,56 @@ func parseRights(oob []byte) ([]int, error) {
 	}
 	return fds, nil
 }
+
+// Pair makes both sides of a pipe in this process, over a socketpair: for
+// tests and for measuring the pipe itself.
+func Pair(size int) (offered, accepted *Pipe, err error) {
+	fds, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_STREAM, 0)
+	if err != nil {
+		return nil, nil, fmt.Errorf("shmpipe: %w", err)
+	}
+	syscall.CloseOnExec(fds[0])
+	syscall.CloseOnExec(fds[1])
+	var ends [2]*net.UnixConn
+	for i, fd := range fds {
+		f := os.NewFile(uintptr(fd), "shmpipe-socketpair")
+		c, err := net.FileConn(f)
+		_ = f.Close()
+		if err != nil {
+			if i == 0 {
+				_ = syscall.Close(fds[1])
+			} else {
+				_ = ends[0].Close()
+			}
+			return nil, nil, fmt.Errorf("shmpipe: %w", err)
+		}
+		ends[i] = c.(*net.UnixConn)
+	}
+	type result struct {
+		p   *Pipe
+		err error
+	}
+	got := make(chan result, 1)
+	go func() {
+		p, _, err := Accept(ends[1])
+		if err == nil && p == nil {
+			err = errors.New("shmpipe: no offer read")
+		}
+		if err != nil {
+			_ = ends[1].Close()
+		}
+		got <- result{p, err}
+	}()
+	offered, err = Offer(ends[0], size, 5*time.Second)
+	r := <-got
+	if err != nil || r.err != nil {
+		if offered != nil {
+			_ = offered.Close()
+		}
+		if r.p != nil {
+			_ = r.p.Close()
+		}
+		return nil, nil, errors.Join(err, r.err)
+	}
+	return offered, r.p, nil
+}

@@ -21,10 +21,12 @@ import (
 // socketpair returns both ends of a connected unix stream socket.
 func socketpair(t testing.TB) (a, b *net.UnixConn) {
 	t.Helper()
-	fds, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
+	fds, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_STREAM, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
+	syscall.CloseOnExec(fds[0])
+	syscall.CloseOnExec(fds[1])
 	conn := func(fd int) *net.UnixConn {
 		f := os.NewFile(uintptr(fd), "socketpair")
 		defer f.Close()
@@ -37,34 +39,18 @@ func socketpair(t testing.TB) (a, b *net.UnixConn) {
 	return conn(fds[0]), conn(fds[1])
 }
 
-// pair offers a pipe on one end of a socketpair and accepts it on the
-// other, both in this process.
+// pair makes both sides of a pipe in this process.
 func pair(t testing.TB, size int) (offered, accepted *shmpipe.Pipe) {
 	t.Helper()
-	a, b := socketpair(t)
-	type result struct {
-		p      *shmpipe.Pipe
-		prefix []byte
-		err    error
-	}
-	got := make(chan result, 1)
-	go func() {
-		p, prefix, err := shmpipe.Accept(b)
-		got <- result{p, prefix, err}
-	}()
-	offered, err := shmpipe.Offer(a, size, 5*time.Second)
+	a, b, err := shmpipe.Pair(size)
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := <-got
-	if r.err != nil || r.p == nil {
-		t.Fatalf("Accept: pipe %v, prefix %q, error %v", r.p, r.prefix, r.err)
-	}
 	t.Cleanup(func() {
-		offered.Close()
-		r.p.Close()
+		a.Close()
+		b.Close()
 	})
-	return offered, r.p
+	return a, b
 }
 
 func TestRoundTrips(t *testing.T) {
