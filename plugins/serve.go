@@ -285,7 +285,7 @@ func (s *hopServer) accept() error {
 func (s *hopServer) start(nc net.Conn) {
 	var rwc io.ReadWriteCloser = nc
 	if uc, ok := nc.(*net.UnixConn); ok {
-		pipe, prefix, err := shmpipe.Accept(uc)
+		pipe, prefix, err := shmpipe.Accept(uc, plainAfter)
 		switch {
 		case err != nil:
 			_ = nc.Close()
@@ -312,6 +312,12 @@ func (s *hopServer) start(nc net.Conn) {
 	}
 	s.mesh.conns.add(hop.New(rwc, hop.Config{Accepting: true, Serve: s.serve, Unary: unary}))
 }
+
+// plainAfter is how long a connection may stay silent before it is served
+// as a plain one: a sidecar that offers a pipe does so as it connects, and
+// one that does not may have nothing to send until a request comes, while
+// the handler's own calls need the connection.
+const plainAfter = 100 * time.Millisecond
 
 // prefixed is a connection whose first bytes were read already.
 type prefixed struct {

@@ -224,14 +224,18 @@ func Offer(c *net.UnixConn, size int, timeout time.Duration) (*Pipe, error) {
 // Accept reads what the peer sends first on c. An offer is accepted: it
 // returns the pipe, which takes c over as its lifeline. Anything else is
 // a plain connection: it returns a nil pipe and the bytes it read, which
-// come before the rest of c's.
-func Accept(c *net.UnixConn) (p *Pipe, prefix []byte, err error) {
+// come before the rest of c's. An offering side sends its offer as soon as
+// it connects, so a connection that sends nothing for wait is a plain one
+// whose peer has nothing to say yet: Accept returns it with no prefix.
+func Accept(c *net.UnixConn, wait time.Duration) (p *Pipe, prefix []byte, err error) {
 	buf := make([]byte, 0, len(magic)+8)
 	oob := make([]byte, syscall.CmsgSpace(nFDs*4))
 	var fds []int
 	defer func() { closeAll(fds) }()
+	_ = c.SetReadDeadline(time.Now().Add(wait))
 	for len(buf) < cap(buf) {
 		n, oobn, _, _, err := c.ReadMsgUnix(buf[len(buf):cap(buf)], oob)
+		n, oobn = max(n, 0), max(oobn, 0) // -1 with some errors
 		if oobn > 0 {
 			got, perr := parseRights(oob[:oobn])
 			fds = append(fds, got...)
@@ -241,15 +245,25 @@ func Accept(c *net.UnixConn) (p *Pipe, prefix []byte, err error) {
 		}
 		buf = buf[:len(buf)+n]
 		if err != nil {
-			if n > 0 && errors.Is(err, io.EOF) {
-				break
+			switch {
+			case len(buf) == 0 && errors.Is(err, os.ErrDeadlineExceeded):
+				_ = c.SetReadDeadline(time.Time{})
+				return nil, nil, nil // quiet: a plain connection
+			case len(buf) > 0 && errors.Is(err, io.EOF):
+			default:
+				return nil, buf, err
 			}
-			return nil, buf, err
+			break
 		}
 		if !bytes.HasPrefix([]byte(magic), buf[:min(len(buf), len(magic))]) {
+			_ = c.SetReadDeadline(time.Time{})
 			return nil, buf, nil // the first bytes of a plain connection
 		}
+		// The rest of an offer comes at once.
+		_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
 	}
+	// Before open: the lifeline's watcher reads c without a deadline.
+	_ = c.SetReadDeadline(time.Time{})
 	if !bytes.HasPrefix(buf, []byte(magic)) {
 		return nil, buf, nil
 	}
@@ -515,7 +529,7 @@ func Pair(size int) (offered, accepted *Pipe, err error) {
 	}
 	got := make(chan result, 1)
 	go func() {
-		p, _, err := Accept(ends[1])
+		p, _, err := Accept(ends[1], 5*time.Second)
 		if err == nil && p == nil {
 			err = errors.New("shmpipe: no offer read")
 		}

@@ -185,7 +185,7 @@ func TestAcceptPlainConnection(t *testing.T) {
 	if _, err := a.Write(frame); err != nil {
 		t.Fatal(err)
 	}
-	p, prefix, err := shmpipe.Accept(b)
+	p, prefix, err := shmpipe.Accept(b, 5*time.Second)
 	if err != nil || p != nil {
 		t.Fatalf("Accept of a plain connection: pipe %v, error %v", p, err)
 	}
@@ -195,6 +195,31 @@ func TestAcceptPlainConnection(t *testing.T) {
 	}
 	if got := append(prefix, rest...); !bytes.Equal(got, frame) {
 		t.Fatalf("prefix and rest %q, want %q", got, frame)
+	}
+}
+
+// TestAcceptQuietConnection: a connection that sends nothing within the
+// wait is a plain one with no prefix, and what its peer sends later is
+// read from it as usual (no deadline left behind).
+func TestAcceptQuietConnection(t *testing.T) {
+	a, b := socketpair(t)
+	defer a.Close()
+	defer b.Close()
+	start := time.Now()
+	p, prefix, err := shmpipe.Accept(b, 50*time.Millisecond)
+	if err != nil || p != nil || len(prefix) != 0 {
+		t.Fatalf("Accept of a quiet connection: pipe %v, prefix %q, error %v", p, prefix, err)
+	}
+	if waited := time.Since(start); waited < 50*time.Millisecond {
+		t.Fatalf("Accept returned after %v, before its wait", waited)
+	}
+	time.Sleep(100 * time.Millisecond)
+	if _, err := a.Write([]byte("late")); err != nil {
+		t.Fatal(err)
+	}
+	got := make([]byte, 4)
+	if _, err := io.ReadFull(b, got); err != nil || string(got) != "late" {
+		t.Fatalf("read %q, %v after a quiet Accept", got, err)
 	}
 }
 
@@ -239,7 +264,7 @@ func echo(mode string) int {
 	}
 	var rw io.ReadWriter = c
 	if mode == "shm" {
-		p, _, err := shmpipe.Accept(c.(*net.UnixConn))
+		p, _, err := shmpipe.Accept(c.(*net.UnixConn), 10*time.Second)
 		if err != nil || p == nil {
 			fmt.Fprintln(os.Stderr, "accept:", p, err)
 			return 1
