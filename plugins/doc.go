@@ -9,8 +9,9 @@
 //
 // The sidecar starts the binary (through hashicorp/go-plugin, which supplies
 // the handshake, health checks and log collection) and forwards requests to
-// it as plain HTTP/1.1 over a unix socket, so the handler sees all of
-// net/http: repeated headers, streaming bodies, Flush, trailers, cancellation.
+// it as multiplexed frames on a few long-lived connections (shared-memory
+// pipes offered on its unix socket), served to the handler as net/http
+// serves: repeated headers, streaming bodies, Flush, trailers, cancellation.
 //
 // # Incoming requests
 //

@@ -43,9 +43,10 @@ const (
 //
 // h serves each request as a real *http.Request, answering through an
 // http.ResponseWriter that is also an http.Flusher; requests arrive from
-// the sidecar on a few long-lived unix-socket connections (package
-// internal/hop), and the handler's own calls through Mesh go back on the
-// same connections. Each request's context carries the sidecar's deadline,
+// the sidecar on a few long-lived connections (package internal/hop; each
+// a shared-memory pipe the sidecar offers on the handler's unix socket,
+// package internal/shmpipe), and the handler's own calls through Mesh go
+// back on the same connections. Each request's context carries the sidecar's deadline,
 // is cancelled when the sidecar gives up on the request, and carries what
 // outbound calls through Mesh must propagate. Run by hand rather than by a sidecar, the binary
 // prints how to start it and exits with status 1.

@@ -1,6 +1,7 @@
 // Package sidecar is the agent that runs beside each instance of a service:
 // it receives envelopes on a mangos REP socket (package reqrep's), hands them to the team's
-// handler process over HTTP on a unix socket, registers the instance in etcd,
+// handler process over the hop (package hop: multiplexed frames on shared-memory
+// pipes offered on a unix socket), registers the instance in etcd,
 // and carries the handler's own calls to other services into the mesh.
 package sidecar
 
