@@ -218,7 +218,11 @@ func Offer(c *net.UnixConn, size int, timeout time.Duration) (*Pipe, error) {
 		return nil, fmt.Errorf("%w: %w", ErrRefused, err)
 	}
 	_ = c.SetReadDeadline(time.Time{})
-	return open(fds, size, 0, c)
+	p, err := open(fds, size, 0, c)
+	if err != nil {
+		_ = c.Close()
+	}
+	return p, err
 }
 
 // Accept reads what the peer sends first on c. An offer is accepted: it
@@ -227,6 +231,7 @@ func Offer(c *net.UnixConn, size int, timeout time.Duration) (*Pipe, error) {
 // come before the rest of c's. An offering side sends its offer as soon as
 // it connects, so a connection that sends nothing for wait is a plain one
 // whose peer has nothing to say yet: Accept returns it with no prefix.
+// After an error, c is the caller's to close.
 func Accept(c *net.UnixConn, wait time.Duration) (p *Pipe, prefix []byte, err error) {
 	buf := make([]byte, 0, len(magic)+8)
 	oob := make([]byte, syscall.CmsgSpace(nFDs*4))
