@@ -284,34 +284,40 @@ func (s *hopServer) accept() error {
 // the sidecar offers first (internal/shmpipe), or on the socket itself
 // for a sidecar that offers none.
 func (s *hopServer) start(nc net.Conn) {
-	var rwc io.ReadWriteCloser = nc
-	if uc, ok := nc.(*net.UnixConn); ok {
-		pipe, prefix, err := shmpipe.Accept(uc, plainAfter)
-		switch {
-		case err != nil:
-			_ = nc.Close()
-			s.mu.Lock()
-			closing := s.closing
-			delete(s.starting, nc)
-			s.mu.Unlock()
-			if !closing {
-				slog.Warn("griddle: a connection from the sidecar failed to start", "error", err)
-			}
-			return
-		case pipe != nil:
-			rwc = pipe
-		case len(prefix) > 0:
-			rwc = &prefixed{Reader: io.MultiReader(bytes.NewReader(prefix), nc), Conn: nc}
-		}
-	}
+	rwc, err := upgrade(nc)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	delete(s.starting, nc)
-	if s.closing {
+	switch {
+	case err != nil:
+		_ = nc.Close()
+		if !s.closing {
+			slog.Warn("griddle: a connection from the sidecar failed to start", "error", err)
+		}
+	case s.closing:
 		_ = rwc.Close()
-		return
+	default:
+		s.mesh.conns.add(hop.New(rwc, hop.Config{Accepting: true, Serve: s.serve, Unary: unary}))
 	}
-	s.mesh.conns.add(hop.New(rwc, hop.Config{Accepting: true, Serve: s.serve, Unary: unary}))
+}
+
+// upgrade is nc as the hop runs on it: the pipe the sidecar offers, or nc
+// itself with the bytes the check for an offer read.
+func upgrade(nc net.Conn) (io.ReadWriteCloser, error) {
+	uc, ok := nc.(*net.UnixConn)
+	if !ok {
+		return nc, nil
+	}
+	pipe, prefix, err := shmpipe.Accept(uc, plainAfter)
+	switch {
+	case err != nil:
+		return nil, err
+	case pipe != nil:
+		return pipe, nil
+	case len(prefix) > 0:
+		return hop.Replayed{Conn: nc, R: io.MultiReader(bytes.NewReader(prefix), nc)}, nil
+	}
+	return nc, nil
 }
 
 // plainAfter is how long a connection may stay silent before it is served
@@ -319,14 +325,6 @@ func (s *hopServer) start(nc net.Conn) {
 // one that does not may have nothing to send until a request comes, while
 // the handler's own calls need the connection.
 const plainAfter = 100 * time.Millisecond
-
-// prefixed is a connection whose first bytes were read already.
-type prefixed struct {
-	io.Reader
-	net.Conn
-}
-
-func (p *prefixed) Read(b []byte) (int, error) { return p.Reader.Read(b) }
 
 // checkPeer refuses a connection from another process than the parent,
 // with parentOnly.

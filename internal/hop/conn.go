@@ -37,6 +37,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -121,6 +122,17 @@ type Config struct {
 	// larger one closes the connection.
 	MaxFrame int
 }
+
+// Replayed is a connection whose first bytes a handshake has already read
+// from it (an HTTP upgrade's buffer, a shared-memory offer's check): R
+// gives those bytes, then the connection's own. It is what New takes such
+// a connection as.
+type Replayed struct {
+	net.Conn
+	R io.Reader
+}
+
+func (c Replayed) Read(p []byte) (int, error) { return c.R.Read(p) }
 
 // Conn is one multiplexed connection. Its methods are safe for concurrent
 // use. It runs one goroutine, the reader, from New until the connection

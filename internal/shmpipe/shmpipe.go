@@ -75,16 +75,15 @@ const (
 	headerSize = 4096
 )
 
-// Offer's file descriptors, in order: the memory, then each ring's data
-// and space bells.
+// Offer's file descriptors: the memory, then each ring's data bell and
+// space bell (ring i's at 1+2i and 2+2i).
 const (
-	fdMem = iota
-	fdData0
-	fdSpace0
-	fdData1
-	fdSpace1
-	nFDs
+	fdMem = 0
+	nFDs  = 5
 )
+
+func dataBell(fds []int, ring int) int  { return fds[1+2*ring] }
+func spaceBell(fds []int, ring int) int { return fds[2+2*ring] }
 
 // ring is one direction's view of the shared memory.
 type ring struct {
@@ -146,6 +145,35 @@ type bell struct {
 }
 
 var one = [8]byte{1}
+
+// waitOn is a bell this side waits on: a dup of fd, non-blocking, in Go's
+// poller.
+func waitOn(fd int) (bell, error) {
+	b, err := ringOn(fd)
+	if err != nil {
+		return b, err
+	}
+	if err := syscall.SetNonblock(b.fd, true); err != nil {
+		_ = syscall.Close(b.fd)
+		return bell{fd: -1}, fmt.Errorf("shmpipe: %w", err)
+	}
+	b.wait = os.NewFile(uintptr(b.fd), "shmpipe-bell")
+	b.fd = -1
+	if b.rc, err = b.wait.SyscallConn(); err != nil {
+		return b, fmt.Errorf("shmpipe: %w", err)
+	}
+	return b, nil
+}
+
+// ringOn is a bell this side rings: a dup of fd.
+func ringOn(fd int) (bell, error) {
+	dup, err := syscall.Dup(fd)
+	if err != nil {
+		return bell{fd: -1}, fmt.Errorf("shmpipe: %w", err)
+	}
+	syscall.CloseOnExec(dup)
+	return bell{fd: dup}, nil
+}
 
 func (b *bell) ring() { _, _ = syscall.Write(b.fd, one[:]) }
 
@@ -322,32 +350,17 @@ func open(fds []int, size, side int, lifeline *net.UnixConn) (_ *Pipe, err error
 	}()
 	rx, tx := 1-side, side
 	p.rx, p.tx = newRing(mem, rx, size), newRing(mem, tx, size)
-	bells := [2][2]int{{fds[fdData0], fds[fdSpace0]}, {fds[fdData1], fds[fdSpace1]}}
-	for _, b := range []struct {
-		b    *bell
-		fd   int
-		wait bool
-	}{
-		{&p.rxData, bells[rx][0], true}, {&p.rxSpace, bells[rx][1], false},
-		{&p.txData, bells[tx][0], false}, {&p.txSpace, bells[tx][1], true},
-	} {
-		fd, err := syscall.Dup(b.fd)
-		if err != nil {
-			return nil, fmt.Errorf("shmpipe: %w", err)
-		}
-		syscall.CloseOnExec(fd)
-		if !b.wait {
-			b.b.fd = fd
-			continue
-		}
-		if err := syscall.SetNonblock(fd, true); err != nil {
-			_ = syscall.Close(fd)
-			return nil, fmt.Errorf("shmpipe: %w", err)
-		}
-		b.b.wait = os.NewFile(uintptr(fd), "shmpipe-bell")
-		if b.b.rc, err = b.b.wait.SyscallConn(); err != nil {
-			return nil, fmt.Errorf("shmpipe: %w", err)
-		}
+	if p.rxData, err = waitOn(dataBell(fds, rx)); err != nil {
+		return nil, err
+	}
+	if p.txSpace, err = waitOn(spaceBell(fds, tx)); err != nil {
+		return nil, err
+	}
+	if p.rxSpace, err = ringOn(spaceBell(fds, rx)); err != nil {
+		return nil, err
+	}
+	if p.txData, err = ringOn(dataBell(fds, tx)); err != nil {
+		return nil, err
 	}
 	// Each marks its side waiting before it checks, so that the other side
 	// either sees the mark and rings, or has already moved the counter.
@@ -507,26 +520,9 @@ func parseRights(oob []byte) ([]int, error) {
 // Pair makes both sides of a pipe in this process, over a socketpair: for
 // tests and for measuring the pipe itself.
 func Pair(size int) (offered, accepted *Pipe, err error) {
-	fds, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_STREAM, 0)
+	ends, err := socketpair()
 	if err != nil {
-		return nil, nil, fmt.Errorf("shmpipe: %w", err)
-	}
-	syscall.CloseOnExec(fds[0])
-	syscall.CloseOnExec(fds[1])
-	var ends [2]*net.UnixConn
-	for i, fd := range fds {
-		f := os.NewFile(uintptr(fd), "shmpipe-socketpair")
-		c, err := net.FileConn(f)
-		_ = f.Close()
-		if err != nil {
-			if i == 0 {
-				_ = syscall.Close(fds[1])
-			} else {
-				_ = ends[0].Close()
-			}
-			return nil, nil, fmt.Errorf("shmpipe: %w", err)
-		}
-		ends[i] = c.(*net.UnixConn)
+		return nil, nil, err
 	}
 	type result struct {
 		p   *Pipe
@@ -555,4 +551,29 @@ func Pair(size int) (offered, accepted *Pipe, err error) {
 		return nil, nil, errors.Join(err, r.err)
 	}
 	return offered, r.p, nil
+}
+
+// socketpair is both ends of a connected unix stream socket.
+func socketpair() (ends [2]*net.UnixConn, err error) {
+	fds, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_STREAM, 0)
+	if err != nil {
+		return ends, fmt.Errorf("shmpipe: %w", err)
+	}
+	syscall.CloseOnExec(fds[0])
+	syscall.CloseOnExec(fds[1])
+	for i, fd := range fds {
+		f := os.NewFile(uintptr(fd), "shmpipe-socketpair")
+		c, err := net.FileConn(f)
+		_ = f.Close()
+		if err != nil {
+			if i == 0 {
+				_ = syscall.Close(fds[1])
+			} else {
+				_ = ends[0].Close()
+			}
+			return [2]*net.UnixConn{}, fmt.Errorf("shmpipe: %w", err)
+		}
+		ends[i] = c.(*net.UnixConn)
+	}
+	return ends, nil
 }

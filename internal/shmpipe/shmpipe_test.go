@@ -21,22 +21,11 @@ import (
 // socketpair returns both ends of a connected unix stream socket.
 func socketpair(t testing.TB) (a, b *net.UnixConn) {
 	t.Helper()
-	fds, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_STREAM, 0)
+	ends, err := shmpipe.Socketpair()
 	if err != nil {
 		t.Fatal(err)
 	}
-	syscall.CloseOnExec(fds[0])
-	syscall.CloseOnExec(fds[1])
-	conn := func(fd int) *net.UnixConn {
-		f := os.NewFile(uintptr(fd), "socketpair")
-		defer f.Close()
-		c, err := net.FileConn(f)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return c.(*net.UnixConn)
-	}
-	return conn(fds[0]), conn(fds[1])
+	return ends[0], ends[1]
 }
 
 // pair makes both sides of a pipe in this process.

@@ -1,11 +1,9 @@
 package storehttp
 
 import (
-	"bufio"
 	"context"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"strings"
 	"sync"
@@ -89,7 +87,7 @@ func switchToHop(w http.ResponseWriter) (io.ReadWriteCloser, error) {
 	if brw.Reader.Buffered() == 0 { // as always: the client waits for the 101
 		return conn, nil
 	}
-	return bufferedConn{Conn: conn, r: brw.Reader}, nil
+	return hop.Replayed{Conn: conn, R: brw.Reader}, nil
 }
 
 // hopOp answers one operation of caller's hop connection; ctx ends when
@@ -122,15 +120,6 @@ func splitHopOp(p []byte) (name string, op []byte, ok bool) {
 	n := int(p[0])
 	return string(p[1 : 1+n]), p[1+n:], true
 }
-
-// bufferedConn reads what the HTTP server had buffered before the
-// connection was taken over, then the connection.
-type bufferedConn struct {
-	net.Conn
-	r *bufio.Reader
-}
-
-func (c bufferedConn) Read(p []byte) (int, error) { return c.r.Read(p) }
 
 // hopRedial is how long a Client waits after a hop connection failed or
 // could not be opened before it tries again; its operations go over HTTP

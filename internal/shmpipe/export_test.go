@@ -1,0 +1,4 @@
+package shmpipe
+
+// Socketpair is socketpair, for the tests.
+var Socketpair = socketpair
