@@ -50,7 +50,7 @@ through the store package; ns, allocations and CPU µs per round trip, closed lo
 each --floor-in-flight and (run only) paced at each of --rates.`,
 		Args: cobra.NoArgs,
 	}
-	cmd.AddCommand(benchRunCmd(g, false), benchRunCmd(g, true), benchServeDirectCmd(g), benchServeEtcdCmd(g))
+	cmd.AddCommand(benchRunCmd(g, false), benchRunCmd(g, true), benchServeDirectCmd(g), benchServeEtcdCmd(g), benchStallProbeCmd())
 	return cmd
 }
 
@@ -125,6 +125,7 @@ func benchRunCmd(g *globals, sweep bool) *cobra.Command {
 	f.DurationVar(&cfg.Timeout, "timeout", 5*time.Second, "per request; a request without an answer by then counts as an error")
 	f.IntVar(&cfg.MaxInFlight, "max-in-flight", 0, "load generator's workers and connections (0: rate/5, 64 to 10000)")
 	f.Float64Var(&cfg.NoisyCores, "noisy-cpu", 0.25, "a run is noisy when other processes used more cores than this (0: never)")
+	f.DurationVar(&cfg.StallThreshold, "stall", 10*time.Millisecond, "a run is stalled when a probe process that only sleeps 1 ms at a time, at real-time priority, woke this much late during it: the whole machine stopped (a virtual machine's host took its CPUs); a sweep runs a failed rate again, up to twice, when its run was stalled (0: no probe)")
 	f.StringVar(&cfg.Handlers, "handlers", "", "directory with prebuilt handler binaries hello and profiles (default: go build from the current module)")
 	f.StringVar(&cfg.Nginx, "nginx", "", "nginx binary (default: nginx on PATH; without one the nginx target is skipped)")
 	f.IntVar(&cfg.NginxWorkers, "nginx-workers", 1, "nginx worker_processes")
@@ -201,6 +202,26 @@ func benchServeEtcdCmd(g *globals) *cobra.Command {
 	f.StringVar(&cfg.Dir, "dir", "", "etcd's data directory (required)")
 	f.StringVar(&cfg.Listen, "listen", "127.0.0.1:2379", "client address")
 	f.StringVar(&cfg.Admin, "admin", "", "address serving /debug/pprof/ (empty: none)")
+	return cmd
+}
+
+// benchStallProbeCmd is the bench's stall probe, run by the bench as a
+// child process (bench.StallProbe).
+func benchStallProbeCmd() *cobra.Command {
+	var threshold time.Duration
+	cmd := &cobra.Command{
+		Use:    "stall-probe",
+		Short:  "Sleep 1 ms at a time and print each wake-up later than --threshold (the bench's probe of machine stalls)",
+		Hidden: true,
+		Args:   cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if threshold <= 0 {
+				return fmt.Errorf("--threshold %s: want a positive duration", threshold)
+			}
+			return bench.StallProbe(cmd.Context(), os.Stdout, threshold)
+		},
+	}
+	cmd.Flags().DurationVar(&threshold, "threshold", 10*time.Millisecond, "report wake-ups later than this")
 	return cmd
 }
 

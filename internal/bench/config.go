@@ -49,6 +49,9 @@ type Config struct {
 	Overload     float64       // after the sweep, a run at Overload × the sustainable rate; 0: none
 
 	NoisyCores float64 // a run is noisy when other processes used more cores than this; 0: never
+	// StallThreshold: a run is stalled when the stall probe (stall.go)
+	// woke this much late during it; 0: no probe.
+	StallThreshold time.Duration
 
 	// How targets are started.
 	Griddle       string // the griddle binary (os.Executable())
@@ -132,6 +135,8 @@ func (c Config) Validate(sweep bool) error {
 		return bad("--max-in-flight %d: negative", c.MaxInFlight)
 	case c.NoisyCores < 0:
 		return bad("--noisy-cpu %g: negative", c.NoisyCores)
+	case c.StallThreshold < 0:
+		return bad("--stall %s: negative", c.StallThreshold)
 	case c.Griddle == "" && slices.Contains(c.Targets, TargetMesh):
 		return bad("Griddle: the griddle binary is required for the mesh target")
 	case c.Griddle == "" && slices.Contains(c.Targets, TargetDeployed):

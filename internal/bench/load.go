@@ -46,6 +46,10 @@ type RunResult struct {
 	Behind bool `json:"behind"`
 	// Noisy: other processes used more CPU than --noisy-cpu during the run.
 	Noisy bool `json:"noisy"`
+	// StallMS is the longest stall of the machine the stall probe saw
+	// during the run; Stalled: at least --stall.
+	StallMS float64 `json:"stall_ms"`
+	Stalled bool    `json:"stalled"`
 	// Kept: this run is the median of its repeats, the one reported.
 	Kept bool `json:"kept"`
 }

@@ -40,13 +40,16 @@ func printTable(w io.Writer, r *Report) {
 		if x.Noisy {
 			flags = append(flags, 'N')
 		}
+		if x.Stalled {
+			flags = append(flags, 'S')
+		}
 		fmt.Fprintf(tw, "%s\t%s\t%.0f\t%.0f\t%.0f\t%d\t%d\t%.2f\t%.2f\t%.2f\t%.2f\t%.2f\t%.2f\t%.2f\t%.0f\t%.2f\t%.2f\t%s\t\n",
 			x.Target, x.Phase, x.Offered, x.Achieved, x.Goodput, x.Errors, x.Shed,
 			x.Latency.P50, x.Latency.P90, x.Latency.P99, x.Latency.P999, x.Latency.Mean,
 			x.Served.P99, x.ShedLat.P99, x.CPU.TargetUSPerReq, x.CPU.LoadgenCores, x.CPU.OthersCores, flags)
 	}
 	tw.Flush()
-	fmt.Fprintln(w, "flags: B = the load generator fell behind the offered rate, N = noisy (other processes busy)")
+	fmt.Fprintln(w, "flags: B = the load generator fell behind the offered rate, N = noisy (other processes busy), S = stalled (the whole machine stopped for --stall or longer)")
 	printComponents(w, r)
 	printFloors(w, r)
 	if len(r.Sustained) > 0 {

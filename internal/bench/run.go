@@ -46,6 +46,7 @@ type Settings struct {
 	NginxWorkers int     `json:"nginx_workers"`
 	TargetCPUs   string  `json:"target_cpus,omitempty"`
 	NoisyCores   float64 `json:"noisy_cores"`
+	StallMS      float64 `json:"stall_threshold_ms"`  // 0: no stall probe
 	Instances    int     `json:"instances,omitempty"` // sidecars per service, mesh and deployed
 	CPUProfiles  string  `json:"cpu_profile_dir,omitempty"`
 	// AdaptiveProcs: the mesh's and the deployed target's processes ran
@@ -107,6 +108,7 @@ type session struct {
 	st      starter
 	targets []*target
 	report  Report
+	stalls  *stallWatch // nil: no probe
 }
 
 // open validates cfg, starts the targets (skipping nginx, with a note,
@@ -140,12 +142,20 @@ func open(ctx context.Context, cfg Config, sweep bool) (*session, error) {
 			DurationSec: cfg.Duration.Seconds(), WarmupSec: cfg.Warmup.Seconds(), Repeat: cfg.Repeat,
 			P99TargetMS: float64(cfg.P99Target) / 1e6, MaxErrorRate: cfg.MaxErrorRate,
 			NginxWorkers: cfg.NginxWorkers, TargetCPUs: cfg.TargetCPUs, NoisyCores: cfg.NoisyCores,
-			Instances: max(cfg.MeshInstances, 1), CPUProfiles: cfg.CPUProfileDir,
+			StallMS: float64(cfg.StallThreshold) / 1e6, Instances: max(cfg.MeshInstances, 1), CPUProfiles: cfg.CPUProfileDir,
 			AdaptiveProcs: cfg.AdaptiveProcs, HandlerPlainSocket: cfg.HandlerPlainSocket,
 		},
 	}
 	if needsProfiles(cfg.Scenario) {
 		s.report.Settings.Profiles = cfg.Profiles
+	}
+	if cfg.StallThreshold > 0 {
+		if cfg.Griddle == "" {
+			s.notef("stall probe: off: no griddle binary to run it")
+			s.report.Settings.StallMS = 0
+		} else if s.stalls, err = startStallWatch(cfg.Griddle, cfg.StallThreshold); err != nil {
+			return nil, errors.Join(err, s.close())
+		}
 	}
 	if err := s.start(ctx); err != nil {
 		return nil, errors.Join(err, s.close())
@@ -275,6 +285,21 @@ func (s *session) close() error {
 			}
 		}
 	}
+	if s.stalls != nil {
+		s.stalls.stop()
+		n, longest, notes := s.stalls.summary()
+		for _, note := range notes {
+			s.notef("stall probe: %s", note)
+		}
+		stalled := 0
+		for _, r := range s.report.Runs {
+			if r.Stalled {
+				stalled++
+			}
+		}
+		s.notef("stall probe: %d stalls of the whole machine of %s or more (longest %s); %d of %d runs stalled (flag S)",
+			n, s.cfg.StallThreshold, longest.Round(100*time.Microsecond), stalled, len(s.report.Runs))
+	}
 	if len(s.report.Runs) > 0 || len(s.report.Floors) > 0 {
 		s.report.Finished = time.Now().UTC()
 		if err := writeReport(s.cfg.Out, &s.report); err != nil {
@@ -293,6 +318,7 @@ func (s *session) measure(ctx context.Context, t *target, rate int, d time.Durat
 	if phase != "warmup" {
 		profiles = s.startProfiles(ctx, t, fmt.Sprintf("%s-%d-r%d", phase, rate, repeat), d)
 	}
+	from := time.Now()
 	r, err := attack(ctx, load{
 		target: t.name, rate: rate, duration: d, timeout: s.cfg.Timeout,
 		maxInFlight: s.cfg.inFlight(rate), targeter: targeter(s.cfg.Scenario, t.base, s.cfg.Profiles),
@@ -303,9 +329,15 @@ func (s *session) measure(ctx context.Context, t *target, rate int, d time.Durat
 		return r, err
 	}
 	r.Phase, r.Repeat = phase, repeat
+	if s.stalls != nil {
+		worst := s.stalls.worst(from, time.Now())
+		r.StallMS = float64(worst) / 1e6
+		r.Stalled = worst >= s.cfg.StallThreshold
+	}
 	s.log.Info("bench: run", "target", t.name, "phase", phase, "offered", rate, "achieved", int(r.Achieved),
 		"p99_ms", r.Latency.P99, "errors", r.Errors, "target_us_per_req", int(r.CPU.TargetUSPerReq),
-		"loadgen_cores", fmt.Sprintf("%.2f", r.CPU.LoadgenCores), "others_cores", fmt.Sprintf("%.2f", r.CPU.OthersCores))
+		"loadgen_cores", fmt.Sprintf("%.2f", r.CPU.LoadgenCores), "others_cores", fmt.Sprintf("%.2f", r.CPU.OthersCores),
+		"stall_ms", r.StallMS)
 	if phase != "warmup" {
 		s.report.Runs = append(s.report.Runs, r)
 	}
@@ -313,13 +345,13 @@ func (s *session) measure(ctx context.Context, t *target, rate int, d time.Durat
 }
 
 // keep marks, among the runs of indexes idx (repeats of one target at one
-// rate), the median by p99 of the quiet ones (of all, when every one was
-// noisy) as Kept, and returns it.
+// rate), the median by p99 of the quiet ones (neither noisy nor stalled; of
+// all, when none was quiet) as Kept, and returns it.
 func (s *session) keep(idx []int) RunResult {
 	var quiet, all []RunResult
 	for _, i := range idx {
 		all = append(all, s.report.Runs[i])
-		if !s.report.Runs[i].Noisy {
+		if r := s.report.Runs[i]; !r.Noisy && !r.Stalled {
 			quiet = append(quiet, s.report.Runs[i])
 		}
 	}
@@ -334,6 +366,16 @@ func (s *session) keep(idx []int) RunResult {
 	}
 	m.Kept = true
 	return m
+}
+
+// unkeep clears Kept on the runs of target at rate in phase: a later run
+// replaces them.
+func (s *session) unkeep(target string, rate int, phase string) {
+	for i, r := range s.report.Runs {
+		if r.Target == target && r.Offered == float64(rate) && r.Phase == phase {
+			s.report.Runs[i].Kept = false
+		}
+	}
 }
 
 // repeat runs t at rate cfg.Repeat times in a row and keeps the median.
@@ -439,6 +481,17 @@ func (s *session) sweep(ctx context.Context) error {
 				return err
 			}
 			st.spent += per
+			// A rate that failed in a stalled run may have failed for the
+			// machine: it runs again, up to stallRetries times.
+			for try := 0; !s.cfg.ok(r) && r.Stalled && try < stallRetries && st.spent+per <= s.cfg.SweepBudget; try++ {
+				s.log.Info("bench: the machine stalled during a failed run: running it again", "target", st.t.name,
+					"offered", rate, "stall_ms", r.StallMS)
+				s.unkeep(st.t.name, rate, "sweep")
+				if r, err = s.repeated(ctx, st.t, rate, "sweep"); err != nil {
+					return err
+				}
+				st.spent += per
+			}
 			if s.cfg.ok(r) {
 				st.good = rate
 			} else {
