@@ -481,9 +481,10 @@ func (s *session) sweep(ctx context.Context) error {
 				return err
 			}
 			st.spent += per
-			// A rate that failed in a stalled run may have failed for the
-			// machine: it runs again, up to stallRetries times.
-			for try := 0; !s.cfg.ok(r) && r.Stalled && try < stallRetries && st.spent+per <= s.cfg.SweepBudget; try++ {
+			// A rate that failed in a stalled run, by no more than the
+			// stall explains, may have failed for the machine: it runs
+			// again, up to stallRetries times.
+			for try := 0; !s.cfg.ok(r) && s.cfg.stallExplains(r) && try < stallRetries && st.spent+per <= s.cfg.SweepBudget; try++ {
 				s.log.Info("bench: the machine stalled during a failed run: running it again", "target", st.t.name,
 					"offered", rate, "stall_ms", r.StallMS)
 				s.unkeep(st.t.name, rate, "sweep")

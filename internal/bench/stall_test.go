@@ -108,3 +108,24 @@ func TestStallWatchWorst(t *testing.T) {
 		}
 	}
 }
+
+func TestStallExplains(t *testing.T) {
+	c := Config{P99Target: 25 * time.Millisecond}
+	run := func(p99, stall float64, stalled bool) RunResult {
+		return RunResult{Latency: Latencies{P99: p99}, StallMS: stall, Stalled: stalled}
+	}
+	for _, x := range []struct {
+		r    RunResult
+		want bool
+	}{
+		{run(44, 30, true), true},    // a 30 ms stall over a 25 ms target
+		{run(1245, 12, true), false}, // overload: far past what the stall explains
+		{run(44, 30, false), false},  // not stalled
+		{run(2, 15, true), true},     // failed on errors, stalled
+		{run(55.1, 30, true), false}, // just past target + stall
+	} {
+		if got := c.stallExplains(x.r); got != x.want {
+			t.Errorf("stallExplains(p99 %g, stall %g, %v) = %v, want %v", x.r.Latency.P99, x.r.StallMS, x.r.Stalled, got, x.want)
+		}
+	}
+}

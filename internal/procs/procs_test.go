@@ -12,7 +12,7 @@ import (
 
 // TestController: one P once the mean over DownAfter is below Down; every
 // P back when the last three samples average Up or more, or one sample
-// saturates the P; samples in between change nothing.
+// reaches burst; samples in between change nothing.
 func TestController(t *testing.T) {
 	cfg := Config{Max: 4}
 	cfg.setDefaults()
@@ -48,8 +48,8 @@ func TestController(t *testing.T) {
 	if got := step(0.45); got != 1 {
 		t.Fatalf("on one P, first sample at 0.45 cores: %d Ps, want 1", got)
 	}
-	if got := step(0.7); got != 1 {
-		t.Fatalf("on one P, second sample at 0.7 cores: %d Ps, want 1", got)
+	if got := step(0.65); got != 1 {
+		t.Fatalf("on one P, second sample at 0.65 cores: %d Ps, want 1", got)
 	}
 	if got := step(0.45); got != 4 {
 		t.Fatalf("on one P, three samples at a mean of 0.53 cores: %d Ps, want 4", got)
@@ -60,8 +60,8 @@ func TestController(t *testing.T) {
 	if c.procs != 1 {
 		t.Fatalf("after a quiet window: %d Ps, want 1", c.procs)
 	}
-	if got := step(0.95); got != 4 {
-		t.Fatalf("one saturated sample on one P: %d Ps, want 4", got)
+	if got := step(0.75); got != 4 {
+		t.Fatalf("one sample at a burst (0.75 cores) on one P: %d Ps, want 4", got)
 	}
 	if got, _ := c.observe(now, time.Second); got != 4 {
 		t.Fatalf("a sample with no time since the last: %d Ps, want 4 (ignored)", got)
