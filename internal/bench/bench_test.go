@@ -103,6 +103,9 @@ func TestMedian(t *testing.T) {
 	if got := median(runs, func(r RunResult) float64 { return r.Latency.P99 }); got.Repeat != 3 {
 		t.Errorf("median is repeat %d, want 3", got.Repeat)
 	}
+	if got := median(runs[:2], func(r RunResult) float64 { return r.Latency.P99 }); got.Repeat != 1 {
+		t.Errorf("median of two is repeat %d, want 1 (the higher p99)", got.Repeat)
+	}
 }
 
 func validConfig() Config {

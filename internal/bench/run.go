@@ -345,13 +345,15 @@ func (s *session) measure(ctx context.Context, t *target, rate int, d time.Durat
 }
 
 // keep marks, among the runs of indexes idx (repeats of one target at one
-// rate), the median by p99 of the quiet ones (neither noisy nor stalled; of
-// all, when none was quiet) as Kept, and returns it.
+// rate), the median by p99 of the quiet ones (of all, when none was quiet)
+// as Kept, and returns it. A run is not quiet when it was noisy, or when
+// it failed by no more than a stall of the machine during it explains; a
+// stalled run that held, or failed beyond its stall, counts as it is.
 func (s *session) keep(idx []int) RunResult {
 	var quiet, all []RunResult
 	for _, i := range idx {
 		all = append(all, s.report.Runs[i])
-		if r := s.report.Runs[i]; !r.Noisy && !r.Stalled {
+		if r := s.report.Runs[i]; !r.Noisy && (s.cfg.ok(r) || !s.cfg.stallExplains(r)) {
 			quiet = append(quiet, s.report.Runs[i])
 		}
 	}

@@ -77,6 +77,7 @@ type stallWatch struct {
 	mu     sync.Mutex
 	stalls []stall
 	notes  []string // lines starting with '#'
+	ended  bool     // the probe's output closed
 }
 
 // startStallWatch starts griddle (the binary) bench stall-probe.
@@ -110,6 +111,9 @@ func (w *stallWatch) read(r io.Reader) {
 		}
 		w.mu.Unlock()
 	}
+	w.mu.Lock()
+	w.ended = true
+	w.mu.Unlock()
 }
 
 // parseStall parses one "<unix ns> <ns>" line.
@@ -161,6 +165,11 @@ func (w *stallWatch) summary() (n int, longest time.Duration, notes []string) {
 
 // stop ends the probe and waits for its reader.
 func (w *stallWatch) stop() {
+	w.mu.Lock()
+	if w.ended {
+		w.notes = append(w.notes, "the probe ended before the bench did: the runs after that were not watched")
+	}
+	w.mu.Unlock()
 	_ = w.cmd.Process.Kill()
 	w.wg.Wait()
 	_ = w.cmd.Wait()

@@ -129,3 +129,27 @@ func TestStallExplains(t *testing.T) {
 		}
 	}
 }
+
+// keep leaves out of the median only the runs that failed by no more than
+// their stall explains.
+func TestKeepLeavesOutExplainedStalls(t *testing.T) {
+	s := &session{cfg: Config{P99Target: 25 * time.Millisecond, MaxErrorRate: 0.001}}
+	run := func(rep int, p99, stall float64) RunResult {
+		return RunResult{Target: "mesh", Phase: "sweep", Offered: 100, Repeat: rep, Requests: 1000,
+			Latency: Latencies{P99: p99}, StallMS: stall, Stalled: stall >= 10}
+	}
+	for _, c := range []struct {
+		name string
+		runs []RunResult
+		want int // the kept repeat
+	}{
+		{"a stall explains a failure", []RunResult{run(1, 40, 30), run(2, 5, 0), run(3, 8, 0)}, 3},
+		{"an overload is not a stall", []RunResult{run(1, 61, 0), run(2, 22, 0), run(3, 251, 11)}, 1},
+		{"a stalled run that held counts", []RunResult{run(1, 30, 0), run(2, 9, 15), run(3, 40, 0)}, 1},
+	} {
+		s.report.Runs = c.runs
+		if got := s.keep([]int{0, 1, 2}); got.Repeat != c.want {
+			t.Errorf("%s: kept repeat %d, want %d", c.name, got.Repeat, c.want)
+		}
+	}
+}
