@@ -309,3 +309,11 @@ func waitGoroutines(t *testing.T, want int) {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+func TestFmtNum(t *testing.T) {
+	for v, want := range map[float64]string{16000: "16k", 12500: "12.5k", 17250: "17.25k", 12345.6: "12346", 1719.3: "1719", 2.344: "2.344", 0.5: "0.5"} {
+		if got := fmtNum(v); got != want {
+			t.Errorf("fmtNum(%v) = %q, want %q", v, got, want)
+		}
+	}
+}

@@ -240,6 +240,10 @@ func fmtNum(v float64) string {
 	switch {
 	case v >= 1000 && math.Mod(v, 1000) == 0:
 		return fmt.Sprintf("%gk", v/1000)
+	case v >= 1000 && math.Mod(v, 10) == 0:
+		return fmt.Sprintf("%gk", v/1000) // 12500: 12.5k, not 1.25e+04
+	case v >= 10000:
+		return fmt.Sprintf("%.0f", v)
 	case v >= 1:
 		return fmt.Sprintf("%.4g", v)
 	}
