@@ -125,7 +125,7 @@ func benchRunCmd(g *globals, sweep bool) *cobra.Command {
 	f.DurationVar(&cfg.Timeout, "timeout", 5*time.Second, "per request; a request without an answer by then counts as an error")
 	f.IntVar(&cfg.MaxInFlight, "max-in-flight", 0, "load generator's workers and connections (0: rate/5, 64 to 10000)")
 	f.Float64Var(&cfg.NoisyCores, "noisy-cpu", 0.25, "a run is noisy when other processes used more cores than this (0: never)")
-	f.DurationVar(&cfg.StallThreshold, "stall", 10*time.Millisecond, "a run is stalled when a probe process that only sleeps 1 ms at a time, at real-time priority, woke this much late during it: the whole machine stopped (a virtual machine's host took its CPUs); a sweep runs a failed rate again, up to twice, when its run was stalled (0: no probe)")
+	f.DurationVar(&cfg.StallThreshold, "stall", 10*time.Millisecond, "a run is stalled when a probe process that only sleeps 1 ms at a time, at real-time priority, woke this much late during it: the whole machine stopped (a virtual machine's host took its CPUs); a sweep runs a failed rate again, up to twice, when the stall explains its failure (p99 within --p99 plus the stall) (0: no probe)")
 	f.StringVar(&cfg.Handlers, "handlers", "", "directory with prebuilt handler binaries hello and profiles (default: go build from the current module)")
 	f.StringVar(&cfg.Nginx, "nginx", "", "nginx binary (default: nginx on PATH; without one the nginx target is skipped)")
 	f.IntVar(&cfg.NginxWorkers, "nginx-workers", 1, "nginx worker_processes")

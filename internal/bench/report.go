@@ -238,8 +238,6 @@ func niceCeil(v float64) float64 {
 
 func fmtNum(v float64) string {
 	switch {
-	case v >= 1000 && math.Mod(v, 1000) == 0:
-		return fmt.Sprintf("%gk", v/1000)
 	case v >= 1000 && math.Mod(v, 10) == 0:
 		return fmt.Sprintf("%gk", v/1000) // 12500: 12.5k, not 1.25e+04
 	case v >= 10000:
