@@ -202,9 +202,9 @@ func (c Config) ok(r RunResult) bool {
 		r.Latency.P99 <= float64(c.P99Target)/float64(time.Millisecond)
 }
 
-// stallExplains reports whether r was stalled and its p99 is within the
-// target plus the stall: a failure the machine's stop may have caused,
-// where a p99 far beyond that is the target's own.
+// stallExplains reports whether r failed in a stalled run with its p99
+// within the target plus the stall: a failure the machine's stop may have
+// caused, where a p99 far beyond that is the target's own.
 func (c Config) stallExplains(r RunResult) bool {
-	return r.Stalled && r.Latency.P99 <= r.StallMS+float64(c.P99Target)/float64(time.Millisecond)
+	return r.Stalled && !c.ok(r) && r.Latency.P99 <= r.StallMS+float64(c.P99Target)/float64(time.Millisecond)
 }

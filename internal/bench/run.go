@@ -142,7 +142,7 @@ func open(ctx context.Context, cfg Config, sweep bool) (*session, error) {
 			DurationSec: cfg.Duration.Seconds(), WarmupSec: cfg.Warmup.Seconds(), Repeat: cfg.Repeat,
 			P99TargetMS: float64(cfg.P99Target) / 1e6, MaxErrorRate: cfg.MaxErrorRate,
 			NginxWorkers: cfg.NginxWorkers, TargetCPUs: cfg.TargetCPUs, NoisyCores: cfg.NoisyCores,
-			StallMS: float64(cfg.StallThreshold) / 1e6, Instances: max(cfg.MeshInstances, 1), CPUProfiles: cfg.CPUProfileDir,
+			Instances: max(cfg.MeshInstances, 1), CPUProfiles: cfg.CPUProfileDir,
 			AdaptiveProcs: cfg.AdaptiveProcs, HandlerPlainSocket: cfg.HandlerPlainSocket,
 		},
 	}
@@ -152,9 +152,10 @@ func open(ctx context.Context, cfg Config, sweep bool) (*session, error) {
 	if cfg.StallThreshold > 0 {
 		if cfg.Griddle == "" {
 			s.notef("stall probe: off: no griddle binary to run it")
-			s.report.Settings.StallMS = 0
 		} else if s.stalls, err = startStallWatch(cfg.Griddle, cfg.StallThreshold); err != nil {
 			return nil, errors.Join(err, s.close())
+		} else {
+			s.report.Settings.StallMS = float64(cfg.StallThreshold) / 1e6
 		}
 	}
 	if err := s.start(ctx); err != nil {
@@ -353,7 +354,7 @@ func (s *session) keep(idx []int) RunResult {
 	var quiet, all []RunResult
 	for _, i := range idx {
 		all = append(all, s.report.Runs[i])
-		if r := s.report.Runs[i]; !r.Noisy && (s.cfg.ok(r) || !s.cfg.stallExplains(r)) {
+		if r := s.report.Runs[i]; !r.Noisy && !s.cfg.stallExplains(r) {
 			quiet = append(quiet, s.report.Runs[i])
 		}
 	}
@@ -486,7 +487,7 @@ func (s *session) sweep(ctx context.Context) error {
 			// A rate that failed in a stalled run, by no more than the
 			// stall explains, may have failed for the machine: it runs
 			// again, up to stallRetries times.
-			for try := 0; !s.cfg.ok(r) && s.cfg.stallExplains(r) && try < stallRetries && st.spent+per <= s.cfg.SweepBudget; try++ {
+			for try := 0; s.cfg.stallExplains(r) && try < stallRetries && st.spent+per <= s.cfg.SweepBudget; try++ {
 				s.log.Info("bench: the machine stalled during a failed run: running it again", "target", st.t.name,
 					"offered", rate, "stall_ms", r.StallMS)
 				s.unkeep(st.t.name, rate, "sweep")

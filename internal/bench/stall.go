@@ -30,8 +30,8 @@ import (
 // stallPeriod is how long the probe sleeps at a time.
 const stallPeriod = time.Millisecond
 
-// stallRetries is how many times a sweep runs again a rate that failed in
-// a stalled run.
+// stallRetries is how many times a sweep runs again a rate whose failure a
+// stall explains (Config.stallExplains).
 const stallRetries = 2
 
 // StallProbe is the probe process's body (griddle bench stall-probe): it
@@ -56,7 +56,7 @@ func StallProbe(ctx context.Context, w io.Writer, threshold time.Duration) error
 		start := time.Now()
 		// A raw system call: the thread keeps its P while it sleeps. Through
 		// the runtime's (unix.Nanosleep), the monitor thread took the P
-		// back from every sleep and so polled every 20 µs: a fifth of a core
+		// back from every sleep and so polled every 20 µs: 0.3 of a core
 		// for a probe that should cost nothing. The runtime's preemption of
 		// a long-running goroutine interrupts a sleep now and then (EINTR):
 		// a shorter sleep, never a late one.
@@ -110,13 +110,13 @@ func (w *stallWatch) read(r io.Reader) {
 	sc := bufio.NewScanner(r)
 	for sc.Scan() {
 		line := sc.Text()
-		w.mu.Lock()
 		if s, ok := parseStall(line); ok {
-			w.stalls = append(w.stalls, s)
-		} else if strings.HasPrefix(line, "#") {
-			w.notes = append(w.notes, strings.TrimSpace(strings.TrimPrefix(line, "#")))
+			w.add(s)
+		} else if note, ok := strings.CutPrefix(line, "#"); ok {
+			w.mu.Lock()
+			w.notes = append(w.notes, strings.TrimSpace(note))
+			w.mu.Unlock()
 		}
-		w.mu.Unlock()
 	}
 	w.mu.Lock()
 	w.ended = true
@@ -137,7 +137,7 @@ func parseStall(line string) (stall, bool) {
 	return stall{at: time.Unix(0, at), d: time.Duration(d)}, true
 }
 
-// add records a stall (the reader's path; tests use it directly).
+// add records a stall.
 func (w *stallWatch) add(s stall) {
 	w.mu.Lock()
 	w.stalls = append(w.stalls, s)
