@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"maps"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -18,6 +17,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/griddle-mesh/griddle/internal/loopback"
 	"github.com/griddle-mesh/griddle/plugins"
 )
 
@@ -151,14 +151,14 @@ func (p *process) stop() error {
 	return fmt.Errorf("bench: %s did not stop within %s of SIGTERM; killed", p.name, stopGrace)
 }
 
-// freeAddr returns 127.0.0.1:port with a port free at the time of the call.
+// freeAddr returns an address for a target process's listener
+// (loopback.FreeAddr).
 func freeAddr() (string, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	addr, err := loopback.FreeAddr()
 	if err != nil {
 		return "", fmt.Errorf("%w: free port: %w", ErrTargetStart, err)
 	}
-	defer ln.Close()
-	return ln.Addr().String(), nil
+	return addr, nil
 }
 
 // waitReady polls url until it answers 200, a process of t exits, ctx is

@@ -19,6 +19,7 @@ import (
 	"github.com/griddle-mesh/griddle/internal/discovery"
 	"github.com/griddle-mesh/griddle/internal/etcdembed"
 	"github.com/griddle-mesh/griddle/internal/etcdembed/etcdtest"
+	"github.com/griddle-mesh/griddle/internal/loopback"
 )
 
 func TestMain(m *testing.M) {
@@ -248,11 +249,9 @@ func mustJSON(t testing.TB, v any) string {
 // freeAddr returns a loopback address nothing listens on.
 func freeAddr(t *testing.T) string {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	addr, err := loopback.FreeAddr()
 	if err != nil {
 		t.Fatal(err)
 	}
-	addr := l.Addr().String()
-	_ = l.Close()
 	return addr
 }

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -18,6 +17,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/griddle-mesh/griddle/internal/discovery"
+	"github.com/griddle-mesh/griddle/internal/loopback"
 	"github.com/griddle-mesh/griddle/internal/wire"
 )
 
@@ -182,12 +182,10 @@ func newDispatcher(t testing.TB, cfg Config) *Dispatcher {
 // deadAddress returns a tcp address on which nothing listens.
 func deadAddress(t *testing.T) string {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	addr, err := loopback.FreeAddr()
 	if err != nil {
-		t.Fatalf("net.Listen: %v", err)
+		t.Fatal(err)
 	}
-	addr := l.Addr().String()
-	_ = l.Close()
 	return "tcp://" + addr
 }
 

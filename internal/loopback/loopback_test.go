@@ -1,6 +1,9 @@
 package loopback_test
 
 import (
+	"net"
+	"os"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -32,5 +35,36 @@ func TestCheckAdmin(t *testing.T) {
 		case c.want != "" && (err == nil || !strings.Contains(err.Error(), c.want)):
 			t.Errorf("%q public=%v: %v, want an error with %q", c.addr, c.public, err, c.want)
 		}
+	}
+}
+
+func TestFreeAddr(t *testing.T) {
+	high := 32768
+	if b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range"); err == nil {
+		if f := strings.Fields(string(b)); len(f) > 0 {
+			if low, err := strconv.Atoi(f[0]); err == nil && low > 21000 {
+				high = low
+			}
+		}
+	}
+	seen := map[string]bool{}
+	for range 50 {
+		addr, err := loopback.FreeAddr()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if seen[addr] {
+			t.Fatalf("FreeAddr handed out %s twice", addr)
+		}
+		seen[addr] = true
+		_, port, _ := net.SplitHostPort(addr)
+		if p, _ := strconv.Atoi(port); p < 20000 || p >= high {
+			t.Fatalf("FreeAddr = %s, want a port in 20000-%d, below the ephemeral range", addr, high-1)
+		}
+		ln, err := net.Listen("tcp", addr)
+		if err != nil {
+			t.Fatalf("listening on FreeAddr's %s: %v", addr, err)
+		}
+		ln.Close()
 	}
 }

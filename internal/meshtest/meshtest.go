@@ -29,6 +29,7 @@ import (
 
 	"github.com/griddle-mesh/griddle/internal/discovery"
 	"github.com/griddle-mesh/griddle/internal/etcdembed"
+	"github.com/griddle-mesh/griddle/internal/loopback"
 )
 
 // Binaries are the programs a mesh is made of.
@@ -344,15 +345,16 @@ func (p *Proc) Status(v any) error {
 	return json.NewDecoder(resp.Body).Decode(v)
 }
 
-// FreeAddr returns a 127.0.0.1 address with a port that was free a moment ago.
+// FreeAddr returns a 127.0.0.1 address for a child's listener
+// (loopback.FreeAddr: a port free a moment ago, outside the kernel's
+// ephemeral range).
 func FreeAddr(t testing.TB) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	addr, err := loopback.FreeAddr()
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer ln.Close()
-	return ln.Addr().String()
+	return addr
 }
 
 // ProcessAlive reports whether a process with pid exists (and is not a zombie
