@@ -273,8 +273,37 @@ func TestAttack(t *testing.T) {
 	if r.Latency.P99 <= 0 || r.Latency.P50 > r.Latency.P99 {
 		t.Errorf("latency %+v: want 0 < p50 <= p99", r.Latency)
 	}
+	if r.ByMethod != nil {
+		t.Errorf("by method %v for a scenario of GETs only; want none", r.ByMethod)
+	}
 	srv.CloseClientConnections()
 	waitGoroutines(t, before)
+}
+
+// TestAttackByMethod checks that a scenario mixing methods reports each
+// one's latency: here the writes are slow, as a synced commit is.
+func TestAttackByMethod(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodPost {
+			time.Sleep(20 * time.Millisecond)
+		}
+		w.WriteHeader(http.StatusCreated)
+	}))
+	defer srv.Close()
+	r, err := attack(t.Context(), load{
+		target: "test", rate: 400, duration: 500 * time.Millisecond, timeout: time.Second,
+		maxInFlight: 32, targeter: writeTargeter(ScenarioMixed, srv.URL, 10), roots: []int{os.Getpid()},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	get, post := r.ByMethod[http.MethodGet], r.ByMethod[http.MethodPost]
+	if len(r.ByMethod) != 2 || get.N+post.N != r.Requests || post.N == 0 {
+		t.Fatalf("by method %+v of %d requests; want GET and POST adding up", r.ByMethod, r.Requests)
+	}
+	if post.P50 < 20 || get.P50 >= 20 {
+		t.Errorf("p50 GET %.1f ms, POST %.1f ms; want POST at least the handler's 20 ms, GET below", get.P50, post.P50)
+	}
 }
 
 func TestAttackStopsWithContext(t *testing.T) {

@@ -31,11 +31,14 @@ type RunResult struct {
 	Errors    int     `json:"errors"`    // Shed + Non2xx + Transport
 	ErrorRate float64 `json:"error_rate"`
 
-	Latency    Latencies `json:"latency"`      // every request
-	Served     Latencies `json:"served"`       // 2xx answers
-	ShedLat    Latencies `json:"shed_latency"` // 503 answers
-	RawP99     float64   `json:"raw_p99_ms"`   // p99 from the moment sent, for comparison
-	FirstError string    `json:"first_error,omitempty"`
+	Latency Latencies `json:"latency"`      // every request
+	Served  Latencies `json:"served"`       // 2xx answers
+	ShedLat Latencies `json:"shed_latency"` // 503 answers
+	RawP99  float64   `json:"raw_p99_ms"`   // p99 from the moment sent, for comparison
+	// ByMethod splits Latency by request method where a scenario mixes
+	// them (mixed: GET reads, POST writes).
+	ByMethod   map[string]Latencies `json:"by_method,omitempty"`
+	FirstError string               `json:"first_error,omitempty"`
 
 	CPU RunCPU `json:"cpu"`
 	// Profiles are the CPU profiles saved during the run (--cpuprofile-dir).
@@ -135,6 +138,7 @@ func attack(ctx context.Context, l load) (RunResult, error) {
 	results := a.Attack(l.targeter, vegeta.ConstantPacer{Freq: l.rate, Per: time.Second}, l.duration, l.target)
 
 	var all, served, shed, raw []time.Duration
+	byMethod := map[string][]time.Duration{}
 	r := RunResult{Target: l.target, Offered: float64(l.rate)}
 	for res := range results {
 		// vegeta's ConstantPacer sends hit Seq (from 0) one period after
@@ -144,6 +148,7 @@ func attack(ctx context.Context, l load) (RunResult, error) {
 		lat = max(lat, res.Latency)
 		all = append(all, lat)
 		raw = append(raw, res.Latency)
+		byMethod[res.Method] = append(byMethod[res.Method], lat)
 		r.Requests++
 		switch {
 		case res.Code >= 200 && res.Code < 300:
@@ -183,6 +188,12 @@ func attack(ctx context.Context, l load) (RunResult, error) {
 	r.Served = summarize(served)
 	r.ShedLat = summarize(shed)
 	r.RawP99 = summarize(raw).P99
+	if len(byMethod) > 1 {
+		r.ByMethod = make(map[string]Latencies, len(byMethod))
+		for m, lats := range byMethod {
+			r.ByMethod[m] = summarize(lats)
+		}
+	}
 	r.Behind = float64(r.Requests) < 0.97*float64(l.rate)*secs
 
 	use := after.since(before)
