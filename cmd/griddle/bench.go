@@ -132,6 +132,7 @@ func benchRunCmd(g *globals, sweep bool) *cobra.Command {
 	f.StringVar(&cfg.TargetCPUs, "target-cpus", "", "run every target under taskset -c LIST (pin the bench itself with taskset)")
 	f.IntVar(&cfg.MeshInstances, "mesh-instances", 1, "sidecars per service of the mesh (griddle up --instances) and deployed targets")
 	f.BoolVar(&cfg.HandlerPlainSocket, "mesh-handler-plain-socket", false, "run the mesh's and the deployed target's sidecars with --handler-plain-socket: the hop to each handler on its unix socket alone, without the shared-memory pipe")
+	f.BoolVar(&cfg.Colocate, "mesh-colocate", true, "run the mesh's griddle up and the deployed target's sidecars with --colocate, their default (each with its handlers on one CPU while their load fits in half of one); false: placed by the kernel")
 	f.BoolVar(&cfg.AdaptiveProcs, "mesh-adaptive-procs", true, "run the mesh's griddle up and the deployed target's processes with --adaptive-procs, their default (one core while the load fits in half of one); false: on every core")
 	f.IntVar(&cfg.HandlerProcs, "handler-procs", 0, "GOMAXPROCS of the mesh's and deployed target's handler processes (griddle up/sidecar --handler-procs; 0: their defaults: griddle up shares the cores among its handlers, a sidecar leaves Go's)")
 	f.StringVar(&cfg.CPUProfileDir, "cpuprofile-dir", "", "save a CPU profile of each component with /debug/pprof/ for every measured run into this directory (<target>-<component>-<phase>-<rate>-r<repeat>.pprof)")

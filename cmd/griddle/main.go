@@ -52,6 +52,7 @@ type globals struct {
 	otlp          string
 	ratio         float64
 	adaptiveProcs bool
+	colocate      bool
 }
 
 // adaptProcs sizes the process's scheduler to its load (internal/procs)
@@ -66,6 +67,24 @@ func (g *globals) adaptProcs(ctx context.Context, log *slog.Logger) (stop func()
 		defer close(done)
 		if err := procs.Run(ctx, procs.Config{}, log); err != nil {
 			log.Info("griddle: the scheduler keeps its size", "reason", err)
+		}
+	}()
+	return func() { cancel(); <-done }
+}
+
+// colocateGroup holds the process and its handler processes on one CPU
+// while their load fits within it (procs.Colocate) until the returned
+// stop is called, unless --colocate=false.
+func (g *globals) colocateGroup(ctx context.Context, log *slog.Logger) (stop func()) {
+	if !g.colocate {
+		return func() {}
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if err := procs.Colocate(ctx, procs.Config{}, log); err != nil {
+			log.Info("griddle: the process group stays on every CPU", "reason", err)
 		}
 	}()
 	return func() { cancel(); <-done }
@@ -93,6 +112,7 @@ func newRoot() *cobra.Command {
 	root.PersistentFlags().StringVar(&g.logFormat, "log-format", "text", "text or json")
 	root.PersistentFlags().StringVar(&g.otlp, "otlp-endpoint", os.Getenv("OTEL_EXPORTER_OTLP_ENDPOINT"), "export trace spans over OTLP/HTTP to this collector, e.g. http://127.0.0.1:4318 (env OTEL_EXPORTER_OTLP_ENDPOINT; empty: no tracing)")
 	root.PersistentFlags().BoolVar(&g.adaptiveProcs, "adaptive-procs", true, "server commands (up, edge, sidecar, store, control) run on one core while their load fits in half of one, and on every core above it: a third less CPU per request at low and moderate rates for a few tenths of a millisecond more p99 (see the README's Performance); --adaptive-procs=false keeps every core; a GOMAXPROCS in the environment overrides it")
+	root.PersistentFlags().BoolVar(&g.colocate, "colocate", true, "up and sidecar hold themselves and their handler processes on one CPU while their load together fits in half of one, and spread over every CPU above 0.6 of it: a fifth less CPU per request at low and moderate rates, where each crossing between the processes would wake a thread on another CPU (see the README's Performance); --colocate=false leaves placement to the kernel")
 	root.PersistentFlags().Float64Var(&g.ratio, "trace-ratio", 1, "share of new traces recorded (requests that come with a traceparent follow its decision)")
 	root.AddCommand(upCmd(g), edgeCmd(g), sidecarCmd(g), storeCmd(g), seedCmd(g), benchCmd(g))
 	root.AddCommand(controlCmd(g), routesCmd(g), canaryCmd(g), statusCmd(g), caCmd(g))
@@ -113,6 +133,7 @@ func upCmd(g *globals) *cobra.Command {
 				return err
 			}
 			defer g.adaptProcs(cmd.Context(), log)()
+			defer g.colocateGroup(cmd.Context(), log)()
 			cfg.Logger = log
 			cfg.Out = cmd.OutOrStdout()
 			if cfg.Tracer, err = g.tracer("griddle-up", ""); err != nil {
@@ -256,6 +277,7 @@ func sidecarCmd(g *globals) *cobra.Command {
 				return err
 			}
 			defer g.adaptProcs(cmd.Context(), log)()
+			defer g.colocateGroup(cmd.Context(), log)()
 			cfg.Logger = log
 			for i, s := range subs {
 				sub, err := sidecar.ParseSubscription(s)

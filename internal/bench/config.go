@@ -63,6 +63,7 @@ type Config struct {
 	MeshInstances int    // sidecars per service of the mesh (griddle up --instances) and deployed targets (0 or 1: one)
 	HandlerProcs  int    // GOMAXPROCS of the mesh's and deployed target's handler processes (--handler-procs; 0: griddle up's and the sidecar's defaults)
 	AdaptiveProcs bool   // griddle up and the deployed target's processes run with --adaptive-procs (false: =false, on every P)
+	Colocate      bool   // griddle up and the deployed target's sidecars run with --colocate (false: =false, placed by the kernel)
 	// HandlerPlainSocket: the mesh's and the deployed target's sidecars
 	// run with --handler-plain-socket (no shared-memory pipe).
 	HandlerPlainSocket bool

@@ -102,7 +102,7 @@ func (s *starter) deployed(ctx context.Context) (*target, error) {
 			argv := append([]string{g, "sidecar", "--service", svc, "--version", serviceVersion, "--id", id,
 				"--listen", "tcp://127.0.0.1:0", "--plugin", s.handlers[svc], "--http-prefix", "/" + svc + "/",
 				"--store", "http://" + storeAddr, "--store-token-file", tokenFiles[svc], "--etcd", etcdAddr, "--handler-procs", strconv.Itoa(s.cfg.HandlerProcs),
-				"--handler-plain-socket=" + strconv.FormatBool(s.cfg.HandlerPlainSocket)}, common...)
+				"--handler-plain-socket=" + strconv.FormatBool(s.cfg.HandlerPlainSocket), "--colocate=" + strconv.FormatBool(s.cfg.Colocate)}, common...)
 			if argv, err = withAdmin("sidecar-"+id, argv); err != nil {
 				return fail(err)
 			}

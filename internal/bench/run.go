@@ -52,6 +52,9 @@ type Settings struct {
 	// AdaptiveProcs: the mesh's and the deployed target's processes ran
 	// with --adaptive-procs (their default), or with it false.
 	AdaptiveProcs bool `json:"adaptive_procs"`
+	// Colocate: griddle up and the deployed target's sidecars ran with
+	// --colocate (their default), or with it false.
+	Colocate bool `json:"colocate"`
 	// HandlerPlainSocket: their sidecars ran with --handler-plain-socket.
 	HandlerPlainSocket bool `json:"handler_plain_socket"`
 }
@@ -143,7 +146,7 @@ func open(ctx context.Context, cfg Config, sweep bool) (*session, error) {
 			P99TargetMS: float64(cfg.P99Target) / 1e6, MaxErrorRate: cfg.MaxErrorRate,
 			NginxWorkers: cfg.NginxWorkers, TargetCPUs: cfg.TargetCPUs, NoisyCores: cfg.NoisyCores,
 			Instances: max(cfg.MeshInstances, 1), CPUProfiles: cfg.CPUProfileDir,
-			AdaptiveProcs: cfg.AdaptiveProcs, HandlerPlainSocket: cfg.HandlerPlainSocket,
+			AdaptiveProcs: cfg.AdaptiveProcs, Colocate: cfg.Colocate, HandlerPlainSocket: cfg.HandlerPlainSocket,
 		},
 	}
 	if needsProfiles(cfg.Scenario) {

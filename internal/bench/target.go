@@ -390,7 +390,7 @@ func (s *starter) mesh(_ context.Context) (*target, error) {
 	if s.cfg.MeshInstances > 1 {
 		argv = append(argv, "--instances", strconv.Itoa(s.cfg.MeshInstances))
 	}
-	argv = append(argv, "--adaptive-procs="+strconv.FormatBool(s.cfg.AdaptiveProcs),
+	argv = append(argv, "--adaptive-procs="+strconv.FormatBool(s.cfg.AdaptiveProcs), "--colocate="+strconv.FormatBool(s.cfg.Colocate),
 		"--handler-plain-socket="+strconv.FormatBool(s.cfg.HandlerPlainSocket))
 	if s.cfg.HandlerProcs > 0 {
 		argv = append(argv, "--handler-procs", strconv.Itoa(s.cfg.HandlerProcs))

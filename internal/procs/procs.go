@@ -32,9 +32,16 @@ type Config struct {
 	Every time.Duration
 	// Up is the CPU use, in cores, at or above which a process on one P
 	// gets Max Ps back: over the last three samples on average, or in one
-	// sample at burst (0.7 of a core) (0.5: at half a core a single P
-	// starts to queue requests behind each other).
+	// sample at Burst (0.5: at half a core a single P starts to queue
+	// requests behind each other).
 	Up float64
+	// Burst is the CPU use of one sample at which a process on one P gets
+	// its Ps back at once: load that jumped from idle, which the mean of
+	// three samples would take 300 ms to see while a queue builds on the
+	// one P (0.7: at 0.9, a load that took 0.8 of a core, the P sharing the
+	// core with the rest of the machine, waited those 300 ms; back to back
+	// at 11,000 reads/s, the mesh's p99 was 7–25 ms against 6–13 ms at 0.7).
+	Burst float64
 	// Down is the CPU use, in cores, below which a process on Max Ps goes
 	// to one, as the average over DownAfter (0.4: with the hand-offs'
 	// cost gone, that is about 0.3 of a core on one P, well below Up).
@@ -49,8 +56,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("procs: Max %d is negative", c.Max)
 	case c.Every < 0 || c.DownAfter < 0:
 		return errors.New("procs: Every and DownAfter must not be negative")
-	case c.Up < 0 || c.Down < 0:
-		return errors.New("procs: Up and Down must not be negative")
+	case c.Up < 0 || c.Down < 0 || c.Burst < 0:
+		return errors.New("procs: Up, Down and Burst must not be negative")
 	case c.Up != 0 && c.Down != 0 && c.Down > c.Up:
 		return fmt.Errorf("procs: Down %v exceeds Up %v", c.Down, c.Up)
 	}
@@ -69,6 +76,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.Down == 0 {
 		c.Down = 0.4
+	}
+	if c.Burst == 0 {
+		c.Burst = 0.7
 	}
 	if c.DownAfter == 0 {
 		c.DownAfter = 3 * time.Second
@@ -127,14 +137,6 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	}
 }
 
-// burst is the CPU use, in cores, of one sample at which a process on one
-// P gets its Ps back at once: load that jumped from idle, which the mean of
-// three samples would take 300 ms to see while a queue builds on the one
-// P. (At 0.9, a load that took 0.8 of a core, the P sharing the core with
-// the rest of the machine, waited those 300 ms: back to back at 11,000
-// reads/s, the mesh's p99 was 7–25 ms against 6–13 ms at 0.7.)
-const burst = 0.7
-
 // controller is Run's decision, apart from the clock and the runtime.
 type controller struct {
 	cfg   Config
@@ -169,7 +171,7 @@ func (c *controller) observe(now time.Time, used time.Duration) (procs int, core
 			mean += v
 		}
 		mean /= float64(len(c.recent))
-		if cores >= burst || (c.n >= len(c.recent) && mean >= c.cfg.Up) {
+		if cores >= c.cfg.Burst || (c.n >= len(c.recent) && mean >= c.cfg.Up) {
 			c.procs, c.winStart, c.winUsed = c.cfg.Max, now, 0
 		}
 		return c.procs, cores
