@@ -69,7 +69,7 @@ func Colocate(ctx context.Context, cfg Config, log *slog.Logger) error {
 	if _, err := g.sample(true); err != nil {
 		return fmt.Errorf("procs: colocate: %w", err)
 	}
-	prevStat, _ := readCPUStat()
+	winStat, _ := readCPUStat() // /proc/stat at the start of the last full second
 	c := newController(cfg, time.Now())
 	on := -1 // the CPU the group is held on; -1: spread
 	defer func() {
@@ -94,7 +94,7 @@ func Colocate(ctx context.Context, cfg Config, log *slog.Logger) error {
 			want, cores := c.observe(now, used)
 			switch {
 			case want == 1 && on < 0:
-				on = idlest(prevStat, stat, cpus)
+				on = idlest(winStat, stat, cpus)
 				var one unix.CPUSet
 				one.Set(on)
 				g.apply(&one)
@@ -103,6 +103,15 @@ func Colocate(ctx context.Context, cfg Config, log *slog.Logger) error {
 				on = -1
 				g.apply(&all)
 				log.Debug("procs: the process group spread over every CPU", "cores", cores)
+			case on >= 0 && n%10 == 0 && crowded(winStat, stat, on, cpus):
+				// Other processes (another group held there, say) keep the
+				// CPU busy: the group moves to the idlest.
+				from := on
+				on = idlest(winStat, stat, cpus)
+				var one unix.CPUSet
+				one.Set(on)
+				g.apply(&one)
+				log.Debug("procs: the process group moved off a busy CPU", "from", from, "cpu", on)
 			case on >= 0:
 				// Threads started since inherit the CPU; apply catches any
 				// started while it last ran.
@@ -110,7 +119,9 @@ func Colocate(ctx context.Context, cfg Config, log *slog.Logger) error {
 				one.Set(on)
 				g.applyNew(&one)
 			}
-			prevStat = stat
+			if n%10 == 0 {
+				winStat = stat
+			}
 		}
 	}
 }
@@ -230,8 +241,11 @@ func cpuList(set unix.CPUSet) []int {
 	return out
 }
 
-// cpuStat is each CPU's busy time in clock ticks, from /proc/stat.
-type cpuStat map[int]uint64
+// cpuStat is each CPU's busy and total time in clock ticks, from
+// /proc/stat.
+type cpuStat map[int]cpuTicks
+
+type cpuTicks struct{ busy, total uint64 }
 
 func readCPUStat() (cpuStat, error) {
 	b, err := os.ReadFile("/proc/stat")
@@ -254,32 +268,51 @@ func parseCPUStat(b []byte) cpuStat {
 		if err != nil {
 			continue
 		}
-		var busy uint64
+		var t cpuTicks
 		for i, v := range f[1:] {
-			if i == 3 || i == 4 {
-				continue
-			}
 			n, _ := strconv.ParseUint(string(v), 10, 64)
-			busy += n
+			t.total += n
+			if i != 3 && i != 4 {
+				t.busy += n
+			}
 		}
-		out[cpu] = busy
+		out[cpu] = t
 	}
 	return out
+}
+
+// busyShare is the share of cpu's time it was busy between two samples
+// of /proc/stat; ok is false where they say nothing of it.
+func busyShare(before, after cpuStat, cpu int) (share float64, ok bool) {
+	b, ok1 := before[cpu]
+	a, ok2 := after[cpu]
+	if !ok1 || !ok2 || a.total <= b.total || a.busy < b.busy {
+		return 0, false
+	}
+	return float64(a.busy-b.busy) / float64(a.total-b.total), true
 }
 
 // idlest is the CPU of cpus that was busy least between two samples of
 // /proc/stat (the first of cpus where they tie or cannot be read).
 func idlest(before, after cpuStat, cpus []int) int {
-	best, bestBusy := cpus[0], ^uint64(0)
+	best, bestShare := cpus[0], 2.0
 	for _, c := range cpus {
-		b, ok1 := before[c]
-		a, ok2 := after[c]
-		if !ok1 || !ok2 || a < b {
-			continue
-		}
-		if a-b < bestBusy {
-			best, bestBusy = c, a-b
+		if s, ok := busyShare(before, after, c); ok && s < bestShare {
+			best, bestShare = c, s
 		}
 	}
 	return best
+}
+
+// crowded reports whether cpu, the group's, was nearly always busy
+// between two samples while another of cpus had a third of its time or
+// more to spare beyond it: on a host where several groups chose the
+// same CPU, say.
+func crowded(before, after cpuStat, cpu int, cpus []int) bool {
+	s, ok := busyShare(before, after, cpu)
+	if !ok || s < 0.9 {
+		return false
+	}
+	other, _ := busyShare(before, after, idlest(before, after, cpus))
+	return other <= s-1.0/3
 }

@@ -14,14 +14,30 @@ import (
 
 func TestParseCPUStat(t *testing.T) {
 	got := parseCPUStat([]byte("cpu  10 0 10 500 5 0 0 0 0 0\ncpu0 4 1 5 200 2 1 1 0 0 0\ncpu1 6 0 5 300 3 0 0 0 0 0\nintr 1 2 3\n"))
-	if len(got) != 2 || got[0] != 12 || got[1] != 11 {
-		t.Fatalf("parseCPUStat = %v, want cpu0 12 and cpu1 11 ticks busy (idle and iowait left out)", got)
+	want := cpuStat{0: {busy: 12, total: 214}, 1: {busy: 11, total: 314}}
+	if len(got) != 2 || got[0] != want[0] || got[1] != want[1] {
+		t.Fatalf("parseCPUStat = %v, want %v (idle and iowait not busy)", got, want)
 	}
-	if c := idlest(cpuStat{0: 100, 1: 100}, cpuStat{0: 150, 1: 110}, []int{0, 1}); c != 1 {
-		t.Errorf("idlest = %d, want 1 (10 ticks busy against 50)", c)
+}
+
+func TestIdlestAndCrowded(t *testing.T) {
+	before := cpuStat{0: {100, 1000}, 1: {100, 1000}}
+	after := cpuStat{0: {195, 1100}, 1: {110, 1100}}
+	if c := idlest(before, after, []int{0, 1}); c != 1 {
+		t.Errorf("idlest = %d, want 1 (10%% busy against 95%%)", c)
 	}
-	if c := idlest(nil, cpuStat{0: 1}, []int{3, 5}); c != 3 {
+	if c := idlest(nil, after, []int{3, 5}); c != 3 {
 		t.Errorf("idlest without a first sample = %d, want the first CPU, 3", c)
+	}
+	if !crowded(before, after, 0, []int{0, 1}) {
+		t.Error("CPU 0 at 95% beside CPU 1 at 10%: want crowded")
+	}
+	if crowded(before, after, 1, []int{0, 1}) {
+		t.Error("CPU 1 at 10%: want not crowded")
+	}
+	both := cpuStat{0: {195, 1100}, 1: {180, 1100}}
+	if crowded(before, both, 0, []int{0, 1}) {
+		t.Error("CPU 0 at 95% beside CPU 1 at 80%: want not crowded (nowhere better to go)")
 	}
 }
 
