@@ -14,13 +14,17 @@ import (
 
 // ColocateDefaults are Colocate's thresholds, in cores of the whole
 // group: it goes to one CPU once the group's mean over DownAfter is below
-// 0.5, and back to every CPU once the mean of three samples on that one
-// CPU reaches 0.6 or one sample 0.8. Measured spread, the group costs a
-// fifth more CPU than on one (its cross-CPU wake-ups), so 0.5 spread is
-// about 0.4 on one CPU, well below the way back; 0.6 of one CPU keeps
-// the queue for it short (the mesh's p99 at 4,000 reads/s was 2.9 ms on
-// one CPU against 2.7 ms spread).
-var ColocateDefaults = Config{Up: 0.6, Down: 0.5, Burst: 0.8}
+// 0.45, and back to every CPU once the mean of three samples on that one
+// CPU reaches 0.5 or one sample 0.7. Measured spread, the group costs a
+// third more CPU than on one (its cross-CPU wake-ups), so 0.45 spread is
+// about 0.3 on one CPU, well below the way back. On one CPU the group's
+// work queues behind itself: little for a read (four crossings; the
+// mesh's p99 at 4,000 reads/s was 2.8–3.5 ms on one CPU against 2.4 ms
+// spread), more for a message (ten crossings and a synced commit: p99
+// 6.9–10 ms at 1,000/s against 4.9–5.8), and at 0.6 of the CPU, the
+// first thresholds, the messages scenario's sustainable rate fell from
+// 3,000 to 2,750/s.
+var ColocateDefaults = Config{Up: 0.5, Down: 0.45, Burst: 0.7}
 
 // Colocate keeps this process and its descendants (griddle up and its
 // handler processes; a sidecar and its handler) on one CPU while their
@@ -83,15 +87,16 @@ func Colocate(ctx context.Context, cfg Config, log *slog.Logger) error {
 		select {
 		case <-ctx.Done():
 			return nil
-		case now := <-t.C:
+		case <-t.C:
 			// The members are looked up every tenth sample: a handler
-			// restarted in between is born with its parent's CPUs.
+			// restarted in between is born with its parent's CPUs. The
+			// clock is read with the CPU times, as in Run.
 			used, err := g.sample(n%10 == 0)
 			if err != nil {
 				continue
 			}
 			stat, _ := readCPUStat()
-			want, cores := c.observe(now, used)
+			want, cores := c.observe(time.Now(), used)
 			switch {
 			case want == 1 && on < 0:
 				on = idlest(winStat, stat, cpus)

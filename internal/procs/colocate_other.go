@@ -8,7 +8,7 @@ import (
 )
 
 // ColocateDefaults are Colocate's thresholds (see the Linux build).
-var ColocateDefaults = Config{Up: 0.6, Down: 0.5, Burst: 0.8}
+var ColocateDefaults = Config{Up: 0.5, Down: 0.45, Burst: 0.7}
 
 // Colocate keeps a process group on one CPU while its load fits within
 // it; only Linux has it: elsewhere it returns nil at once.

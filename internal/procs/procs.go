@@ -121,12 +121,15 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 		select {
 		case <-ctx.Done():
 			return nil
-		case now := <-t.C:
+		case <-t.C:
+			// The CPU time and the clock read together: a tick received
+			// late (the process's one P busy) would otherwise count the
+			// CPU time of the delay against the wall time before it.
 			cpu, err := cpuTime()
 			if err != nil {
 				continue
 			}
-			n, cores := c.observe(now, cpu-lastCPU)
+			n, cores := c.observe(time.Now(), cpu-lastCPU)
 			if n != procs {
 				procs = n
 				runtime.GOMAXPROCS(n)
