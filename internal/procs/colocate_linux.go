@@ -42,13 +42,16 @@ var ColocateDefaults = Config{Up: 0.5, Down: 0.45, Burst: 0.7}
 // threads to idle CPUs. Envoy and DPDK pin their workers for the same
 // reason; this makes the choice as the load changes.
 //
-// cfg's zero fields take ColocateDefaults; Max is ignored (the CPUs are
+// cfg's zero Up, Down and Burst take ColocateDefaults'; Max is ignored (the CPUs are
 // those of the process's affinity at the start). It returns at once, with
 // nil, where the process may use only one CPU, and with an error if the
 // group's CPU time cannot be read.
 func Colocate(ctx context.Context, cfg Config, log *slog.Logger) error {
-	if cfg.Up == 0 && cfg.Down == 0 {
-		cfg.Up, cfg.Down = ColocateDefaults.Up, ColocateDefaults.Down
+	if cfg.Up == 0 {
+		cfg.Up = ColocateDefaults.Up
+	}
+	if cfg.Down == 0 {
+		cfg.Down = ColocateDefaults.Down
 	}
 	if cfg.Burst == 0 {
 		cfg.Burst = ColocateDefaults.Burst
@@ -100,9 +103,7 @@ func Colocate(ctx context.Context, cfg Config, log *slog.Logger) error {
 			switch {
 			case want == 1 && on < 0:
 				on = idlest(winStat, stat, cpus)
-				var one unix.CPUSet
-				one.Set(on)
-				g.apply(&one)
+				g.apply(oneCPU(on))
 				log.Debug("procs: the process group held on one CPU", "cpu", on, "cores", cores, "processes", len(g.members))
 			case want > 1 && on >= 0:
 				on = -1
@@ -113,16 +114,12 @@ func Colocate(ctx context.Context, cfg Config, log *slog.Logger) error {
 				// CPU busy: the group moves to the idlest.
 				from := on
 				on = idlest(winStat, stat, cpus)
-				var one unix.CPUSet
-				one.Set(on)
-				g.apply(&one)
+				g.apply(oneCPU(on))
 				log.Debug("procs: the process group moved off a busy CPU", "from", from, "cpu", on)
 			case on >= 0:
 				// Threads started since inherit the CPU; apply catches any
 				// started while it last ran.
-				var one unix.CPUSet
-				one.Set(on)
-				g.applyNew(&one)
+				g.applyNew(oneCPU(on))
 			}
 			if n%10 == 0 {
 				winStat = stat
@@ -233,6 +230,13 @@ func taskNS(pid, tid int) (uint64, bool) {
 	}
 	ns, err := strconv.ParseUint(string(f[0]), 10, 64)
 	return ns, err == nil
+}
+
+// oneCPU is the set of cpu alone.
+func oneCPU(cpu int) *unix.CPUSet {
+	var s unix.CPUSet
+	s.Set(cpu)
+	return &s
 }
 
 // cpuList is the CPUs in set, in order.
