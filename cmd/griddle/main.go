@@ -61,15 +61,7 @@ func (g *globals) adaptProcs(ctx context.Context, log *slog.Logger) (stop func()
 	if !g.adaptiveProcs {
 		return func() {}
 	}
-	ctx, cancel := context.WithCancel(ctx)
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		if err := procs.Run(ctx, procs.Config{}, log); err != nil {
-			log.Info("griddle: the scheduler keeps its size", "reason", err)
-		}
-	}()
-	return func() { cancel(); <-done }
+	return beside(ctx, log, "the scheduler keeps its size", func(ctx context.Context) error { return procs.Run(ctx, procs.Config{}, log) })
 }
 
 // colocateGroup holds the process and its handler processes on one CPU
@@ -79,12 +71,18 @@ func (g *globals) colocateGroup(ctx context.Context, log *slog.Logger) (stop fun
 	if !g.colocate {
 		return func() {}
 	}
+	return beside(ctx, log, "the process group stays on every CPU", func(ctx context.Context) error { return procs.Colocate(ctx, procs.Config{}, log) })
+}
+
+// beside runs fn in a goroutine until the returned stop is called (which
+// waits for it), logging why it ended early with an error as giveUp.
+func beside(ctx context.Context, log *slog.Logger, giveUp string, fn func(context.Context) error) (stop func()) {
 	ctx, cancel := context.WithCancel(ctx)
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		if err := procs.Colocate(ctx, procs.Config{}, log); err != nil {
-			log.Info("griddle: the process group stays on every CPU", "reason", err)
+		if err := fn(ctx); err != nil {
+			log.Info("griddle: "+giveUp, "reason", err)
 		}
 	}()
 	return func() { cancel(); <-done }
