@@ -91,15 +91,19 @@ func Colocate(ctx context.Context, cfg Config, log *slog.Logger) error {
 		case <-ctx.Done():
 			return nil
 		case <-t.C:
-			// The members are looked up every tenth sample: a handler
-			// restarted in between is born with its parent's CPUs. The
-			// clock is read with the CPU times, as in Run.
-			used, err := g.sample(n%10 == 0)
+			// Once a second the members are looked up (a handler restarted
+			// in between is born with its parent's CPUs), and /proc/stat's
+			// window rolls. The clock is read with the CPU times, as in Run.
+			second := n%10 == 0
+			used, err := g.sample(second)
 			if err != nil {
 				continue
 			}
-			stat, _ := readCPUStat()
 			want, cores := c.observe(time.Now(), used)
+			var stat cpuStat // read only where a choice of CPU needs it
+			if second || (want == 1 && on < 0) {
+				stat, _ = readCPUStat()
+			}
 			switch {
 			case want == 1 && on < 0:
 				on = idlest(winStat, stat, cpus)
@@ -109,7 +113,7 @@ func Colocate(ctx context.Context, cfg Config, log *slog.Logger) error {
 				on = -1
 				g.apply(&all)
 				log.Debug("procs: the process group spread over every CPU", "cores", cores)
-			case on >= 0 && n%10 == 0 && crowded(winStat, stat, on, cpus):
+			case on >= 0 && second && crowded(winStat, stat, on, cpus):
 				// Other processes (another group held there, say) keep the
 				// CPU busy: the group moves to the idlest.
 				from := on
@@ -121,7 +125,7 @@ func Colocate(ctx context.Context, cfg Config, log *slog.Logger) error {
 				// started while it last ran.
 				g.applyNew(oneCPU(on))
 			}
-			if n%10 == 0 {
+			if second {
 				winStat = stat
 			}
 		}
@@ -241,8 +245,9 @@ func oneCPU(cpu int) *unix.CPUSet {
 
 // cpuList is the CPUs in set, in order.
 func cpuList(set unix.CPUSet) []int {
-	var out []int
-	for i := 0; len(out) < set.Count(); i++ {
+	n := set.Count()
+	out := make([]int, 0, n)
+	for i := 0; len(out) < n; i++ {
 		if set.IsSet(i) {
 			out = append(out, i)
 		}
